@@ -1,0 +1,410 @@
+/*
+ * rules.c: the rule catalogue.
+ *
+ * Each rule has a name, the parameters it takes (checked when a rule row is
+ * written, never at payment time) and one small function that decides from
+ * the payment's facts whether it fires.  The catalogue's order is the order
+ * of reasons on a payment.  Nothing here reads a table: state.c gathers the
+ * facts, so a rule costs a comparison.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "p2pay.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/timestamp.h"
+
+typedef enum ParamKind
+{
+	PARAM_AMOUNT,				/* number >= 0 */
+	PARAM_COUNT,				/* whole number >= 0 */
+	PARAM_FRACTION,				/* number in (0, 1) */
+	PARAM_FACTOR,				/* number > 0 */
+	PARAM_INTERVAL				/* interval text > 0, without months */
+} ParamKind;
+
+typedef struct ParamDef
+{
+	const char *key;
+	ParamKind	kind;
+	size_t		offset;			/* in RuleParams */
+} ParamDef;
+
+typedef bool (*RuleFn) (const RuleParams *p, const PaymentFacts *f);
+
+typedef struct RuleDef
+{
+	const char *name;
+	RuleFn		fires;
+	ParamDef	params[4];
+	int			nparams;
+} RuleDef;
+
+#define P(key, kind) {#key, kind, offsetof(RuleParams, key)}
+
+static bool
+amount_limit(const RuleParams *p, const PaymentFacts *f)
+{
+	return f->amount > p->max_amount;
+}
+
+static bool
+payer_velocity_count(const RuleParams *p, const PaymentFacts *f)
+{
+	return f->velocity_count > p->max_count;
+}
+
+static bool
+payer_velocity_amount(const RuleParams *p, const PaymentFacts *f)
+{
+	return f->velocity_amount > p->max_amount;
+}
+
+static bool
+payer_fan_out(const RuleParams *p, const PaymentFacts *f)
+{
+	return f->fan_out > p->max_payees;
+}
+
+static bool
+payee_fan_in(const RuleParams *p, const PaymentFacts *f)
+{
+	return f->fan_in > p->max_payers;
+}
+
+static bool
+structuring(const RuleParams *p, const PaymentFacts *f)
+{
+	return p2pay_in_structuring_band(p, f->amount) && f->band_count >= p->min_count;
+}
+
+static bool
+new_payee_high_amount(const RuleParams *p, const PaymentFacts *f)
+{
+	return !f->pair_seen && f->amount > p->min_amount;
+}
+
+static bool
+new_account_high_amount(const RuleParams *p, const PaymentFacts *f)
+{
+	return f->payer_created_at > f->created_at - p->max_age &&
+		f->amount > p->min_amount;
+}
+
+static bool
+round_trip(const RuleParams *p, const PaymentFacts *f)
+{
+	return f->amount >= p->min_amount && f->paid_back;
+}
+
+static bool
+unregistered_method(const RuleParams *p, const PaymentFacts *f)
+{
+	return !f->method_registered;
+}
+
+static bool
+amount_deviation(const RuleParams *p, const PaymentFacts *f)
+{
+	return f->out_count >= p->min_history && f->out_count > 0 &&
+		f->amount > p->factor * (f->out_sum / (double) f->out_count);
+}
+
+static bool
+dormant_reactivation(const RuleParams *p, const PaymentFacts *f)
+{
+	return f->has_previous && f->previous_at < f->created_at - p->idle &&
+		f->amount > p->min_amount;
+}
+
+static bool
+blocklist(const RuleParams *p, const PaymentFacts *f)
+{
+	return f->payer_blocked || f->payee_blocked;
+}
+
+static const RuleDef rule_defs[RULE_COUNT] = {
+	{"amount_limit", amount_limit, {P(max_amount, PARAM_AMOUNT)}, 1},
+	{"payer_velocity_count", payer_velocity_count,
+	{P(max_count, PARAM_COUNT), P(window, PARAM_INTERVAL)}, 2},
+	{"payer_velocity_amount", payer_velocity_amount,
+	{P(max_amount, PARAM_AMOUNT), P(window, PARAM_INTERVAL)}, 2},
+	{"payer_fan_out", payer_fan_out,
+	{P(max_payees, PARAM_COUNT), P(window, PARAM_INTERVAL)}, 2},
+	{"payee_fan_in", payee_fan_in,
+	{P(max_payers, PARAM_COUNT), P(window, PARAM_INTERVAL)}, 2},
+	{"structuring", structuring,
+		{P(threshold, PARAM_AMOUNT), P(band, PARAM_FRACTION),
+	P(min_count, PARAM_COUNT), P(window, PARAM_INTERVAL)}, 4},
+	{"new_payee_high_amount", new_payee_high_amount, {P(min_amount, PARAM_AMOUNT)}, 1},
+	{"new_account_high_amount", new_account_high_amount,
+	{P(max_age, PARAM_INTERVAL), P(min_amount, PARAM_AMOUNT)}, 2},
+	{"round_trip", round_trip,
+	{P(window, PARAM_INTERVAL), P(min_amount, PARAM_AMOUNT)}, 2},
+	{"unregistered_method", unregistered_method, {{0}}, 0},
+	{"amount_deviation", amount_deviation,
+	{P(factor, PARAM_FACTOR), P(min_history, PARAM_COUNT)}, 2},
+	{"dormant_reactivation", dormant_reactivation,
+	{P(idle, PARAM_INTERVAL), P(min_amount, PARAM_AMOUNT)}, 2},
+	{"blocklist", blocklist, {{0}}, 0},
+};
+
+/* Name of a rule, for reasons and messages. */
+const char *
+p2pay_rule_name(RuleId rule)
+{
+	return rule_defs[rule].name;
+}
+
+/* Catalogue position of the rule called name, or -1. */
+int
+p2pay_rule_lookup(const char *name)
+{
+	for (int i = 0; i < RULE_COUNT; i++)
+		if (strcmp(rule_defs[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+/* Whether an amount lies in the band just under the structuring threshold. */
+bool
+p2pay_in_structuring_band(const RuleParams *p, double amount)
+{
+	return amount >= p->threshold * (1.0 - p->band) && amount < p->threshold;
+}
+
+/* Reject a weight outside [0, 1]. */
+void
+p2pay_check_weight(const char *rule, double weight)
+{
+	if (isnan(weight) || weight < 0.0 || weight > 1.0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("weight of rule \"%s\" must be between 0 and 1", rule),
+				 errdetail("The weight given was %g.", weight),
+				 errhint("A rule that fires adds 1 - (1 - score) * (1 - weight) to the score.")));
+}
+
+/* The name of a jsonb value's type, for messages. */
+static const char *
+jsonb_type_name(const JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "a string";
+		case jbvNumeric:
+			return "a number";
+		case jbvBool:
+			return "a boolean";
+		default:
+			return "an array or object";
+	}
+}
+
+/* Read a numeric parameter, rejecting values of the wrong type or range. */
+static void
+parse_number(const char *rule, const ParamDef *def, const JsonbValue *v, RuleParams *out)
+{
+	double		d;
+
+	if (v->type != jbvNumeric)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("parameter \"%s\" of rule \"%s\" must be a number", def->key, rule),
+				 errdetail("The value given is %s.", jsonb_type_name(v))));
+
+	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+										   NumericGetDatum(v->val.numeric)));
+	if (isnan(d) || isinf(d) || d < 0.0 ||
+		(def->kind == PARAM_FRACTION && (d <= 0.0 || d >= 1.0)) ||
+		(def->kind == PARAM_FACTOR && d <= 0.0) ||
+		(def->kind == PARAM_COUNT && (d != floor(d) || d > (double) PG_INT32_MAX)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("parameter \"%s\" of rule \"%s\" is out of range", def->key, rule),
+				 errdetail("The value given is %g; %s.", d,
+						   def->kind == PARAM_COUNT ? "it must be a whole number, 0 or more" :
+						   def->kind == PARAM_FRACTION ? "it must lie strictly between 0 and 1" :
+						   def->kind == PARAM_FACTOR ? "it must be greater than 0" :
+						   "it must be a finite number, 0 or more")));
+
+	if (def->kind == PARAM_COUNT)
+		*(int64 *) ((char *) out + def->offset) = (int64) d;
+	else
+		*(double *) ((char *) out + def->offset) = d;
+}
+
+/* Error context: which parameter was being read. */
+static void
+param_error_context(void *arg)
+{
+	const char *const *what = (const char *const *) arg;
+
+	errcontext("parameter \"%s\" of rule \"%s\"", what[0], what[1]);
+}
+
+/* Read an interval parameter ("24 hours") as microseconds. */
+static void
+parse_interval(const char *rule, const ParamDef *def, const JsonbValue *v, RuleParams *out)
+{
+	char	   *text;
+	Interval   *iv;
+	int64		usec;
+
+	if (v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("parameter \"%s\" of rule \"%s\" must be an interval such as \"24 hours\"",
+						def->key, rule),
+				 errdetail("The value given is %s.", jsonb_type_name(v))));
+
+	text = pnstrdup(v->val.string.val, v->val.string.len);
+	{
+		const char *what[2] = {def->key, rule};
+		ErrorContextCallback cb = {error_context_stack, param_error_context, what};
+
+		error_context_stack = &cb;
+		iv = DatumGetIntervalP(DirectFunctionCall3(interval_in, CStringGetDatum(text),
+												   ObjectIdGetDatum(InvalidOid),
+												   Int32GetDatum(-1)));
+		error_context_stack = cb.previous;
+	}
+	if (iv->month != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("parameter \"%s\" of rule \"%s\" must not use months or years", def->key, rule),
+				 errdetail("The value given is \"%s\".", text),
+				 errhint("Give the length in days, such as \"30 days\".")));
+	usec = iv->time + (int64) iv->day * USECS_PER_DAY;
+	if (usec <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("parameter \"%s\" of rule \"%s\" must be a positive interval", def->key, rule),
+				 errdetail("The value given is \"%s\".", text)));
+	*(int64 *) ((char *) out + def->offset) = usec;
+}
+
+/*
+ * Parse a rule's params object into out: every key the rule takes must be
+ * present with a value of its type, and no other key may be.
+ */
+void
+p2pay_parse_params(RuleId rule, Jsonb *params, RuleParams *out)
+{
+	const RuleDef *def = &rule_defs[rule];
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	memset(out, 0, sizeof(RuleParams));
+
+	if (!JB_ROOT_IS_OBJECT(params) || JB_ROOT_IS_SCALAR(params))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("params of rule \"%s\" must be a JSON object", def->name)));
+
+	/* No key the rule does not take. */
+	it = JsonbIteratorInit(&params->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		bool		known = false;
+
+		if (tok != WJB_KEY)
+			continue;
+		for (int i = 0; i < def->nparams; i++)
+			if (strlen(def->params[i].key) == (size_t) v.val.string.len &&
+				strncmp(def->params[i].key, v.val.string.val, v.val.string.len) == 0)
+				known = true;
+		if (!known)
+		{
+			StringInfoData keys;
+
+			initStringInfo(&keys);
+			for (int i = 0; i < def->nparams; i++)
+				appendStringInfo(&keys, "%s%s", i ? ", " : "", def->params[i].key);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("rule \"%s\" has no parameter \"%.*s\"", def->name,
+							v.val.string.len, v.val.string.val),
+					 def->nparams ? errdetail("Its parameters are: %s.", keys.data) :
+					 errdetail("It takes no parameters.")));
+		}
+	}
+
+	/* Every key it does take. */
+	for (int i = 0; i < def->nparams; i++)
+	{
+		const ParamDef *pd = &def->params[i];
+		JsonbValue *found;
+
+		found = getKeyJsonValueFromContainer(&params->root, pd->key, strlen(pd->key), NULL);
+		if (found == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("rule \"%s\" is missing parameter \"%s\"", def->name, pd->key),
+					 errhint("Change one parameter with params = params || '{\"%s\": ...}'.",
+							 pd->key)));
+		if (pd->kind == PARAM_INTERVAL)
+			parse_interval(def->name, pd, found, out);
+		else
+			parse_number(def->name, pd, found, out);
+	}
+}
+
+/* The label of a decision, as in the p2pay.decision enum. */
+const char *
+p2pay_decision_label(int decision)
+{
+	switch (decision)
+	{
+		case DECISION_DECLINE:
+			return "decline";
+		case DECISION_REVIEW:
+			return "review";
+		default:
+			return "approve";
+	}
+}
+
+/*
+ * Score a payment: 1 - product(1 - weight) over the enabled rules that fired,
+ * rounded to 12 decimal places.
+ * A payment touching a blocklisted account is declined whatever the score.
+ */
+void
+p2pay_evaluate(const P2payConfig *cfg, const PaymentFacts *facts, Verdict *verdict)
+{
+	double		keep = 1.0;
+
+	verdict->nfired = 0;
+	for (int i = 0; i < RULE_COUNT; i++)
+	{
+		const RuleConfig *rc = &cfg->rules[i];
+
+		verdict->fired[i] = rc->enabled && rule_defs[i].fires(&rc->p, facts);
+		if (verdict->fired[i])
+		{
+			keep *= 1.0 - rc->weight;
+			verdict->nfired++;
+		}
+	}
+	/*
+	 * Rounded to 12 decimals so that a score equal to a threshold in decimal
+	 * reaches it: 1 - (1 - 0.2) is 0.19999999999999996 in binary.
+	 */
+	verdict->score = rint((1.0 - keep) * 1e12) / 1e12;
+
+	if (verdict->fired[RULE_BLOCKLIST] || verdict->score >= cfg->decline_threshold)
+		verdict->decision = DECISION_DECLINE;
+	else if (verdict->score >= cfg->review_threshold)
+		verdict->decision = DECISION_REVIEW;
+	else
+		verdict->decision = DECISION_APPROVE;
+}

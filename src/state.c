@@ -1,0 +1,421 @@
+/*
+ * state.c: the per-account state the rules read, and the locks that keep it
+ * exact under concurrency.
+ *
+ * Locking: a payment takes a transaction-scoped advisory lock on its payer
+ * and on its payee, lower key first, before it reads any state; every
+ * writer of the state goes through here, so two transactions of one payment
+ * each can't deadlock on these locks, and an insert that waited sees
+ * everything the other one committed (a commit is visible before its locks
+ * are released).  A transaction of several payments holds all their locks
+ * until it ends, so two such transactions can deadlock; PostgreSQL then
+ * aborts one of them (40P01), which can be retried.  The keys
+ * live in their own advisory namespace (field 4 = P2PAY_LOCK_SPACE), so they
+ * can't collide with an application's pg_advisory_lock keys.
+ *
+ * Cost: every read is bounded by a limit the rule compares with, by one
+ * hour of one payer's rows, or by one index probe, never by the length of
+ * an account's history.  The two statements are prepared once per backend.
+ *
+ * Memory: SPI results live in SPI's context and die at SPI_finish; what the
+ * trigger keeps (amount_base) is allocated in the context it passes in.
+ */
+#include "postgres.h"
+
+#include "p2pay.h"
+
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#define P2PAY_LOCK_SPACE 0x7032
+
+static SPIPlanPtr lookup_plan = NULL;
+static SPIPlanPtr state_plan = NULL;
+static SPIPlanPtr forget_plan = NULL;
+
+static const char *lookup_sql =
+"SELECT c.rate_to_base,"
+"       (SELECT u.created_at FROM p2pay.users u WHERE u.id = $1),"
+"       EXISTS (SELECT 1 FROM p2pay.users u WHERE u.id = $2),"
+"       EXISTS (SELECT 1 FROM p2pay.payment_methods m WHERE m.id = $3),"
+"       EXISTS (SELECT 1 FROM p2pay.user_payment_methods r"
+"                WHERE r.user_id = $1 AND r.payment_method_id = $3),"
+"       EXISTS (SELECT 1 FROM p2pay.blocklist b WHERE b.user_id = $1"
+"                AND (b.expires_at IS NULL OR b.expires_at > $5)),"
+"       EXISTS (SELECT 1 FROM p2pay.blocklist b WHERE b.user_id = $2"
+"                AND (b.expires_at IS NULL OR b.expires_at > $5))"
+"  FROM (SELECT) AS one LEFT JOIN p2pay.currencies c ON c.code = $4";
+
+/*
+ * Reads the state as it was before this payment (every part of one
+ * statement sees the same snapshot) and records the payment in it.
+ */
+static const char *state_sql =
+"WITH pair AS ("
+"  INSERT INTO p2pay.pair_stats AS s (payer_id, payee_id, first_at, last_at, n, total)"
+"  VALUES ($1, $2, $3, $3, 1, $4)"
+"  ON CONFLICT (payer_id, payee_id) DO UPDATE"
+"    SET first_at = LEAST(s.first_at, excluded.first_at),"
+"        last_at = GREATEST(s.last_at, excluded.last_at),"
+"        n = s.n + 1, total = s.total + excluded.total),"
+" bucket AS ("
+"  INSERT INTO p2pay.payer_hourly AS h (payer_id, hour, n, total)"
+"  VALUES ($1, $5, 1, $4)"
+"  ON CONFLICT (payer_id, hour) DO UPDATE"
+"    SET n = h.n + 1, total = h.total + excluded.total),"
+" acct AS ("
+"  INSERT INTO p2pay.account_stats AS a (user_id, out_count, out_sum, in_count, in_sum)"
+"  VALUES ($1, 1, $4, 0, 0), ($2, 0, 0, 1, $4)"
+"  ON CONFLICT (user_id) DO UPDATE"
+"    SET out_count = a.out_count + excluded.out_count,"
+"        out_sum = a.out_sum + excluded.out_sum,"
+"        in_count = a.in_count + excluded.in_count,"
+"        in_sum = a.in_sum + excluded.in_sum)"
+"SELECT"
+" (SELECT count(*) FROM (SELECT 1 FROM p2pay.payments p"
+"    WHERE p.payer_id = $1 AND p.created_at > $6 LIMIT $7) v),"
+" CASE WHEN $8 THEN"
+"   (SELECT coalesce(sum(h.total), 0) FROM p2pay.payer_hourly h"
+"     WHERE h.payer_id = $1 AND h.hour >= $9)"
+" + (SELECT coalesce(sum(p.amount_base), 0) FROM p2pay.payments p"
+"     WHERE p.payer_id = $1 AND p.created_at > $10 AND p.created_at < $9)"
+" END::float8,"
+" (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s"
+"    WHERE s.payer_id = $1 AND s.last_at > $11 AND s.payee_id <> $2 LIMIT $12) fo),"
+" (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s"
+"    WHERE s.payee_id = $2 AND s.last_at > $13 AND s.payer_id <> $1 LIMIT $14) fi),"
+" (SELECT count(*) FROM (SELECT 1 FROM p2pay.payments p"
+"    WHERE p.payer_id = $1 AND p.created_at > $15"
+"      AND p.amount_base::float8 >= $16 AND p.amount_base::float8 < $17 LIMIT $18) st),"
+" EXISTS (SELECT 1 FROM p2pay.pair_stats s WHERE s.payer_id = $1 AND s.payee_id = $2),"
+" CASE WHEN $19 THEN EXISTS (SELECT 1 FROM p2pay.payments p"
+"    WHERE p.payer_id = $2 AND p.created_at > $20 AND p.payee_id = $1"
+"      AND p.amount_base::float8 >= $21) END,"
+" (SELECT a.out_count FROM p2pay.account_stats a WHERE a.user_id = $1),"
+" (SELECT a.out_sum::float8 FROM p2pay.account_stats a WHERE a.user_id = $1),"
+" CASE WHEN $22 THEN (SELECT max(p.created_at) FROM p2pay.payments p"
+"    WHERE p.payer_id = $1 AND p.created_at <= $3) END";
+
+/*
+ * Takes a deleted payment out of the state: the inverse of state_sql's
+ * writes.  A bucket that held only this payment goes, and so does a pair
+ * none of whose payments remain (in a multi-row DELETE every row is gone
+ * before the first of these triggers runs); a pair's first and last times
+ * are read again from the payments that remain (a scan of the payer's
+ * payments, as deletes are rare).
+ */
+static const char *forget_sql =
+"WITH acct AS ("
+"  UPDATE p2pay.account_stats a"
+"     SET out_count = a.out_count - CASE WHEN a.user_id = $1 THEN 1 ELSE 0 END,"
+"         out_sum = a.out_sum - CASE WHEN a.user_id = $1 THEN $4 ELSE 0 END,"
+"         in_count = a.in_count - CASE WHEN a.user_id = $2 THEN 1 ELSE 0 END,"
+"         in_sum = a.in_sum - CASE WHEN a.user_id = $2 THEN $4 ELSE 0 END"
+"   WHERE a.user_id IN ($1, $2)),"
+" bucket_gone AS ("
+"  DELETE FROM p2pay.payer_hourly h WHERE h.payer_id = $1 AND h.hour = $3 AND h.n <= 1),"
+" bucket AS ("
+"  UPDATE p2pay.payer_hourly h SET n = h.n - 1, total = h.total - $4"
+"   WHERE h.payer_id = $1 AND h.hour = $3 AND h.n > 1),"
+" remaining AS ("
+"  SELECT min(p.created_at) AS first_at, max(p.created_at) AS last_at"
+"    FROM p2pay.payments p WHERE p.payer_id = $1 AND p.payee_id = $2),"
+" pair_gone AS ("
+"  DELETE FROM p2pay.pair_stats s USING remaining r"
+"   WHERE s.payer_id = $1 AND s.payee_id = $2 AND r.first_at IS NULL)"
+"UPDATE p2pay.pair_stats s"
+"   SET n = s.n - 1, total = s.total - $4,"
+"       first_at = r.first_at, last_at = r.last_at"
+"  FROM remaining r"
+" WHERE s.payer_id = $1 AND s.payee_id = $2 AND r.first_at IS NOT NULL";
+
+static TimestampTz hour_of(TimestampTz ts);
+
+/* Prepare a statement once for the life of the backend. */
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	/* a generic plan from the start: the shape never depends on the values */
+	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	if (plan == NULL)
+		elog(ERROR, "p2pay: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "p2pay: SPI_keepplan failed");
+	return plan;
+}
+
+/* The lock key of an account. */
+static uint64
+account_key(const pg_uuid_t *id)
+{
+	return hash_bytes_extended(id->data, UUID_LEN, P2PAY_LOCK_SPACE);
+}
+
+static void
+lock_key(uint64 key)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (key >> 32), (uint32) key,
+						 P2PAY_LOCK_SPACE);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/*
+ * Serialize this transaction with every other one that touches account a or
+ * b, until it ends.  Keys are taken in ascending order so that no two
+ * payments can wait for each other.
+ */
+void
+p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b)
+{
+	uint64		ka = account_key(a);
+	uint64		kb = account_key(b);
+
+	lock_key(Min(ka, kb));
+	if (ka != kb)
+		lock_key(Max(ka, kb));
+}
+
+/*
+ * Check that the payment's currency, users and method exist, and read the
+ * facts that concurrent payments can't change: the rate, the payer's age,
+ * the registered methods and the blocklist.  amount_base is computed into
+ * result_cxt.
+ */
+void
+p2pay_lookup_references(const PaymentInput *in, PaymentFacts *facts,
+						MemoryContext result_cxt)
+{
+	Datum		values[5];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		rate;
+	MemoryContext old;
+	int			ret;
+
+	if (lookup_plan == NULL)
+	{
+		Oid			types[5] = {UUIDOID, UUIDOID, UUIDOID, BPCHAROID, TIMESTAMPTZOID};
+
+		lookup_plan = prepare_kept(lookup_sql, 5, types);
+	}
+
+	values[0] = UUIDPGetDatum(in->payer);
+	values[1] = UUIDPGetDatum(in->payee);
+	values[2] = UUIDPGetDatum(in->method);
+	values[3] = in->currency;
+	values[4] = TimestampTzGetDatum(in->created_at);
+
+	ret = SPI_execute_plan(lookup_plan, values, NULL, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "p2pay: reference lookup failed: %s", SPI_result_code_string(ret));
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+
+	rate = SPI_getbinval(tup, desc, 1, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("unknown currency \"%s\" in column currency",
+						TextDatumGetCString(in->currency)),
+				 errhint("Add it to p2pay.currencies with its rate_to_base first.")));
+
+	facts->payer_created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("unknown user %s in column payer_id",
+						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(in->payer)))),
+				 errdetail("Payments are made between users of p2pay.users.")));
+	if (!DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("unknown user %s in column payee_id",
+						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(in->payee)))),
+				 errdetail("Payments are made between users of p2pay.users.")));
+	if (!DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("unknown payment method %s in column payment_method_id",
+						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(in->method)))),
+				 errhint("SELECT id, name FROM p2pay.payment_methods lists them.")));
+
+	facts->method_registered = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+	facts->payer_blocked = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+	facts->payee_blocked = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
+
+	old = MemoryContextSwitchTo(result_cxt);
+	facts->amount_base = DatumGetNumeric(DirectFunctionCall2(numeric_mul,
+															 NumericGetDatum(in->amount),
+															 rate));
+	MemoryContextSwitchTo(old);
+	facts->amount = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+													   NumericGetDatum(facts->amount_base)));
+	facts->created_at = in->created_at;
+}
+
+/* Start of the UTC hour holding ts. */
+static TimestampTz
+hour_of(TimestampTz ts)
+{
+	TimestampTz r = ts % USECS_PER_HOUR;
+
+	return r < 0 ? ts - r - USECS_PER_HOUR : ts - r;
+}
+
+/*
+ * Take a deleted payment out of the per-account state, so that no rule
+ * counts it any more.  The accounts are locked.
+ */
+void
+p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
+					 TimestampTz created_at, Numeric amount_base)
+{
+	Datum		values[4];
+	int			ret;
+
+	if (forget_plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, NUMERICOID};
+
+		forget_plan = prepare_kept(forget_sql, 4, types);
+	}
+
+	values[0] = UUIDPGetDatum(payer);
+	values[1] = UUIDPGetDatum(payee);
+	values[2] = TimestampTzGetDatum(hour_of(created_at));
+	values[3] = NumericGetDatum(amount_base);
+
+	ret = SPI_execute_plan(forget_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "p2pay: forgetting a payment failed: %s", SPI_result_code_string(ret));
+}
+
+/* A limit for a capped count: how many earlier rows decide the rule. */
+static Datum
+limit_if(bool enabled, int64 limit)
+{
+	return Int64GetDatum(enabled ? Max(limit, 0) : 0);
+}
+
+static int64
+get_int64(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+static double
+get_float8(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	return isnull ? 0.0 : DatumGetFloat8(d);
+}
+
+/*
+ * Read the facts that depend on other payments and record this payment in
+ * the per-account state, in one statement.  The accounts are locked.
+ */
+void
+p2pay_read_and_record(const P2payConfig *cfg, const PaymentInput *in,
+					  PaymentFacts *facts)
+{
+	const RuleConfig *rules = cfg->rules;
+	TimestampTz t = in->created_at;
+	Datum		values[22];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+	int			ret;
+	const RuleConfig *va = &rules[RULE_PAYER_VELOCITY_AMOUNT];
+	const RuleConfig *st = &rules[RULE_STRUCTURING];
+	const RuleConfig *rt = &rules[RULE_ROUND_TRIP];
+	const RuleConfig *dr = &rules[RULE_DORMANT_REACTIVATION];
+	TimestampTz va_since = t - va->p.window;
+	bool		in_band = st->enabled && p2pay_in_structuring_band(&st->p, facts->amount);
+
+	if (state_plan == NULL)
+	{
+		Oid			types[22] = {
+			UUIDOID, UUIDOID, TIMESTAMPTZOID, NUMERICOID, TIMESTAMPTZOID,
+			TIMESTAMPTZOID, INT8OID,
+			BOOLOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+			TIMESTAMPTZOID, INT8OID,
+			TIMESTAMPTZOID, INT8OID,
+			TIMESTAMPTZOID, FLOAT8OID, FLOAT8OID, INT8OID,
+			BOOLOID, TIMESTAMPTZOID, FLOAT8OID,
+			BOOLOID
+		};
+
+		state_plan = prepare_kept(state_sql, 22, types);
+	}
+
+	values[0] = UUIDPGetDatum(in->payer);
+	values[1] = UUIDPGetDatum(in->payee);
+	values[2] = TimestampTzGetDatum(t);
+	values[3] = NumericGetDatum(facts->amount_base);
+	values[4] = TimestampTzGetDatum(hour_of(t));
+
+	values[5] = TimestampTzGetDatum(t - rules[RULE_PAYER_VELOCITY_COUNT].p.window);
+	values[6] = limit_if(rules[RULE_PAYER_VELOCITY_COUNT].enabled,
+						 rules[RULE_PAYER_VELOCITY_COUNT].p.max_count);
+
+	values[7] = BoolGetDatum(va->enabled);
+	values[8] = TimestampTzGetDatum(hour_of(va_since) + USECS_PER_HOUR);
+	values[9] = TimestampTzGetDatum(va_since);
+
+	values[10] = TimestampTzGetDatum(t - rules[RULE_PAYER_FAN_OUT].p.window);
+	values[11] = limit_if(rules[RULE_PAYER_FAN_OUT].enabled,
+						  rules[RULE_PAYER_FAN_OUT].p.max_payees);
+	values[12] = TimestampTzGetDatum(t - rules[RULE_PAYEE_FAN_IN].p.window);
+	values[13] = limit_if(rules[RULE_PAYEE_FAN_IN].enabled,
+						  rules[RULE_PAYEE_FAN_IN].p.max_payers);
+
+	values[14] = TimestampTzGetDatum(t - st->p.window);
+	values[15] = Float8GetDatum(st->p.threshold * (1.0 - st->p.band));
+	values[16] = Float8GetDatum(st->p.threshold);
+	values[17] = limit_if(in_band, st->p.min_count - 1);
+
+	values[18] = BoolGetDatum(rt->enabled && facts->amount >= rt->p.min_amount);
+	values[19] = TimestampTzGetDatum(t - rt->p.window);
+	values[20] = Float8GetDatum(rt->p.min_amount);
+
+	values[21] = BoolGetDatum(dr->enabled && facts->amount > dr->p.min_amount);
+
+	ret = SPI_execute_plan(state_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "p2pay: state statement failed: %s", SPI_result_code_string(ret));
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+
+	/* each count and sum below includes the new payment */
+	facts->velocity_count = get_int64(tup, desc, 1) + 1;
+	facts->velocity_amount = get_float8(tup, desc, 2) + facts->amount;
+	facts->fan_out = get_int64(tup, desc, 3) + 1;
+	facts->fan_in = get_int64(tup, desc, 4) + 1;
+	facts->band_count = get_int64(tup, desc, 5) + (in_band ? 1 : 0);
+	facts->pair_seen = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+	d = SPI_getbinval(tup, desc, 7, &isnull);
+	facts->paid_back = !isnull && DatumGetBool(d);
+	facts->out_count = get_int64(tup, desc, 8);
+	facts->out_sum = get_float8(tup, desc, 9);
+	d = SPI_getbinval(tup, desc, 10, &isnull);
+	facts->has_previous = !isnull;
+	facts->previous_at = isnull ? 0 : DatumGetTimestampTz(d);
+}

@@ -1,0 +1,410 @@
+/*
+ * trigger.c: the triggers on p2pay.payments: scoring each insert, keeping a
+ * scored payment's facts fixed, and taking a deleted payment out of the
+ * per-account state.
+ *
+ * Every inserted row goes through four steps in the inserting transaction:
+ * validate the input (nothing is read or locked for a bad row), lock the
+ * payer's and payee's accounts, read the facts and record the payment in the
+ * per-account state, then write score, decision, reasons and amount_base
+ * onto the row.  Whatever the client put in those columns is overwritten.
+ *
+ * The SPI work runs as the owner of payments (as foreign-key checks do), so
+ * an application role needs INSERT on payments and nothing else.  The
+ * returned tuple is built in the executor's per-row context, outside SPI.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "p2pay.h"
+#include "compat.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+/* Columns the trigger reads or writes, by name. */
+typedef enum PaymentColumn
+{
+	COL_PAYER_ID,
+	COL_PAYEE_ID,
+	COL_AMOUNT,
+	COL_CURRENCY,
+	COL_PAYMENT_METHOD_ID,
+	COL_CREATED_AT,
+	COL_RISK_SCORE,
+	COL_DECISION,
+	COL_IS_APPROVED,
+	COL_REASONS,
+	COL_AMOUNT_BASE,
+	COL_TRANSACTION_ID,
+	NUM_COLUMNS
+} PaymentColumn;
+
+static const char *const column_names[NUM_COLUMNS] = {
+	"payer_id", "payee_id", "amount", "currency", "payment_method_id",
+	"created_at", "risk_score", "decision", "is_approved", "reasons",
+	"amount_base", "transaction_id"
+};
+
+/* The decision enum's values, looked up once per backend. */
+static Oid	decision_typid = InvalidOid;
+static Datum decision_values[3];
+
+/* Attribute numbers of the payment columns in desc. */
+static void
+find_columns(TupleDesc desc, int *attnums)
+{
+	for (int i = 0; i < NUM_COLUMNS; i++)
+	{
+		attnums[i] = SPI_fnumber(desc, column_names[i]);
+		if (attnums[i] <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("p2pay.payments has no column \"%s\"", column_names[i]),
+					 errhint("The p2pay triggers belong on p2pay.payments as the extension created it.")));
+	}
+}
+
+/* The value of a NOT NULL input column, or a not-null error naming it. */
+static Datum
+required(HeapTuple tup, TupleDesc desc, const int *attnums, PaymentColumn col)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tup, attnums[col], desc, &isnull);
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("column %s of a payment must not be null", column_names[col])));
+	return d;
+}
+
+/* Reject amounts that are not a positive sum of money. */
+static void
+validate_amount(Numeric amount)
+{
+	Datum		zero = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
+	Datum		max_amount = DirectFunctionCall1(int8_numeric,
+												 Int64GetDatum(INT64CONST(1000000000000000)));
+	Numeric		rounded;
+
+	if (p2pay_numeric_is_special(amount))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("column amount must be a finite number"),
+				 errdetail("The amount given was %s.",
+						   DatumGetCString(DirectFunctionCall1(numeric_out,
+															   NumericGetDatum(amount))))));
+
+	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(amount), zero)) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("column amount must be greater than zero"),
+				 errdetail("The amount given was %s.",
+						   DatumGetCString(DirectFunctionCall1(numeric_out,
+															   NumericGetDatum(amount))))));
+
+	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(amount), max_amount)) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("column amount must not exceed 10^15"),
+				 errdetail("The amount given was %s.",
+						   DatumGetCString(DirectFunctionCall1(numeric_out,
+															   NumericGetDatum(amount))))));
+
+	rounded = DatumGetNumeric(DirectFunctionCall2(numeric_round, NumericGetDatum(amount),
+												  Int32GetDatum(4)));
+	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, NumericGetDatum(amount),
+										  NumericGetDatum(rounded))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("column amount must have at most 4 decimal places"),
+				 errdetail("The amount given was %s.",
+						   DatumGetCString(DirectFunctionCall1(numeric_out,
+															   NumericGetDatum(amount))))));
+}
+
+/* Reject payment times that are not finite or lie too far in the future. */
+static void
+validate_created_at(TimestampTz t)
+{
+	TimestampTz limit;
+
+	if (TIMESTAMP_NOT_FINITE(t))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("column created_at must be a finite time")));
+
+	limit = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										(int64) p2pay_future_tolerance * 1000);
+	if (t > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("column created_at lies more than %d seconds in the future",
+						p2pay_future_tolerance),
+				 errdetail("The time given was %s.", timestamptz_to_str(t)),
+				 errhint("The tolerance is the setting p2pay.future_tolerance.")));
+}
+
+/* Read and check the input columns of a new payment. */
+static void
+validate_input(HeapTuple tup, TupleDesc desc, const int *attnums, PaymentInput *in)
+{
+	in->payer = DatumGetUUIDP(required(tup, desc, attnums, COL_PAYER_ID));
+	in->payee = DatumGetUUIDP(required(tup, desc, attnums, COL_PAYEE_ID));
+	in->amount = DatumGetNumeric(required(tup, desc, attnums, COL_AMOUNT));
+	in->currency = required(tup, desc, attnums, COL_CURRENCY);
+	in->method = DatumGetUUIDP(required(tup, desc, attnums, COL_PAYMENT_METHOD_ID));
+	in->created_at = DatumGetTimestampTz(required(tup, desc, attnums, COL_CREATED_AT));
+
+	validate_amount(in->amount);
+	if (memcmp(in->payer->data, in->payee->data, UUID_LEN) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("columns payer_id and payee_id must differ"),
+				 errdetail("A user can't pay themselves.")));
+	validate_created_at(in->created_at);
+
+	/*
+	 * Only the trigger writes amount_base: a row that arrives with it is a
+	 * scored row coming back from a dump.  Scoring it again would change its
+	 * verdict and count it twice in the restored state, so refuse it and say
+	 * how to restore.
+	 */
+	if (!heap_attisnull(tup, attnums[COL_AMOUNT_BASE], desc))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("column amount_base of a new payment must be left to p2pay"),
+				 errdetail("A payment that arrives with amount_base set was scored already, as the rows of a dump were."),
+				 errhint("Restore a dump of p2pay with session_replication_role = replica, which keeps each payment's verdict; new payments leave amount_base out.")));
+}
+
+/* The datum of a decision in the enum type typid. */
+static Datum
+decision_datum(Oid typid, int decision)
+{
+	if (typid != decision_typid)
+	{
+		for (int i = 0; i < 3; i++)
+			decision_values[i] = DirectFunctionCall2(enum_in,
+													 CStringGetDatum(p2pay_decision_label(i)),
+													 ObjectIdGetDatum(typid));
+		decision_typid = typid;
+	}
+	return decision_values[decision];
+}
+
+/* The row as inserted: the client's input with the verdict written on it. */
+static HeapTuple
+write_verdict(HeapTuple tup, TupleDesc desc, const int *attnums,
+			  const PaymentFacts *facts, const Verdict *verdict)
+{
+	int			cols[5];
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+	Datum	   *reasons = palloc(sizeof(Datum) * RULE_COUNT);
+	int			n = 0;
+
+	for (int i = 0; i < RULE_COUNT; i++)
+		if (verdict->fired[i])
+			reasons[n++] = CStringGetTextDatum(p2pay_rule_name(i));
+
+	cols[0] = attnums[COL_RISK_SCORE];
+	values[0] = Float8GetDatum(verdict->score);
+	cols[1] = attnums[COL_DECISION];
+	values[1] = decision_datum(TupleDescAttr(desc, attnums[COL_DECISION] - 1)->atttypid,
+							   verdict->decision);
+	cols[2] = attnums[COL_IS_APPROVED];
+	values[2] = BoolGetDatum(verdict->decision == DECISION_APPROVE);
+	cols[3] = attnums[COL_REASONS];
+	values[3] = PointerGetDatum(construct_array(reasons, n, TEXTOID, -1, false,
+												TYPALIGN_INT));
+	cols[4] = attnums[COL_AMOUNT_BASE];
+	values[4] = NumericGetDatum(facts->amount_base);
+
+	return heap_modify_tuple_by_cols(tup, desc, 5, cols, values, nulls);
+}
+
+/*
+ * BEFORE INSERT ROW trigger on p2pay.payments: score the payment and write
+ * the verdict onto it.
+ */
+PG_FUNCTION_INFO_V1(p2pay_score_payment);
+Datum
+p2pay_score_payment(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	desc;
+	HeapTuple	tup;
+	int			attnums[NUM_COLUMNS];
+	PaymentInput in;
+	PaymentFacts facts;
+	Verdict		verdict;
+	const P2payConfig *cfg;
+	MemoryContext row_cxt = CurrentMemoryContext;
+	Oid			save_userid;
+	int			save_sec_context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		elog(ERROR, "p2pay_score_payment: must be a BEFORE INSERT FOR EACH ROW trigger");
+
+	rel = td->tg_relation;
+	desc = RelationGetDescr(rel);
+	tup = td->tg_trigtuple;
+	find_columns(desc, attnums);
+
+	/* 1. validate */
+	memset(&facts, 0, sizeof(facts));
+	validate_input(tup, desc, attnums, &in);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "p2pay: SPI_connect failed");
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
+
+	cfg = p2pay_config(RelationGetNamespace(rel));
+	p2pay_lookup_references(&in, &facts, row_cxt);
+
+	/* 2. lock */
+	p2pay_lock_accounts(in.payer, in.payee);
+
+	/* 3. evaluate */
+	p2pay_read_and_record(cfg, &in, &facts);
+	p2pay_evaluate(cfg, &facts, &verdict);
+
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "p2pay: SPI_finish failed");
+
+	/* 4. write */
+	return PointerGetDatum(write_verdict(tup, desc, attnums, &facts, &verdict));
+}
+
+/*
+ * BEFORE UPDATE ROW trigger on p2pay.payments: the facts a payment was scored
+ * and counted on can't change afterwards, and is_approved follows decision.
+ */
+PG_FUNCTION_INFO_V1(p2pay_guard_payment);
+Datum
+p2pay_guard_payment(PG_FUNCTION_ARGS)
+{
+	static const PaymentColumn facts[] = {
+		COL_TRANSACTION_ID, COL_PAYER_ID, COL_PAYEE_ID, COL_AMOUNT, COL_CURRENCY,
+		COL_PAYMENT_METHOD_ID, COL_CREATED_AT, COL_AMOUNT_BASE
+	};
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	int			attnums[NUM_COLUMNS];
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		elog(ERROR, "p2pay_guard_payment: must be a BEFORE UPDATE FOR EACH ROW trigger");
+
+	desc = RelationGetDescr(td->tg_relation);
+	find_columns(desc, attnums);
+
+	for (size_t i = 0; i < lengthof(facts); i++)
+	{
+		int			attnum = attnums[facts[i]];
+		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
+		bool		oldnull,
+					newnull;
+		Datum		oldval = heap_getattr(td->tg_trigtuple, attnum, desc, &oldnull);
+		Datum		newval = heap_getattr(td->tg_newtuple, attnum, desc, &newnull);
+
+		if (oldnull != newnull ||
+			(!oldnull && !datum_image_eq(oldval, newval, att->attbyval, att->attlen)))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("column %s of a scored payment cannot be changed",
+							column_names[facts[i]]),
+					 errdetail("The payment was scored and counted in the account state with its original values."),
+					 errhint("Insert a correcting payment instead.")));
+	}
+
+	/* is_approved follows decision, whatever the UPDATE wrote into it */
+	{
+		bool		isnull;
+		Datum		decision = heap_getattr(td->tg_newtuple, attnums[COL_DECISION], desc, &isnull);
+		int			col = attnums[COL_IS_APPROVED];
+		Datum		approved = BoolGetDatum(false);
+		bool		approved_null = isnull;
+
+		if (!isnull)
+			approved = BoolGetDatum(decision ==
+									decision_datum(TupleDescAttr(desc, attnums[COL_DECISION] - 1)->atttypid,
+												   DECISION_APPROVE));
+		return PointerGetDatum(heap_modify_tuple_by_cols(td->tg_newtuple, desc, 1, &col,
+														 &approved, &approved_null));
+	}
+}
+
+/*
+ * AFTER DELETE ROW trigger on p2pay.payments: a deleted payment stops
+ * counting in the per-account state, as if it had never been inserted.
+ */
+PG_FUNCTION_INFO_V1(p2pay_forget_payment_trigger);
+Datum
+p2pay_forget_payment_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	desc;
+	HeapTuple	tup;
+	int			attnums[NUM_COLUMNS];
+	bool		isnull;
+	Datum		amount_base;
+	Oid			save_userid;
+	int			save_sec_context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		elog(ERROR, "p2pay_forget_payment: must be an AFTER DELETE FOR EACH ROW trigger");
+
+	rel = td->tg_relation;
+	desc = RelationGetDescr(rel);
+	tup = td->tg_trigtuple;
+	find_columns(desc, attnums);
+
+	/* a row restored without scoring (replication role replica) counted nowhere */
+	amount_base = heap_getattr(tup, attnums[COL_AMOUNT_BASE], desc, &isnull);
+	if (isnull)
+		return PointerGetDatum(NULL);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "p2pay: SPI_connect failed");
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
+
+	{
+		pg_uuid_t  *payer = DatumGetUUIDP(heap_getattr(tup, attnums[COL_PAYER_ID], desc, &isnull));
+		pg_uuid_t  *payee = DatumGetUUIDP(heap_getattr(tup, attnums[COL_PAYEE_ID], desc, &isnull));
+		TimestampTz created_at =
+			DatumGetTimestampTz(heap_getattr(tup, attnums[COL_CREATED_AT], desc, &isnull));
+
+		p2pay_lock_accounts(payer, payee);
+		p2pay_forget_payment(payer, payee, created_at, DatumGetNumeric(amount_base));
+	}
+
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "p2pay: SPI_finish failed");
+	return PointerGetDatum(NULL);
+}
