@@ -190,6 +190,34 @@ validate_input(HeapTuple tup, TupleDesc desc, const int *attnums, PaymentInput *
 				 errhint("Restore a dump of p2pay with session_replication_role = replica, which keeps each payment's verdict; new payments leave amount_base out.")));
 }
 
+/* Who the trigger ran as, to return to after working as the table owner. */
+typedef struct OwnerSwitch
+{
+	Oid			userid;
+	int			sec_context;
+} OwnerSwitch;
+
+/* Connect to SPI and work as the owner of rel, as foreign-key checks do. */
+static void
+begin_as_owner(Relation rel, OwnerSwitch *saved)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "p2pay: SPI_connect failed");
+	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   saved->sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
+}
+
+/* Return to the caller's identity and disconnect from SPI. */
+static void
+end_as_owner(const OwnerSwitch *saved)
+{
+	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "p2pay: SPI_finish failed");
+}
+
 /* The datum of a decision in the enum type typid. */
 static Datum
 decision_datum(Oid typid, int decision)
@@ -254,8 +282,7 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	Verdict		verdict;
 	const P2payConfig *cfg;
 	MemoryContext row_cxt = CurrentMemoryContext;
-	Oid			save_userid;
-	int			save_sec_context;
+	OwnerSwitch saved;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
@@ -270,12 +297,7 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	memset(&facts, 0, sizeof(facts));
 	validate_input(tup, desc, attnums, &in);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "p2pay: SPI_connect failed");
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(rel->rd_rel->relowner,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_NOFORCE_RLS);
+	begin_as_owner(rel, &saved);
 
 	cfg = p2pay_config(RelationGetNamespace(rel));
 	p2pay_lookup_references(&in, &facts, row_cxt);
@@ -287,9 +309,7 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	p2pay_read_and_record(cfg, &in, &facts);
 	p2pay_evaluate(cfg, &facts, &verdict);
 
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "p2pay: SPI_finish failed");
+	end_as_owner(&saved);
 
 	/* 4. write */
 	return PointerGetDatum(write_verdict(tup, desc, attnums, &facts, &verdict));
@@ -369,8 +389,7 @@ p2pay_forget_payment_trigger(PG_FUNCTION_ARGS)
 	int			attnums[NUM_COLUMNS];
 	bool		isnull;
 	Datum		amount_base;
-	Oid			save_userid;
-	int			save_sec_context;
+	OwnerSwitch saved;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_DELETE(td->tg_event))
@@ -386,12 +405,7 @@ p2pay_forget_payment_trigger(PG_FUNCTION_ARGS)
 	if (isnull)
 		return PointerGetDatum(NULL);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "p2pay: SPI_connect failed");
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(rel->rd_rel->relowner,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_NOFORCE_RLS);
+	begin_as_owner(rel, &saved);
 
 	{
 		pg_uuid_t  *payer = DatumGetUUIDP(heap_getattr(tup, attnums[COL_PAYER_ID], desc, &isnull));
@@ -403,8 +417,6 @@ p2pay_forget_payment_trigger(PG_FUNCTION_ARGS)
 		p2pay_forget_payment(payer, payee, created_at, DatumGetNumeric(amount_base));
 	}
 
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "p2pay: SPI_finish failed");
+	end_as_owner(&saved);
 	return PointerGetDatum(NULL);
 }
