@@ -2,23 +2,40 @@
 EXTENSION   = p2pay
 EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 MODULE_big  = p2pay
-OBJS        = src/p2pay.o src/config.o src/rules.o src/state.o src/trigger.o
+OBJS        = src/p2pay.o src/config.o src/rules.o src/state.o src/trigger.o \
+              src/json.o src/output.o
 DATA        = $(wildcard $(EXTENSION)--*.sql)
 
 # pg_regress: one file per behaviour, run in this order.
-REGRESS      = schema rules bad_input config insert_paths rollback guard
+REGRESS      = schema rules bad_input config insert_paths rollback guard stream
 
 # isolation tests (specs/): what concurrent sessions see of each other
 ISOLATION    = config_reload account_lock
-
 
 TAP_TESTS    = 1
 
 PG_CONFIG  ?= pg_config
 PG_CFLAGS  += -Wall -Wextra -Werror -Wno-unused-parameter
 
+# Client programs, built by make and installed next to PostgreSQL's own.
+SCRIPTS_built = tools/p2pay-stream
+
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# libpq clients: warnings as errors like the extension.
+PG_INCLUDEDIR := $(shell $(PG_CONFIG) --includedir)
+PG_LIBDIR     := $(shell $(PG_CONFIG) --libdir)
+TOOL_CFLAGS    = -O2 -g -Wall -Wextra -Werror -I$(PG_INCLUDEDIR)
+
+tools/p2pay-stream: tools/p2pay-stream.c
+	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq
+
+# PGXS uninstalls SCRIPTS_built by their path in the tree (bin/tools/...).
+uninstall: uninstall-tools
+.PHONY: uninstall-tools
+uninstall-tools:
+	rm -f '$(DESTDIR)$(bindir)/p2pay-stream'
 
 .PHONY: test demo
 # Everything: installs what it needs, builds, installs, runs every suite on

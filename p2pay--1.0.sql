@@ -94,6 +94,12 @@ COMMENT ON COLUMN @extschema@.payments.reasons IS
 COMMENT ON COLUMN @extschema@.payments.amount_base IS
   'Written by the trigger: amount * rate_to_base of the currency at the time of the insert.';
 
+-- The stream (output plugin p2pay) reports the old decision of an UPDATE
+-- and the whole row of a DELETE: the WAL must carry the old row.  Updates
+-- of payments are rare (an analyst resolving a review), so logging the old
+-- row whole costs little.
+ALTER TABLE @extschema@.payments REPLICA IDENTITY FULL;
+
 -- Serves the payer's window rules (velocity, structuring, round trip, the
 -- previous payment) as index-only scans bounded by the window.
 CREATE INDEX payments_payer_time_idx ON @extschema@.payments

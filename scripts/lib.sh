@@ -68,7 +68,9 @@ make_workdir() {
 
 # Whether this server knows the output_plugin_libraries setting (15.19+).
 has_output_plugin_libraries() {
-  "$PG_BIN/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'
+  local settings
+  settings=$("$PG_BIN/postgres" --describe-config 2>/dev/null)
+  [[ $settings == *$'\n'output_plugin_libraries$'\t'* ]]
 }
 
 # start_cluster DIR PORT: initdb and start a cluster whose data, socket and

@@ -21,4 +21,28 @@
 #define p2pay_numeric_is_special(num) numeric_is_nan(num)
 #endif
 
+/*
+ * Logical decoding (output.c).  17 hands decoded tuples out as HeapTuple,
+ * earlier versions wrapped in a ReorderBufferTupleBuf; 15 moved the commit
+ * time into xact_time and gave OutputPluginUpdateProgress its skipped_xact
+ * argument.
+ */
+#if PG_VERSION_NUM >= 170000
+#define p2pay_change_newtuple(change) ((change)->data.tp.newtuple)
+#define p2pay_change_oldtuple(change) ((change)->data.tp.oldtuple)
+#else
+#define p2pay_change_newtuple(change) \
+	((change)->data.tp.newtuple ? &(change)->data.tp.newtuple->tuple : NULL)
+#define p2pay_change_oldtuple(change) \
+	((change)->data.tp.oldtuple ? &(change)->data.tp.oldtuple->tuple : NULL)
+#endif
+
+#if PG_VERSION_NUM >= 150000
+#define p2pay_txn_commit_time(txn) ((txn)->xact_time.commit_time)
+#define p2pay_update_progress(ctx, skipped_xact) OutputPluginUpdateProgress((ctx), (skipped_xact))
+#else
+#define p2pay_txn_commit_time(txn) ((txn)->commit_time)
+#define p2pay_update_progress(ctx, skipped_xact) OutputPluginUpdateProgress(ctx)
+#endif
+
 #endif							/* P2PAY_COMPAT_H */

@@ -1,0 +1,59 @@
+# t/lib/P2payNode.pm: a PostgreSQL::Test::Cluster set up for p2pay's TAP
+# tests: logical decoding on, the p2pay output plugin allowed where the
+# server knows output_plugin_libraries (15.19 and later), a database with
+# the extension created.
+package P2payNode;
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+
+# new_node(NAME, DB, EXTRA_CONF): a started node with database DB holding
+# the extension.  EXTRA_CONF is appended to postgresql.conf.
+sub new_node
+{
+	my ($name, $db, $extra) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init(allows_streaming => 'logical');
+	$node->append_conf('postgresql.conf', $extra) if defined $extra;
+	$node->start;
+
+	my $known = $node->safe_psql('postgres',
+		"SELECT count(*) FROM pg_settings WHERE name = 'output_plugin_libraries'");
+	if ($known)
+	{
+		$node->append_conf('postgresql.conf',
+			"output_plugin_libraries = 'pgoutput, test_decoding, p2pay'");
+		$node->restart;
+	}
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db, 'CREATE EXTENSION p2pay');
+	return $node;
+}
+
+# seed_row_decided(NODE, DB, N): users 1..N (public.uid(n) gives user n's
+# id), opened long ago, each with the bank transfer registered; and rules
+# under which a payment's decision depends on its row alone: above 10000 in
+# the base currency is review (amount_limit, 0.5), a method the payer has not
+# registered is decline (unregistered_method at 0.9), the blocklist declines.
+sub seed_row_decided
+{
+	my ($node, $db, $n) = @_;
+	$node->safe_psql(
+		$db, qq{
+CREATE FUNCTION public.uid(integer) RETURNS uuid
+  LANGUAGE sql IMMUTABLE STRICT
+  AS \$\$ SELECT ('00000000-0000-4000-8000-' || lpad(\$1::text, 12, '0'))::uuid \$\$;
+INSERT INTO p2pay.users (id, first_name, created_at)
+  SELECT public.uid(n), 'user ' || n, '2020-01-01' FROM generate_series(1, $n) n;
+INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
+  SELECT id, '00000000-0000-4000-8000-000000000001' FROM p2pay.users;
+UPDATE p2pay.rules SET enabled = name IN ('amount_limit', 'unregistered_method', 'blocklist');
+UPDATE p2pay.rules SET weight = 0.9 WHERE name = 'unregistered_method';
+});
+	return;
+}
+
+1;

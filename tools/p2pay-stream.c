@@ -1,0 +1,505 @@
+/*
+ * p2pay-stream.c: follow a logical replication slot over the streaming
+ * replication protocol and write each message as one line.
+ *
+ * The third way of reading the p2pay stream, after the SQL functions
+ * (pg_logical_slot_get_changes) and pg_recvlogical: a libpq client small
+ * enough to read in one sitting, and the seed of a forwarder to a queue.
+ *
+ * Delivery is at least once.  The position the client confirms (the flush
+ * position of its standby status updates, which the server keeps as the
+ * slot's confirmed_flush_lsn) never passes a message that is not yet
+ * written, flushed and, with -f, fsynced.  On the next start the server
+ * resends every transaction that commits at or after that position, so a
+ * crash can repeat events but never lose one.
+ *
+ * Protocol (PostgreSQL docs, "Streaming Replication Protocol"): after
+ * START_REPLICATION the connection is in COPY BOTH mode.  The server sends
+ * CopyData messages 'w' (XLogData: one message of the output plugin) and
+ * 'k' (keepalive); the client sends 'r' (standby status update).  Integers
+ * are big-endian and times are microseconds since 2000-01-01 UTC, converted
+ * by hand so that the client needs libpq alone, not the server's headers.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+typedef uint64_t Lsn;			/* a WAL position, as the server's XLogRecPtr */
+
+/* Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01. */
+#define PG_EPOCH_USECS (INT64_C(946684800) * 1000000)
+
+/* Sizes of the CopyData messages, type byte included. */
+#define XLOGDATA_HEADER 25		/* 'w', dataStart, walEnd, sendTime */
+#define KEEPALIVE_SIZE 18		/* 'k', walEnd, sendTime, replyRequested */
+#define STATUS_SIZE 34			/* 'r', write, flush, apply, clock, reply */
+
+/* The session: connection, output, and how far the output has got. */
+typedef struct Stream
+{
+	PGconn	   *conn;
+	FILE	   *out;
+	bool		sync_out;		/* fsync after each line (-f) */
+	Lsn			flushed;		/* everything before it is written out */
+	Lsn			endpos;			/* -E; 0 for none */
+	long		max_messages;	/* -n; 0 for no limit */
+	long		written;
+	int64_t		status_usecs;	/* -s; 0 for no periodic updates */
+	int64_t		next_status;	/* monotonic time of the next update */
+} Stream;
+
+/* For gcc and clang: die() never returns, and its format is checked. */
+#define NORETURN __attribute__((noreturn))
+#define PRINTF_LIKE __attribute__((format(printf, 1, 2)))
+
+static const char *progname = "p2pay-stream";
+static volatile sig_atomic_t stop_signal = 0;
+
+/* Print a message of ours and exit 1. */
+static NORETURN PRINTF_LIKE void
+die(const char *fmt,...)
+{
+	va_list		ap;
+
+	fprintf(stderr, "%s: ", progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+/* Print libpq's or the server's error message as it is, and exit 1. */
+static NORETURN void
+die_pq(const char *msg)
+{
+	fputs(msg, stderr);
+	exit(1);
+}
+
+/* Complain about the command line, and exit 2. */
+static NORETURN void
+bad_usage(const char *what, const char *arg)
+{
+	fprintf(stderr, "%s: %s%s\nTry \"%s --help\" for more information.\n",
+			progname, what, arg, progname);
+	exit(2);
+}
+
+static void
+usage(void)
+{
+	printf("%s follows a logical replication slot over the replication protocol\n"
+		   "and writes each message it receives as one line.\n\n"
+		   "Usage: %s -d DSN -S SLOT [OPTION]...\n\n"
+		   "  -d DSN       connection string or database name (replication=database is added)\n"
+		   "  -S SLOT      the logical replication slot to read (required)\n"
+		   "  -o NAME=VAL  an option of the slot's output plugin; repeatable (-o NAME: no value)\n"
+		   "  -I LSN       start position (default: where the slot was last confirmed)\n"
+		   "  -E LSN       stop once the stream reaches LSN (later messages are left unread)\n"
+		   "  -n COUNT     stop after COUNT messages\n"
+		   "  -f FILE      append to FILE, fsyncing every line (default: standard output)\n"
+		   "  -s SECONDS   interval between status updates (default 1; 0: only when asked)\n"
+		   "  --help       show this help and exit\n\n"
+		   "A position is confirmed to the server only once written, so a restart\n"
+		   "resends rather than skips.  SIGINT and SIGTERM stop cleanly.\n",
+		   progname, progname);
+}
+
+/*
+ * Append s to dst between quote characters q, doubling any q inside:
+ * "identifier" and 'literal' as the replication command scanner reads them
+ * (no backslash is special there; PQescapeLiteral may write E'...', which
+ * the replication grammar does not accept).  dst needs 2 * strlen(s) + 3.
+ */
+static char *
+append_quoted(char *dst, const char *s, char q)
+{
+	*dst++ = q;
+	for (; *s; s++)
+	{
+		if (*s == q)
+			*dst++ = q;
+		*dst++ = *s;
+	}
+	*dst++ = q;
+	*dst = '\0';
+	return dst;
+}
+
+/* Parse "X/X" (hex halves) into *lsn. */
+static bool
+parse_lsn(const char *s, Lsn *lsn)
+{
+	unsigned int hi,
+				lo;
+	char		extra;
+
+	if (sscanf(s, "%X/%X%c", &hi, &lo, &extra) != 2)
+		return false;
+	*lsn = ((Lsn) hi << 32) | lo;
+	return true;
+}
+
+static uint64_t
+get_be64(const char *p)
+{
+	uint64_t	v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | (unsigned char) p[i];
+	return v;
+}
+
+static void
+put_be64(char *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (char) (v & 0xff);
+}
+
+/* Microseconds on a clock: CLOCK_MONOTONIC to schedule, CLOCK_REALTIME to report. */
+static int64_t
+usecs_now(clockid_t clock)
+{
+	struct timespec ts;
+
+	clock_gettime(clock, &ts);
+	return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void
+on_signal(int signo)
+{
+	stop_signal = signo;
+}
+
+/*
+ * Send a standby status update confirming s->flushed.  Written, flushed and
+ * applied are one position: a line is fully written out before the next
+ * message is read.  The server ignores a zero (invalid) position.
+ */
+static void
+send_status(Stream *s)
+{
+	char		msg[STATUS_SIZE];
+
+	msg[0] = 'r';
+	put_be64(msg + 1, s->flushed);	/* write */
+	put_be64(msg + 9, s->flushed);	/* flush: what the slot may forget */
+	put_be64(msg + 17, s->flushed); /* apply */
+	put_be64(msg + 25, (uint64_t) (usecs_now(CLOCK_REALTIME) - PG_EPOCH_USECS));
+	msg[33] = 0;				/* no reply requested */
+	if (PQputCopyData(s->conn, msg, STATUS_SIZE) <= 0 || PQflush(s->conn) != 0)
+		die_pq(PQerrorMessage(s->conn));
+	s->next_status = usecs_now(CLOCK_MONOTONIC) + s->status_usecs;
+}
+
+/* Write one message as a line, durably before its position is confirmed. */
+static void
+write_line(Stream *s, const char *data, size_t len)
+{
+	if (fwrite(data, 1, len, s->out) != len || fputc('\n', s->out) == EOF ||
+		fflush(s->out) != 0)
+		die("could not write output: %s", strerror(errno));
+	if (s->sync_out && fsync(fileno(s->out)) != 0)
+		die("could not fsync output: %s", strerror(errno));
+}
+
+/*
+ * Handle one CopyData message from the server.  Returns true once the
+ * stream has reached where it was asked to stop (-E or -n).
+ */
+static bool
+handle_message(Stream *s, const char *msg, int len)
+{
+	Lsn			pos;
+
+	if (msg[0] == 'w' && len >= XLOGDATA_HEADER)
+	{
+		/*
+		 * dataStart is the position of the change (or commit) the message
+		 * came from.  A message past the end position is left unwritten and
+		 * unconfirmed, for the next run.
+		 */
+		pos = get_be64(msg + 1);
+		if (s->endpos != 0 && pos > s->endpos)
+			return true;
+		write_line(s, msg + XLOGDATA_HEADER, (size_t) (len - XLOGDATA_HEADER));
+
+		/*
+		 * Confirming a change's position lets the slot forget transactions
+		 * that committed before it, never this one, whose commit lies later:
+		 * a transaction cut short by a crash is resent whole.
+		 */
+		if (pos > s->flushed)
+			s->flushed = pos;
+		s->written++;
+		return (s->endpos != 0 && pos >= s->endpos) ||
+			(s->max_messages > 0 && s->written >= s->max_messages);
+	}
+	if (msg[0] == 'k' && len >= KEEPALIVE_SIZE)
+	{
+		/*
+		 * Nothing is pending here, since each message is written before the
+		 * next is read, so the client may confirm up to walEnd, how far the
+		 * server has decoded.  That is safe: the server sends in WAL order
+		 * on this one connection, so every message of every transaction that
+		 * committed before walEnd has arrived, and been written.  A
+		 * transaction still open at walEnd commits after it, and the server
+		 * resends every transaction that commits at or after the confirmed
+		 * position.  Without this, changes that emit nothing (approved
+		 * payments, other tables) would hold the slot, and its WAL, back.
+		 */
+		pos = get_be64(msg + 1);
+		if (pos > s->flushed)
+			s->flushed = pos;
+		if (s->endpos != 0 && pos >= s->endpos)
+			return true;
+		if (msg[17])
+			send_status(s);
+		return false;
+	}
+	die("unexpected message \"%c\" of %d bytes in the stream", msg[0], len);
+}
+
+/*
+ * Wait until the server sends something, the next status update is due or
+ * a second has passed.  A signal that lands between the main loop's check
+ * and select() waits for the timeout: hence the one-second cap.
+ */
+static void
+wait_for_input(Stream *s)
+{
+	int			sock = PQsocket(s->conn);
+	int64_t		wait = 1000000;
+	fd_set		ready;
+	struct timeval tv;
+
+	if (s->status_usecs > 0 && s->next_status - usecs_now(CLOCK_MONOTONIC) < wait)
+		wait = s->next_status - usecs_now(CLOCK_MONOTONIC);
+	if (wait < 0)
+		wait = 0;
+	tv.tv_sec = (time_t) (wait / 1000000);
+	tv.tv_usec = (suseconds_t) (wait % 1000000);
+	FD_ZERO(&ready);
+	FD_SET(sock, &ready);
+	if (select(sock + 1, &ready, NULL, NULL, &tv) < 0 && errno != EINTR)
+		die("select() failed: %s", strerror(errno));
+	if (!PQconsumeInput(s->conn))
+		die_pq(PQerrorMessage(s->conn));
+}
+
+/*
+ * Stop cleanly: confirm what was written, end the COPY and wait for the
+ * server to end it too.  Data the server sends meanwhile is dropped,
+ * unconfirmed; the next run receives it.  Returns the exit status.
+ */
+static int
+finish(Stream *s)
+{
+	PGresult   *res;
+	char	   *msg;
+	int			len;
+	int			status = 0;
+
+	send_status(s);
+	if (PQputCopyEnd(s->conn, NULL) <= 0 || PQflush(s->conn) != 0)
+		die_pq(PQerrorMessage(s->conn));
+	while ((len = PQgetCopyData(s->conn, &msg, 0)) > 0)
+		PQfreemem(msg);
+	if (len == -2)
+		die_pq(PQerrorMessage(s->conn));
+	while ((res = PQgetResult(s->conn)) != NULL)
+	{
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		{
+			fputs(PQresultErrorMessage(res), stderr);
+			status = 1;
+		}
+		PQclear(res);
+	}
+	return status;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option long_options[] = {{"help", no_argument, NULL, 'h'}, {0}};
+	const char *keys[] = {"dbname", "replication", "fallback_application_name", NULL};
+	const char *values[] = {"", "database", "p2pay-stream", NULL};
+	const char *slot = NULL;
+	const char *file = NULL;
+	char	  **opts = calloc((size_t) argc, sizeof(char *));
+	int			nopts = 0;
+	size_t		cmdlen = 64;
+	char	   *cmd,
+			   *p;
+	Lsn			startpos = 0;
+	Stream		s = {.status_usecs = 1000000};
+	PGresult   *res;
+	struct sigaction sa;
+	char	   *end;
+	int			c;
+
+	if (opts == NULL)
+		die("out of memory");
+	while ((c = getopt_long(argc, argv, "d:S:o:I:E:n:f:s:", long_options, NULL)) != -1)
+	{
+		switch (c)
+		{
+			case 'd':
+				values[0] = optarg;
+				break;
+			case 'S':
+				slot = optarg;
+				cmdlen += 2 * strlen(optarg) + 3;
+				break;
+			case 'o':
+				if (optarg[0] == '\0' || optarg[0] == '=')
+					bad_usage("an output plugin option needs a name: -o ", optarg);
+				opts[nopts++] = optarg;
+				cmdlen += 2 * strlen(optarg) + 8;
+				break;
+			case 'I':
+				if (!parse_lsn(optarg, &startpos))
+					bad_usage("invalid start position (want X/X): ", optarg);
+				break;
+			case 'E':
+				if (!parse_lsn(optarg, &s.endpos) || s.endpos == 0)
+					bad_usage("invalid end position (want X/X, not 0/0): ", optarg);
+				break;
+			case 'n':
+				s.max_messages = strtol(optarg, &end, 10);
+				if (*end != '\0' || s.max_messages <= 0)
+					bad_usage("invalid message count: ", optarg);
+				break;
+			case 'f':
+				file = optarg;
+				break;
+			case 's':
+				{
+					double		secs = strtod(optarg, &end);
+
+					if (end == optarg || *end != '\0' || !(secs >= 0 && secs <= 86400))
+						bad_usage("invalid status interval: ", optarg);
+					s.status_usecs = (int64_t) (secs * 1000000);
+					break;
+				}
+			case 'h':
+				usage();
+				return 0;
+			default:
+				bad_usage("invalid command line", "");
+		}
+	}
+	if (optind < argc)
+		bad_usage("too many arguments, starting with ", argv[optind]);
+	if (slot == NULL || slot[0] == '\0')
+		bad_usage("no slot given: name the logical replication slot with -S SLOT", "");
+
+	s.out = stdout;
+	if (file != NULL && strcmp(file, "-") != 0)
+	{
+		if ((s.out = fopen(file, "a")) == NULL)
+			die("could not open \"%s\": %s", file, strerror(errno));
+		s.sync_out = true;
+	}
+
+	/*
+	 * The DSN comes first and is expanded as a connection string; the keys
+	 * after it override it, so the connection is always a logical
+	 * replication one.
+	 */
+	s.conn = PQconnectdbParams(keys, values, 1);
+	if (PQstatus(s.conn) != CONNECTION_OK)
+		die_pq(PQerrorMessage(s.conn));
+
+	/* START_REPLICATION SLOT "slot" LOGICAL X/X ("name" 'value', "name") */
+	if ((cmd = malloc(cmdlen)) == NULL)
+		die("out of memory");
+	p = cmd + sprintf(cmd, "START_REPLICATION SLOT ");
+	p = append_quoted(p, slot, '"');
+	p += sprintf(p, " LOGICAL %X/%X", (unsigned) (startpos >> 32), (unsigned) startpos);
+	for (int i = 0; i < nopts; i++)
+	{
+		char	   *eq = strchr(opts[i], '=');
+
+		p += sprintf(p, i == 0 ? " (" : ", ");
+		if (eq != NULL)
+			*eq = '\0';
+		p = append_quoted(p, opts[i], '"');
+		if (eq != NULL)
+		{
+			*p++ = ' ';
+			p = append_quoted(p, eq + 1, '\'');
+		}
+	}
+	if (nopts > 0)
+		strcpy(p, ")");
+
+	/* A missing slot or a bad plugin option fails here, in the server's words. */
+	res = PQexec(s.conn, cmd);
+	if (PQresultStatus(res) != PGRES_COPY_BOTH)
+		die_pq(PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(s.conn));
+	PQclear(res);
+	free(cmd);
+	free(opts);
+
+	/* Without SA_RESTART, so that a signal interrupts select() at once. */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	s.next_status = usecs_now(CLOCK_MONOTONIC) + s.status_usecs;
+	while (!stop_signal)
+	{
+		char	   *msg;
+		int			len;
+		bool		done;
+
+		if (s.status_usecs > 0 && usecs_now(CLOCK_MONOTONIC) >= s.next_status)
+			send_status(&s);
+		len = PQgetCopyData(s.conn, &msg, 1);
+		if (len == 0)
+		{
+			wait_for_input(&s);
+			continue;
+		}
+		if (len == -1)
+		{
+			/* the server ended the stream: an error, or it is shutting down */
+			res = PQgetResult(s.conn);
+			if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+				die_pq(PQresultErrorMessage(res));
+			die("the server ended the stream");
+		}
+		if (len < 0)
+			die_pq(PQerrorMessage(s.conn));
+		done = handle_message(&s, msg, len);
+		PQfreemem(msg);
+		if (done)
+			break;
+	}
+
+	c = finish(&s);
+	PQfinish(s.conn);
+	if (s.out != stdout && fclose(s.out) != 0)
+		die("could not close \"%s\": %s", file, strerror(errno));
+	return c;
+}
