@@ -3,11 +3,11 @@ EXTENSION   = p2pay
 EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 MODULE_big  = p2pay
 OBJS        = src/p2pay.o src/config.o src/rules.o src/state.o src/trigger.o \
-              src/json.o src/output.o
+              src/json.o src/output.o src/stats.o src/backtest.o
 DATA        = $(wildcard $(EXTENSION)--*.sql)
 
 # pg_regress: one file per behaviour, run in this order.
-REGRESS      = schema rules bad_input config insert_paths rollback guard stream
+REGRESS      = schema rules bad_input config insert_paths rollback guard stream operations rule_stats backtest
 
 # isolation tests (specs/): what concurrent sessions see of each other
 ISOLATION    = config_reload account_lock

@@ -77,7 +77,11 @@ CREATE TABLE @extschema@.payments (
   decision          @extschema@.decision,
   is_approved       boolean,
   reasons           text[],
-  amount_base       numeric
+  amount_base       numeric,
+  ruleset_version   bigint,
+  shadow_reasons    text[],
+  shadow_risk_score double precision,
+  shadow_decision   @extschema@.decision
 );
 COMMENT ON TABLE @extschema@.payments IS
   'Payments; every insert is scored by the p2pay trigger in the inserting transaction.';
@@ -91,6 +95,14 @@ COMMENT ON COLUMN @extschema@.payments.is_approved IS
   'Written by the trigger: decision = ''approve''.';
 COMMENT ON COLUMN @extschema@.payments.reasons IS
   'Written by the trigger: names of the rules that fired, in catalogue order.';
+COMMENT ON COLUMN @extschema@.payments.ruleset_version IS
+  'Written by the trigger: the rule-set version (p2pay.ruleset) the payment was scored under.';
+COMMENT ON COLUMN @extschema@.payments.shadow_reasons IS
+  'Written by the trigger: the shadow rules that fired.';
+COMMENT ON COLUMN @extschema@.payments.shadow_risk_score IS
+  'Written by the trigger: the score the payment would have had with the shadow rules active.';
+COMMENT ON COLUMN @extschema@.payments.shadow_decision IS
+  'Written by the trigger: the decision the payment would have had with the shadow rules active.';
 COMMENT ON COLUMN @extschema@.payments.amount_base IS
   'Written by the trigger: amount * rate_to_base of the currency at the time of the insert.';
 
@@ -149,8 +161,15 @@ COMMENT ON TABLE @extschema@.payer_hourly IS
 -- Rules, thresholds and lists
 ------------------------------------------------------------------------------
 
+-- A rule's mode: active rules decide, shadow rules are evaluated and
+-- recorded on the payment but decide nothing, off rules are not evaluated.
+CREATE TYPE @extschema@.rule_mode AS ENUM ('active', 'shadow', 'off');
+COMMENT ON TYPE @extschema@.rule_mode IS
+  'active: decides; shadow: evaluated and recorded, decides nothing; off: not evaluated.';
+
 CREATE TABLE @extschema@.rules (
   name       text PRIMARY KEY,
+  mode       @extschema@.rule_mode NOT NULL DEFAULT 'active',
   enabled    boolean NOT NULL DEFAULT true,
   weight     double precision NOT NULL,
   params     jsonb NOT NULL DEFAULT '{}',
@@ -158,6 +177,10 @@ CREATE TABLE @extschema@.rules (
 );
 COMMENT ON TABLE @extschema@.rules IS
   'The rule catalogue: one row per rule; a change takes effect for the next insert in every session.';
+COMMENT ON COLUMN @extschema@.rules.mode IS
+  'active, shadow or off.';
+COMMENT ON COLUMN @extschema@.rules.enabled IS
+  'mode = ''active''; kept in step with mode: setting it true makes the rule active, false makes it off.';
 COMMENT ON COLUMN @extschema@.rules.weight IS
   'Contribution to the score when the rule fires, in [0, 1].';
 COMMENT ON COLUMN @extschema@.rules.params IS
@@ -207,13 +230,148 @@ CREATE TABLE @extschema@.blocklist (
   user_id    uuid PRIMARY KEY REFERENCES @extschema@.users,
   reason     text NOT NULL,
   added_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
-  added_by   name NOT NULL DEFAULT CURRENT_USER,
+  added_by   name NOT NULL DEFAULT SESSION_USER,
   expires_at timestamptz
 );
 COMMENT ON TABLE @extschema@.blocklist IS
   'Users whose payments, paid or received, are declined while the entry has not expired at the payment''s time.';
 COMMENT ON COLUMN @extschema@.blocklist.expires_at IS
   'The entry stops counting for payments created at or after this time; NULL means never.';
+
+CREATE TABLE @extschema@.allowlist (
+  user_id    uuid PRIMARY KEY REFERENCES @extschema@.users,
+  reason     text NOT NULL,
+  added_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  added_by   name NOT NULL DEFAULT SESSION_USER,
+  expires_at timestamptz
+);
+COMMENT ON TABLE @extschema@.allowlist IS
+  'Trusted users: a payment they pay or receive is approved (unless blocklisted) while the entry has not expired at the payment''s time; the rules are still evaluated and listed.';
+
+CREATE TABLE @extschema@.snoozes (
+  rule     text NOT NULL REFERENCES @extschema@.rules (name),
+  user_id  uuid NOT NULL REFERENCES @extschema@.users,
+  until    timestamptz NOT NULL,
+  reason   text,
+  added_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  added_by name NOT NULL DEFAULT SESSION_USER,
+  PRIMARY KEY (rule, user_id)
+);
+COMMENT ON TABLE @extschema@.snoozes IS
+  'Per-rule snoozes: the rule does not fire for payments the user pays or receives, created before until.';
+
+------------------------------------------------------------------------------
+-- Rule-set versions and their history
+------------------------------------------------------------------------------
+
+CREATE TABLE @extschema@.ruleset (
+  singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  version    bigint NOT NULL,
+  changed_at timestamptz NOT NULL,
+  changed_by name NOT NULL,
+  xact       xid8
+);
+COMMENT ON TABLE @extschema@.ruleset IS
+  'The current rule-set version: one more for every transaction that changes rules, thresholds or lists.';
+INSERT INTO @extschema@.ruleset (version, changed_at, changed_by)
+  VALUES (1, pg_catalog.now(), CURRENT_USER);
+
+CREATE TABLE @extschema@.config_history (
+  id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  version    bigint NOT NULL,
+  changed_at timestamptz NOT NULL,
+  changed_by name NOT NULL,
+  table_name text NOT NULL,
+  operation  text NOT NULL,
+  old_row    jsonb,
+  new_row    jsonb
+);
+COMMENT ON TABLE @extschema@.config_history IS
+  'Every change to rules, settings, blocklist, allowlist and snoozes: the version it made, who, when, and the row before and after.';
+CREATE INDEX config_history_version_idx ON @extschema@.config_history (version);
+
+-- Version 1 is the catalogue as installed.
+INSERT INTO @extschema@.config_history (version, changed_at, changed_by, table_name, operation, new_row)
+  SELECT 1, pg_catalog.now(), CURRENT_USER, 'rules', 'INSERT', pg_catalog.to_jsonb(r)
+    FROM @extschema@.rules r;
+INSERT INTO @extschema@.config_history (version, changed_at, changed_by, table_name, operation, new_row)
+  SELECT 1, pg_catalog.now(), CURRENT_USER, 'settings', 'INSERT', pg_catalog.to_jsonb(s)
+    FROM @extschema@.settings s;
+
+-- Record a change of configuration under the transaction's version, taking
+-- a new version for the first change of a transaction.
+-- SECURITY DEFINER: an admin who may change a rule needs no right to write
+-- the history itself, and so can't forge it.
+CREATE FUNCTION @extschema@.record_config_change() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v bigint;
+BEGIN
+  UPDATE @extschema@.ruleset r
+     SET version = r.version + 1, changed_at = now(), changed_by = SESSION_USER,
+         xact = pg_current_xact_id()
+   WHERE r.xact IS DISTINCT FROM pg_current_xact_id()
+  RETURNING r.version INTO v;
+  IF v IS NULL THEN
+    SELECT r.version INTO v FROM @extschema@.ruleset r;
+  END IF;
+  INSERT INTO @extschema@.config_history (version, changed_at, changed_by, table_name, operation, old_row, new_row)
+  VALUES (v, now(), SESSION_USER, TG_TABLE_NAME, TG_OP,
+          CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN to_jsonb(OLD) END,
+          CASE WHEN TG_OP IN ('UPDATE', 'INSERT') THEN to_jsonb(NEW) END);
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION @extschema@.record_config_change() IS
+  'AFTER trigger on rules, settings and the lists: records the change in config_history under a new rule-set version.';
+
+CREATE TRIGGER rules_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@.rules
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER settings_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@.settings
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER blocklist_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@.blocklist
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER allowlist_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@.allowlist
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER snoozes_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@.snoozes
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER blocklist_history_truncate AFTER TRUNCATE ON @extschema@.blocklist
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER allowlist_history_truncate AFTER TRUNCATE ON @extschema@.allowlist
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER snoozes_history_truncate AFTER TRUNCATE ON @extschema@.snoozes
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.record_config_change();
+
+-- The rule rows as they were at a version, in the shape backtest() takes.
+CREATE FUNCTION @extschema@.rules_at(version bigint) RETURNS jsonb
+  LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce(jsonb_agg(jsonb_build_object('name', h.new_row->>'name', 'mode', h.new_row->'mode',
+                                               'weight', h.new_row->'weight', 'params', h.new_row->'params')
+                            ORDER BY h.new_row->>'name'), '[]'::jsonb)
+    FROM (SELECT DISTINCT ON (coalesce(c.new_row, c.old_row)->>'name') c.new_row
+            FROM @extschema@.config_history c
+           WHERE c.table_name = 'rules' AND c.version <= $1
+           ORDER BY coalesce(c.new_row, c.old_row)->>'name', c.version DESC, c.id DESC) h
+   WHERE h.new_row IS NOT NULL
+$$;
+COMMENT ON FUNCTION @extschema@.rules_at(bigint) IS
+  'The rule rows as they were at a rule-set version, as JSON for backtest(): reproduces the rules that scored a payment.';
+
+------------------------------------------------------------------------------
+-- The review queue
+------------------------------------------------------------------------------
+
+CREATE TABLE @extschema@.decision_log (
+  id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  transaction_id uuid NOT NULL,
+  old_decision   @extschema@.decision NOT NULL,
+  new_decision   @extschema@.decision NOT NULL,
+  note           text,
+  resolved_by    name NOT NULL,
+  resolved_at    timestamptz NOT NULL
+);
+COMMENT ON TABLE @extschema@.decision_log IS
+  'Every analyst decision made with resolve(): which payment, from what to what, why, who and when.';
+CREATE INDEX decision_log_transaction_idx ON @extschema@.decision_log (transaction_id);
 
 ------------------------------------------------------------------------------
 -- Triggers (C)
@@ -264,6 +422,8 @@ CREATE TRIGGER rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @ex
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
 CREATE TRIGGER settings_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.settings
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
+CREATE TRIGGER ruleset_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.ruleset
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
 
 -- Truncating payments empties the state derived from them, so that no
 -- aggregate counts a payment that is gone.
@@ -287,7 +447,7 @@ CREATE FUNCTION @extschema@.merge_rule() RETURNS trigger
 BEGIN
   IF EXISTS (SELECT 1 FROM @extschema@.rules r WHERE r.name = NEW.name) THEN
     UPDATE @extschema@.rules r
-       SET enabled = NEW.enabled, weight = NEW.weight, params = NEW.params,
+       SET mode = NEW.mode, enabled = NEW.enabled, weight = NEW.weight, params = NEW.params,
            description = NEW.description
      WHERE r.name = NEW.name;
     RETURN NULL;
@@ -310,6 +470,20 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@.merge_settings() IS
   'BEFORE INSERT trigger on settings: inserting the row again updates the existing one (pg_restore).';
+
+CREATE FUNCTION @extschema@.merge_ruleset() RETURNS trigger
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NEW.singleton AND EXISTS (SELECT 1 FROM @extschema@.ruleset) THEN
+    UPDATE @extschema@.ruleset r
+       SET version = NEW.version, changed_at = NEW.changed_at, changed_by = NEW.changed_by,
+           xact = NULL;
+    RETURN NULL;
+  END IF;
+  RETURN NEW;
+END $$;
+COMMENT ON FUNCTION @extschema@.merge_ruleset() IS
+  'BEFORE INSERT trigger on ruleset: inserting the row again updates the existing one (pg_restore).';
 
 CREATE FUNCTION @extschema@.merge_currency() RETURNS trigger
   LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -341,6 +515,8 @@ CREATE TRIGGER rules_merge BEFORE INSERT ON @extschema@.rules
   FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_rule();
 CREATE TRIGGER settings_merge BEFORE INSERT ON @extschema@.settings
   FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_settings();
+CREATE TRIGGER ruleset_merge BEFORE INSERT ON @extschema@.ruleset
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_ruleset();
 CREATE TRIGGER currencies_merge BEFORE INSERT ON @extschema@.currencies
   FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_currency();
 CREATE TRIGGER payment_methods_merge BEFORE INSERT ON @extschema@.payment_methods
@@ -354,7 +530,144 @@ ALTER TABLE @extschema@.rules ENABLE ALWAYS TRIGGER rules_changed;
 ALTER TABLE @extschema@.settings ENABLE ALWAYS TRIGGER settings_merge;
 ALTER TABLE @extschema@.settings ENABLE ALWAYS TRIGGER settings_changed;
 ALTER TABLE @extschema@.currencies ENABLE ALWAYS TRIGGER currencies_merge;
+ALTER TABLE @extschema@.ruleset ENABLE ALWAYS TRIGGER ruleset_merge;
+ALTER TABLE @extschema@.ruleset ENABLE ALWAYS TRIGGER ruleset_changed;
 ALTER TABLE @extschema@.payment_methods ENABLE ALWAYS TRIGGER payment_methods_merge;
+
+------------------------------------------------------------------------------
+-- Working the rules: the review queue, lists, dry runs
+------------------------------------------------------------------------------
+
+CREATE INDEX payments_review_idx ON @extschema@.payments (created_at, id) WHERE decision = 'review';
+
+-- backtest() reads a range of created_at; payments arrive roughly in time
+-- order, so a BRIN index finds the range for almost nothing per insert.
+CREATE INDEX payments_created_brin ON @extschema@.payments USING brin (created_at);
+
+CREATE VIEW @extschema@.review_queue AS
+  SELECT p.transaction_id, p.created_at, p.payer_id, p.payee_id, p.amount, p.currency,
+         p.amount_base, p.risk_score, p.reasons, p.ruleset_version,
+         pg_catalog.now() - p.created_at AS waiting
+    FROM @extschema@.payments p
+   WHERE p.decision = 'review'
+   ORDER BY p.created_at, p.id;
+COMMENT ON VIEW @extschema@.review_queue IS
+  'Payments held for review and not yet resolved, oldest first.';
+
+CREATE FUNCTION @extschema@.resolve(transaction_id uuid, decision @extschema@.decision, note text DEFAULT NULL)
+  RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  current_decision @extschema@.decision;
+BEGIN
+  IF resolve.transaction_id IS NULL THEN
+    RAISE EXCEPTION 'transaction_id must not be null' USING ERRCODE = '22004';
+  END IF;
+  IF resolve.decision IS NULL OR resolve.decision NOT IN ('approve', 'decline') THEN
+    RAISE EXCEPTION 'a review is resolved with approve or decline, not %', coalesce(resolve.decision::text, 'null')
+      USING ERRCODE = '22023';
+  END IF;
+  SELECT p.decision INTO current_decision
+    FROM @extschema@.payments p WHERE p.transaction_id = resolve.transaction_id
+     FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no payment has transaction_id %', resolve.transaction_id
+      USING ERRCODE = 'P0002';
+  END IF;
+  IF current_decision IS DISTINCT FROM 'review' THEN
+    RAISE EXCEPTION 'payment % is not under review', resolve.transaction_id
+      USING ERRCODE = '55000',
+            DETAIL = format('Its decision is %s.', coalesce(current_decision::text, 'null')),
+            HINT = 'SELECT * FROM p2pay.decision_log WHERE transaction_id = ... shows earlier resolutions.';
+  END IF;
+  UPDATE @extschema@.payments p SET decision = resolve.decision
+   WHERE p.transaction_id = resolve.transaction_id;
+  INSERT INTO @extschema@.decision_log (transaction_id, old_decision, new_decision, note, resolved_by, resolved_at)
+  VALUES (resolve.transaction_id, current_decision, resolve.decision, resolve.note, SESSION_USER, now());
+END $$;
+COMMENT ON FUNCTION @extschema@.resolve(uuid, @extschema@.decision, text) IS
+  'Resolve a payment under review: approve or decline it, with a note; logged in decision_log with who and when.';
+REVOKE ALL ON FUNCTION @extschema@.resolve(uuid, @extschema@.decision, text) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.snooze(rule text, user_id uuid, until timestamptz, reason text DEFAULT NULL)
+  RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM @extschema@.rules r WHERE r.name = snooze.rule) THEN
+    RAISE EXCEPTION 'unknown rule "%"', snooze.rule
+      USING ERRCODE = '22023', HINT = 'SELECT name FROM p2pay.rules lists them.';
+  END IF;
+  IF snooze.until IS NULL OR snooze.until <= now() THEN
+    RAISE EXCEPTION 'a snooze must end in the future'
+      USING ERRCODE = '22023', DETAIL = format('until was %s.', coalesce(snooze.until::text, 'null'));
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM @extschema@.users u WHERE u.id = snooze.user_id) THEN
+    RAISE EXCEPTION 'unknown user %', snooze.user_id USING ERRCODE = '23503';
+  END IF;
+  INSERT INTO @extschema@.snoozes AS s (rule, user_id, until, reason)
+  VALUES (snooze.rule, snooze.user_id, snooze.until, snooze.reason)
+  ON CONFLICT ON CONSTRAINT snoozes_pkey DO UPDATE
+    SET until = excluded.until, reason = excluded.reason,
+        added_at = now(), added_by = SESSION_USER;
+END $$;
+COMMENT ON FUNCTION @extschema@.snooze(text, uuid, timestamptz, text) IS
+  'Stop a rule from firing for a user''s payments (paid or received) until a time in the future.';
+REVOKE ALL ON FUNCTION @extschema@.snooze(text, uuid, timestamptz, text) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.score(payer_id uuid, payee_id uuid, amount numeric, currency char(3),
+                                  payment_method_id uuid, at timestamptz DEFAULT pg_catalog.now(),
+                                  OUT risk_score double precision, OUT decision @extschema@.decision,
+                                  OUT reasons text[], OUT shadow_risk_score double precision,
+                                  OUT shadow_decision @extschema@.decision, OUT shadow_reasons text[],
+                                  OUT ruleset_version bigint)
+  AS 'MODULE_PATHNAME', 'p2pay_score' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+-- A dry run reads the lists and every account's state: an analysts' tool.
+REVOKE ALL ON FUNCTION @extschema@.score(uuid, uuid, numeric, char, uuid, timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.score(uuid, uuid, numeric, char, uuid, timestamptz) IS
+  'Dry run: the verdict an insert of this payment would get now, through the trigger''s own code; changes nothing.';
+
+------------------------------------------------------------------------------
+-- Backtests and per-rule statistics
+------------------------------------------------------------------------------
+
+CREATE TABLE @extschema@.fraud_labels (
+  transaction_id uuid PRIMARY KEY,
+  is_fraud       boolean NOT NULL,
+  labelled_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  source         text
+);
+COMMENT ON TABLE @extschema@.fraud_labels IS
+  'What became known about payments afterwards (chargebacks, confirmed fraud): backtest() reports precision and recall against it.';
+
+CREATE FUNCTION @extschema@.backtest("from" timestamptz, "to" timestamptz, rules jsonb DEFAULT NULL,
+  OUT rule text, OUT payments bigint, OUT fired bigint, OUT would_review bigint,
+  OUT would_decline bigint, OUT fired_at_time bigint, OUT reviewed_at_time bigint,
+  OUT declined_at_time bigint, OUT labelled_fraud bigint, OUT fired_on_fraud bigint,
+  OUT "precision" double precision, OUT recall double precision)
+  RETURNS SETOF record
+  AS 'MODULE_PATHNAME', 'p2pay_backtest' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION @extschema@.backtest(timestamptz, timestamptz, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.backtest(timestamptz, timestamptz, jsonb) IS
+  'Replay the payments created in [from, to) in created_at order through the current rules, or those rules changed by the rule rows given as JSON; per rule and overall, what would fire, be reviewed or declined, next to what was decided at the time, with precision and recall against fraud_labels.  Writes nothing.';
+
+CREATE FUNCTION @extschema@.rule_stats_read(
+  OUT rule text, OUT evaluations bigint, OUT fires bigint,
+  OUT mean_us double precision, OUT max_us double precision, OUT since timestamptz)
+  RETURNS SETOF record
+  AS 'MODULE_PATHNAME', 'p2pay_rule_stats' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION @extschema@.rule_stats_read() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.rule_stats_read() IS
+  'Per-rule evaluations, fires and evaluation times from shared memory; needs shared_preload_libraries = ''p2pay''.';
+
+CREATE VIEW @extschema@.rule_stats AS SELECT * FROM @extschema@.rule_stats_read();
+COMMENT ON VIEW @extschema@.rule_stats IS
+  'Per rule, across all sessions since the last rule_stats_reset(): evaluations, fires, mean and maximum evaluation time in microseconds; the row "facts" is the reading of the facts the rules share.';
+
+CREATE FUNCTION @extschema@.rule_stats_reset() RETURNS void
+  AS 'MODULE_PATHNAME', 'p2pay_rule_stats_reset' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.rule_stats_reset() IS
+  'Set the per-rule statistics back to zero.';
+REVOKE ALL ON FUNCTION @extschema@.rule_stats_reset() FROM PUBLIC;
 
 ------------------------------------------------------------------------------
 -- pg_dump keeps every table's rows (tables created by an extension are
@@ -374,7 +687,16 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.pair_stats', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.payer_hourly', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.rules', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.settings', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.ruleset', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.blocklist', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.allowlist', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.snoozes', '');
+-- version 1 is what CREATE EXTENSION writes: a restore makes it again
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.config_history', 'WHERE version > 1');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.config_history_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.decision_log', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.decision_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.fraud_labels', '');
 
 -- No privileges are granted to PUBLIC: the owner grants its application role
 -- INSERT on payments (and SELECT where needed).  The scoring trigger reads and

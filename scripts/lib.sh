@@ -74,7 +74,8 @@ has_output_plugin_libraries() {
 }
 
 # start_cluster DIR PORT: initdb and start a cluster whose data, socket and
-# log live in DIR; sets PGHOST, PGPORT, PGUSER, PGDATABASE.
+# log live in DIR, with p2pay preloaded; sets PGHOST, PGPORT, PGUSER,
+# PGDATABASE.
 start_cluster() {
   local dir=$1 port=$2
   as_pg initdb -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 ||
@@ -87,6 +88,8 @@ start_cluster() {
     echo "max_replication_slots = 10"
     echo "max_wal_senders = 10"
     echo "fsync = off"
+    # p2pay.rule_stats keeps its counters in shared memory, reserved at start.
+    echo "shared_preload_libraries = 'p2pay'"
     if has_output_plugin_libraries; then
       echo "output_plugin_libraries = 'pgoutput, test_decoding, p2pay'"
     fi

@@ -45,4 +45,13 @@
 #define p2pay_update_progress(ctx, skipped_xact) OutputPluginUpdateProgress(ctx)
 #endif
 
+/*
+ * Shared memory of a preloaded library (stats.c): 15 added
+ * shmem_request_hook and takes RequestAddinShmemSpace only from it; 13 and
+ * 14 take the request straight from _PG_init.
+ */
+#if PG_VERSION_NUM >= 150000
+#define P2PAY_HAVE_SHMEM_REQUEST_HOOK 1
+#endif
+
 #endif							/* P2PAY_COMPAT_H */

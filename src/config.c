@@ -14,6 +14,7 @@
 
 #include "p2pay.h"
 
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -28,13 +29,45 @@ static bool config_valid = false;
 static Oid	config_nspid = InvalidOid;
 static Oid	rules_relid = InvalidOid;
 static Oid	settings_relid = InvalidOid;
+static Oid	ruleset_relid = InvalidOid;
+
+static const char *const mode_names[] = {"off", "shadow", "active"};
 
 /* Forget the cache when the rule tables change, or on a full reset. */
 static void
 config_relcache_callback(Datum arg, Oid relid)
 {
-	if (relid == InvalidOid || relid == rules_relid || relid == settings_relid)
+	if (relid == InvalidOid || relid == rules_relid || relid == settings_relid ||
+		relid == ruleset_relid)
 		config_valid = false;
+}
+
+/* Forget the cached configuration: the next payment loads it again. */
+void
+p2pay_config_forget(void)
+{
+	config_valid = false;
+}
+
+/* The mode called name, or an error. */
+RuleMode
+p2pay_rule_mode_from_name(const char *mode)
+{
+	for (int i = 0; i < (int) lengthof(mode_names); i++)
+		if (strcmp(mode, mode_names[i]) == 0)
+			return (RuleMode) i;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown rule mode \"%s\"", mode),
+			 errhint("A rule is active, shadow or off.")));
+	return RULE_OFF;			/* keep the compiler quiet */
+}
+
+/* The name of a mode, as in the p2pay.rule_mode enum. */
+const char *
+p2pay_rule_mode_name(RuleMode mode)
+{
+	return mode_names[mode];
 }
 
 /* Register the invalidation callback; called once from _PG_init. */
@@ -53,7 +86,7 @@ load_config(Oid nspid)
 
 	memset(&loaded, 0, sizeof(loaded));
 
-	ret = SPI_execute("SELECT name, enabled, weight, params FROM p2pay.rules", true, 0);
+	ret = SPI_execute("SELECT name, mode::text, weight, params FROM p2pay.rules", true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "p2pay: reading p2pay.rules failed: %s", SPI_result_code_string(ret));
 
@@ -70,11 +103,11 @@ load_config(Oid nspid)
 		if (rule < 0)
 			continue;
 		rc = &loaded.rules[rule];
-		rc->enabled = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+		rc->mode = p2pay_rule_mode_from_name(SPI_getvalue(tup, desc, 2));
 		rc->weight = DatumGetFloat8(SPI_getbinval(tup, desc, 3, &isnull));
 		p2pay_parse_params(rule,
 						   DatumGetJsonbP(SPI_getbinval(tup, desc, 4, &isnull)),
-						   &rc->p);
+						   &rc->p, false);
 	}
 
 	ret = SPI_execute("SELECT review_threshold, decline_threshold FROM p2pay.settings",
@@ -98,10 +131,22 @@ load_config(Oid nspid)
 			DatumGetFloat8(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
 	}
 
+	ret = SPI_execute("SELECT version FROM p2pay.ruleset", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "p2pay: reading p2pay.ruleset failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		loaded.version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+													 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+
 	config = loaded;
 	config_nspid = nspid;
 	rules_relid = get_relname_relid("rules", nspid);
 	settings_relid = get_relname_relid("settings", nspid);
+	ruleset_relid = get_relname_relid("ruleset", nspid);
 	config_valid = true;
 }
 
@@ -123,6 +168,163 @@ p2pay_config(Oid nspid)
 	if (!config_valid || nspid != config_nspid)
 		load_config(nspid);
 	return &config;
+}
+
+/*
+ * Keep a rule row's enabled and mode in step: enabled is mode = 'active'.
+ * A write that changes one of them sets the other; one that changes both
+ * must change them to agree.
+ */
+static HeapTuple
+keep_mode_and_enabled(TriggerData *td, HeapTuple newtup, TupleDesc desc, const char *name)
+{
+	int			mode_att = SPI_fnumber(desc, "mode");
+	int			enabled_att = SPI_fnumber(desc, "enabled");
+	char	   *mode_text = SPI_getvalue(newtup, desc, mode_att);
+	bool		isnull;
+	Datum		d = SPI_getbinval(newtup, desc, enabled_att, &isnull);
+	bool		enabled = !isnull && DatumGetBool(d);
+	RuleMode	mode;
+	bool		mode_changed = true;
+	bool		enabled_changed = true;
+
+	if (mode_text == NULL || isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("mode and enabled of rule \"%s\" must not be null", name)));
+	mode = p2pay_rule_mode_from_name(mode_text);
+
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+	{
+		mode_changed = strcmp(mode_text, SPI_getvalue(td->tg_trigtuple, desc, mode_att)) != 0;
+		enabled_changed =
+			DatumGetBool(SPI_getbinval(td->tg_trigtuple, desc, enabled_att, &isnull)) != enabled;
+	}
+	else
+	{
+		/* an insert names one of them at most; the default of the other gives way */
+		mode_changed = mode != RULE_ACTIVE;
+		enabled_changed = !enabled;
+	}
+
+	if (enabled == (mode == RULE_ACTIVE))
+		return newtup;
+	if (mode_changed && enabled_changed)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("rule \"%s\" can't be %s with enabled = %s", name, mode_text,
+						enabled ? "true" : "false"),
+				 errdetail("enabled is true exactly when the mode is active."),
+				 errhint("Set the mode alone: active, shadow or off.")));
+
+	if (mode_changed)
+	{
+		Datum		value = BoolGetDatum(mode == RULE_ACTIVE);
+		bool		null = false;
+
+		return heap_modify_tuple_by_cols(newtup, desc, 1, &enabled_att, &value, &null);
+	}
+	else
+	{
+		Datum		value = DirectFunctionCall2(enum_in,
+												CStringGetDatum(enabled ? "active" : "off"),
+												ObjectIdGetDatum(TupleDescAttr(desc, mode_att - 1)->atttypid));
+		bool		null = false;
+
+		return heap_modify_tuple_by_cols(newtup, desc, 1, &mode_att, &value, &null);
+	}
+}
+
+/* An error about the rules JSON given to backtest() or a similar caller. */
+static void
+bad_rules_json(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("rules must be a JSON array of rule rows: %s", what),
+			 errhint("Each element is an object such as {\"name\": \"amount_limit\", \"mode\": \"active\", \"weight\": 0.5, \"params\": {\"max_amount\": 5000}}; fields left out keep their current values.")));
+}
+
+/*
+ * Apply rule rows given as JSON on top of cfg: an array of objects with
+ * name and any of mode (or enabled), weight and params (any of the rule's
+ * parameters).  Everything is checked as a rule row is.
+ */
+void
+p2pay_config_apply_json(P2payConfig *cfg, Jsonb *rules)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_ARRAY(rules) || JB_ROOT_IS_SCALAR(rules))
+		bad_rules_json("the value is not an array");
+
+	it = JsonbIteratorInit(&rules->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		JsonbContainer *obj;
+		JsonbValue *field;
+		JsonbIterator *keys;
+		JsonbValue	k;
+		JsonbIteratorToken ktok;
+		char	   *name;
+		int			rule;
+		RuleConfig *rc;
+
+		if (tok != WJB_ELEM)
+			continue;
+		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+			bad_rules_json("an element is not an object");
+		obj = v.val.binary.data;
+
+		field = getKeyJsonValueFromContainer(obj, "name", 4, NULL);
+		if (field == NULL || field->type != jbvString)
+			bad_rules_json("an element has no name");
+		name = pnstrdup(field->val.string.val, field->val.string.len);
+		rule = p2pay_rule_lookup(name);
+		if (rule < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown rule \"%s\"", name),
+					 errhint("SELECT name FROM p2pay.rules lists them.")));
+		rc = &cfg->rules[rule];
+
+		keys = JsonbIteratorInit(obj);
+		while ((ktok = JsonbIteratorNext(&keys, &k, true)) != WJB_DONE)
+		{
+			char	   *key;
+
+			if (ktok != WJB_KEY)
+				continue;
+			key = pnstrdup(k.val.string.val, k.val.string.len);
+			ktok = JsonbIteratorNext(&keys, &k, true);	/* its value */
+
+			if (strcmp(key, "name") == 0 || strcmp(key, "description") == 0)
+				continue;
+			else if (strcmp(key, "mode") == 0 && k.type == jbvString)
+				rc->mode = p2pay_rule_mode_from_name(pnstrdup(k.val.string.val, k.val.string.len));
+			else if (strcmp(key, "enabled") == 0 && k.type == jbvBool)
+				rc->mode = k.val.boolean ? RULE_ACTIVE : RULE_OFF;
+			else if (strcmp(key, "weight") == 0 && k.type == jbvNumeric)
+			{
+				rc->weight = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+																NumericGetDatum(k.val.numeric)));
+				p2pay_check_weight(name, rc->weight);
+			}
+			else if (strcmp(key, "params") == 0 && k.type == jbvBinary)
+			{
+				JsonbValue	wrapped = k;
+
+				p2pay_parse_params(rule, JsonbValueToJsonb(&wrapped), &rc->p, true);
+			}
+			else
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("rule row \"%s\" has a bad field \"%s\"", name, key),
+						 errdetail("A rule row has name, mode (active, shadow or off) or enabled (a boolean), weight (a number) and params (an object).")));
+		}
+	}
 }
 
 /*
@@ -154,7 +356,7 @@ p2pay_check_config(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("rows of p2pay.%s cannot be deleted", table),
 				 strcmp(table, "rules") == 0 ?
-				 errhint("Set enabled = false to switch a rule off.") :
+				 errhint("Set mode = 'off' to switch a rule off.") :
 				 errhint("Update the row to change the thresholds.")));
 
 	/* settings are checked by their CHECK constraints */
@@ -184,6 +386,8 @@ p2pay_check_config(PG_FUNCTION_ARGS)
 					 errmsg("rule \"%s\" cannot be renamed", oldname)));
 	}
 
+	newtup = keep_mode_and_enabled(td, newtup, desc, name);
+
 	d = SPI_getbinval(newtup, desc, SPI_fnumber(desc, "weight"), &isnull);
 	if (isnull)
 		ereport(ERROR,
@@ -196,7 +400,7 @@ p2pay_check_config(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("params of rule \"%s\" must not be null", name)));
-	p2pay_parse_params(rule, DatumGetJsonbP(d), &parsed);
+	p2pay_parse_params(rule, DatumGetJsonbP(d), &parsed, false);
 
 	return PointerGetDatum(newtup);
 }

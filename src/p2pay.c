@@ -21,7 +21,10 @@ int			p2pay_future_tolerance = 300;
 
 void		_PG_init(void);
 
-/* Define the settings and register the cache invalidation callbacks. */
+/*
+ * Define the settings, register the cache invalidation callbacks and, when
+ * preloaded, reserve the statistics' shared memory.
+ */
 void
 _PG_init(void)
 {
@@ -36,4 +39,5 @@ _PG_init(void)
 	MarkGUCPrefixReserved("p2pay");
 
 	p2pay_config_register_callbacks();
+	p2pay_stats_init();
 }

@@ -57,12 +57,26 @@ typedef struct RuleParams
 	int64		idle;
 } RuleParams;
 
+/*
+ * A rule's mode: active rules decide; shadow rules are evaluated and
+ * recorded (shadow_reasons, shadow score and decision) but decide nothing.
+ */
+typedef enum RuleMode
+{
+	RULE_OFF,
+	RULE_SHADOW,
+	RULE_ACTIVE
+} RuleMode;
+
 typedef struct RuleConfig
 {
-	bool		enabled;
+	RuleMode	mode;
 	double		weight;
 	RuleParams	p;
 } RuleConfig;
+
+/* Whether a rule is evaluated at all (active or shadow). */
+#define RULE_EVALUATED(rc) ((rc)->mode != RULE_OFF)
 
 /* The configuration every insert is scored under (config.c). */
 typedef struct P2payConfig
@@ -70,6 +84,7 @@ typedef struct P2payConfig
 	RuleConfig	rules[RULE_COUNT];
 	double		review_threshold;
 	double		decline_threshold;
+	int64		version;		/* the rule-set version, p2pay.ruleset */
 } P2payConfig;
 
 /* A payment's input, validated by the trigger. */
@@ -96,6 +111,8 @@ typedef struct PaymentFacts
 	bool		method_registered;
 	bool		payer_blocked;
 	bool		payee_blocked;
+	bool		allowlisted;	/* payer or payee trusted: approve unless blocklisted */
+	uint32		snoozed;		/* bit per RuleId snoozed for payer or payee */
 	int64		velocity_count;
 	double		velocity_amount;
 	int64		fan_out;
@@ -109,13 +126,18 @@ typedef struct PaymentFacts
 	TimestampTz previous_at;
 } PaymentFacts;
 
-/* The result of scoring. */
+/*
+ * The result of scoring: what the active rules decided, and what the row
+ * would have had with the shadow rules active too.
+ */
 typedef struct Verdict
 {
-	bool		fired[RULE_COUNT];
-	int			nfired;
+	bool		fired[RULE_COUNT];	/* active rules that fired */
+	bool		shadow_fired[RULE_COUNT];	/* shadow rules that fired */
 	double		score;
 	int			decision;		/* DECISION_* */
+	double		shadow_score;
+	int			shadow_decision;
 } Verdict;
 
 #define DECISION_APPROVE	0
@@ -128,23 +150,35 @@ extern int	p2pay_future_tolerance;
 /* rules.c: the catalogue */
 extern const char *p2pay_rule_name(RuleId rule);
 extern int	p2pay_rule_lookup(const char *name);
-extern void p2pay_parse_params(RuleId rule, Jsonb *params, RuleParams *out);
+extern void p2pay_parse_params(RuleId rule, Jsonb *params, RuleParams *out,
+							   bool partial);
 extern void p2pay_check_weight(const char *rule, double weight);
 extern bool p2pay_in_structuring_band(const RuleParams *p, double amount);
 extern void p2pay_evaluate(const P2payConfig *cfg, const PaymentFacts *facts,
-						   Verdict *verdict);
+						   Verdict *verdict, bool count);
 extern const char *p2pay_decision_label(int decision);
 
 /* config.c: the cached configuration */
 extern const P2payConfig *p2pay_config(Oid nspid);
+extern void p2pay_config_forget(void);
 extern void p2pay_config_register_callbacks(void);
+extern void p2pay_config_apply_json(P2payConfig *cfg, Jsonb *rules);
+extern RuleMode p2pay_rule_mode_from_name(const char *mode);
+extern const char *p2pay_rule_mode_name(RuleMode mode);
+
+/* stats.c: per-rule statistics in shared memory; slot STATS_FACTS counts
+ * the reading of the facts that all rules share */
+#define STATS_FACTS RULE_COUNT
+extern void p2pay_stats_count(int slot, bool fired, int64 nanoseconds);
+extern bool p2pay_stats_enabled(void);
+extern void p2pay_stats_init(void);
 
 /* state.c: per-account state and locking */
 extern void p2pay_lookup_references(const PaymentInput *in, PaymentFacts *facts,
-									MemoryContext result_cxt);
+									MemoryContext result_cxt, int64 *version);
 extern void p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b);
-extern void p2pay_read_and_record(const P2payConfig *cfg, const PaymentInput *in,
-								  PaymentFacts *facts);
+extern void p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
+							 PaymentFacts *facts, bool record);
 extern void p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 								 TimestampTz created_at, Numeric amount_base);
 

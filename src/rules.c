@@ -14,6 +14,7 @@
 #include "p2pay.h"
 
 #include "fmgr.h"
+#include "portability/instr_time.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
@@ -293,17 +294,19 @@ parse_interval(const char *rule, const ParamDef *def, const JsonbValue *v, RuleP
 
 /*
  * Parse a rule's params object into out: every key the rule takes must be
- * present with a value of its type, and no other key may be.
+ * present with a value of its type (unless partial: then out holds the
+ * values of the keys left out), and no other key may be.
  */
 void
-p2pay_parse_params(RuleId rule, Jsonb *params, RuleParams *out)
+p2pay_parse_params(RuleId rule, Jsonb *params, RuleParams *out, bool partial)
 {
 	const RuleDef *def = &rule_defs[rule];
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 
-	memset(out, 0, sizeof(RuleParams));
+	if (!partial)
+		memset(out, 0, sizeof(RuleParams));
 
 	if (!JB_ROOT_IS_OBJECT(params) || JB_ROOT_IS_SCALAR(params))
 		ereport(ERROR,
@@ -345,6 +348,8 @@ p2pay_parse_params(RuleId rule, Jsonb *params, RuleParams *out)
 		JsonbValue *found;
 
 		found = getKeyJsonValueFromContainer(&params->root, pd->key, strlen(pd->key), NULL);
+		if (found == NULL && partial)
+			continue;
 		if (found == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -373,38 +378,86 @@ p2pay_decision_label(int decision)
 	}
 }
 
+/* A score rounded to 12 decimals, so that a score equal to a threshold in
+ * decimal reaches it: 1 - (1 - 0.2) is 0.19999999999999996 in binary. */
+static double
+round_score(double score)
+{
+	return rint(score * 1e12) / 1e12;
+}
+
+/* The decision for a score. */
+static int
+decide(const P2payConfig *cfg, double score, bool blocklisted, bool allowlisted)
+{
+	if (blocklisted)
+		return DECISION_DECLINE;
+	if (allowlisted)
+		return DECISION_APPROVE;
+	if (score >= cfg->decline_threshold)
+		return DECISION_DECLINE;
+	if (score >= cfg->review_threshold)
+		return DECISION_REVIEW;
+	return DECISION_APPROVE;
+}
+
 /*
- * Score a payment: 1 - product(1 - weight) over the enabled rules that fired,
- * rounded to 12 decimal places.
- * A payment touching a blocklisted account is declined whatever the score.
+ * Score a payment: 1 - product(1 - weight) over the active rules that fired,
+ * rounded to 12 decimal places; and the same with the shadow rules counted
+ * as active.  With count, each rule's evaluation goes into the per-rule
+ * statistics (inserts count; dry runs and backtests don't).  A rule snoozed for the payer or payee does not fire.  A payment
+ * touching a blocklisted account is declined whatever the score; one with an
+ * allowlisted payer or payee is otherwise approved.
  */
 void
-p2pay_evaluate(const P2payConfig *cfg, const PaymentFacts *facts, Verdict *verdict)
+p2pay_evaluate(const P2payConfig *cfg, const PaymentFacts *facts, Verdict *verdict,
+			   bool count)
 {
 	double		keep = 1.0;
+	double		shadow_keep = 1.0;
 
-	verdict->nfired = 0;
+	count = count && p2pay_stats_enabled();
+
 	for (int i = 0; i < RULE_COUNT; i++)
 	{
 		const RuleConfig *rc = &cfg->rules[i];
+		instr_time	start,
+					elapsed;
+		bool		fired;
 
-		verdict->fired[i] = rc->enabled && rule_defs[i].fires(&rc->p, facts);
-		if (verdict->fired[i])
+		verdict->fired[i] = false;
+		verdict->shadow_fired[i] = false;
+		if (!RULE_EVALUATED(rc))
+			continue;
+
+		if (count)
+			INSTR_TIME_SET_CURRENT(start);
+		fired = rule_defs[i].fires(&rc->p, facts) && (facts->snoozed & (1u << i)) == 0;
+		if (count)
 		{
-			keep *= 1.0 - rc->weight;
-			verdict->nfired++;
+			INSTR_TIME_SET_CURRENT(elapsed);
+			INSTR_TIME_SUBTRACT(elapsed, start);
+			p2pay_stats_count(i, fired, (int64) (INSTR_TIME_GET_DOUBLE(elapsed) * 1e9));
 		}
-	}
-	/*
-	 * Rounded to 12 decimals so that a score equal to a threshold in decimal
-	 * reaches it: 1 - (1 - 0.2) is 0.19999999999999996 in binary.
-	 */
-	verdict->score = rint((1.0 - keep) * 1e12) / 1e12;
 
-	if (verdict->fired[RULE_BLOCKLIST] || verdict->score >= cfg->decline_threshold)
-		verdict->decision = DECISION_DECLINE;
-	else if (verdict->score >= cfg->review_threshold)
-		verdict->decision = DECISION_REVIEW;
-	else
-		verdict->decision = DECISION_APPROVE;
+		if (!fired)
+			continue;
+		shadow_keep *= 1.0 - rc->weight;
+		if (rc->mode == RULE_ACTIVE)
+		{
+			verdict->fired[i] = true;
+			keep *= 1.0 - rc->weight;
+		}
+		else
+			verdict->shadow_fired[i] = true;
+	}
+
+	verdict->score = round_score(1.0 - keep);
+	verdict->shadow_score = round_score(1.0 - shadow_keep);
+	verdict->decision = decide(cfg, verdict->score, verdict->fired[RULE_BLOCKLIST],
+							   facts->allowlisted);
+	verdict->shadow_decision = decide(cfg, verdict->shadow_score,
+									  verdict->fired[RULE_BLOCKLIST] ||
+									  verdict->shadow_fired[RULE_BLOCKLIST],
+									  facts->allowlisted);
 }

@@ -29,6 +29,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -36,6 +37,7 @@
 
 static SPIPlanPtr lookup_plan = NULL;
 static SPIPlanPtr state_plan = NULL;
+static SPIPlanPtr facts_plan = NULL;
 static SPIPlanPtr forget_plan = NULL;
 
 static const char *lookup_sql =
@@ -48,12 +50,48 @@ static const char *lookup_sql =
 "       EXISTS (SELECT 1 FROM p2pay.blocklist b WHERE b.user_id = $1"
 "                AND (b.expires_at IS NULL OR b.expires_at > $5)),"
 "       EXISTS (SELECT 1 FROM p2pay.blocklist b WHERE b.user_id = $2"
-"                AND (b.expires_at IS NULL OR b.expires_at > $5))"
+"                AND (b.expires_at IS NULL OR b.expires_at > $5)),"
+"       EXISTS (SELECT 1 FROM p2pay.allowlist a WHERE a.user_id IN ($1, $2)"
+"                AND (a.expires_at IS NULL OR a.expires_at > $5)),"
+"       ARRAY(SELECT s.rule FROM p2pay.snoozes s WHERE s.user_id IN ($1, $2)"
+"                AND s.until > $5),"
+"       (SELECT r.version FROM p2pay.ruleset r)"
 "  FROM (SELECT) AS one LEFT JOIN p2pay.currencies c ON c.code = $4";
 
 /*
- * Reads the state as it was before this payment (every part of one
- * statement sees the same snapshot) and records the payment in it.
+ * The facts that depend on other payments, as they were before this one.
+ * Counts stop at the limit they are compared with (0 when the rule is not
+ * evaluated); the CASE arms run only when their rule needs them.
+ */
+#define FACTS_SELECT \
+"SELECT" \
+" (SELECT count(*) FROM (SELECT 1 FROM p2pay.payments p" \
+"    WHERE p.payer_id = $1 AND p.created_at > $6 LIMIT $7) v)," \
+" CASE WHEN $8 THEN" \
+"   (SELECT coalesce(sum(h.total), 0) FROM p2pay.payer_hourly h" \
+"     WHERE h.payer_id = $1 AND h.hour >= $9)" \
+" + (SELECT coalesce(sum(p.amount_base), 0) FROM p2pay.payments p" \
+"     WHERE p.payer_id = $1 AND p.created_at > $10 AND p.created_at < $9)" \
+" END::float8," \
+" (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s" \
+"    WHERE s.payer_id = $1 AND s.last_at > $11 AND s.payee_id <> $2 LIMIT $12) fo)," \
+" (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s" \
+"    WHERE s.payee_id = $2 AND s.last_at > $13 AND s.payer_id <> $1 LIMIT $14) fi)," \
+" (SELECT count(*) FROM (SELECT 1 FROM p2pay.payments p" \
+"    WHERE p.payer_id = $1 AND p.created_at > $15" \
+"      AND p.amount_base::float8 >= $16 AND p.amount_base::float8 < $17 LIMIT $18) st)," \
+" EXISTS (SELECT 1 FROM p2pay.pair_stats s WHERE s.payer_id = $1 AND s.payee_id = $2)," \
+" CASE WHEN $19 THEN EXISTS (SELECT 1 FROM p2pay.payments p" \
+"    WHERE p.payer_id = $2 AND p.created_at > $20 AND p.payee_id = $1" \
+"      AND p.amount_base::float8 >= $21) END," \
+" (SELECT a.out_count FROM p2pay.account_stats a WHERE a.user_id = $1)," \
+" (SELECT a.out_sum::float8 FROM p2pay.account_stats a WHERE a.user_id = $1)," \
+" CASE WHEN $22 THEN (SELECT max(p.created_at) FROM p2pay.payments p" \
+"    WHERE p.payer_id = $1 AND p.created_at <= $3) END"
+
+/*
+ * Records this payment in the state, and reads the facts as they were
+ * before it (every part of one statement sees the same snapshot).
  */
 static const char *state_sql =
 "WITH pair AS ("
@@ -75,31 +113,11 @@ static const char *state_sql =
 "    SET out_count = a.out_count + excluded.out_count,"
 "        out_sum = a.out_sum + excluded.out_sum,"
 "        in_count = a.in_count + excluded.in_count,"
-"        in_sum = a.in_sum + excluded.in_sum)"
-"SELECT"
-" (SELECT count(*) FROM (SELECT 1 FROM p2pay.payments p"
-"    WHERE p.payer_id = $1 AND p.created_at > $6 LIMIT $7) v),"
-" CASE WHEN $8 THEN"
-"   (SELECT coalesce(sum(h.total), 0) FROM p2pay.payer_hourly h"
-"     WHERE h.payer_id = $1 AND h.hour >= $9)"
-" + (SELECT coalesce(sum(p.amount_base), 0) FROM p2pay.payments p"
-"     WHERE p.payer_id = $1 AND p.created_at > $10 AND p.created_at < $9)"
-" END::float8,"
-" (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s"
-"    WHERE s.payer_id = $1 AND s.last_at > $11 AND s.payee_id <> $2 LIMIT $12) fo),"
-" (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s"
-"    WHERE s.payee_id = $2 AND s.last_at > $13 AND s.payer_id <> $1 LIMIT $14) fi),"
-" (SELECT count(*) FROM (SELECT 1 FROM p2pay.payments p"
-"    WHERE p.payer_id = $1 AND p.created_at > $15"
-"      AND p.amount_base::float8 >= $16 AND p.amount_base::float8 < $17 LIMIT $18) st),"
-" EXISTS (SELECT 1 FROM p2pay.pair_stats s WHERE s.payer_id = $1 AND s.payee_id = $2),"
-" CASE WHEN $19 THEN EXISTS (SELECT 1 FROM p2pay.payments p"
-"    WHERE p.payer_id = $2 AND p.created_at > $20 AND p.payee_id = $1"
-"      AND p.amount_base::float8 >= $21) END,"
-" (SELECT a.out_count FROM p2pay.account_stats a WHERE a.user_id = $1),"
-" (SELECT a.out_sum::float8 FROM p2pay.account_stats a WHERE a.user_id = $1),"
-" CASE WHEN $22 THEN (SELECT max(p.created_at) FROM p2pay.payments p"
-"    WHERE p.payer_id = $1 AND p.created_at <= $3) END";
+"        in_sum = a.in_sum + excluded.in_sum) "
+FACTS_SELECT;
+
+/* The same facts for a dry run, which records nothing. */
+static const char *facts_sql = FACTS_SELECT;
 
 /*
  * Takes a deleted payment out of the state: the inverse of state_sql's
@@ -187,12 +205,33 @@ p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b)
 /*
  * Check that the payment's currency, users and method exist, and read the
  * facts that concurrent payments can't change: the rate, the payer's age,
- * the registered methods and the blocklist.  amount_base is computed into
- * result_cxt.
+ * the registered methods, the lists and the rule-set version they belong
+ * to.  amount_base is computed into result_cxt.
  */
+/* The bit set of the rules named in a text[] of snoozes. */
+static uint32
+snoozed_rules(Datum names)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	uint32		bits = 0;
+
+	deconstruct_array(DatumGetArrayTypeP(names), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		int			rule = nulls[i] ? -1 : p2pay_rule_lookup(TextDatumGetCString(elems[i]));
+
+		if (rule >= 0)
+			bits |= 1u << rule;
+	}
+	return bits;
+}
+
 void
 p2pay_lookup_references(const PaymentInput *in, PaymentFacts *facts,
-						MemoryContext result_cxt)
+						MemoryContext result_cxt, int64 *version)
 {
 	Datum		values[5];
 	HeapTuple	tup;
@@ -253,6 +292,9 @@ p2pay_lookup_references(const PaymentInput *in, PaymentFacts *facts,
 	facts->method_registered = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
 	facts->payer_blocked = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
 	facts->payee_blocked = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
+	facts->allowlisted = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+	facts->snoozed = snoozed_rules(SPI_getbinval(tup, desc, 9, &isnull));
+	*version = DatumGetInt64(SPI_getbinval(tup, desc, 10, &isnull));
 
 	old = MemoryContextSwitchTo(result_cxt);
 	facts->amount_base = DatumGetNumeric(DirectFunctionCall2(numeric_mul,
@@ -327,12 +369,13 @@ get_float8(HeapTuple tup, TupleDesc desc, int col)
 }
 
 /*
- * Read the facts that depend on other payments and record this payment in
- * the per-account state, in one statement.  The accounts are locked.
+ * Read the facts that depend on other payments and, if record, record this
+ * payment in the per-account state, in one statement.  When recording, the
+ * accounts are locked.
  */
 void
-p2pay_read_and_record(const P2payConfig *cfg, const PaymentInput *in,
-					  PaymentFacts *facts)
+p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
+				 PaymentFacts *facts, bool record)
 {
 	const RuleConfig *rules = cfg->rules;
 	TimestampTz t = in->created_at;
@@ -347,7 +390,8 @@ p2pay_read_and_record(const P2payConfig *cfg, const PaymentInput *in,
 	const RuleConfig *rt = &rules[RULE_ROUND_TRIP];
 	const RuleConfig *dr = &rules[RULE_DORMANT_REACTIVATION];
 	TimestampTz va_since = t - va->p.window;
-	bool		in_band = st->enabled && p2pay_in_structuring_band(&st->p, facts->amount);
+	bool		in_band = RULE_EVALUATED(st) && p2pay_in_structuring_band(&st->p, facts->amount);
+	SPIPlanPtr	plan;
 
 	if (state_plan == NULL)
 	{
@@ -363,7 +407,9 @@ p2pay_read_and_record(const P2payConfig *cfg, const PaymentInput *in,
 		};
 
 		state_plan = prepare_kept(state_sql, 22, types);
+		facts_plan = prepare_kept(facts_sql, 22, types);
 	}
+	plan = record ? state_plan : facts_plan;
 
 	values[0] = UUIDPGetDatum(in->payer);
 	values[1] = UUIDPGetDatum(in->payee);
@@ -372,18 +418,18 @@ p2pay_read_and_record(const P2payConfig *cfg, const PaymentInput *in,
 	values[4] = TimestampTzGetDatum(hour_of(t));
 
 	values[5] = TimestampTzGetDatum(t - rules[RULE_PAYER_VELOCITY_COUNT].p.window);
-	values[6] = limit_if(rules[RULE_PAYER_VELOCITY_COUNT].enabled,
+	values[6] = limit_if(RULE_EVALUATED(&rules[RULE_PAYER_VELOCITY_COUNT]),
 						 rules[RULE_PAYER_VELOCITY_COUNT].p.max_count);
 
-	values[7] = BoolGetDatum(va->enabled);
+	values[7] = BoolGetDatum(RULE_EVALUATED(va));
 	values[8] = TimestampTzGetDatum(hour_of(va_since) + USECS_PER_HOUR);
 	values[9] = TimestampTzGetDatum(va_since);
 
 	values[10] = TimestampTzGetDatum(t - rules[RULE_PAYER_FAN_OUT].p.window);
-	values[11] = limit_if(rules[RULE_PAYER_FAN_OUT].enabled,
+	values[11] = limit_if(RULE_EVALUATED(&rules[RULE_PAYER_FAN_OUT]),
 						  rules[RULE_PAYER_FAN_OUT].p.max_payees);
 	values[12] = TimestampTzGetDatum(t - rules[RULE_PAYEE_FAN_IN].p.window);
-	values[13] = limit_if(rules[RULE_PAYEE_FAN_IN].enabled,
+	values[13] = limit_if(RULE_EVALUATED(&rules[RULE_PAYEE_FAN_IN]),
 						  rules[RULE_PAYEE_FAN_IN].p.max_payers);
 
 	values[14] = TimestampTzGetDatum(t - st->p.window);
@@ -391,13 +437,13 @@ p2pay_read_and_record(const P2payConfig *cfg, const PaymentInput *in,
 	values[16] = Float8GetDatum(st->p.threshold);
 	values[17] = limit_if(in_band, st->p.min_count - 1);
 
-	values[18] = BoolGetDatum(rt->enabled && facts->amount >= rt->p.min_amount);
+	values[18] = BoolGetDatum(RULE_EVALUATED(rt) && facts->amount >= rt->p.min_amount);
 	values[19] = TimestampTzGetDatum(t - rt->p.window);
 	values[20] = Float8GetDatum(rt->p.min_amount);
 
-	values[21] = BoolGetDatum(dr->enabled && facts->amount > dr->p.min_amount);
+	values[21] = BoolGetDatum(RULE_EVALUATED(dr) && facts->amount > dr->p.min_amount);
 
-	ret = SPI_execute_plan(state_plan, values, NULL, false, 0);
+	ret = SPI_execute_plan(plan, values, NULL, !record, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "p2pay: state statement failed: %s", SPI_result_code_string(ret));
 

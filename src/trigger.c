@@ -21,11 +21,16 @@
 #include "compat.h"
 
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "funcapi.h"
+#include "portability/instr_time.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -48,13 +53,18 @@ typedef enum PaymentColumn
 	COL_REASONS,
 	COL_AMOUNT_BASE,
 	COL_TRANSACTION_ID,
+	COL_RULESET_VERSION,
+	COL_SHADOW_REASONS,
+	COL_SHADOW_RISK_SCORE,
+	COL_SHADOW_DECISION,
 	NUM_COLUMNS
 } PaymentColumn;
 
 static const char *const column_names[NUM_COLUMNS] = {
 	"payer_id", "payee_id", "amount", "currency", "payment_method_id",
 	"created_at", "risk_score", "decision", "is_approved", "reasons",
-	"amount_base", "transaction_id"
+	"amount_base", "transaction_id", "ruleset_version", "shadow_reasons",
+	"shadow_risk_score", "shadow_decision"
 };
 
 /* The decision enum's values, looked up once per backend. */
@@ -157,6 +167,19 @@ validate_created_at(TimestampTz t)
 				 errhint("The tolerance is the setting p2pay.future_tolerance.")));
 }
 
+/* Check a payment's values, wherever they came from. */
+static void
+validate_payment(const PaymentInput *in)
+{
+	validate_amount(in->amount);
+	if (memcmp(in->payer->data, in->payee->data, UUID_LEN) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("columns payer_id and payee_id must differ"),
+				 errdetail("A user can't pay themselves.")));
+	validate_created_at(in->created_at);
+}
+
 /* Read and check the input columns of a new payment. */
 static void
 validate_input(HeapTuple tup, TupleDesc desc, const int *attnums, PaymentInput *in)
@@ -168,13 +191,7 @@ validate_input(HeapTuple tup, TupleDesc desc, const int *attnums, PaymentInput *
 	in->method = DatumGetUUIDP(required(tup, desc, attnums, COL_PAYMENT_METHOD_ID));
 	in->created_at = DatumGetTimestampTz(required(tup, desc, attnums, COL_CREATED_AT));
 
-	validate_amount(in->amount);
-	if (memcmp(in->payer->data, in->payee->data, UUID_LEN) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_CHECK_VIOLATION),
-				 errmsg("columns payer_id and payee_id must differ"),
-				 errdetail("A user can't pay themselves.")));
-	validate_created_at(in->created_at);
+	validate_payment(in);
 
 	/*
 	 * Only the trigger writes amount_base: a row that arrives with it is a
@@ -197,14 +214,14 @@ typedef struct OwnerSwitch
 	int			sec_context;
 } OwnerSwitch;
 
-/* Connect to SPI and work as the owner of rel, as foreign-key checks do. */
+/* Connect to SPI and work as owner (of payments), as foreign-key checks do. */
 static void
-begin_as_owner(Relation rel, OwnerSwitch *saved)
+begin_as_owner(Oid owner, OwnerSwitch *saved)
 {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "p2pay: SPI_connect failed");
 	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
-	SetUserIdAndSecContext(rel->rd_rel->relowner,
+	SetUserIdAndSecContext(owner,
 						   saved->sec_context | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_NOFORCE_RLS);
 }
@@ -233,35 +250,104 @@ decision_datum(Oid typid, int decision)
 	return decision_values[decision];
 }
 
-/* The row as inserted: the client's input with the verdict written on it. */
-static HeapTuple
-write_verdict(HeapTuple tup, TupleDesc desc, const int *attnums,
-			  const PaymentFacts *facts, const Verdict *verdict)
+/* The names of the rules marked in fired, as a text[]. */
+static Datum
+rule_names(const bool *fired)
 {
-	int			cols[5];
-	Datum		values[5];
-	bool		nulls[5] = {false, false, false, false, false};
-	Datum	   *reasons = palloc(sizeof(Datum) * RULE_COUNT);
+	Datum	   *names = palloc(sizeof(Datum) * RULE_COUNT);
 	int			n = 0;
 
 	for (int i = 0; i < RULE_COUNT; i++)
-		if (verdict->fired[i])
-			reasons[n++] = CStringGetTextDatum(p2pay_rule_name(i));
+		if (fired[i])
+			names[n++] = CStringGetTextDatum(p2pay_rule_name(i));
+	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* The row as inserted: the client's input with the verdict written on it. */
+static HeapTuple
+write_verdict(HeapTuple tup, TupleDesc desc, const int *attnums,
+			  const PaymentFacts *facts, const Verdict *verdict, int64 version)
+{
+	Oid			decision_type = TupleDescAttr(desc, attnums[COL_DECISION] - 1)->atttypid;
+	int			cols[9];
+	Datum		values[9];
+	bool		nulls[9] = {false};
 
 	cols[0] = attnums[COL_RISK_SCORE];
 	values[0] = Float8GetDatum(verdict->score);
 	cols[1] = attnums[COL_DECISION];
-	values[1] = decision_datum(TupleDescAttr(desc, attnums[COL_DECISION] - 1)->atttypid,
-							   verdict->decision);
+	values[1] = decision_datum(decision_type, verdict->decision);
 	cols[2] = attnums[COL_IS_APPROVED];
 	values[2] = BoolGetDatum(verdict->decision == DECISION_APPROVE);
 	cols[3] = attnums[COL_REASONS];
-	values[3] = PointerGetDatum(construct_array(reasons, n, TEXTOID, -1, false,
-												TYPALIGN_INT));
+	values[3] = rule_names(verdict->fired);
 	cols[4] = attnums[COL_AMOUNT_BASE];
 	values[4] = NumericGetDatum(facts->amount_base);
+	cols[5] = attnums[COL_RULESET_VERSION];
+	values[5] = Int64GetDatum(version);
+	cols[6] = attnums[COL_SHADOW_REASONS];
+	values[6] = rule_names(verdict->shadow_fired);
+	cols[7] = attnums[COL_SHADOW_RISK_SCORE];
+	values[7] = Float8GetDatum(verdict->shadow_score);
+	cols[8] = attnums[COL_SHADOW_DECISION];
+	values[8] = decision_datum(decision_type, verdict->shadow_decision);
 
-	return heap_modify_tuple_by_cols(tup, desc, 5, cols, values, nulls);
+	return heap_modify_tuple_by_cols(tup, desc, 9, cols, values, nulls);
+}
+
+/*
+ * Score a validated payment: as the owner of payments, load the
+ * configuration, look the references up, and, when recording (an insert),
+ * lock the accounts and record the payment in the per-account state; then
+ * run the rules.  amount_base is computed into result_cxt.  Returns the
+ * rule-set version the verdict was reached under.
+ */
+static int64
+score(Oid owner, Oid nspid, const PaymentInput *in, bool record,
+	  MemoryContext result_cxt, PaymentFacts *facts, Verdict *verdict)
+{
+	OwnerSwitch saved;
+	const P2payConfig *cfg;
+	int64		version = 0;
+	instr_time	start,
+				elapsed;
+
+	bool		count = record && p2pay_stats_enabled();
+
+	begin_as_owner(owner, &saved);
+	if (count)
+		INSTR_TIME_SET_CURRENT(start);
+
+	/*
+	 * The lists are read with the lookup's snapshot; the rules come from the
+	 * cache.  Should a change have committed in between, load the rules
+	 * again, so that both belong to the version recorded.
+	 */
+	cfg = p2pay_config(nspid);
+	for (int attempt = 0;; attempt++)
+	{
+		p2pay_lookup_references(in, facts, result_cxt, &version);
+		if (version == cfg->version || attempt == 3)
+			break;
+		p2pay_config_forget();
+		cfg = p2pay_config(nspid);
+	}
+
+	if (record)
+		p2pay_lock_accounts(in->payer, in->payee);
+	p2pay_read_facts(cfg, in, facts, record);
+
+	if (count)
+	{
+		INSTR_TIME_SET_CURRENT(elapsed);
+		INSTR_TIME_SUBTRACT(elapsed, start);
+		p2pay_stats_count(STATS_FACTS, false, (int64) (INSTR_TIME_GET_DOUBLE(elapsed) * 1e9));
+	}
+
+	p2pay_evaluate(cfg, facts, verdict, record);
+	version = cfg->version;
+	end_as_owner(&saved);
+	return version;
 }
 
 /*
@@ -280,9 +366,7 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	PaymentInput in;
 	PaymentFacts facts;
 	Verdict		verdict;
-	const P2payConfig *cfg;
-	MemoryContext row_cxt = CurrentMemoryContext;
-	OwnerSwitch saved;
+	int64		version;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
@@ -297,22 +381,91 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	memset(&facts, 0, sizeof(facts));
 	validate_input(tup, desc, attnums, &in);
 
-	begin_as_owner(rel, &saved);
-
-	cfg = p2pay_config(RelationGetNamespace(rel));
-	p2pay_lookup_references(&in, &facts, row_cxt);
-
-	/* 2. lock */
-	p2pay_lock_accounts(in.payer, in.payee);
-
-	/* 3. evaluate */
-	p2pay_read_and_record(cfg, &in, &facts);
-	p2pay_evaluate(cfg, &facts, &verdict);
-
-	end_as_owner(&saved);
+	/* 2. lock, 3. evaluate */
+	version = score(rel->rd_rel->relowner, RelationGetNamespace(rel), &in, true,
+					CurrentMemoryContext, &facts, &verdict);
 
 	/* 4. write */
-	return PointerGetDatum(write_verdict(tup, desc, attnums, &facts, &verdict));
+	return PointerGetDatum(write_verdict(tup, desc, attnums, &facts, &verdict, version));
+}
+
+/* An argument of p2pay.score, which must not be null. */
+static Datum
+score_arg(FunctionCallInfo fcinfo, int n, const char *name)
+{
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("argument %s of p2pay.score must not be null", name)));
+	return PG_GETARG_DATUM(n);
+}
+
+/*
+ * p2pay.score(payer_id, payee_id, amount, currency, payment_method_id, at):
+ * the verdict an insert of this payment would get now, through the same
+ * code as the trigger, changing nothing (no lock is taken, no state
+ * written).
+ */
+PG_FUNCTION_INFO_V1(p2pay_score);
+Datum
+p2pay_score(PG_FUNCTION_ARGS)
+{
+	PaymentInput in;
+	PaymentFacts facts;
+	Verdict		verdict;
+	int64		version;
+	Oid			nspid = get_namespace_oid("p2pay", false);
+	Oid			payments = get_relname_relid("payments", nspid);
+	TupleDesc	result_desc;
+	Datum		values[7];
+	bool		nulls[7] = {false};
+	Oid			decision_type;
+
+	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "p2pay_score: must return a row");
+	if (!OidIsValid(payments))
+		elog(ERROR, "p2pay_score: p2pay.payments is missing");
+
+	in.payer = DatumGetUUIDP(score_arg(fcinfo, 0, "payer_id"));
+	in.payee = DatumGetUUIDP(score_arg(fcinfo, 1, "payee_id"));
+	in.amount = DatumGetNumeric(score_arg(fcinfo, 2, "amount"));
+	in.currency = score_arg(fcinfo, 3, "currency");
+	in.method = DatumGetUUIDP(score_arg(fcinfo, 4, "payment_method_id"));
+	in.created_at = DatumGetTimestampTz(score_arg(fcinfo, 5, "at"));
+
+	memset(&facts, 0, sizeof(facts));
+	validate_payment(&in);
+	{
+		Relation	rel = table_open(payments, AccessShareLock);
+
+		version = score(rel->rd_rel->relowner, nspid, &in, false, CurrentMemoryContext,
+						&facts, &verdict);
+		table_close(rel, AccessShareLock);
+	}
+
+	decision_type = TupleDescAttr(result_desc, 1)->atttypid;
+	values[0] = Float8GetDatum(verdict.score);
+	values[1] = decision_datum(decision_type, verdict.decision);
+	values[2] = rule_names(verdict.fired);
+	values[3] = Float8GetDatum(verdict.shadow_score);
+	values[4] = decision_datum(decision_type, verdict.shadow_decision);
+	values[5] = rule_names(verdict.shadow_fired);
+	values[6] = Int64GetDatum(version);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, nulls)));
+}
+
+/* Whether an UPDATE changes the column attnum (even only its binary form). */
+static bool
+column_changed(TriggerData *td, TupleDesc desc, int attnum)
+{
+	Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
+	bool		oldnull,
+				newnull;
+	Datum		oldval = heap_getattr(td->tg_trigtuple, attnum, desc, &oldnull);
+	Datum		newval = heap_getattr(td->tg_newtuple, attnum, desc, &newnull);
+
+	return oldnull != newnull ||
+		(!oldnull && !datum_image_eq(oldval, newval, att->attbyval, att->attlen));
 }
 
 /*
@@ -340,21 +493,36 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 
 	for (size_t i = 0; i < lengthof(facts); i++)
 	{
-		int			attnum = attnums[facts[i]];
-		Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
-		bool		oldnull,
-					newnull;
-		Datum		oldval = heap_getattr(td->tg_trigtuple, attnum, desc, &oldnull);
-		Datum		newval = heap_getattr(td->tg_newtuple, attnum, desc, &newnull);
-
-		if (oldnull != newnull ||
-			(!oldnull && !datum_image_eq(oldval, newval, att->attbyval, att->attlen)))
+		if (column_changed(td, desc, attnums[facts[i]]))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("column %s of a scored payment cannot be changed",
 							column_names[facts[i]]),
 					 errdetail("The payment was scored and counted in the account state with its original values."),
 					 errhint("Insert a correcting payment instead.")));
+	}
+
+	/*
+	 * The verdict is the trigger's, or an analyst's through resolve(), which
+	 * runs as the owner: nobody else may change it.
+	 */
+	if (!has_privs_of_role(GetUserId(), td->tg_relation->rd_rel->relowner))
+	{
+		static const PaymentColumn verdict_cols[] = {
+			COL_RISK_SCORE, COL_DECISION, COL_REASONS, COL_RULESET_VERSION,
+			COL_SHADOW_REASONS, COL_SHADOW_RISK_SCORE, COL_SHADOW_DECISION
+		};
+
+		for (size_t i = 0; i < lengthof(verdict_cols); i++)
+		{
+			if (column_changed(td, desc, attnums[verdict_cols[i]]))
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("column %s of a payment is changed only by p2pay",
+								column_names[verdict_cols[i]]),
+						 errdetail("The verdict is written by the scoring trigger; an analyst changes a decision under review with p2pay.resolve()."),
+						 errhint("SELECT p2pay.resolve(transaction_id, 'approve', 'note') resolves a review.")));
+		}
 	}
 
 	/* is_approved follows decision, whatever the UPDATE wrote into it */
@@ -405,7 +573,7 @@ p2pay_forget_payment_trigger(PG_FUNCTION_ARGS)
 	if (isnull)
 		return PointerGetDatum(NULL);
 
-	begin_as_owner(rel, &saved);
+	begin_as_owner(rel->rd_rel->relowner, &saved);
 
 	{
 		pg_uuid_t  *payer = DatumGetUUIDP(heap_getattr(tup, attnums[COL_PAYER_ID], desc, &isnull));

@@ -1,7 +1,8 @@
 # t/lib/P2payNode.pm: a PostgreSQL::Test::Cluster set up for p2pay's TAP
-# tests: logical decoding on, the p2pay output plugin allowed where the
-# server knows output_plugin_libraries (15.19 and later), a database with
-# the extension created.
+# tests: p2pay preloaded (p2pay.rule_stats needs its shared memory), logical
+# decoding on, the p2pay output plugin allowed where the server knows
+# output_plugin_libraries (15.19 and later), a database with the extension
+# created.
 package P2payNode;
 
 use strict;
@@ -11,12 +12,14 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 
 # new_node(NAME, DB, EXTRA_CONF): a started node with database DB holding
-# the extension.  EXTRA_CONF is appended to postgresql.conf.
+# the extension.  EXTRA_CONF is appended to postgresql.conf after the
+# preload, so it can override it (shared_preload_libraries = '').
 sub new_node
 {
 	my ($name, $db, $extra) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(allows_streaming => 'logical');
+	$node->append_conf('postgresql.conf', "shared_preload_libraries = 'p2pay'");
 	$node->append_conf('postgresql.conf', $extra) if defined $extra;
 	$node->start;
 

@@ -1,0 +1,1162 @@
+/*
+ * backtest.c: p2pay.backtest(from, to, rules), a replay of stored payments
+ * through the rules, in memory, writing nothing.
+ *
+ * What it is: the payments created in [from, to) are read in (created_at,
+ * id) order and scored one after another by p2pay_evaluate under the current
+ * configuration, with the rule rows given as JSON applied on top; each is
+ * scored on the facts the trigger would have read had the payments been
+ * inserted one by one in that order.  Per rule, and overall, the result
+ * counts what would fire, be reviewed or be declined, next to what was
+ * decided at the time, with precision and recall against p2pay.fraud_labels.
+ *
+ * Why it matches the trigger: state.c reads every fact from payments and
+ * from state derived from them (account_stats, pair_stats, payer_hourly);
+ * here the same facts are kept in memory and moved forward as each payment
+ * is replayed.  A payment counts in a window when its created_at is after
+ * created_at - window of the payment being scored (strict, as in
+ * FACTS_SELECT), the payment itself is added as the trigger adds it, counts
+ * stop where the trigger's LIMITs stop them, and the window and running sums
+ * are exact numerics turned into float8 only where the trigger casts them,
+ * so that a total that equals a limit in decimal compares as it does there.
+ * History before from comes from set-based queries restricted to the
+ * accounts of the replayed payments: their payments in [from - longest
+ * window, from) for the window rules, and the all-time facts as of from
+ * (out_count and out_sum, pairs seen, the latest payment).  The lookups
+ * (users.created_at, registered methods, blocklist, allowlist, snoozes) are
+ * read once into the account table and evaluated at each payment's
+ * created_at, as the trigger's lookup statement does.  amount_base is the
+ * stored one: the rate at the time of the insert.  A payment without
+ * amount_base (inserted with the triggers off) was never scored or counted
+ * in the state, and takes no part in a backtest.
+ *
+ * Every statement is read-only and runs with the caller's snapshot, as the
+ * owner of p2pay.payments (as the trigger's do) and with search_path set to
+ * pg_catalog, pg_temp; the configuration cache is copied, never changed, and
+ * p2pay_evaluate is told not to count the replay in the rule statistics.
+ * The statements are planned for each call rather than kept: a backtest is
+ * rare, and a custom plan sees how many accounts the uuid[] parameters
+ * hold.
+ *
+ * Memory: everything the replay keeps (the hash tables of accounts and
+ * pairs, per-account lists of payments inside the longest window, the exact
+ * sums) lives in a context created for the call and deleted at its end; the
+ * payments are fetched through a cursor in batches of BATCH_ROWS, and the
+ * per-row work of a batch is done in a child context reset after it.  A
+ * list drops the payments every window has passed, so memory follows the
+ * number of accounts and the payments inside the windows, not the length of
+ * the range.  The result rows are built after the replay, in the query's
+ * memory.
+ */
+#include "postgres.h"
+
+#include "p2pay.h"
+
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "common/int.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+/* Rows fetched from a cursor at a time. */
+#define BATCH_ROWS 10000
+
+/* The windows over a payer's own payments, each with its own start. */
+typedef enum OutWindow
+{
+	WIN_VELOCITY_COUNT,
+	WIN_VELOCITY_AMOUNT,
+	WIN_FAN_OUT,
+	WIN_STRUCTURING,
+	NUM_OUT_WINDOWS
+} OutWindow;
+
+static const RuleId out_window_rule[NUM_OUT_WINDOWS] = {
+	RULE_PAYER_VELOCITY_COUNT, RULE_PAYER_VELOCITY_AMOUNT,
+	RULE_PAYER_FAN_OUT, RULE_STRUCTURING
+};
+
+/* A payer and a payee: what pair_stats and the round trip know of them. */
+typedef struct PairKey
+{
+	pg_uuid_t	payer;
+	pg_uuid_t	payee;
+} PairKey;
+
+typedef struct Pair
+{
+	PairKey		key;
+	int64		fan_out_n;		/* its payments inside the payer's fan-out window */
+	int64		fan_in_n;		/* its payments inside the payee's fan-in window */
+	bool		seen;			/* a payment of the pair was counted before */
+	bool		has_round_trip;
+	TimestampTz round_trip_at;	/* latest payment >= round_trip.min_amount */
+} Pair;
+
+/* A payment in its payer's list. */
+typedef struct OutPayment
+{
+	TimestampTz at;
+	double		amount;
+	Numeric		amount_base;	/* while inside the velocity-amount window */
+	Pair	   *pair;
+	bool		in_band;		/* in the structuring band */
+} OutPayment;
+
+/* A payment in its payee's list. */
+typedef struct InPayment
+{
+	TimestampTz at;
+	Pair	   *pair;
+} InPayment;
+
+/* A snooze of one rule for an account. */
+typedef struct Snooze
+{
+	uint32		bit;
+	TimestampTz until;
+} Snooze;
+
+/* An account of the replayed payments: its lookups and its running state. */
+typedef struct Account
+{
+	pg_uuid_t	id;				/* hash key */
+	bool		pays;			/* pays in the range: its own payments are read */
+	bool		is_paid;		/* is paid in the range: its fan-in is read */
+	TimestampTz created_at;		/* users.created_at */
+	bool		blocked;
+	TimestampTz blocked_until;	/* DT_NOEND when the entry has no expires_at */
+	bool		allowed;
+	TimestampTz allowed_until;
+	int			nmethods;
+	pg_uuid_t  *methods;		/* registered payment methods */
+	int			nsnoozes;
+	Snooze	   *snoozes;
+
+	/* all-time facts: account_stats and the latest payment */
+	int64		out_count;
+	Numeric		out_sum;		/* NULL is zero */
+	bool		has_previous;
+	TimestampTz previous_at;
+
+	/* the payer's payments inside the longest of its windows */
+	OutPayment *out;
+	int			out_len;
+	int			out_cap;
+	int			out_start[NUM_OUT_WINDOWS];
+	Numeric		window_sum;		/* amount_base inside the velocity-amount window */
+	int64		band_n;			/* in-band payments inside the structuring window */
+	int64		payees;			/* pairs with fan_out_n > 0 */
+
+	/* the payee's payments inside the fan-in window */
+	InPayment  *in;
+	int			in_len;
+	int			in_cap;
+	int			in_start;
+	int64		payers;			/* pairs with fan_in_n > 0 */
+} Account;
+
+/* What the result counts for a rule, or overall. */
+typedef struct Counts
+{
+	int64		fired;
+	int64		would_review;
+	int64		would_decline;
+	int64		fired_at_time;
+	int64		reviewed_at_time;
+	int64		declined_at_time;
+	int64		fired_on_fraud;
+} Counts;
+
+/* Everything one backtest keeps. */
+typedef struct Backtest
+{
+	P2payConfig cfg;
+	MemoryContext cxt;			/* the replay's state */
+	MemoryContext batch_cxt;	/* per-row work of one batch */
+	HTAB	   *accounts;
+	HTAB	   *pairs;
+	Numeric		zero;
+
+	bool		out_on[NUM_OUT_WINDOWS];
+	int64		out_window[NUM_OUT_WINDOWS];
+	bool		keep_out;		/* some window over the payer's payments is evaluated */
+	bool		fan_in_on;
+	bool		round_trip_on;
+	bool		amount_on;		/* payer_velocity_amount: keep exact sums */
+	int64		longest;		/* the longest window of an evaluated rule */
+
+	int64		payments;
+	int64		labelled_fraud;
+	Counts		rule[RULE_COUNT];
+	Counts		overall;
+	size_t		name_len[RULE_COUNT];
+} Backtest;
+
+/* Statements.  Every one is read-only and names everything with its schema. */
+
+/* The accounts of the replayed payments, with their lookups. */
+static const char *accounts_sql =
+"SELECT a.id, a.pays, a.is_paid, u.created_at,"
+"       b.user_id IS NOT NULL, b.expires_at,"
+"       l.user_id IS NOT NULL, l.expires_at"
+"  FROM (SELECT x.id, bool_or(x.pays) AS pays, bool_or(NOT x.pays) AS is_paid"
+"          FROM p2pay.payments p"
+"         CROSS JOIN LATERAL (VALUES (p.payer_id, true), (p.payee_id, false)) AS x (id, pays)"
+"         WHERE p.created_at >= $1 AND p.created_at < $2 AND p.amount_base IS NOT NULL"
+"         GROUP BY x.id) a"
+"  JOIN p2pay.users u ON u.id = a.id"
+"  LEFT JOIN p2pay.blocklist b ON b.user_id = a.id"
+"  LEFT JOIN p2pay.allowlist l ON l.user_id = a.id";
+
+static const char *methods_sql =
+"SELECT m.user_id, m.payment_method_id FROM p2pay.user_payment_methods m"
+" WHERE m.user_id = ANY ($1)";
+
+static const char *snoozes_sql =
+"SELECT s.user_id, s.rule, s.until FROM p2pay.snoozes s WHERE s.user_id = ANY ($1)";
+
+static const char *version_sql = "SELECT r.version FROM p2pay.ruleset r";
+
+/*
+ * The all-time facts as of from, of the payers: per payer (payee_id null)
+ * count, sum and latest time, as account_stats and the dormant probe have
+ * them; per pair (payee_id set), that pair_stats has a row.
+ */
+static const char *alltime_sql =
+"SELECT p.payer_id, p.payee_id, count(*), sum(p.amount_base), max(p.created_at)"
+"  FROM p2pay.payments p"
+" WHERE p.payer_id = ANY ($1) AND p.created_at < $2 AND p.amount_base IS NOT NULL"
+" GROUP BY GROUPING SETS ((p.payer_id), (p.payer_id, p.payee_id))";
+
+/* The payments inside the longest window before from, paid or received. */
+static const char *history_sql =
+"SELECT p.payer_id, p.payee_id, p.created_at, p.amount_base, p.amount_base::float8"
+"  FROM p2pay.payments p"
+" WHERE p.created_at >= $2 AND p.created_at < $3 AND p.amount_base IS NOT NULL"
+"   AND (p.payer_id = ANY ($1) OR p.payee_id = ANY ($1))"
+" ORDER BY p.created_at, p.id";
+
+/*
+ * The payments to replay, with what was decided at the time: a payment an
+ * analyst resolved had the old_decision of its first decision_log row.
+ */
+static const char *replay_sql =
+"SELECT p.payer_id, p.payee_id, p.payment_method_id, p.created_at,"
+"       p.amount_base, p.amount_base::float8, p.reasons, p.shadow_reasons,"
+"       CASE coalesce(d.old_decision, p.decision)"
+"         WHEN 'approve' THEN 0 WHEN 'review' THEN 1 WHEN 'decline' THEN 2 END,"
+"       coalesce(f.is_fraud, false)"
+"  FROM p2pay.payments p"
+"  LEFT JOIN (SELECT DISTINCT ON (g.transaction_id) g.transaction_id, g.old_decision"
+"               FROM p2pay.decision_log g ORDER BY g.transaction_id, g.id) d"
+"         ON d.transaction_id = p.transaction_id"
+"  LEFT JOIN p2pay.fraud_labels f ON f.transaction_id = p.transaction_id"
+" WHERE p.created_at >= $1 AND p.created_at < $2 AND p.amount_base IS NOT NULL"
+" ORDER BY p.created_at, p.id";
+
+/* The account with this id, which the accounts statement loaded. */
+static Account *
+find_account(Backtest *bt, const pg_uuid_t *id)
+{
+	return (Account *) hash_search(bt->accounts, id, HASH_FIND, NULL);
+}
+
+/* The pair of payer and payee, made empty the first time. */
+static Pair *
+enter_pair(Backtest *bt, const pg_uuid_t *payer, const pg_uuid_t *payee)
+{
+	PairKey		key;
+	Pair	   *pair;
+	bool		found;
+
+	memcpy(&key.payer, payer, sizeof(pg_uuid_t));
+	memcpy(&key.payee, payee, sizeof(pg_uuid_t));
+	pair = (Pair *) hash_search(bt->pairs, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		pair->fan_out_n = 0;
+		pair->fan_in_n = 0;
+		pair->seen = false;
+		pair->has_round_trip = false;
+		pair->round_trip_at = 0;
+	}
+	return pair;
+}
+
+/* sum plus or minus x, exactly, kept in the replay's context (NULL is zero). */
+static Numeric
+accumulate(Backtest *bt, Numeric sum, Numeric x, bool subtract)
+{
+	MemoryContext old = MemoryContextSwitchTo(bt->cxt);
+	Numeric		result;
+
+	result = DatumGetNumeric(DirectFunctionCall2(subtract ? numeric_sub : numeric_add,
+												 NumericGetDatum(sum ? sum : bt->zero),
+												 NumericGetDatum(x)));
+	if (sum)
+		pfree(sum);
+	MemoryContextSwitchTo(old);
+	return result;
+}
+
+/* An exact sum as float8, as the trigger's ::float8 casts it (NULL is zero). */
+static double
+sum_float8(Numeric sum)
+{
+	if (sum == NULL)
+		return 0.0;
+	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(sum)));
+}
+
+/* Drop from a payer's list the payments every window has passed. */
+static void
+compact_out(Backtest *bt, Account *a)
+{
+	int			keep_from = a->out_len;
+
+	for (int w = 0; w < NUM_OUT_WINDOWS; w++)
+		if (bt->out_on[w])
+			keep_from = Min(keep_from, a->out_start[w]);
+	if (keep_from < 16 || keep_from * 2 < a->out_len)
+		return;
+	memmove(a->out, a->out + keep_from, sizeof(OutPayment) * (a->out_len - keep_from));
+	a->out_len -= keep_from;
+	for (int w = 0; w < NUM_OUT_WINDOWS; w++)
+		if (bt->out_on[w])
+			a->out_start[w] -= keep_from;
+}
+
+/* Move each window over the payer's payments up to the one created at t. */
+static void
+expire_out(Backtest *bt, Account *a, TimestampTz t)
+{
+	for (int w = 0; w < NUM_OUT_WINDOWS; w++)
+	{
+		TimestampTz edge;
+
+		if (!bt->out_on[w])
+			continue;
+		edge = t - bt->out_window[w];
+		while (a->out_start[w] < a->out_len && a->out[a->out_start[w]].at <= edge)
+		{
+			OutPayment *op = &a->out[a->out_start[w]++];
+
+			if (w == WIN_VELOCITY_AMOUNT)
+			{
+				a->window_sum = accumulate(bt, a->window_sum, op->amount_base, true);
+				pfree(op->amount_base);
+				op->amount_base = NULL;
+			}
+			else if (w == WIN_FAN_OUT && --op->pair->fan_out_n == 0)
+				a->payees--;
+			else if (w == WIN_STRUCTURING && op->in_band)
+				a->band_n--;
+		}
+	}
+	compact_out(bt, a);
+}
+
+/* Move the payee's fan-in window up to the payment created at t. */
+static void
+expire_in(Backtest *bt, Account *a, TimestampTz t)
+{
+	TimestampTz edge = t - bt->cfg.rules[RULE_PAYEE_FAN_IN].p.window;
+
+	while (a->in_start < a->in_len && a->in[a->in_start].at <= edge)
+	{
+		if (--a->in[a->in_start].pair->fan_in_n == 0)
+			a->payers--;
+		a->in_start++;
+	}
+	if (a->in_start >= 16 && a->in_start * 2 >= a->in_len)
+	{
+		memmove(a->in, a->in + a->in_start, sizeof(InPayment) * (a->in_len - a->in_start));
+		a->in_len -= a->in_start;
+		a->in_start = 0;
+	}
+}
+
+/* Whether an amount is in the structuring band of the evaluated rule. */
+static bool
+in_band(Backtest *bt, double amount)
+{
+	const RuleConfig *st = &bt->cfg.rules[RULE_STRUCTURING];
+
+	return RULE_EVALUATED(st) && p2pay_in_structuring_band(&st->p, amount);
+}
+
+/*
+ * Count a payment in the windows and pairs, as recording it in pair_stats
+ * and payer_hourly does.  payer and payee are NULL for an account with no
+ * payment in the range; a list nobody reads is not kept.
+ */
+static void
+count_payment(Backtest *bt, Account *payer, Account *payee, Pair *pair,
+			  TimestampTz at, double amount, Datum amount_base)
+{
+	if (payer && payer->pays && bt->keep_out)
+	{
+		OutPayment *op;
+
+		if (payer->out_len == payer->out_cap)
+		{
+			payer->out_cap = payer->out_cap ? payer->out_cap * 2 : 8;
+			payer->out = payer->out
+				? repalloc(payer->out, sizeof(OutPayment) * payer->out_cap)
+				: MemoryContextAlloc(bt->cxt, sizeof(OutPayment) * payer->out_cap);
+		}
+		op = &payer->out[payer->out_len++];
+		op->at = at;
+		op->amount = amount;
+		op->pair = pair;
+		op->in_band = in_band(bt, amount);
+		op->amount_base = NULL;
+		if (bt->amount_on)
+		{
+			MemoryContext old = MemoryContextSwitchTo(bt->cxt);
+
+			op->amount_base = DatumGetNumericCopy(amount_base);
+			MemoryContextSwitchTo(old);
+			payer->window_sum = accumulate(bt, payer->window_sum, op->amount_base, false);
+		}
+		if (bt->out_on[WIN_FAN_OUT] && pair->fan_out_n++ == 0)
+			payer->payees++;
+		if (op->in_band)
+			payer->band_n++;
+	}
+	if (payee && payee->is_paid && bt->fan_in_on)
+	{
+		if (payee->in_len == payee->in_cap)
+		{
+			payee->in_cap = payee->in_cap ? payee->in_cap * 2 : 8;
+			payee->in = payee->in
+				? repalloc(payee->in, sizeof(InPayment) * payee->in_cap)
+				: MemoryContextAlloc(bt->cxt, sizeof(InPayment) * payee->in_cap);
+		}
+		payee->in[payee->in_len].at = at;
+		payee->in[payee->in_len].pair = pair;
+		payee->in_len++;
+		if (pair->fan_in_n++ == 0)
+			payee->payers++;
+	}
+	if (bt->round_trip_on &&
+		amount >= bt->cfg.rules[RULE_ROUND_TRIP].p.min_amount &&
+		(!pair->has_round_trip || at > pair->round_trip_at))
+	{
+		pair->has_round_trip = true;
+		pair->round_trip_at = at;
+	}
+	pair->seen = true;
+}
+
+/* Whether an entry of a list (blocklist, allowlist) holds at t. */
+static inline bool
+listed_at(bool listed, TimestampTz until, TimestampTz t)
+{
+	return listed && until > t;
+}
+
+/* The rules snoozed for an account at t, as bits. */
+static uint32
+snoozed_at(const Account *a, TimestampTz t)
+{
+	uint32		bits = 0;
+
+	for (int i = 0; i < a->nsnoozes; i++)
+		if (a->snoozes[i].until > t)
+			bits |= a->snoozes[i].bit;
+	return bits;
+}
+
+/* Whether the payer registered the method. */
+static bool
+method_registered(const Account *a, const pg_uuid_t *method)
+{
+	for (int i = 0; i < a->nmethods; i++)
+		if (memcmp(&a->methods[i], method, sizeof(pg_uuid_t)) == 0)
+			return true;
+	return false;
+}
+
+/* The rules named in a text[] of reasons, as bits. */
+static uint32
+reason_bits(Backtest *bt, Datum d, bool isnull)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	uint32		bits = 0;
+
+	if (isnull)
+		return 0;
+	arr = DatumGetArrayTypeP(d);
+	if (ARR_NDIM(arr) == 0)
+		return 0;
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		text	   *name;
+
+		if (nulls[i])
+			continue;
+		name = DatumGetTextPP(elems[i]);
+		for (int r = 0; r < RULE_COUNT; r++)
+			if (VARSIZE_ANY_EXHDR(name) == bt->name_len[r] &&
+				memcmp(VARDATA_ANY(name), p2pay_rule_name(r), bt->name_len[r]) == 0)
+				bits |= 1u << r;
+	}
+	return bits;
+}
+
+/*
+ * The facts the trigger would read for this payment, from the state as it is
+ * after the payments replayed before it (state.c's p2pay_lookup_references
+ * and FACTS_SELECT, arm by arm).
+ */
+static void
+read_facts(Backtest *bt, Account *payer, Account *payee, Pair *pair,
+		   const pg_uuid_t *method, TimestampTz t, double amount, PaymentFacts *f)
+{
+	const RuleConfig *rules = bt->cfg.rules;
+	const RuleConfig *rt = &rules[RULE_ROUND_TRIP];
+	const RuleConfig *ad = &rules[RULE_AMOUNT_DEVIATION];
+	const RuleConfig *dr = &rules[RULE_DORMANT_REACTIVATION];
+	bool		band;
+
+	memset(f, 0, sizeof(*f));
+	f->amount = amount;
+	f->created_at = t;
+
+	/* the lookup statement */
+	f->payer_created_at = payer->created_at;
+	f->method_registered = method_registered(payer, method);
+	f->payer_blocked = listed_at(payer->blocked, payer->blocked_until, t);
+	f->payee_blocked = listed_at(payee->blocked, payee->blocked_until, t);
+	f->allowlisted = listed_at(payer->allowed, payer->allowed_until, t) ||
+		listed_at(payee->allowed, payee->allowed_until, t);
+	f->snoozed = snoozed_at(payer, t) | snoozed_at(payee, t);
+
+	/* the facts statement: counts stop at the LIMIT it gives them */
+	if (bt->keep_out)
+		expire_out(bt, payer, t);
+	if (bt->fan_in_on)
+		expire_in(bt, payee, t);
+
+	f->velocity_count = 1;
+	if (bt->out_on[WIN_VELOCITY_COUNT])
+		f->velocity_count += Min(payer->out_len - payer->out_start[WIN_VELOCITY_COUNT],
+								 Max(rules[RULE_PAYER_VELOCITY_COUNT].p.max_count, 0));
+
+	f->velocity_amount = amount;
+	if (bt->amount_on)
+		f->velocity_amount = sum_float8(payer->window_sum) + amount;
+
+	f->fan_out = 1;
+	if (bt->out_on[WIN_FAN_OUT])
+		f->fan_out += Min(payer->payees - (pair->fan_out_n > 0 ? 1 : 0),
+						  Max(rules[RULE_PAYER_FAN_OUT].p.max_payees, 0));
+
+	f->fan_in = 1;
+	if (bt->fan_in_on)
+		f->fan_in += Min(payee->payers - (pair->fan_in_n > 0 ? 1 : 0),
+						 Max(rules[RULE_PAYEE_FAN_IN].p.max_payers, 0));
+
+	band = in_band(bt, amount);
+	f->band_count = band
+		? Min(payer->band_n, Max(rules[RULE_STRUCTURING].p.min_count - 1, 0)) + 1
+		: 0;
+
+	f->pair_seen = pair->seen;
+
+	if (RULE_EVALUATED(rt) && amount >= rt->p.min_amount)
+	{
+		PairKey		back;
+		Pair	   *paid;
+
+		back.payer = payee->id;
+		back.payee = payer->id;
+		paid = (Pair *) hash_search(bt->pairs, &back, HASH_FIND, NULL);
+		f->paid_back = paid && paid->has_round_trip && paid->round_trip_at > t - rt->p.window;
+	}
+
+	f->out_count = payer->out_count;
+	/* the mean is read only when the rule can fire on it */
+	if (RULE_EVALUATED(ad) && payer->out_count > 0 && payer->out_count >= ad->p.min_history)
+		f->out_sum = sum_float8(payer->out_sum);
+
+	if (RULE_EVALUATED(dr) && amount > dr->p.min_amount)
+	{
+		f->has_previous = payer->has_previous;
+		f->previous_at = payer->has_previous ? payer->previous_at : 0;
+	}
+}
+
+/*
+ * Add a payment's verdict, and what it had at the time, to the counts.  A
+ * rule fires whether active or shadow (reasons or shadow_reasons at the
+ * time); would_review and would_decline take the payment's decision, which
+ * only the active rules make.
+ */
+static void
+tally(Backtest *bt, const Verdict *v, uint32 then_bits, int then_decision, bool fraud)
+{
+	bool		any = false;
+	bool		flagged = v->decision != DECISION_APPROVE;
+
+	for (int r = 0; r < RULE_COUNT; r++)
+	{
+		Counts	   *c = &bt->rule[r];
+		bool		fired = v->fired[r] || v->shadow_fired[r];
+
+		if (!RULE_EVALUATED(&bt->cfg.rules[r]))
+			continue;
+		if (fired)
+		{
+			any = true;
+			c->fired++;
+			c->would_review += v->decision == DECISION_REVIEW;
+			c->would_decline += v->decision == DECISION_DECLINE;
+			c->fired_on_fraud += fraud;
+		}
+		if (then_bits & (1u << r))
+		{
+			c->fired_at_time++;
+			c->reviewed_at_time += then_decision == DECISION_REVIEW;
+			c->declined_at_time += then_decision == DECISION_DECLINE;
+		}
+	}
+
+	bt->payments++;
+	bt->labelled_fraud += fraud;
+	bt->overall.fired += any;
+	bt->overall.would_review += v->decision == DECISION_REVIEW;
+	bt->overall.would_decline += v->decision == DECISION_DECLINE;
+	bt->overall.fired_on_fraud += flagged && fraud;
+	bt->overall.fired_at_time += then_bits != 0;
+	bt->overall.reviewed_at_time += then_decision == DECISION_REVIEW;
+	bt->overall.declined_at_time += then_decision == DECISION_DECLINE;
+}
+
+/* Replay one payment: read its facts, score it, count it, record it. */
+static void
+replay_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[10];
+	bool		nulls[10];
+	const pg_uuid_t *payer_id;
+	const pg_uuid_t *payee_id;
+	Account    *payer;
+	Account    *payee;
+	Pair	   *pair;
+	TimestampTz t;
+	double		amount;
+	PaymentFacts facts;
+	Verdict		verdict;
+	uint32		then_bits;
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	payer_id = DatumGetUUIDP(values[0]);
+	payee_id = DatumGetUUIDP(values[1]);
+	t = DatumGetTimestampTz(values[3]);
+	amount = DatumGetFloat8(values[5]);
+
+	payer = find_account(bt, payer_id);
+	payee = find_account(bt, payee_id);
+	if (payer == NULL || payee == NULL)
+		elog(ERROR, "p2pay: backtest lost an account of a replayed payment");
+	pair = enter_pair(bt, payer_id, payee_id);
+
+	read_facts(bt, payer, payee, pair, DatumGetUUIDP(values[2]), t, amount, &facts);
+	p2pay_evaluate(&bt->cfg, &facts, &verdict, false);
+
+	then_bits = reason_bits(bt, values[6], nulls[6]) | reason_bits(bt, values[7], nulls[7]);
+	tally(bt, &verdict, then_bits, nulls[8] ? -1 : DatumGetInt32(values[8]),
+		  DatumGetBool(values[9]));
+
+	/* record it, as the trigger's state statement does */
+	count_payment(bt, payer, payee, pair, t, amount, values[4]);
+	payer->out_count++;
+	if (RULE_EVALUATED(&bt->cfg.rules[RULE_AMOUNT_DEVIATION]))
+		payer->out_sum = accumulate(bt, payer->out_sum, DatumGetNumeric(values[4]), false);
+	if (!payer->has_previous || t > payer->previous_at)
+		payer->previous_at = t;
+	payer->has_previous = true;
+}
+
+/* Count a payment made before from inside the longest window. */
+static void
+history_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[5];
+	bool		nulls[5];
+	const pg_uuid_t *payer_id;
+	const pg_uuid_t *payee_id;
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	payer_id = DatumGetUUIDP(values[0]);
+	payee_id = DatumGetUUIDP(values[1]);
+	count_payment(bt, find_account(bt, payer_id), find_account(bt, payee_id),
+				  enter_pair(bt, payer_id, payee_id),
+				  DatumGetTimestampTz(values[2]), DatumGetFloat8(values[4]), values[3]);
+}
+
+/* Run a read-only statement through a cursor, handing each row to row_fn. */
+static void
+for_each_row(Backtest *bt, const char *sql, int nargs, Oid *types, Datum *values,
+			 void (*row_fn) (Backtest *bt, HeapTuple tup, TupleDesc desc))
+{
+	Portal		portal;
+
+	portal = SPI_cursor_open_with_args(NULL, sql, nargs, types, values, NULL, true, 0);
+	if (portal == NULL)
+		elog(ERROR, "p2pay: backtest could not open a cursor: %s",
+			 SPI_result_code_string(SPI_result));
+	for (;;)
+	{
+		MemoryContext old;
+
+		SPI_cursor_fetch(portal, true, BATCH_ROWS);
+		if (SPI_processed == 0)
+			break;
+		old = MemoryContextSwitchTo(bt->batch_cxt);
+		for (uint64 i = 0; i < SPI_processed; i++)
+			row_fn(bt, SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+		MemoryContextSwitchTo(old);
+		SPI_freetuptable(SPI_tuptable);
+		MemoryContextReset(bt->batch_cxt);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_freetuptable(SPI_tuptable);
+	SPI_cursor_close(portal);
+}
+
+/* Run a read-only statement that returns all its rows at once. */
+static void
+run_select(const char *sql, int nargs, Oid *types, Datum *values)
+{
+	int			ret = SPI_execute_with_args(sql, nargs, types, values, NULL, true, 0);
+
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "p2pay: backtest statement failed: %s", SPI_result_code_string(ret));
+}
+
+/* A value of a row SPI just returned, and whether it is null. */
+static Datum
+column(uint64 row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+/*
+ * Load the accounts of the replayed payments with their lookups; returns
+ * them as uuid[], all and payers only, for the statements that follow.
+ */
+static void
+load_accounts(Backtest *bt, TimestampTz from, TimestampTz to,
+			  Datum *accounts, Datum *payers)
+{
+	Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		values[2] = {TimestampTzGetDatum(from), TimestampTzGetDatum(to)};
+	HASHCTL		ctl;
+	Datum	   *all_ids;
+	Datum	   *payer_ids;
+	int			npayers = 0;
+	uint64		n;
+	MemoryContext old;
+
+	run_select(accounts_sql, 2, types, values);
+	n = SPI_processed;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(pg_uuid_t);
+	ctl.entrysize = sizeof(Account);
+	ctl.hcxt = bt->cxt;
+	bt->accounts = hash_create("p2pay backtest accounts", Max(n, 64), &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = sizeof(PairKey);
+	ctl.entrysize = sizeof(Pair);
+	bt->pairs = hash_create("p2pay backtest pairs", Max(n * 4, 256), &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+
+	/* the arrays are parameters of cursors read across batch resets */
+	old = MemoryContextSwitchTo(bt->cxt);
+	all_ids = palloc(sizeof(Datum) * Max(n, 1));
+	payer_ids = palloc(sizeof(Datum) * Max(n, 1));
+	MemoryContextSwitchTo(old);
+
+	for (uint64 row = 0; row < n; row++)
+	{
+		bool		isnull;
+		pg_uuid_t  *id = DatumGetUUIDP(column(row, 1, &isnull));
+		Account    *a;
+		bool		found;
+		Datum		d;
+
+		a = (Account *) hash_search(bt->accounts, id, HASH_ENTER, &found);
+		memset((char *) a + sizeof(pg_uuid_t), 0, sizeof(Account) - sizeof(pg_uuid_t));
+		all_ids[row] = UUIDPGetDatum(&a->id);
+		a->pays = DatumGetBool(column(row, 2, &isnull));
+		if (a->pays)
+			payer_ids[npayers++] = UUIDPGetDatum(&a->id);
+		a->is_paid = DatumGetBool(column(row, 3, &isnull));
+		a->created_at = DatumGetTimestampTz(column(row, 4, &isnull));
+		a->blocked = DatumGetBool(column(row, 5, &isnull));
+		d = column(row, 6, &isnull);
+		a->blocked_until = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+		a->allowed = DatumGetBool(column(row, 7, &isnull));
+		d = column(row, 8, &isnull);
+		a->allowed_until = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	old = MemoryContextSwitchTo(bt->cxt);
+	*accounts = PointerGetDatum(construct_array(all_ids, (int) n, UUIDOID, UUID_LEN,
+												false, TYPALIGN_CHAR));
+	*payers = PointerGetDatum(construct_array(payer_ids, npayers, UUIDOID, UUID_LEN,
+											  false, TYPALIGN_CHAR));
+	MemoryContextSwitchTo(old);
+}
+
+/* Load the registered methods and the snoozes of the accounts. */
+static void
+load_lookups(Backtest *bt, Datum accounts, Datum payers)
+{
+	Oid			types[1] = {UUIDARRAYOID};
+	Datum		values[1];
+
+	values[0] = payers;
+	run_select(methods_sql, 1, types, values);
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		bool		isnull;
+		Account    *a = find_account(bt, DatumGetUUIDP(column(row, 1, &isnull)));
+
+		if (a == NULL)
+			continue;
+		a->methods = a->methods
+			? repalloc(a->methods, sizeof(pg_uuid_t) * (a->nmethods + 1))
+			: MemoryContextAlloc(bt->cxt, sizeof(pg_uuid_t));
+		memcpy(&a->methods[a->nmethods++], DatumGetUUIDP(column(row, 2, &isnull)),
+			   sizeof(pg_uuid_t));
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	values[0] = accounts;
+	run_select(snoozes_sql, 1, types, values);
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		bool		isnull;
+		Account    *a = find_account(bt, DatumGetUUIDP(column(row, 1, &isnull)));
+		char	   *rule_name = TextDatumGetCString(column(row, 2, &isnull));
+		int			rule = p2pay_rule_lookup(rule_name);
+
+		if (a == NULL || rule < 0)
+			continue;
+		a->snoozes = a->snoozes
+			? repalloc(a->snoozes, sizeof(Snooze) * (a->nsnoozes + 1))
+			: MemoryContextAlloc(bt->cxt, sizeof(Snooze));
+		a->snoozes[a->nsnoozes].bit = 1u << rule;
+		a->snoozes[a->nsnoozes].until = DatumGetTimestampTz(column(row, 3, &isnull));
+		a->nsnoozes++;
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/* Take one row of the all-time facts: a payer's (payee_id null) or a pair's. */
+static void
+all_time_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[5];
+	bool		nulls[5];
+	const pg_uuid_t *payer_id;
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	payer_id = DatumGetUUIDP(values[0]);
+	if (nulls[1])
+	{
+		Account    *a = find_account(bt, payer_id);
+		MemoryContext old;
+
+		if (a == NULL)
+			return;
+		a->out_count = DatumGetInt64(values[2]);
+		old = MemoryContextSwitchTo(bt->cxt);
+		a->out_sum = DatumGetNumericCopy(values[3]);
+		MemoryContextSwitchTo(old);
+		a->has_previous = true;
+		a->previous_at = DatumGetTimestampTz(values[4]);
+	}
+	else
+		enter_pair(bt, payer_id, DatumGetUUIDP(values[1]))->seen = true;
+}
+
+/* The rule-set version the caller's snapshot sees. */
+static int64
+snapshot_version(void)
+{
+	bool		isnull;
+	int64		version = 0;
+
+	run_select(version_sql, 0, NULL, NULL);
+	if (SPI_processed == 1)
+		version = DatumGetInt64(column(0, 1, &isnull));
+	SPI_freetuptable(SPI_tuptable);
+	return version;
+}
+
+/* Which windows the backtest configuration needs, and the longest of them. */
+static void
+plan_windows(Backtest *bt)
+{
+	const RuleConfig *rules = bt->cfg.rules;
+
+	bt->longest = 0;
+	bt->keep_out = false;
+	for (int w = 0; w < NUM_OUT_WINDOWS; w++)
+	{
+		const RuleConfig *rc = &rules[out_window_rule[w]];
+
+		bt->out_on[w] = RULE_EVALUATED(rc);
+		bt->out_window[w] = rc->p.window;
+		if (bt->out_on[w])
+		{
+			bt->keep_out = true;
+			bt->longest = Max(bt->longest, rc->p.window);
+		}
+	}
+	bt->amount_on = bt->out_on[WIN_VELOCITY_AMOUNT];
+	bt->fan_in_on = RULE_EVALUATED(&rules[RULE_PAYEE_FAN_IN]);
+	if (bt->fan_in_on)
+		bt->longest = Max(bt->longest, rules[RULE_PAYEE_FAN_IN].p.window);
+	bt->round_trip_on = RULE_EVALUATED(&rules[RULE_ROUND_TRIP]);
+	if (bt->round_trip_on)
+		bt->longest = Max(bt->longest, rules[RULE_ROUND_TRIP].p.window);
+}
+
+/* Where the history before from starts: from less the longest window. */
+static TimestampTz
+history_start(const Backtest *bt, TimestampTz from)
+{
+	TimestampTz start;
+
+	if (TIMESTAMP_NOT_FINITE(from) || pg_sub_s64_overflow(from, bt->longest, &start) ||
+		!IS_VALID_TIMESTAMP(start))
+		return DT_NOBEGIN;
+	return start;
+}
+
+/*
+ * Load the configuration as the trigger does, with the lists' version, and
+ * copy it: the rule rows given as JSON change the copy, never the cache.
+ */
+static void
+backtest_config(Backtest *bt, Oid nspid, Jsonb *rules)
+{
+	const P2payConfig *cfg = p2pay_config(nspid);
+	int64		version = snapshot_version();
+
+	for (int attempt = 0; version != cfg->version && attempt < 3; attempt++)
+	{
+		p2pay_config_forget();
+		cfg = p2pay_config(nspid);
+	}
+	bt->cfg = *cfg;
+	if (rules != NULL)
+		p2pay_config_apply_json(&bt->cfg, rules);
+}
+
+/* Replay the range as the owner of payments; fills bt's counts. */
+static void
+replay(Backtest *bt, Oid owner, Oid nspid, TimestampTz from, TimestampTz to, Jsonb *rules)
+{
+	Oid			saved_userid;
+	int			saved_sec_context;
+	int			save_nestlevel;
+	Datum		accounts;
+	Datum		payers;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "p2pay: SPI_connect failed");
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	SetUserIdAndSecContext(owner, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
+	/*
+	 * As a SECURITY DEFINER function would: the caller's path can redirect
+	 * nothing.  Every cursor is read to its end, so plan for all its rows.
+	 */
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("cursor_tuple_fraction", "1", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+
+	backtest_config(bt, nspid, rules);
+	plan_windows(bt);
+
+	bt->cxt = AllocSetContextCreate(CurrentMemoryContext, "p2pay backtest",
+									ALLOCSET_DEFAULT_SIZES);
+	bt->batch_cxt = AllocSetContextCreate(bt->cxt, "p2pay backtest batch",
+										  ALLOCSET_DEFAULT_SIZES);
+	{
+		MemoryContext old = MemoryContextSwitchTo(bt->cxt);
+
+		bt->zero = DatumGetNumeric(DirectFunctionCall1(int8_numeric, Int64GetDatum(0)));
+		MemoryContextSwitchTo(old);
+	}
+	for (int r = 0; r < RULE_COUNT; r++)
+		bt->name_len[r] = strlen(p2pay_rule_name(r));
+
+	load_accounts(bt, from, to, &accounts, &payers);
+	load_lookups(bt, accounts, payers);
+	{
+		Oid			types[2] = {UUIDARRAYOID, TIMESTAMPTZOID};
+		Datum		values[2] = {payers, TimestampTzGetDatum(from)};
+
+		for_each_row(bt, alltime_sql, 2, types, values, all_time_row);
+	}
+	if (bt->keep_out || bt->fan_in_on || bt->round_trip_on)
+	{
+		Oid			types[3] = {UUIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+		Datum		values[3] = {accounts, TimestampTzGetDatum(history_start(bt, from)),
+		TimestampTzGetDatum(from)};
+
+		for_each_row(bt, history_sql, 3, types, values, history_row);
+	}
+	{
+		Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
+		Datum		values[2] = {TimestampTzGetDatum(from), TimestampTzGetDatum(to)};
+
+		for_each_row(bt, replay_sql, 2, types, values, replay_row);
+	}
+
+	MemoryContextDelete(bt->cxt);
+	bt->cxt = bt->batch_cxt = NULL;
+
+	AtEOXact_GUC(true, save_nestlevel);
+	SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "p2pay: SPI_finish failed");
+}
+
+/* A ratio, or null when its denominator is zero. */
+static void
+ratio(int64 num, int64 den, Datum *value, bool *isnull)
+{
+	*isnull = den == 0;
+	*value = Float8GetDatum(den == 0 ? 0.0 : (double) num / (double) den);
+}
+
+/* Add one result row. */
+static void
+put_row(Tuplestorestate *store, TupleDesc desc, const Backtest *bt, const char *rule,
+		const Counts *c, int64 precision_den)
+{
+	Datum		values[12];
+	bool		nulls[12] = {false};
+
+	values[0] = CStringGetTextDatum(rule);
+	values[1] = Int64GetDatum(bt->payments);
+	values[2] = Int64GetDatum(c->fired);
+	values[3] = Int64GetDatum(c->would_review);
+	values[4] = Int64GetDatum(c->would_decline);
+	values[5] = Int64GetDatum(c->fired_at_time);
+	values[6] = Int64GetDatum(c->reviewed_at_time);
+	values[7] = Int64GetDatum(c->declined_at_time);
+	values[8] = Int64GetDatum(bt->labelled_fraud);
+	values[9] = Int64GetDatum(c->fired_on_fraud);
+	ratio(c->fired_on_fraud, precision_den, &values[10], &nulls[10]);
+	ratio(c->fired_on_fraud, bt->labelled_fraud, &values[11], &nulls[11]);
+	tuplestore_putvalues(store, desc, values, nulls);
+}
+
+/*
+ * p2pay.backtest(from, to, rules): per evaluated rule in catalogue order,
+ * then overall, what replaying the payments of [from, to) under the current
+ * configuration (changed by the rule rows in rules) would fire and decide,
+ * next to what was decided at the time.  Writes nothing.
+ */
+PG_FUNCTION_INFO_V1(p2pay_backtest);
+Datum
+p2pay_backtest(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz from;
+	TimestampTz to;
+	Jsonb	   *rules = NULL;
+	Oid			nspid;
+	Oid			relid;
+	Oid			owner;
+	Relation	rel;
+	TupleDesc	desc;
+	Tuplestorestate *store;
+	MemoryContext old;
+	Backtest   *bt;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument %s of p2pay.backtest must not be null",
+						PG_ARGISNULL(0) ? "from" : "to"),
+				 errhint("Give the range to replay as [from, to), such as now() - interval '7 days', now().")));
+	from = PG_GETARG_TIMESTAMPTZ(0);
+	to = PG_GETARG_TIMESTAMPTZ(1);
+	if (to <= from)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("backtest range is empty or reversed"),
+				 errdetail("from is %s and to is %s; the range [from, to) holds no time.",
+						   timestamptz_to_str(from), timestamptz_to_str(to)),
+				 errhint("Give a from earlier than to.")));
+	if (!PG_ARGISNULL(2))
+		rules = PG_GETARG_JSONB_P(2);
+
+	if (rsinfo == NULL || !IsA(rsinfo, ReturnSetInfo) ||
+		(rsinfo->allowedModes & SFRM_Materialize) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("p2pay.backtest must be called where a set of rows is accepted"),
+				 errhint("SELECT * FROM p2pay.backtest(from, to) reads it.")));
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "p2pay_backtest: must return rows");
+
+	nspid = get_namespace_oid("p2pay", false);
+	relid = get_relname_relid("payments", nspid);
+	if (!OidIsValid(relid))
+		elog(ERROR, "p2pay_backtest: p2pay.payments is missing");
+	rel = table_open(relid, AccessShareLock);
+	owner = rel->rd_rel->relowner;
+	table_close(rel, AccessShareLock);
+
+	bt = palloc0(sizeof(Backtest));
+	replay(bt, owner, nspid, from, to, rules);
+
+	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+	desc = CreateTupleDescCopy(desc);
+	store = tuplestore_begin_heap(true, false, work_mem);
+	for (int r = 0; r < RULE_COUNT; r++)
+		if (RULE_EVALUATED(&bt->cfg.rules[r]))
+			put_row(store, desc, bt, p2pay_rule_name(r), &bt->rule[r], bt->rule[r].fired);
+	put_row(store, desc, bt, "overall", &bt->overall,
+			bt->overall.would_review + bt->overall.would_decline);
+	MemoryContextSwitchTo(old);
+
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = store;
+	rsinfo->setDesc = desc;
+	pfree(bt);
+	return (Datum) 0;
+}

@@ -1,0 +1,199 @@
+# t/006_rule_stats.pl: p2pay.rule_stats, the per-rule statistics kept in
+# shared memory.
+#
+# What a user relies on:
+# - with p2pay in shared_preload_libraries, every scoring in every session
+#   is counted, with no lock between sessions: after several sessions insert
+#   at once, each rule that is not off shows one evaluation per payment, a
+#   rule that is off none, the facts one reading per payment, and each rule's
+#   fires equal the payments that carry it among their reasons (or shadow
+#   reasons);
+# - without the preload, p2pay.rule_stats and p2pay.rule_stats_reset() fail
+#   with SQLSTATE 55000 and a hint saying how to preload, while inserting and
+#   scoring payments work as ever.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/lib";
+
+use IPC::Run;
+use P2payNode;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $db       = 'p2pay_stats';
+my $BANK     = '00000000-0000-4000-8000-000000000001';
+my $USERS    = 40;
+my $SESSIONS = 4;
+my $PAYMENTS = 250;    # per session
+
+# Users 1..N (public.uid(n) is user n's id), opened long ago, each with the
+# bank transfer registered.
+sub seed_users
+{
+	my ($node) = @_;
+	$node->safe_psql(
+		$db, qq{
+CREATE FUNCTION public.uid(integer) RETURNS uuid
+  LANGUAGE sql IMMUTABLE STRICT
+  AS \$\$ SELECT ('00000000-0000-4000-8000-' || lpad(\$1::text, 12, '0'))::uuid \$\$;
+INSERT INTO p2pay.users (id, first_name, created_at)
+  SELECT public.uid(n), 'user ' || n, '2020-01-01' FROM generate_series(1, $USERS) n;
+INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
+  SELECT id, '$BANK' FROM p2pay.users;
+});
+	return;
+}
+
+###########################################################################
+# a. Preloaded: the counters add up across sessions.
+###########################################################################
+my $node = P2payNode::new_node('rule_stats', $db);
+sub query { return $node->safe_psql($db, $_[0]); }
+
+is(query('SHOW shared_preload_libraries'), 'p2pay', 'p2pay is preloaded');
+seed_users($node);
+
+# One rule off, one in shadow: evaluated are all rules but round_trip, and
+# amount_limit's fires show in shadow_reasons.
+query(
+	"UPDATE p2pay.rules SET mode = 'off' WHERE name = 'round_trip';
+	 UPDATE p2pay.rules SET mode = 'shadow' WHERE name = 'amount_limit';
+	 SELECT p2pay.rule_stats_reset();");
+is(query('SELECT sum(evaluations) + sum(fires) FROM p2pay.rule_stats'),
+	'0', 'after a reset every counter is zero');
+
+# Each session inserts its payments one statement at a time: every 10th is
+# above amount_limit, every 7th above new_payee_high_amount's 1000, and
+# some use a method the payer has not registered (the credit card).
+my @runs;
+for my $s (0 .. $SESSIONS - 1)
+{
+	my $sql = '';
+	for my $i (0 .. $PAYMENTS - 1)
+	{
+		my $payer  = 1 + ($s * $PAYMENTS + $i) % $USERS;
+		my $payee  = 1 + ($payer + $i % 7) % $USERS;    # never the payer
+		my $amount = $i % 10 == 0 ? 15000 : $i % 7 == 0 ? 2500 : 10 + $i;
+		my $method = $i % 11 == 0 ? 2 : 1;
+		$sql .=
+		  "INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)"
+		  . " VALUES (uid($payer), uid($payee), $amount, 'USD',"
+		  . " '00000000-0000-4000-8000-00000000000$method');\n";
+	}
+	my $file = $node->basedir . "/session_$s.sql";
+	append_to_file($file, $sql);
+	my %run = (out => '', err => '');
+	$run{h} = IPC::Run::start(
+		[ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr($db), '-f', $file ],
+		'>', \$run{out}, '2>', \$run{err},
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	push @runs, \%run;
+}
+for my $s (0 .. $SESSIONS - 1)
+{
+	my $run = $runs[$s];
+	$run->{h}->finish;
+	is($run->{h}->result(0), 0, "session $s inserted its $PAYMENTS payments")
+	  or diag("stderr:\n$run->{err}");
+}
+
+my $total = $SESSIONS * $PAYMENTS;
+is(query('SELECT count(*) FROM p2pay.payments'), $total, "$total payments are stored");
+
+my $evaluated = query("SELECT count(*) FROM p2pay.rules WHERE mode <> 'off'");
+is($evaluated, '12', 'twelve rules are evaluated');
+is( query("SELECT sum(evaluations) FROM p2pay.rule_stats WHERE rule <> 'facts'"),
+	$total * $evaluated,
+	"rule evaluations add up to payments x evaluated rules ($total x $evaluated)");
+is( query(
+		"SELECT string_agg(rule || ' ' || evaluations, ', ' ORDER BY rule)
+		   FROM p2pay.rule_stats WHERE evaluations <> $total"),
+	'round_trip 0',
+	"every rule is evaluated $total times, except round_trip (off): never");
+is( query("SELECT evaluations || ' ' || fires FROM p2pay.rule_stats WHERE rule = 'facts'"),
+	"$total 0", 'the facts are read once per payment');
+
+# Fires: the rule's count equals the payments it marked.
+my $mismatch = query(
+	q{
+SELECT string_agg(s.rule || ': counted ' || s.fires || ', on payments ' || p.n, '; ')
+  FROM p2pay.rule_stats s,
+       LATERAL (SELECT count(*) AS n FROM p2pay.payments
+                 WHERE s.rule = ANY (reasons) OR s.rule = ANY (shadow_reasons)) p
+ WHERE s.rule <> 'facts' AND s.fires <> p.n});
+is($mismatch, '', 'each rule\'s fires equal the payments that carry it among their reasons');
+is( query(
+		"SELECT fires FROM p2pay.rule_stats WHERE rule = 'amount_limit'"),
+	$SESSIONS * $PAYMENTS / 10,
+	'amount_limit (shadow) fired on every 10th payment');
+ok(query("SELECT fires > 0 FROM p2pay.rule_stats WHERE rule = 'unregistered_method'"),
+	'unregistered_method fired');
+is( query(
+		"SELECT count(*) FROM p2pay.rule_stats
+		  WHERE mean_us < 0 OR max_us < mean_us OR (evaluations > 0 AND max_us = 0)
+		     OR since > now()"),
+	'0', 'times: mean >= 0, max >= mean, some time measured; since in the past');
+
+# A dry run is scored through the same code but is not a payment: the
+# statistics count what inserts cost and catch.
+query(
+	"SELECT p2pay.score(uid(1), uid(2), 10, 'USD', '$BANK')");
+is( query(
+		"SELECT string_agg(DISTINCT evaluations::text, ',') FROM p2pay.rule_stats
+		  WHERE rule <> 'round_trip'"),
+	$total, 'a dry run through p2pay.score() is not counted');
+
+# Another session sees the same figures; a reset zeroes them for everyone.
+my $bg = $node->background_psql($db);
+query('SELECT p2pay.rule_stats_reset()');
+is($bg->query_safe('SELECT sum(evaluations) + sum(fires) FROM p2pay.rule_stats'),
+	'0', 'a reset in one session zeroes the figures another session reads');
+$bg->quit;
+
+$node->stop;
+
+###########################################################################
+# b. Not preloaded: the statistics say how to get them; the rest works.
+###########################################################################
+my $plain = P2payNode::new_node('no_preload', $db, "shared_preload_libraries = ''");
+is($plain->safe_psql($db, 'SHOW shared_preload_libraries'), '', 'p2pay is not preloaded');
+seed_users($plain);
+
+my ($ret, $out, $err) = $plain->psql($db,
+	"\\set VERBOSITY verbose\nSELECT * FROM p2pay.rule_stats");
+isnt($ret, 0, 'reading p2pay.rule_stats fails');
+like(
+	$err,
+	qr/ERROR:  55000: p2pay\.rule_stats needs p2pay in shared_preload_libraries/,
+	'the error is 55000: p2pay.rule_stats needs p2pay in shared_preload_libraries');
+like(
+	$err,
+	qr/HINT:  .*ALTER SYSTEM SET shared_preload_libraries = 'p2pay'.*restart the server/,
+	'the hint says how to preload p2pay');
+
+($ret, $out, $err) = $plain->psql($db,
+	"\\set VERBOSITY verbose\nSELECT p2pay.rule_stats_reset()");
+isnt($ret, 0, 'p2pay.rule_stats_reset() fails');
+like(
+	$err,
+	qr/ERROR:  55000: p2pay\.rule_stats_reset\(\) needs p2pay in shared_preload_libraries/,
+	'with 55000 too');
+
+is( $plain->safe_psql(
+		$db,
+		"INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+		 VALUES (uid(1), uid(2), 15000, 'USD', '$BANK'), (uid(2), uid(3), 10, 'USD', '$BANK')
+		 RETURNING decision, reasons"),
+	"review|{amount_limit,new_payee_high_amount}\napprove|{}",
+	'payments are inserted and scored');
+is( $plain->safe_psql(
+		$db,
+		"SELECT decision, reasons FROM p2pay.score(uid(3), uid(4), 15000, 'USD', '$BANK')"),
+	'review|{amount_limit,new_payee_high_amount}',
+	'a dry run through p2pay.score() works');
+
+$plain->stop;
+done_testing();
