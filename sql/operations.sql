@@ -37,6 +37,10 @@ SELECT version, table_name, operation, count(*) FROM p2pay.config_history GROUP 
 ----------------------------------------------------------------------------
 -- Modes.  enabled follows mode and mode follows enabled.
 ----------------------------------------------------------------------------
+-- a payment decided while amount_limit is active, before any switch
+SELECT * FROM pay(0, 9, 8, 20000);
+CREATE TABLE decided_before AS
+  SELECT transaction_id, risk_score, decision, reasons FROM p2pay.payments;
 UPDATE p2pay.rules SET mode = 'shadow' WHERE name = 'amount_limit';
 UPDATE p2pay.rules SET enabled = false WHERE name = 'round_trip';
 SELECT name, mode, enabled FROM p2pay.rules WHERE name IN ('amount_limit', 'round_trip') ORDER BY name;
@@ -60,7 +64,11 @@ SELECT * FROM pay(1, 1, 2, 15000);
 UPDATE p2pay.rules SET mode = 'active' WHERE name = 'amount_limit';
 SELECT * FROM pay(2, 1, 2, 15000);
 SELECT transaction_id = tx(1) AS first, decision, reasons, shadow_reasons, ruleset_version
-  FROM p2pay.payments ORDER BY id;
+  FROM p2pay.payments WHERE transaction_id <> tx(0) ORDER BY id;
+-- switched to shadow and back, the rule changed no past decision
+SELECT count(*) AS changed FROM decided_before b JOIN p2pay.payments p USING (transaction_id)
+ WHERE (p.risk_score, p.decision, p.reasons) IS DISTINCT FROM (b.risk_score, b.decision, b.reasons);
+SELECT count(*) AS kept FROM decided_before;
 
 -- The rule rows as they were at each version, for reproducing a decision.
 SELECT r->>'name' AS name, r->>'mode' AS mode FROM jsonb_array_elements(p2pay.rules_at(1)) r
@@ -124,5 +132,6 @@ SELECT try($$SELECT * FROM p2pay.score(u(1), u(2), -1, 'USD', '00000000-0000-400
 SELECT try($$SELECT * FROM p2pay.score(u(1), u(2), 10, 'XYZ', '00000000-0000-4000-8000-000000000001')$$);
 SELECT try($$SELECT * FROM p2pay.score(u(1), u(2), 10, 'USD', NULL)$$);
 
+DROP TABLE decided_before;
 DROP FUNCTION pay(int, int, int, numeric), try(text), u(int), tx(int);
 DROP EXTENSION p2pay;
