@@ -7,7 +7,7 @@ OBJS        = src/p2pay.o src/config.o src/rules.o src/state.o src/trigger.o \
 DATA        = $(wildcard $(EXTENSION)--*.sql)
 
 # pg_regress: one file per behaviour, run in this order.
-REGRESS      = schema rules bad_input config insert_paths rollback guard stream operations rule_stats backtest
+REGRESS      = schema rules bad_input config insert_paths rollback guard stream operations rule_stats backtest money_flow baselines
 
 # isolation tests (specs/): what concurrent sessions see of each other
 ISOLATION    = config_reload account_lock
@@ -23,6 +23,9 @@ SCRIPTS_built = tools/p2pay-stream
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Every object depends on the shared headers (PGXS tracks only the .c files).
+$(OBJS): src/p2pay.h src/compat.h src/json.h
+
 # libpq clients: warnings as errors like the extension.
 PG_INCLUDEDIR := $(shell $(PG_CONFIG) --includedir)
 PG_LIBDIR     := $(shell $(PG_CONFIG) --libdir)
@@ -37,7 +40,7 @@ uninstall: uninstall-tools
 uninstall-tools:
 	rm -f '$(DESTDIR)$(bindir)/p2pay-stream'
 
-.PHONY: test demo
+.PHONY: test demo eval
 # Everything: installs what it needs, builds, installs, runs every suite on
 # a throwaway cluster.
 test:
@@ -46,3 +49,8 @@ test:
 # A throwaway cluster with a scripted P2P scenario, printed with decisions.
 demo:
 	bash scripts/demo.sh
+
+# The detection-quality harness: a simulated P2P network with planted fraud,
+# scored through the trigger; prints and writes eval/results/latest.md.
+eval:
+	bash scripts/eval.sh

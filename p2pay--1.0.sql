@@ -147,6 +147,17 @@ COMMENT ON TABLE @extschema@.pair_stats IS
 CREATE INDEX pair_stats_payer_last_idx ON @extschema@.pair_stats (payer_id, last_at);
 CREATE INDEX pair_stats_payee_last_idx ON @extschema@.pair_stats (payee_id, last_at);
 
+CREATE TABLE @extschema@.account_daily (
+  user_id    uuid NOT NULL,
+  day        date NOT NULL,
+  out_count  bigint NOT NULL DEFAULT 0,
+  out_payees bigint NOT NULL DEFAULT 0,
+  in_payers  bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (user_id, day)
+);
+COMMENT ON TABLE @extschema@.account_daily IS
+  'Each account''s activity per UTC day (payments made, new payees, new payers): its normal level, against which velocity, fan-out and fan-in are compared.';
+
 CREATE TABLE @extschema@.payer_hourly (
   payer_id uuid NOT NULL,
   hour     timestamptz NOT NULL,
@@ -189,14 +200,14 @@ COMMENT ON COLUMN @extschema@.rules.params IS
 INSERT INTO @extschema@.rules (name, weight, params, description) VALUES
   ('amount_limit', 0.5, '{"max_amount": 10000}',
    'Amount above max_amount.'),
-  ('payer_velocity_count', 0.4, '{"max_count": 10, "window": "1 hour"}',
-   'More than max_count payments by the payer in the window.'),
+  ('payer_velocity_count', 0.4, '{"max_count": 10, "window": "1 hour", "baseline_factor": 3, "baseline_days": 7}',
+   'More than max_count payments by the payer in the window, and (once the payer has baseline_days of history) more than baseline_factor times its normal for such a window.'),
   ('payer_velocity_amount', 0.4, '{"max_amount": 20000, "window": "24 hours"}',
    'Payer''s total in the window above max_amount.'),
-  ('payer_fan_out', 0.3, '{"max_payees": 10, "window": "24 hours"}',
-   'Payer paid more than max_payees distinct payees in the window.'),
-  ('payee_fan_in', 0.4, '{"max_payers": 20, "window": "24 hours"}',
-   'Payee received from more than max_payers distinct payers in the window (mule accounts).'),
+  ('payer_fan_out', 0.3, '{"max_payees": 10, "window": "24 hours", "baseline_factor": 3, "baseline_days": 7}',
+   'Payer paid more than max_payees distinct payees in the window, and (once it has baseline_days of history) more than baseline_factor times its normal.'),
+  ('payee_fan_in', 0.4, '{"max_payers": 20, "window": "24 hours", "baseline_factor": 3, "baseline_days": 7}',
+   'Payee received from more than max_payers distinct payers in the window (mule accounts), and (once it has baseline_days of history) more than baseline_factor times its normal.'),
   ('structuring', 0.6, '{"threshold": 10000, "band": 0.1, "min_count": 3, "window": "24 hours"}',
    'Amount just under threshold, and at least min_count such payments by the payer in the window.'),
   ('new_payee_high_amount', 0.2, '{"min_amount": 1000}',
@@ -212,7 +223,11 @@ INSERT INTO @extschema@.rules (name, weight, params, description) VALUES
   ('dormant_reactivation', 0.3, '{"idle": "90 days", "min_amount": 1000}',
    'Payer''s previous payment is older than idle, and the amount is above min_amount.'),
   ('blocklist', 1.0, '{}',
-   'Payer or payee on the blocklist: decline whatever the score.');
+   'Payer or payee on the blocklist: decline whatever the score.'),
+  ('pass_through', 0.6, '{"window": "24 hours", "min_payers": 5, "share": 0.5, "min_amount": 1000}',
+   'Money in from many, out in a lump: the payer received from at least min_payers distinct payers in the window, and this payment (at least min_amount) moves at least share of what they paid in.'),
+  ('cycle', 0.5, '{"window": "24 hours", "min_amount": 1000, "max_length": 4}',
+   'The payment closes a loop of 3 (or 4, with max_length 4) accounts, every leg at least min_amount within the window: A pays B, B paid C, C paid A.');
 
 CREATE TABLE @extschema@.settings (
   singleton         boolean PRIMARY KEY DEFAULT true CHECK (singleton),
@@ -430,7 +445,8 @@ CREATE TRIGGER ruleset_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @
 CREATE FUNCTION @extschema@.truncate_state() RETURNS trigger
   LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-  TRUNCATE @extschema@.account_stats, @extschema@.pair_stats, @extschema@.payer_hourly;
+  TRUNCATE @extschema@.account_stats, @extschema@.pair_stats, @extschema@.payer_hourly,
+           @extschema@.account_daily;
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION @extschema@.truncate_state() IS
@@ -685,6 +701,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.payments_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.account_stats', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.pair_stats', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.payer_hourly', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.account_daily', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.rules', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.settings', '');
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.ruleset', '');

@@ -1,9 +1,11 @@
 -- p2pay.backtest(from, to, rules): replaying stored payments through the
 -- rules in memory.  A history that fires every rule is inserted through the
 -- trigger in created_at order, part of it before the range replayed so that
--- windows, first-seen pairs, running means and the previous payment reach
--- across its start; then the replay under the current rules must match what
--- the trigger decided, rule by rule.
+-- windows, first-seen pairs, running means, the previous payment, what a
+-- payer received, the legs of loops and each account's normal (its days of
+-- history) reach across its start; then the
+-- replay under the current rules must match what the trigger decided, rule
+-- by rule.
 CREATE EXTENSION p2pay;
 SET TimeZone = 'UTC';
 SET IntervalStyle = 'postgres';
@@ -139,6 +141,75 @@ INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario)
 INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario)
   SELECT 200 + k, 100 + k, 21, 10, :F - interval '15 hours' + k * interval '1 hour', 'USD', 1, 'fan_in'
     FROM generate_series(0, 20) k;
+-- The money-flow rules, their facts reaching back before F.  pass_through:
+-- five payers (50..54) pay 400 each into 55 before F; after F, 55 moves
+-- 1000 out, exactly half of the 2000: it fires.  62 is paid the same by
+-- 57..61, but 57's payment lies exactly 24 hours before 62's 1000, outside
+-- the window: four payers are not enough.
+INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario)
+  SELECT 300 + k, 50 + k, 55, 400, :F - interval '5 hours' + k * interval '1 hour', 'USD', 1, 'mule'
+    FROM generate_series(0, 4) k;
+INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario) VALUES
+  (305, 55, 56, 1000, :F + interval '2 hours 15 minutes', 'USD', 1, 'mule'),
+  (310, 57, 62, 400, :F + interval '2 hours 20 minutes' - interval '24 hours', 'USD', 1, 'mule_window');
+INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario)
+  SELECT 311 + k, 58 + k, 62, 400, :F - interval '4 hours' + k * interval '1 hour', 'USD', 1, 'mule_window'
+    FROM generate_series(0, 3) k;
+INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario) VALUES
+  (315, 62, 63, 1000, :F + interval '2 hours 20 minutes', 'USD', 1, 'mule_window');
+-- cycle, every leg 1000 (min_amount) and all but the last before F: the
+-- loop 64 -> 65 -> 66 -> 64 and the loop of 4 67 -> 68 -> 69 -> 70 -> 67
+-- (whose leg 68 -> 69 joins two accounts with no payment in the range)
+-- fire; the loop of 4 71 -> ... -> 74 -> 71 with a leg of 999.99 does not.
+INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario)
+  SELECT seq, payer, payee, amount, :F + at, 'USD', 1, scenario
+    FROM (VALUES (320, 64, 65, 1000, interval '-2 hours', 'cycle_3'),
+                 (321, 65, 66, 1000, interval '-1 hour', 'cycle_3'),
+                 (322, 66, 64, 1000, interval '2 hours 30 minutes', 'cycle_3'),
+                 (330, 67, 68, 1000, interval '-3 hours', 'cycle_4'),
+                 (331, 68, 69, 1000, interval '-2 hours', 'cycle_4'),
+                 (332, 69, 70, 1000, interval '-1 hour', 'cycle_4'),
+                 (333, 70, 67, 1000, interval '2 hours 45 minutes', 'cycle_4'),
+                 (340, 71, 72, 1000, interval '-3 hours', 'cycle_short_leg'),
+                 (341, 72, 73, 999.99, interval '-2 hours', 'cycle_short_leg'),
+                 (342, 73, 74, 1000, interval '-1 hour', 'cycle_short_leg'),
+                 (343, 74, 71, 1000, interval '2 hours 50 minutes', 'cycle_short_leg'))
+         AS v (seq, payer, payee, amount, at, scenario);
+-- Each account's normal: payer_velocity_count, payer_fan_out and
+-- payee_fan_in compare with its totals per UTC day once it has 7 days of
+-- history (D is the start of the day of F).  The shop 1000 is paid by the
+-- same 25 customers (1100..1124) every day from ten days before F through
+-- the range, twice on the day of F (before F and after it): its first
+-- seven days fire payee_fan_in, the range does not.  The personal account
+-- 1001 was paid by one friend a day for the week before F; in the range 25
+-- strangers (1130..1154) pay it, and the 21st to the 25th fire.  The
+-- payroll account 1002 pays the same 12 people (1160..1171) ten minutes
+-- apart every day: its first days fire payer_fan_out, the range does not.
+\set D '''2026-03-02 00:00:00+00'''::timestamptz
+INSERT INTO p2pay.users (id, created_at)
+  SELECT u(n), '2020-01-01' FROM generate_series(1000, 1199) n;
+INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
+  SELECT u(n), method(1) FROM generate_series(1000, 1199) n;
+INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario)
+  SELECT 10000 + (d + 10) * 100 + c, 1100 + c, 1000, 12,
+         :D + d * interval '1 day' + interval '12 hours' + c * interval '1 minute', 'USD', 1, 'shop'
+    FROM generate_series(-10, 1) d, generate_series(0, 24) c
+  UNION ALL
+  SELECT 12000 + c, 1100 + c, 1000, 12, :D + interval '8 hours' + c * interval '1 minute',
+         'USD', 1, 'shop'
+    FROM generate_series(0, 24) c
+  UNION ALL
+  SELECT 13000 + d, 1200 + d, 1001, 20, :D + d * interval '1 day' + interval '9 hours',
+         'USD', 1, 'personal'
+    FROM generate_series(-7, -1) d
+  UNION ALL
+  SELECT 13100 + n, 1130 + n, 1001, 12, :D + interval '13 hours' + n * interval '1 minute',
+         'USD', 1, 'personal'
+    FROM generate_series(0, 24) n
+  UNION ALL
+  SELECT 14000 + (d + 10) * 100 + c, 1002, 1160 + c, 12,
+         :D + d * interval '1 day' + interval '14 hours' + c * interval '10 minutes', 'USD', 1, 'payroll'
+    FROM generate_series(-10, 1) d, generate_series(0, 11) c;
 
 -- Through the trigger, in created_at order.
 INSERT INTO p2pay.payments (transaction_id, payer_id, payee_id, amount, currency,
@@ -151,6 +222,25 @@ SELECT pl.scenario, p.amount, p.created_at - :F AS after_from, p.decision, p.rea
   FROM p2pay.payments p JOIN plan pl ON tx(pl.seq) = p.transaction_id
  WHERE p.created_at >= :F AND p.created_at < :TO AND p.reasons <> '{}'
  ORDER BY p.created_at, p.id;
+
+-- The money-flow payments after F: the mule's and the two loops' fire, the
+-- near misses' don't.
+SELECT pl.scenario, p.amount, p.created_at - :F AS after_from, p.decision, p.reasons
+  FROM p2pay.payments p JOIN plan pl ON tx(pl.seq) = p.transaction_id
+ WHERE pl.seq BETWEEN 300 AND 399 AND p.created_at >= :F
+ ORDER BY p.created_at, p.id;
+
+-- The accounts with a normal: before F, without 7 days of history, the
+-- shop's customers past the 20th and the payroll's payees past the 10th
+-- fired; in the range only the personal account's strangers past the 20th
+-- do.
+SELECT pl.scenario, p.created_at >= :F AS in_range, count(*) AS payments,
+       count(*) FILTER (WHERE 'payee_fan_in' = ANY (p.reasons)) AS fan_in,
+       count(*) FILTER (WHERE 'payer_fan_out' = ANY (p.reasons)) AS fan_out,
+       count(*) FILTER (WHERE 'payer_velocity_count' = ANY (p.reasons)) AS velocity_count
+  FROM p2pay.payments p JOIN plan pl ON tx(pl.seq) = p.transaction_id
+ WHERE pl.scenario IN ('shop', 'personal', 'payroll') AND p.created_at < :TO
+ GROUP BY 1, 2 ORDER BY 1, 2;
 
 -- The two payments whose totals reach 20000 exactly fired nothing.
 SELECT pl.scenario, p.amount, p.reasons
@@ -178,7 +268,10 @@ SELECT rule, labelled_fraud, fired_on_fraud, precision, recall
   FROM p2pay.backtest(:F, :TO) WHERE rule IN ('amount_limit', 'overall');
 
 -- Every range whose edges cut the history matches too; the one of a second
--- replays only the 662.29 that brings decimal_sum to 20000.
+-- replays only the 662.29 that brings decimal_sum to 20000.  One starts
+-- after the shop's first customers on the day of F (the first part of that
+-- day is history, its figures built from the payments), one in the
+-- shop's and the payroll's fourth day of history.
 SELECT f AS "from", t AS "to", count(*) AS rules,
        bool_and((fired, would_review, would_decline) = (fired_at_time, reviewed_at_time, declined_at_time)) AS matches,
        max(payments) AS payments
@@ -187,6 +280,8 @@ SELECT f AS "from", t AS "to", count(*) AS rules,
                (:F + interval '1 hour', :F + interval '1 hour 1 minute'),
                (:F + interval '3 hours 30 minutes', :F + interval '3 hours 30 minutes 1 second'),
                (:F + interval '1 day', :TO),
+               (:D + interval '8 hours 10 minutes', :TO),
+               (:D - interval '4 days' + interval '12 hours 5 minutes', :TO),
                ('-infinity', 'infinity')) AS r (f, t),
        LATERAL p2pay.backtest(f, t) b
  GROUP BY f, t ORDER BY f, t;
@@ -195,6 +290,29 @@ SELECT f AS "from", t AS "to", count(*) AS rules,
 SELECT rule, fired, fired_at_time, would_review, would_decline
   FROM p2pay.backtest(:F, :TO, '[{"name": "amount_limit", "params": {"max_amount": 5000}}]')
  WHERE rule IN ('amount_limit', 'overall');
+-- The money-flow facts are the replay's own: with min_payers 4 the mule
+-- whose fifth payer fell out of the window fires too, and with loops of 3
+-- only the loop of 4 does not.
+SELECT rule, fired, fired_at_time, would_review, reviewed_at_time
+  FROM p2pay.backtest(:F, :TO, '[{"name": "pass_through", "params": {"min_payers": 4}},
+                                 {"name": "cycle", "params": {"max_length": 3}}]')
+ WHERE rule IN ('pass_through', 'cycle', 'overall');
+-- The normals are the replay's own.  Held to the absolute limits alone
+-- (baseline_factor 0), all the shop's 50 payments in the range (25 payers
+-- in 24 hours) and all the payroll's 24 (12 payees) fire too.  Asking for
+-- 11 days of history: the shop and the payroll have 10 on the day of F and
+-- 11 the day after, so their 25 and 12 payments of the day of F fire.
+-- Asking for 8: the shop and the payroll stay silent, and the personal
+-- account (7 days) is held to the limit alone, past which its 21st to 25th
+-- payers were anyway.
+SELECT b.params, rule, fired, fired_at_time
+  FROM (VALUES ('{"baseline_factor": 0}'), ('{"baseline_days": 11}'),
+               ('{"baseline_days": 8}')) AS b (params),
+       LATERAL p2pay.backtest(:F, :TO,
+         jsonb_build_array(jsonb_build_object('name', 'payee_fan_in', 'params', b.params::jsonb),
+                           jsonb_build_object('name', 'payer_fan_out', 'params', b.params::jsonb)))
+ WHERE rule IN ('payer_fan_out', 'payee_fan_in')
+ ORDER BY 1, 2;
 -- A rule in shadow mode still fires but decides nothing; one switched off
 -- has no row.
 SELECT rule, fired, would_review, would_decline
@@ -221,8 +339,8 @@ INSERT INTO p2pay.fraud_labels (transaction_id, is_fraud, source)
 -- 1/3.  new_payee_high_amount fired 5 times, once on the 1500 (fraud):
 -- precision 1/5.  unregistered_method fired on the Cash payment only:
 -- precision 0, recall 0.  Overall 2 flagged payments are fraud (the new
--- payee's was approved): recall 2/3, precision 2 / flagged (13 reviewed and
--- 2 declined: 2/15).
+-- payee's was approved): recall 2/3, precision 2 / flagged (21 reviewed and
+-- 2 declined: 2/23).
 SELECT rule, fired, labelled_fraud, fired_on_fraud,
        round(precision::numeric, 4) AS precision, round(recall::numeric, 4) AS recall
   FROM p2pay.backtest(:F, :TO)

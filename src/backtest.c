@@ -22,7 +22,11 @@
  * History before from comes from set-based queries restricted to the
  * accounts of the replayed payments: their payments in [from - longest
  * window, from) for the window rules, and the all-time facts as of from
- * (out_count and out_sum, pairs seen, the latest payment).  The lookups
+ * (out_count and out_sum, pairs seen, the latest payment).  With cycle
+ * following loops of 4, the history also holds every payment of at least
+ * its min_amount inside its window: the leg C -> D of a loop A -> B -> C ->
+ * D -> A may join two accounts with no payment in the range, which enter
+ * the account table bare.  The lookups
  * (users.created_at, registered methods, blocklist, allowlist, snoozes) are
  * read once into the account table and evaluated at each payment's
  * created_at, as the trigger's lookup statement does.  amount_base is the
@@ -37,6 +41,32 @@
  * The statements are planned for each call rather than kept: a backtest is
  * rare, and a custom plan sees how many accounts the uuid[] parameters
  * hold.
+ *
+ * The money-flow facts: received_from counts the pairs paying into the
+ * payer with a payment inside the pass_through window (pair_stats.last_at
+ * inside it), received sums those payments exactly; closes_cycle follows
+ * the pairs with a payment of at least cycle.min_amount inside its window.
+ * Where the trigger stops at PASS_THROUGH_PAYERS payers or CYCLE_FANOUT
+ * next accounts, its LIMITs come with an ORDER BY, and the same rows are
+ * kept here: the payers whose pair has the earliest last_at, ties broken
+ * by payer uuid (not by replay order); the next accounts of lowest uuid.
+ * So the facts are exact beyond those bounds too.
+ *
+ * Each account's normal (account_daily, read by payer_velocity_count,
+ * payer_fan_out and payee_fan_in through above_normal): per UTC day the
+ * payments it made, its payees paid for the first time that day (the
+ * pair's last_at before the start of the day, or no pair yet) and its
+ * payers paying for the first time that day; and its first day, as payer
+ * or payee.  The facts are the totals over [day - BASELINE_DAYS, day) and
+ * the days known, as they stand before the payment (its own day's row
+ * never counts).  The history of the normals is built from the payments of
+ * the accounts in [the start of the day BASELINE_DAYS before the day of
+ * from, from), each pair's first of a day found with a window function,
+ * since account_daily also counts the payments at and after from; the first
+ * day comes from account_daily's rows before the day of from, which hold
+ * payments before from only, or from that history.  The replay moves both
+ * forward, with each pair's last_at.  They are read only when one of those
+ * rules is evaluated with a baseline_factor.
  *
  * Memory: everything the replay keeps (the hash tables of accounts and
  * pairs, per-account lists of payments inside the longest window, the exact
@@ -63,6 +93,7 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
@@ -72,6 +103,14 @@
 
 /* Rows fetched from a cursor at a time. */
 #define BATCH_ROWS 10000
+
+/*
+ * The trigger's bounds on the money-flow rules (state.c): pass_through sums
+ * what at most PASS_THROUGH_PAYERS payers paid in, cycle follows at most
+ * CYCLE_FANOUT distinct next accounts from each account on the way round.
+ */
+#define PASS_THROUGH_PAYERS 200
+#define CYCLE_FANOUT 32
 
 /* The windows over a payer's own payments, each with its own start. */
 typedef enum OutWindow
@@ -88,6 +127,11 @@ static const RuleId out_window_rule[NUM_OUT_WINDOWS] = {
 	RULE_PAYER_FAN_OUT, RULE_STRUCTURING
 };
 
+/* The rules that compare a count with the account's normal (above_normal). */
+static const RuleId baseline_rule[] = {
+	RULE_PAYER_VELOCITY_COUNT, RULE_PAYER_FAN_OUT, RULE_PAYEE_FAN_IN
+};
+
 /* A payer and a payee: what pair_stats and the round trip know of them. */
 typedef struct PairKey
 {
@@ -101,8 +145,18 @@ typedef struct Pair
 	int64		fan_out_n;		/* its payments inside the payer's fan-out window */
 	int64		fan_in_n;		/* its payments inside the payee's fan-in window */
 	bool		seen;			/* a payment of the pair was counted before */
+	TimestampTz last_at;		/* once seen: its latest payment (pair_stats.last_at) */
 	bool		has_round_trip;
 	TimestampTz round_trip_at;	/* latest payment >= round_trip.min_amount */
+	int64		pt_n;			/* its payments inside the payee's pass-through window */
+	int64		mark;			/* scratch: last pass that visited it */
+	TimestampTz pt_last_at;		/* scratch: its latest payment in the pass-through window */
+	bool		has_cycle;
+	bool		cycle_out_listed;	/* in its payer's cycle_out */
+	bool		cycle_in_listed;	/* in its payee's cycle_in */
+	TimestampTz cycle_at;		/* latest payment >= cycle.min_amount */
+	struct Account *cycle_from;	/* its payer and payee, once it has such a payment */
+	struct Account *cycle_to;
 } Pair;
 
 /* A payment in its payer's list. */
@@ -121,6 +175,23 @@ typedef struct InPayment
 	TimestampTz at;
 	Pair	   *pair;
 } InPayment;
+
+/* A payment in its payee's pass-through list. */
+typedef struct PtPayment
+{
+	TimestampTz at;
+	Pair	   *pair;
+	Numeric		amount_base;
+} PtPayment;
+
+/* An account's figures for one UTC day, as account_daily has them. */
+typedef struct DayFigures
+{
+	DateADT		day;
+	int64		out_count;		/* payments made */
+	int64		out_payees;		/* payees paid that day for the first time that day */
+	int64		in_payers;		/* payers paying that day for the first time that day */
+} DayFigures;
 
 /* A snooze of one rule for an account. */
 typedef struct Snooze
@@ -166,6 +237,38 @@ typedef struct Account
 	int			in_cap;
 	int			in_start;
 	int64		payers;			/* pairs with fan_in_n > 0 */
+
+	/* the payments into a payer inside the pass-through window */
+	PtPayment  *pt;
+	int			pt_len;
+	int			pt_cap;
+	int			pt_start;
+	int64		pt_payers;		/* pairs with pt_n > 0: received_from */
+	Numeric		pt_sum;			/* their amount_base: received */
+
+	/*
+	 * cycle: the pairs of its payments of at least cycle.min_amount, maybe
+	 * inside the window (those the window has passed are dropped as they
+	 * are met): paid, in payee uuid order; received (of a payer only)
+	 */
+	Pair	  **cycle_out;
+	int			cycle_out_len;
+	int			cycle_out_cap;
+	Pair	  **cycle_in;
+	int			cycle_in_len;
+	int			cycle_in_cap;
+	int64		cycle_mark;		/* paid this closes_cycle's payer inside the window */
+
+	/*
+	 * its normal (account_daily): its first day as payer or payee, and its
+	 * figures for the days at most BASELINE_DAYS before the latest, in day
+	 * order
+	 */
+	bool		has_first;
+	DateADT		first_day;
+	DayFigures *days;
+	int			days_len;
+	int			days_cap;
 } Account;
 
 /* What the result counts for a rule, or overall. */
@@ -196,7 +299,14 @@ typedef struct Backtest
 	bool		fan_in_on;
 	bool		round_trip_on;
 	bool		amount_on;		/* payer_velocity_amount: keep exact sums */
+	bool		pass_through_on;
+	bool		cycle_on;
+	bool		cycle_four;		/* cycle follows loops of 4: third accounts count */
+	bool		baseline_on;	/* a rule compares with the account's normal */
 	int64		longest;		/* the longest window of an evaluated rule */
+	int64		mark;			/* the last pass that marked pairs or accounts */
+	Pair	  **scratch;		/* the pairs paying into a busy payer */
+	int			scratch_cap;
 
 	int64		payments;
 	int64		labelled_fraud;
@@ -241,13 +351,56 @@ static const char *alltime_sql =
 " WHERE p.payer_id = ANY ($1) AND p.created_at < $2 AND p.amount_base IS NOT NULL"
 " GROUP BY GROUPING SETS ((p.payer_id), (p.payer_id, p.payee_id))";
 
-/* The payments inside the longest window before from, paid or received. */
+/*
+ * The payments inside the longest window before from, paid or received by
+ * the accounts of the range; and when cycle follows loops of 4 ($4), those
+ * inside its window ($5) of at least its min_amount ($6) between any two
+ * accounts: the middle leg C -> D of a loop A -> B -> C -> D -> A may join
+ * two accounts that have no payment in the range.
+ */
 static const char *history_sql =
 "SELECT p.payer_id, p.payee_id, p.created_at, p.amount_base, p.amount_base::float8"
 "  FROM p2pay.payments p"
 " WHERE p.created_at >= $2 AND p.created_at < $3 AND p.amount_base IS NOT NULL"
-"   AND (p.payer_id = ANY ($1) OR p.payee_id = ANY ($1))"
+"   AND (p.payer_id = ANY ($1) OR p.payee_id = ANY ($1)"
+"        OR ($4 AND p.created_at >= $5 AND p.amount_base::float8 >= $6))"
 " ORDER BY p.created_at, p.id";
+
+/*
+ * The accounts' normal before from, per account and UTC day, as
+ * account_daily would have it had the payments been inserted in (created_at,
+ * id) order: from their payments in [$2, $3), $2 the start of the UTC day
+ * BASELINE_DAYS before the day of from.  A payment is its pair's first of
+ * the day when the pair's previous payment (pair_stats.last_at) is before
+ * the start of its day, or there is none; one before $2 is, so the window
+ * of the pair's payments from $2 on is enough.
+ */
+static const char *daily_sql =
+"SELECT x.id, (q.created_at AT TIME ZONE 'UTC')::date AS day,"
+"       count(*) FILTER (WHERE x.pays),"
+"       count(*) FILTER (WHERE x.pays AND q.first_today),"
+"       count(*) FILTER (WHERE NOT x.pays AND q.first_today)"
+"  FROM (SELECT p.payer_id, p.payee_id, p.created_at,"
+"               coalesce(lag(p.created_at) OVER (PARTITION BY p.payer_id, p.payee_id"
+"                                                ORDER BY p.created_at, p.id)"
+"                        < date_trunc('day', p.created_at, 'UTC'), true) AS first_today"
+"          FROM p2pay.payments p"
+"         WHERE p.created_at >= $2 AND p.created_at < $3 AND p.amount_base IS NOT NULL"
+"           AND (p.payer_id = ANY ($1) OR p.payee_id = ANY ($1))) q"
+" CROSS JOIN LATERAL (VALUES (q.payer_id, true), (q.payee_id, false)) AS x (id, pays)"
+" WHERE x.id = ANY ($1)"
+" GROUP BY x.id, day"
+" ORDER BY x.id, day";
+
+/*
+ * Each account's first day in account_daily before the day of from ($2):
+ * those rows hold only payments before from (the day of from itself comes
+ * from daily_sql).
+ */
+static const char *first_day_sql =
+"SELECT a.id, (SELECT min(d.day) FROM p2pay.account_daily d"
+"               WHERE d.user_id = a.id AND d.day < $2)"
+"  FROM unnest($1) AS a (id)";
 
 /*
  * The payments to replay, with what was decided at the time: a payment an
@@ -274,6 +427,37 @@ find_account(Backtest *bt, const pg_uuid_t *id)
 	return (Account *) hash_search(bt->accounts, id, HASH_FIND, NULL);
 }
 
+/*
+ * The account with this id, made empty the first time: an account with no
+ * payment in the range, met as the payer or payee of a leg of a loop.
+ */
+static Account *
+enter_account(Backtest *bt, const pg_uuid_t *id)
+{
+	bool		found;
+	Account    *a = (Account *) hash_search(bt->accounts, id, HASH_ENTER, &found);
+
+	if (!found)
+		memset((char *) a + sizeof(pg_uuid_t), 0, sizeof(Account) - sizeof(pg_uuid_t));
+	return a;
+}
+
+/* Room for n pairs in the scratch array. */
+static Pair **
+scratch(Backtest *bt, int n)
+{
+	if (n > bt->scratch_cap)
+	{
+		int			cap = Max(n, Max(bt->scratch_cap * 2, PASS_THROUGH_PAYERS + 1));
+
+		bt->scratch = bt->scratch
+			? repalloc(bt->scratch, sizeof(Pair *) * cap)
+			: MemoryContextAlloc(bt->cxt, sizeof(Pair *) * cap);
+		bt->scratch_cap = cap;
+	}
+	return bt->scratch;
+}
+
 /* The pair of payer and payee, made empty the first time. */
 static Pair *
 enter_pair(Backtest *bt, const pg_uuid_t *payer, const pg_uuid_t *payee)
@@ -290,8 +474,18 @@ enter_pair(Backtest *bt, const pg_uuid_t *payer, const pg_uuid_t *payee)
 		pair->fan_out_n = 0;
 		pair->fan_in_n = 0;
 		pair->seen = false;
+		pair->last_at = 0;
+		pair->pt_last_at = 0;
 		pair->has_round_trip = false;
 		pair->round_trip_at = 0;
+		pair->pt_n = 0;
+		pair->mark = 0;
+		pair->has_cycle = false;
+		pair->cycle_out_listed = false;
+		pair->cycle_in_listed = false;
+		pair->cycle_at = 0;
+		pair->cycle_from = NULL;
+		pair->cycle_to = NULL;
 	}
 	return pair;
 }
@@ -389,6 +583,166 @@ expire_in(Backtest *bt, Account *a, TimestampTz t)
 	}
 }
 
+/* Move the payer's pass-through window up to the payment created at t. */
+static void
+expire_pt(Backtest *bt, Account *a, TimestampTz t)
+{
+	TimestampTz edge = t - bt->cfg.rules[RULE_PASS_THROUGH].p.window;
+
+	while (a->pt_start < a->pt_len && a->pt[a->pt_start].at <= edge)
+	{
+		PtPayment  *pp = &a->pt[a->pt_start++];
+
+		if (--pp->pair->pt_n == 0)
+			a->pt_payers--;
+		if (a->pt_start == a->pt_len)
+		{
+			/* the window is empty: so is the sum */
+			pfree(a->pt_sum);
+			a->pt_sum = NULL;
+		}
+		else
+			a->pt_sum = accumulate(bt, a->pt_sum, pp->amount_base, true);
+		pfree(pp->amount_base);
+	}
+	if (a->pt_start >= 16 && a->pt_start * 2 >= a->pt_len)
+	{
+		memmove(a->pt, a->pt + a->pt_start, sizeof(PtPayment) * (a->pt_len - a->pt_start));
+		a->pt_len -= a->pt_start;
+		a->pt_start = 0;
+	}
+}
+
+/*
+ * Drop from a cycle list the pairs whose latest payment of at least
+ * cycle.min_amount is at or before edge, keeping the order of the others;
+ * returns the new length.  Replay times only grow, so no later payment's
+ * window holds them again unless a new payment lists them again.
+ */
+static int
+drop_passed(Pair **list, int len, TimestampTz edge, bool out)
+{
+	int			k = 0;
+
+	for (int i = 0; i < len; i++)
+	{
+		Pair	   *p = list[i];
+
+		if (p->cycle_at > edge)
+			list[k++] = p;
+		else if (out)
+			p->cycle_out_listed = false;
+		else
+			p->cycle_in_listed = false;
+	}
+	return k;
+}
+
+/* Room for one more pair in a cycle list, dropping the passed ones first. */
+static Pair **
+cycle_room(Backtest *bt, Pair **list, int *len, int *cap, TimestampTz edge, bool out)
+{
+	if (*len < *cap)
+		return list;
+	*len = drop_passed(list, *len, edge, out);
+	if (*len < *cap * 3 / 4)
+		return list;
+	*cap = *cap ? *cap * 2 : 8;
+	return list ? repalloc(list, sizeof(Pair *) * *cap)
+		: MemoryContextAlloc(bt->cxt, sizeof(Pair *) * *cap);
+}
+
+/* The start of the UTC day holding t, as state.c computes it. */
+static inline TimestampTz
+day_start_of(TimestampTz t)
+{
+	TimestampTz r = t % USECS_PER_DAY;
+
+	return r < 0 ? t - r - USECS_PER_DAY : t - r;
+}
+
+/* The UTC day holding t, as a date. */
+static inline DateADT
+day_of(TimestampTz t)
+{
+	return (DateADT) (day_start_of(t) / USECS_PER_DAY);
+}
+
+/*
+ * The account's figures for day, made empty the first time.  Days come in
+ * order (the history by day, then the replay by time), so it is the last
+ * one or a new one after it; the days no later payment's normal reaches
+ * (BASELINE_DAYS before day or earlier) are dropped on the way.
+ */
+static DayFigures *
+account_day(Backtest *bt, Account *a, DateADT day)
+{
+	DayFigures *f;
+	int			keep_from = 0;
+
+	if (a->days_len > 0 && a->days[a->days_len - 1].day == day)
+		return &a->days[a->days_len - 1];
+	if (a->days_len > 0 && a->days[a->days_len - 1].day > day)
+		elog(ERROR, "p2pay: backtest met the days of an account out of order");
+	while (keep_from < a->days_len && a->days[keep_from].day < day - BASELINE_DAYS)
+		keep_from++;
+	if (keep_from > 0)
+	{
+		memmove(a->days, a->days + keep_from, sizeof(DayFigures) * (a->days_len - keep_from));
+		a->days_len -= keep_from;
+	}
+	if (a->days_len == a->days_cap)
+	{
+		a->days_cap = a->days_cap ? a->days_cap * 2 : 4;
+		a->days = a->days
+			? repalloc(a->days, sizeof(DayFigures) * a->days_cap)
+			: MemoryContextAlloc(bt->cxt, sizeof(DayFigures) * a->days_cap);
+	}
+	f = &a->days[a->days_len++];
+	f->day = day;
+	f->out_count = 0;
+	f->out_payees = 0;
+	f->in_payers = 0;
+	return f;
+}
+
+/* That the account has a row in account_daily for day. */
+static inline void
+note_day(Account *a, DateADT day)
+{
+	if (!a->has_first || day < a->first_day)
+	{
+		a->has_first = true;
+		a->first_day = day;
+	}
+}
+
+/*
+ * The account's normal as FACTS_SELECT reads it on day: how many days of
+ * history it has (state.c's days_known), and its totals over the days in
+ * [day - BASELINE_DAYS, day).
+ */
+static int64
+normal_of(const Account *a, DateADT day, int64 *out_count, int64 *out_payees,
+		  int64 *in_payers)
+{
+	*out_count = *out_payees = *in_payers = 0;
+	for (int i = 0; i < a->days_len; i++)
+	{
+		const DayFigures *f = &a->days[i];
+
+		if (f->day >= day - BASELINE_DAYS && f->day < day)
+		{
+			*out_count += f->out_count;
+			*out_payees += f->out_payees;
+			*in_payers += f->in_payers;
+		}
+	}
+	if (!a->has_first)
+		return 0;
+	return Max(0, Min(BASELINE_DAYS, (int64) day - (int64) a->first_day));
+}
+
 /* Whether an amount is in the structuring band of the evaluated rule. */
 static bool
 in_band(Backtest *bt, double amount)
@@ -459,7 +813,215 @@ count_payment(Backtest *bt, Account *payer, Account *payee, Pair *pair,
 		pair->has_round_trip = true;
 		pair->round_trip_at = at;
 	}
+	/* what a payer received: only a payer's facts read it */
+	if (payee && payee->pays && bt->pass_through_on)
+	{
+		PtPayment  *pp;
+		MemoryContext old;
+
+		expire_pt(bt, payee, at);
+		if (payee->pt_len == payee->pt_cap)
+		{
+			payee->pt_cap = payee->pt_cap ? payee->pt_cap * 2 : 8;
+			payee->pt = payee->pt
+				? repalloc(payee->pt, sizeof(PtPayment) * payee->pt_cap)
+				: MemoryContextAlloc(bt->cxt, sizeof(PtPayment) * payee->pt_cap);
+		}
+		pp = &payee->pt[payee->pt_len++];
+		pp->at = at;
+		pp->pair = pair;
+		old = MemoryContextSwitchTo(bt->cxt);
+		pp->amount_base = DatumGetNumericCopy(amount_base);
+		MemoryContextSwitchTo(old);
+		payee->pt_sum = accumulate(bt, payee->pt_sum, pp->amount_base, false);
+		if (pair->pt_n++ == 0)
+			payee->pt_payers++;
+	}
+	/* the legs of loops: any two accounts may be the B, C or D of one */
+	if (bt->cycle_on && amount >= bt->cfg.rules[RULE_CYCLE].p.min_amount)
+	{
+		TimestampTz edge = at - bt->cfg.rules[RULE_CYCLE].p.window;
+
+		if (!pair->has_cycle || at > pair->cycle_at)
+		{
+			pair->has_cycle = true;
+			pair->cycle_at = at;
+		}
+		if (pair->cycle_from == NULL)
+		{
+			pair->cycle_from = payer ? payer : enter_account(bt, &pair->key.payer);
+			pair->cycle_to = payee ? payee : enter_account(bt, &pair->key.payee);
+		}
+		if (!pair->cycle_out_listed)
+		{
+			Account    *from = pair->cycle_from;
+			int			lo = 0;
+			int			hi;
+
+			from->cycle_out = cycle_room(bt, from->cycle_out, &from->cycle_out_len,
+										 &from->cycle_out_cap, edge, true);
+			/* after the payees of lower uuid */
+			hi = from->cycle_out_len;
+			while (lo < hi)
+			{
+				int			mid = lo + (hi - lo) / 2;
+
+				if (memcmp(&from->cycle_out[mid]->key.payee, &pair->key.payee,
+						   sizeof(pg_uuid_t)) < 0)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			memmove(from->cycle_out + lo + 1, from->cycle_out + lo,
+					sizeof(Pair *) * (from->cycle_out_len - lo));
+			from->cycle_out[lo] = pair;
+			from->cycle_out_len++;
+			pair->cycle_out_listed = true;
+		}
+		if (pair->cycle_to->pays && !pair->cycle_in_listed)
+		{
+			Account    *to = pair->cycle_to;
+
+			to->cycle_in = cycle_room(bt, to->cycle_in, &to->cycle_in_len,
+									  &to->cycle_in_cap, edge, false);
+			to->cycle_in[to->cycle_in_len++] = pair;
+			pair->cycle_in_listed = true;
+		}
+	}
 	pair->seen = true;
+}
+
+/* Pairs by their latest payment, then by payer uuid (uuid_cmp is memcmp). */
+static int
+pt_pair_cmp(const void *x, const void *y)
+{
+	const Pair *a = *(Pair *const *) x;
+	const Pair *b = *(Pair *const *) y;
+
+	if (a->pt_last_at != b->pt_last_at)
+		return a->pt_last_at < b->pt_last_at ? -1 : 1;
+	return memcmp(&a->key.payer, &b->key.payer, sizeof(pg_uuid_t));
+}
+
+/*
+ * What the payer received in the pass-through window, as float8: the
+ * trigger's sum over the pairs paying into it whose last_at is inside the
+ * window, ORDER BY last_at, payer_id LIMIT PASS_THROUGH_PAYERS.  Up to that
+ * many payers, it is every payment into the payer inside the window; beyond
+ * it, the pairs with the earliest latest payment, ties by payer uuid.
+ */
+static double
+received(Backtest *bt, Account *a)
+{
+	Pair	  **pairs;
+	int64		seen;
+	int64		chosen;
+	int			n = 0;
+	Numeric		sum = bt->zero;
+
+	if (a->pt_payers <= PASS_THROUGH_PAYERS)
+		return sum_float8(a->pt_sum);
+
+	/* newest first: the first payment met of a pair is its last_at */
+	pairs = scratch(bt, a->pt_len - a->pt_start);
+	seen = ++bt->mark;
+	chosen = ++bt->mark;
+	for (int i = a->pt_len - 1; i >= a->pt_start; i--)
+	{
+		Pair	   *p = a->pt[i].pair;
+
+		if (p->mark != seen)
+		{
+			p->mark = seen;
+			p->pt_last_at = a->pt[i].at;
+			pairs[n++] = p;
+		}
+	}
+	qsort(pairs, n, sizeof(Pair *), pt_pair_cmp);
+	for (int i = 0; i < Min(n, PASS_THROUGH_PAYERS); i++)
+		pairs[i]->mark = chosen;
+	for (int i = a->pt_start; i < a->pt_len; i++)
+		if (a->pt[i].pair->mark == chosen)
+			sum = DatumGetNumeric(DirectFunctionCall2(numeric_add, NumericGetDatum(sum),
+													  NumericGetDatum(a->pt[i].amount_base)));
+	return sum_float8(sum);
+}
+
+/*
+ * The next accounts of a loop after account a: the first CYCLE_FANOUT of the
+ * distinct payees it paid at least cycle.min_amount to after edge, other
+ * than not1 and not2, as their pairs in out; returns how many.  The trigger
+ * takes SELECT DISTINCT ... LIMIT CYCLE_FANOUT; planned as a sort on the
+ * payee and a unique, that is the lowest uuids, and cycle_out is in uuid
+ * order.  (Planned as a hash aggregate, its choice beyond CYCLE_FANOUT
+ * follows the hash table, which nothing here can follow.)  Drops the passed
+ * pairs it meets.
+ */
+static int
+cycle_next(Account *a, TimestampTz edge, const Account *not1, const Account *not2,
+		   Pair **out)
+{
+	int			k = 0;
+	int			i;
+	int			n = 0;
+
+	for (i = 0; i < a->cycle_out_len && n < CYCLE_FANOUT; i++)
+	{
+		Pair	   *p = a->cycle_out[i];
+
+		if (p->cycle_at <= edge)
+		{
+			p->cycle_out_listed = false;
+			continue;
+		}
+		a->cycle_out[k++] = p;
+		if (p->cycle_to != not1 && p->cycle_to != not2)
+			out[n++] = p;
+	}
+	if (k < i)
+	{
+		memmove(a->cycle_out + k, a->cycle_out + i, sizeof(Pair *) * (a->cycle_out_len - i));
+		a->cycle_out_len -= i - k;
+	}
+	return n;
+}
+
+/*
+ * Whether payer A's payment to B at t closes a loop inside the cycle window,
+ * every leg at least cycle.min_amount: B paid C and C paid A, or (loops of
+ * 4) B paid C, C paid D and D paid A, with D neither A nor B.  The accounts
+ * that paid A such a payment inside the window are marked first.
+ */
+static bool
+closes_cycle(Backtest *bt, Account *a, Account *b, TimestampTz t)
+{
+	TimestampTz edge = t - bt->cfg.rules[RULE_CYCLE].p.window;
+	int64		mark = ++bt->mark;
+	Pair	   *cs[CYCLE_FANOUT];
+	int			nc;
+
+	a->cycle_in_len = drop_passed(a->cycle_in, a->cycle_in_len, edge, false);
+	if (a->cycle_in_len == 0)
+		return false;			/* no leg into A: no loop */
+	for (int i = 0; i < a->cycle_in_len; i++)
+		a->cycle_in[i]->cycle_from->cycle_mark = mark;
+
+	nc = cycle_next(b, edge, a, NULL, cs);
+	for (int i = 0; i < nc; i++)
+		if (cs[i]->cycle_to->cycle_mark == mark)
+			return true;
+	if (!bt->cycle_four)
+		return false;
+	for (int i = 0; i < nc; i++)
+	{
+		Pair	   *ds[CYCLE_FANOUT];
+		int			nd = cycle_next(cs[i]->cycle_to, edge, a, b, ds);
+
+		for (int j = 0; j < nd; j++)
+			if (ds[j]->cycle_to->cycle_mark == mark)
+				return true;
+	}
+	return false;
 }
 
 /* Whether an entry of a list (blocklist, allowlist) holds at t. */
@@ -603,6 +1165,32 @@ read_facts(Backtest *bt, Account *payer, Account *payee, Pair *pair,
 		f->has_previous = payer->has_previous;
 		f->previous_at = payer->has_previous ? payer->previous_at : 0;
 	}
+
+	if (bt->pass_through_on)
+	{
+		const RuleConfig *pt = &rules[RULE_PASS_THROUGH];
+
+		expire_pt(bt, payer, t);
+		f->received_from = Min(payer->pt_payers, Max(pt->p.min_payers, 0));
+		if (amount >= pt->p.min_amount)
+			f->received = received(bt, payer);
+	}
+
+	if (bt->cycle_on && amount >= rules[RULE_CYCLE].p.min_amount)
+		f->closes_cycle = closes_cycle(bt, payer, payee, t);
+
+	/* each account's normal, before this payment's own day counts */
+	if (bt->baseline_on)
+	{
+		DateADT		day = day_of(t);
+		int64		unused1;
+		int64		unused2;
+
+		f->payer_days = normal_of(payer, day, &f->payer_day_payments,
+								  &f->payer_day_payees, &unused1);
+		f->payee_days = normal_of(payee, day, &unused1, &unused2,
+								  &f->payee_day_payers);
+	}
 }
 
 /*
@@ -688,6 +1276,25 @@ replay_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
 		  DatumGetBool(values[9]));
 
 	/* record it, as the trigger's state statement does */
+	if (bt->baseline_on)
+	{
+		DateADT		day = day_of(t);
+		bool		first_today = !pair->seen || pair->last_at < day_start_of(t);
+
+		if (payer->pays)
+		{
+			DayFigures *df = account_day(bt, payer, day);
+
+			df->out_count++;
+			df->out_payees += first_today;
+		}
+		if (payee->is_paid)
+			account_day(bt, payee, day)->in_payers += first_today;
+		note_day(payer, day);
+		note_day(payee, day);
+	}
+	if (!pair->seen || t > pair->last_at)
+		pair->last_at = t;
 	count_payment(bt, payer, payee, pair, t, amount, values[4]);
 	payer->out_count++;
 	if (RULE_EVALUATED(&bt->cfg.rules[RULE_AMOUNT_DEVIATION]))
@@ -901,7 +1508,70 @@ all_time_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
 		a->previous_at = DatumGetTimestampTz(values[4]);
 	}
 	else
-		enter_pair(bt, payer_id, DatumGetUUIDP(values[1]))->seen = true;
+	{
+		Pair	   *pair = enter_pair(bt, payer_id, DatumGetUUIDP(values[1]));
+
+		pair->seen = true;
+		pair->last_at = DatumGetTimestampTz(values[4]);
+	}
+}
+
+static TimestampTz history_start(TimestampTz from, int64 window);
+
+/* Take one day of an account's normal before from. */
+static void
+daily_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
+{
+	Datum		values[5];
+	bool		nulls[5];
+	Account    *a;
+	DateADT		day;
+	DayFigures *f;
+
+	heap_deform_tuple(tup, desc, values, nulls);
+	a = find_account(bt, DatumGetUUIDP(values[0]));
+	if (a == NULL)
+		return;
+	day = DatumGetDateADT(values[1]);
+	f = account_day(bt, a, day);
+	f->out_count += DatumGetInt64(values[2]);
+	f->out_payees += DatumGetInt64(values[3]);
+	f->in_payers += DatumGetInt64(values[4]);
+	note_day(a, day);
+}
+
+/* Load each account's normal as it stood at from. */
+static void
+load_normals(Backtest *bt, TimestampTz from, Datum accounts)
+{
+	Oid			types[3] = {UUIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+	Datum		values[3];
+	Oid			first_types[2] = {UUIDARRAYOID, DATEOID};
+	Datum		first_values[2];
+
+	/* no day before -infinity */
+	if (TIMESTAMP_NOT_FINITE(from))
+		return;
+
+	first_values[0] = accounts;
+	first_values[1] = DateADTGetDatum(day_of(from));
+	run_select(first_day_sql, 2, first_types, first_values);
+	for (uint64 row = 0; row < SPI_processed; row++)
+	{
+		bool		isnull;
+		Account    *a = find_account(bt, DatumGetUUIDP(column(row, 1, &isnull)));
+		Datum		d = column(row, 2, &isnull);
+
+		if (a != NULL && !isnull)
+			note_day(a, DatumGetDateADT(d));
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	values[0] = accounts;
+	values[1] = TimestampTzGetDatum(history_start(day_start_of(from),
+												  BASELINE_DAYS * USECS_PER_DAY));
+	values[2] = TimestampTzGetDatum(from);
+	for_each_row(bt, daily_sql, 3, types, values, daily_row);
 }
 
 /* The rule-set version the caller's snapshot sees. */
@@ -945,15 +1615,28 @@ plan_windows(Backtest *bt)
 	bt->round_trip_on = RULE_EVALUATED(&rules[RULE_ROUND_TRIP]);
 	if (bt->round_trip_on)
 		bt->longest = Max(bt->longest, rules[RULE_ROUND_TRIP].p.window);
+	bt->pass_through_on = RULE_EVALUATED(&rules[RULE_PASS_THROUGH]);
+	if (bt->pass_through_on)
+		bt->longest = Max(bt->longest, rules[RULE_PASS_THROUGH].p.window);
+	bt->cycle_on = RULE_EVALUATED(&rules[RULE_CYCLE]);
+	bt->cycle_four = bt->cycle_on && rules[RULE_CYCLE].p.max_length >= 4;
+	if (bt->cycle_on)
+		bt->longest = Max(bt->longest, rules[RULE_CYCLE].p.window);
+	/* the normals are read only where a rule compares with them */
+	bt->baseline_on = false;
+	for (int i = 0; i < (int) lengthof(baseline_rule); i++)
+		if (RULE_EVALUATED(&rules[baseline_rule[i]]) &&
+			rules[baseline_rule[i]].p.baseline_factor > 0)
+			bt->baseline_on = true;
 }
 
-/* Where the history before from starts: from less the longest window. */
+/* Where a window's history before from starts: from less the window. */
 static TimestampTz
-history_start(const Backtest *bt, TimestampTz from)
+history_start(TimestampTz from, int64 window)
 {
 	TimestampTz start;
 
-	if (TIMESTAMP_NOT_FINITE(from) || pg_sub_s64_overflow(from, bt->longest, &start) ||
+	if (TIMESTAMP_NOT_FINITE(from) || pg_sub_s64_overflow(from, window, &start) ||
 		!IS_VALID_TIMESTAMP(start))
 		return DT_NOBEGIN;
 	return start;
@@ -1028,13 +1711,22 @@ replay(Backtest *bt, Oid owner, Oid nspid, TimestampTz from, TimestampTz to, Jso
 
 		for_each_row(bt, alltime_sql, 2, types, values, all_time_row);
 	}
-	if (bt->keep_out || bt->fan_in_on || bt->round_trip_on)
+	if (bt->baseline_on)
+		load_normals(bt, from, accounts);
+	if (bt->keep_out || bt->fan_in_on || bt->round_trip_on ||
+		bt->pass_through_on || bt->cycle_on)
 	{
-		Oid			types[3] = {UUIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-		Datum		values[3] = {accounts, TimestampTzGetDatum(history_start(bt, from)),
-		TimestampTzGetDatum(from)};
+		const RuleParams *cy = &bt->cfg.rules[RULE_CYCLE].p;
+		Oid			types[6] = {UUIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+		BOOLOID, TIMESTAMPTZOID, FLOAT8OID};
+		Datum		values[6] = {accounts,
+			TimestampTzGetDatum(history_start(from, bt->longest)),
+			TimestampTzGetDatum(from),
+			BoolGetDatum(bt->cycle_four),
+			TimestampTzGetDatum(history_start(from, cy->window)),
+		Float8GetDatum(cy->min_amount)};
 
-		for_each_row(bt, history_sql, 3, types, values, history_row);
+		for_each_row(bt, history_sql, 6, types, values, history_row);
 	}
 	{
 		Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};

@@ -33,6 +33,8 @@ typedef enum RuleId
 	RULE_AMOUNT_DEVIATION,
 	RULE_DORMANT_REACTIVATION,
 	RULE_BLOCKLIST,
+	RULE_PASS_THROUGH,
+	RULE_CYCLE,
 	RULE_COUNT
 } RuleId;
 
@@ -47,6 +49,8 @@ typedef struct RuleParams
 	double		threshold;
 	double		band;
 	double		factor;
+	double		share;
+	double		baseline_factor;	/* 0: absolute limits only */
 	int64		max_count;
 	int64		max_payees;
 	int64		max_payers;
@@ -55,6 +59,9 @@ typedef struct RuleParams
 	int64		window;
 	int64		max_age;
 	int64		idle;
+	int64		min_payers;
+	int64		max_length;
+	int64		baseline_days;	/* history needed before the baseline applies */
 } RuleParams;
 
 /*
@@ -124,7 +131,24 @@ typedef struct PaymentFacts
 	double		out_sum;
 	bool		has_previous;	/* the payer paid before, at or before created_at */
 	TimestampTz previous_at;
+	int64		received_from;	/* distinct payers into the payer in the window */
+	double		received;		/* what they paid the payer in the window */
+	bool		closes_cycle;	/* the payment closes a loop of 3 or 4 accounts */
+
+	/*
+	 * Each account's normal: its totals per UTC day over the days before
+	 * this one (at most BASELINE_DAYS), and how many days that covers (0:
+	 * no history).
+	 */
+	int64		payer_days;
+	int64		payer_day_payments;	/* payments made */
+	int64		payer_day_payees;	/* new payees per day, summed */
+	int64		payee_days;
+	int64		payee_day_payers;	/* new payers per day, summed */
 } PaymentFacts;
+
+/* How many days back an account's normal is measured. */
+#define BASELINE_DAYS 30
 
 /*
  * The result of scoring: what the active rules decided, and what the row

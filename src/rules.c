@@ -24,6 +24,7 @@ typedef enum ParamKind
 	PARAM_AMOUNT,				/* number >= 0 */
 	PARAM_COUNT,				/* whole number >= 0 */
 	PARAM_FRACTION,				/* number in (0, 1) */
+	PARAM_LENGTH,				/* 3 or 4: the accounts in a loop */
 	PARAM_FACTOR,				/* number > 0 */
 	PARAM_INTERVAL				/* interval text > 0, without months */
 } ParamKind;
@@ -53,10 +54,28 @@ amount_limit(const RuleParams *p, const PaymentFacts *f)
 	return f->amount > p->max_amount;
 }
 
+/*
+ * Whether count is above the account's normal for a window: factor times
+ * its mean per day over the days it has (scaled to the window), once it has
+ * at least baseline_days of them.  Without enough history, or with factor
+ * 0, every count is (the absolute limit alone decides).
+ */
+static bool
+above_normal(const RuleParams *p, int64 count, int64 days, int64 day_total)
+{
+	double		typical;
+
+	if (p->baseline_factor <= 0 || days < p->baseline_days || days <= 0)
+		return true;
+	typical = (double) day_total / (double) days * ((double) p->window / (double) USECS_PER_DAY);
+	return (double) count > p->baseline_factor * typical;
+}
+
 static bool
 payer_velocity_count(const RuleParams *p, const PaymentFacts *f)
 {
-	return f->velocity_count > p->max_count;
+	return f->velocity_count > p->max_count &&
+		above_normal(p, f->velocity_count, f->payer_days, f->payer_day_payments);
 }
 
 static bool
@@ -68,13 +87,15 @@ payer_velocity_amount(const RuleParams *p, const PaymentFacts *f)
 static bool
 payer_fan_out(const RuleParams *p, const PaymentFacts *f)
 {
-	return f->fan_out > p->max_payees;
+	return f->fan_out > p->max_payees &&
+		above_normal(p, f->fan_out, f->payer_days, f->payer_day_payees);
 }
 
 static bool
 payee_fan_in(const RuleParams *p, const PaymentFacts *f)
 {
-	return f->fan_in > p->max_payers;
+	return f->fan_in > p->max_payers &&
+		above_normal(p, f->fan_in, f->payee_days, f->payee_day_payers);
 }
 
 static bool
@@ -128,16 +149,32 @@ blocklist(const RuleParams *p, const PaymentFacts *f)
 	return f->payer_blocked || f->payee_blocked;
 }
 
+static bool
+pass_through(const RuleParams *p, const PaymentFacts *f)
+{
+	return f->amount >= p->min_amount && f->received_from >= p->min_payers &&
+		f->received > 0 && f->amount >= p->share * f->received;
+}
+
+static bool
+cycle(const RuleParams *p, const PaymentFacts *f)
+{
+	return f->amount >= p->min_amount && f->closes_cycle;
+}
+
 static const RuleDef rule_defs[RULE_COUNT] = {
 	{"amount_limit", amount_limit, {P(max_amount, PARAM_AMOUNT)}, 1},
 	{"payer_velocity_count", payer_velocity_count,
-	{P(max_count, PARAM_COUNT), P(window, PARAM_INTERVAL)}, 2},
+		{P(max_count, PARAM_COUNT), P(window, PARAM_INTERVAL),
+	P(baseline_factor, PARAM_AMOUNT), P(baseline_days, PARAM_COUNT)}, 4},
 	{"payer_velocity_amount", payer_velocity_amount,
 	{P(max_amount, PARAM_AMOUNT), P(window, PARAM_INTERVAL)}, 2},
 	{"payer_fan_out", payer_fan_out,
-	{P(max_payees, PARAM_COUNT), P(window, PARAM_INTERVAL)}, 2},
+		{P(max_payees, PARAM_COUNT), P(window, PARAM_INTERVAL),
+	P(baseline_factor, PARAM_AMOUNT), P(baseline_days, PARAM_COUNT)}, 4},
 	{"payee_fan_in", payee_fan_in,
-	{P(max_payers, PARAM_COUNT), P(window, PARAM_INTERVAL)}, 2},
+		{P(max_payers, PARAM_COUNT), P(window, PARAM_INTERVAL),
+	P(baseline_factor, PARAM_AMOUNT), P(baseline_days, PARAM_COUNT)}, 4},
 	{"structuring", structuring,
 		{P(threshold, PARAM_AMOUNT), P(band, PARAM_FRACTION),
 	P(min_count, PARAM_COUNT), P(window, PARAM_INTERVAL)}, 4},
@@ -152,6 +189,12 @@ static const RuleDef rule_defs[RULE_COUNT] = {
 	{"dormant_reactivation", dormant_reactivation,
 	{P(idle, PARAM_INTERVAL), P(min_amount, PARAM_AMOUNT)}, 2},
 	{"blocklist", blocklist, {{0}}, 0},
+	{"pass_through", pass_through,
+		{P(window, PARAM_INTERVAL), P(min_payers, PARAM_COUNT),
+	P(share, PARAM_FRACTION), P(min_amount, PARAM_AMOUNT)}, 4},
+	{"cycle", cycle,
+		{P(window, PARAM_INTERVAL), P(min_amount, PARAM_AMOUNT),
+	P(max_length, PARAM_LENGTH)}, 3},
 };
 
 /* Name of a rule, for reasons and messages. */
@@ -226,17 +269,19 @@ parse_number(const char *rule, const ParamDef *def, const JsonbValue *v, RulePar
 	if (isnan(d) || isinf(d) || d < 0.0 ||
 		(def->kind == PARAM_FRACTION && (d <= 0.0 || d >= 1.0)) ||
 		(def->kind == PARAM_FACTOR && d <= 0.0) ||
-		(def->kind == PARAM_COUNT && (d != floor(d) || d > (double) PG_INT32_MAX)))
+		(def->kind == PARAM_COUNT && (d != floor(d) || d > (double) PG_INT32_MAX)) ||
+		(def->kind == PARAM_LENGTH && d != 3.0 && d != 4.0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("parameter \"%s\" of rule \"%s\" is out of range", def->key, rule),
 				 errdetail("The value given is %g; %s.", d,
 						   def->kind == PARAM_COUNT ? "it must be a whole number, 0 or more" :
+						   def->kind == PARAM_LENGTH ? "it must be 3 or 4" :
 						   def->kind == PARAM_FRACTION ? "it must lie strictly between 0 and 1" :
 						   def->kind == PARAM_FACTOR ? "it must be greater than 0" :
 						   "it must be a finite number, 0 or more")));
 
-	if (def->kind == PARAM_COUNT)
+	if (def->kind == PARAM_COUNT || def->kind == PARAM_LENGTH)
 		*(int64 *) ((char *) out + def->offset) = (int64) d;
 	else
 		*(double *) ((char *) out + def->offset) = d;

@@ -31,6 +31,7 @@
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
 #include "utils/timestamp.h"
 
 #define P2PAY_LOCK_SPACE 0x7032
@@ -57,6 +58,18 @@ static const char *lookup_sql =
 "                AND s.until > $5),"
 "       (SELECT r.version FROM p2pay.ruleset r)"
 "  FROM (SELECT) AS one LEFT JOIN p2pay.currencies c ON c.code = $4";
+
+/*
+ * Bounds on the work of the money-flow rules: pass_through sums what at
+ * most this many recent payers paid in (those with the earliest last
+ * payment, then the lowest id); cycle follows at most this many accounts
+ * paid significantly out of each account on the way round (the lowest
+ * ids).  The order makes the answer the same whatever plan is chosen, and
+ * lets backtest() reproduce it.
+ */
+#define PASS_THROUGH_PAYERS 200
+#define FACTS_NARGS 32
+#define CYCLE_FANOUT 32
 
 /*
  * The facts that depend on other payments, as they were before this one.
@@ -87,7 +100,35 @@ static const char *lookup_sql =
 " (SELECT a.out_count FROM p2pay.account_stats a WHERE a.user_id = $1)," \
 " (SELECT a.out_sum::float8 FROM p2pay.account_stats a WHERE a.user_id = $1)," \
 " CASE WHEN $22 THEN (SELECT max(p.created_at) FROM p2pay.payments p" \
-"    WHERE p.payer_id = $1 AND p.created_at <= $3) END"
+"    WHERE p.payer_id = $1 AND p.created_at <= $3) END," \
+" (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s" \
+"    WHERE s.payee_id = $1 AND s.last_at > $23 LIMIT $24) rf)," \
+" CASE WHEN $25 THEN (SELECT coalesce(sum(r.total), 0) FROM" \
+"   (SELECT (SELECT sum(q.amount_base) FROM p2pay.payments q" \
+"             WHERE q.payer_id = s.payer_id AND q.created_at > $23 AND q.payee_id = $1) AS total" \
+"      FROM p2pay.pair_stats s WHERE s.payee_id = $1 AND s.last_at > $23" \
+"     ORDER BY s.last_at, s.payer_id LIMIT " CppAsString2(PASS_THROUGH_PAYERS) ") r) END::float8," \
+" CASE WHEN $26 THEN EXISTS (" \
+"   SELECT 1 FROM (SELECT DISTINCT h1.payee_id AS c FROM p2pay.payments h1" \
+"                   WHERE h1.payer_id = $2 AND h1.created_at > $27 AND h1.amount_base::float8 >= $28" \
+"                     AND h1.payee_id <> $1 ORDER BY h1.payee_id LIMIT " CppAsString2(CYCLE_FANOUT) ") c" \
+"    WHERE EXISTS (SELECT 1 FROM p2pay.payments h2 WHERE h2.payer_id = c.c AND h2.created_at > $27" \
+"                     AND h2.payee_id = $1 AND h2.amount_base::float8 >= $28)" \
+"       OR ($29 AND EXISTS (" \
+"         SELECT 1 FROM (SELECT DISTINCT h2.payee_id AS d FROM p2pay.payments h2" \
+"                         WHERE h2.payer_id = c.c AND h2.created_at > $27 AND h2.amount_base::float8 >= $28" \
+"                           AND h2.payee_id <> $1 AND h2.payee_id <> $2 ORDER BY h2.payee_id" \
+"                         LIMIT " CppAsString2(CYCLE_FANOUT) ") d" \
+"          WHERE EXISTS (SELECT 1 FROM p2pay.payments h3 WHERE h3.payer_id = d.d AND h3.created_at > $27" \
+"                           AND h3.payee_id = $1 AND h3.amount_base::float8 >= $28)))) END," \
+" (SELECT min(d.day) FROM p2pay.account_daily d WHERE d.user_id = $1)," \
+" (SELECT coalesce(sum(d.out_count), 0)::bigint FROM p2pay.account_daily d" \
+"   WHERE d.user_id = $1 AND d.day >= $32 AND d.day < $30)," \
+" (SELECT coalesce(sum(d.out_payees), 0)::bigint FROM p2pay.account_daily d" \
+"   WHERE d.user_id = $1 AND d.day >= $32 AND d.day < $30)," \
+" (SELECT min(d.day) FROM p2pay.account_daily d WHERE d.user_id = $2)," \
+" (SELECT coalesce(sum(d.in_payers), 0)::bigint FROM p2pay.account_daily d" \
+"   WHERE d.user_id = $2 AND d.day >= $32 AND d.day < $30)"
 
 /*
  * Records this payment in the state, and reads the facts as they were
@@ -113,7 +154,19 @@ static const char *state_sql =
 "    SET out_count = a.out_count + excluded.out_count,"
 "        out_sum = a.out_sum + excluded.out_sum,"
 "        in_count = a.in_count + excluded.in_count,"
-"        in_sum = a.in_sum + excluded.in_sum) "
+"        in_sum = a.in_sum + excluded.in_sum),"
+" pair_today AS ("
+"  SELECT coalesce((SELECT s.last_at FROM p2pay.pair_stats s"
+"                    WHERE s.payer_id = $1 AND s.payee_id = $2), '-infinity') < $31 AS first_today),"
+" daily AS ("
+"  INSERT INTO p2pay.account_daily AS d (user_id, day, out_count, out_payees, in_payers)"
+"  SELECT $1, $30, 1, CASE WHEN first_today THEN 1 ELSE 0 END, 0 FROM pair_today"
+"  UNION ALL"
+"  SELECT $2, $30, 0, 0, CASE WHEN first_today THEN 1 ELSE 0 END FROM pair_today"
+"  ON CONFLICT (user_id, day) DO UPDATE"
+"    SET out_count = d.out_count + excluded.out_count,"
+"        out_payees = d.out_payees + excluded.out_payees,"
+"        in_payers = d.in_payers + excluded.in_payers) "
 FACTS_SELECT;
 
 /* The same facts for a dry run, which records nothing. */
@@ -368,6 +421,18 @@ get_float8(HeapTuple tup, TupleDesc desc, int col)
 	return isnull ? 0.0 : DatumGetFloat8(d);
 }
 
+/* Days of an account's history before day (at most BASELINE_DAYS), from its first day. */
+static int64
+days_known(HeapTuple tup, TupleDesc desc, int col, DateADT day)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	if (isnull)
+		return 0;
+	return Max(0, Min(BASELINE_DAYS, (int64) day - (int64) DatumGetDateADT(d)));
+}
+
 /*
  * Read the facts that depend on other payments and, if record, record this
  * payment in the per-account state, in one statement.  When recording, the
@@ -379,12 +444,16 @@ p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
 {
 	const RuleConfig *rules = cfg->rules;
 	TimestampTz t = in->created_at;
-	Datum		values[22];
+	Datum		values[FACTS_NARGS];
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
 	Datum		d;
 	int			ret;
+	TimestampTz day_start = t - (t % USECS_PER_DAY + (t % USECS_PER_DAY < 0 ? USECS_PER_DAY : 0));
+	DateADT		day = (DateADT) (day_start / USECS_PER_DAY);
+	const RuleConfig *pt = &rules[RULE_PASS_THROUGH];
+	const RuleConfig *cy = &rules[RULE_CYCLE];
 	const RuleConfig *va = &rules[RULE_PAYER_VELOCITY_AMOUNT];
 	const RuleConfig *st = &rules[RULE_STRUCTURING];
 	const RuleConfig *rt = &rules[RULE_ROUND_TRIP];
@@ -395,7 +464,7 @@ p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
 
 	if (state_plan == NULL)
 	{
-		Oid			types[22] = {
+		Oid			types[FACTS_NARGS] = {
 			UUIDOID, UUIDOID, TIMESTAMPTZOID, NUMERICOID, TIMESTAMPTZOID,
 			TIMESTAMPTZOID, INT8OID,
 			BOOLOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
@@ -403,11 +472,14 @@ p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
 			TIMESTAMPTZOID, INT8OID,
 			TIMESTAMPTZOID, FLOAT8OID, FLOAT8OID, INT8OID,
 			BOOLOID, TIMESTAMPTZOID, FLOAT8OID,
-			BOOLOID
+			BOOLOID,
+			TIMESTAMPTZOID, INT8OID, BOOLOID,
+			BOOLOID, TIMESTAMPTZOID, FLOAT8OID, BOOLOID,
+			DATEOID, TIMESTAMPTZOID, DATEOID
 		};
 
-		state_plan = prepare_kept(state_sql, 22, types);
-		facts_plan = prepare_kept(facts_sql, 22, types);
+		state_plan = prepare_kept(state_sql, FACTS_NARGS, types);
+		facts_plan = prepare_kept(facts_sql, FACTS_NARGS, types);
 	}
 	plan = record ? state_plan : facts_plan;
 
@@ -443,6 +515,19 @@ p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
 
 	values[21] = BoolGetDatum(RULE_EVALUATED(dr) && facts->amount > dr->p.min_amount);
 
+	values[22] = TimestampTzGetDatum(t - pt->p.window);
+	values[23] = limit_if(RULE_EVALUATED(pt), pt->p.min_payers);
+	values[24] = BoolGetDatum(RULE_EVALUATED(pt) && facts->amount >= pt->p.min_amount);
+
+	values[25] = BoolGetDatum(RULE_EVALUATED(cy) && facts->amount >= cy->p.min_amount);
+	values[26] = TimestampTzGetDatum(t - cy->p.window);
+	values[27] = Float8GetDatum(cy->p.min_amount);
+	values[28] = BoolGetDatum(cy->p.max_length >= 4);
+
+	values[29] = DateADTGetDatum(day);
+	values[30] = TimestampTzGetDatum(day_start);
+	values[31] = DateADTGetDatum(day - BASELINE_DAYS);
+
 	ret = SPI_execute_plan(plan, values, NULL, !record, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "p2pay: state statement failed: %s", SPI_result_code_string(ret));
@@ -464,4 +549,13 @@ p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
 	d = SPI_getbinval(tup, desc, 10, &isnull);
 	facts->has_previous = !isnull;
 	facts->previous_at = isnull ? 0 : DatumGetTimestampTz(d);
+	facts->received_from = get_int64(tup, desc, 11);
+	facts->received = get_float8(tup, desc, 12);
+	d = SPI_getbinval(tup, desc, 13, &isnull);
+	facts->closes_cycle = !isnull && DatumGetBool(d);
+	facts->payer_days = days_known(tup, desc, 14, day);
+	facts->payer_day_payments = get_int64(tup, desc, 15);
+	facts->payer_day_payees = get_int64(tup, desc, 16);
+	facts->payee_days = days_known(tup, desc, 17, day);
+	facts->payee_day_payers = get_int64(tup, desc, 18);
 }

@@ -156,16 +156,16 @@ SELECT set_eq(
   ARRAY['amount_limit', 'payer_velocity_count', 'payer_velocity_amount', 'payer_fan_out',
         'payee_fan_in', 'structuring', 'new_payee_high_amount', 'new_account_high_amount',
         'round_trip', 'unregistered_method', 'amount_deviation', 'dormant_reactivation',
-        'blocklist'],
-  'the thirteen rules are seeded');
+        'blocklist', 'pass_through', 'cycle'],
+  'the rules of the catalogue are seeded');
 SELECT is_empty('SELECT name FROM p2pay.rules WHERE NOT enabled',
                 'every seeded rule is enabled');
 SELECT results_eq(
   $$SELECT name, weight, params FROM p2pay.rules
      WHERE name IN ('payer_velocity_count', 'payee_fan_in', 'blocklist') ORDER BY name$$,
   $$VALUES ('blocklist', 1.0::float8, '{}'::jsonb),
-           ('payee_fan_in', 0.4, '{"max_payers": 20, "window": "24 hours"}'),
-           ('payer_velocity_count', 0.4, '{"max_count": 10, "window": "1 hour"}')$$,
+           ('payee_fan_in', 0.4, '{"max_payers": 20, "window": "24 hours", "baseline_factor": 3, "baseline_days": 7}'),
+           ('payer_velocity_count', 0.4, '{"max_count": 10, "window": "1 hour", "baseline_factor": 3, "baseline_days": 7}')$$,
   'velocity, fan-in and blocklist rules have their documented weights and params');
 SELECT results_eq(
   'SELECT review_threshold, decline_threshold FROM p2pay.settings',
@@ -235,7 +235,7 @@ SELECT results_eq(
   'the trigger recorded the application role''s payment in account_stats');
 SELECT results_eq(
   $$SELECT count(*)::integer FROM p2pay.rules WHERE enabled$$,
-  $$VALUES (13)$$,
+  $$VALUES (15)$$,
   'the rules are unchanged');
 
 SELECT * FROM finish();

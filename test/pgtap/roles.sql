@@ -217,10 +217,10 @@ SELECT results_eq(
 SELECT results_eq(
   $$SELECT table_name, count(*)::integer FROM p2pay.config_history
      WHERE version = 1 GROUP BY table_name ORDER BY table_name$$,
-  $$VALUES ('rules', 13), ('settings', 1)$$,
+  $$VALUES ('rules', 15), ('settings', 1)$$,
   'the analyst reads config_history: version 1 is the catalogue as installed');
 SELECT results_eq(
-  $$SELECT count(*)::integer FROM p2pay.rules WHERE mode = 'active'$$, $$VALUES (13)$$,
+  $$SELECT count(*)::integer FROM p2pay.rules WHERE mode = 'active'$$, $$VALUES (15)$$,
   'the analyst reads the rules');
 
 SELECT lives_ok(

@@ -1,0 +1,88 @@
+-- Velocity, fan-out and fan-in against each account's normal: a shop that
+-- takes payments from many customers every day is not flagged for doing so
+-- again, while a personal account that suddenly receives from many is; an
+-- account with too little history keeps the absolute limits.
+CREATE EXTENSION p2pay;
+SET TimeZone = 'UTC';
+
+CREATE FUNCTION u(n int) RETURNS uuid LANGUAGE sql IMMUTABLE
+  AS $$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid $$;
+INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(1, 400) n;
+INSERT INTO p2pay.user_payment_methods
+  SELECT u(n), '00000000-0000-4000-8000-000000000001' FROM generate_series(1, 400) n;
+UPDATE p2pay.rules SET mode = 'off'
+ WHERE name NOT IN ('payee_fan_in', 'payer_fan_out', 'payer_velocity_count');
+\set T '''2026-03-20 12:00:00+00'''::timestamptz
+
+-- The shop (1) has taken payments from 30 customers (100..129) a day for
+-- the ten days before; the personal account (2) from one friend a day.
+-- In its first seven days the shop has no normal yet, and the absolute
+-- limit flags its customers past the 20th in 24 hours; from the eighth day
+-- (the last three before today), none.
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(100 + c), u(1), 12, 'USD', '00000000-0000-4000-8000-000000000001',
+       :T - (11 - day) * interval '1 day' + c * interval '10 minutes'
+  FROM generate_series(1, 10) day, generate_series(0, 29) c
+ ORDER BY 6;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(300 + day), u(2), 20, 'USD', '00000000-0000-4000-8000-000000000001',
+       :T - (11 - day) * interval '1 day'
+  FROM generate_series(1, 10) day;
+SELECT created_at >= :T - interval '3 days' AS with_normal,
+       count(*) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS fan_in
+  FROM p2pay.payments WHERE payee_id = u(1) GROUP BY 1 ORDER BY 1;
+SELECT user_id = u(1) AS shop, count(*) AS days, sum(in_payers) AS new_payers
+  FROM p2pay.account_daily WHERE user_id IN (u(1), u(2)) GROUP BY user_id ORDER BY 1 DESC;
+
+-- Today 25 customers pay the shop, and 25 strangers (200..224) pay the
+-- personal account: only the personal account's 21st payer fires.
+CREATE TABLE today (n int, shop boolean, reasons text[]);
+WITH ins AS (
+  INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  SELECT u(100 + n), u(1), 12, 'USD', '00000000-0000-4000-8000-000000000001', :T + n * interval '1 minute'
+    FROM generate_series(0, 24) n
+  RETURNING created_at, reasons)
+INSERT INTO today SELECT extract(minute FROM created_at - :T)::int, true, reasons FROM ins;
+WITH ins AS (
+  INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  SELECT u(200 + n), u(2), 12, 'USD', '00000000-0000-4000-8000-000000000001', :T + n * interval '1 minute'
+    FROM generate_series(0, 24) n
+  RETURNING created_at, reasons)
+INSERT INTO today SELECT extract(minute FROM created_at - :T)::int, false, reasons FROM ins;
+SELECT shop, count(*) AS payments,
+       count(*) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS fan_in,
+       min(n) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS first_flagged
+  FROM today GROUP BY shop ORDER BY shop DESC;
+
+-- An account with less than baseline_days of history keeps the absolute
+-- limit: 3 has been paid by 30 a day for five days only, and each day the
+-- payers past the 20th in 24 hours are flagged.
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(100 + c), u(3), 12, 'USD', '00000000-0000-4000-8000-000000000001',
+       :T - (6 - day) * interval '1 day' + c * interval '10 minutes'
+  FROM generate_series(1, 5) day, generate_series(0, 29) c
+ ORDER BY 6;
+SELECT created_at::date AS day, count(*) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS fan_in
+  FROM p2pay.payments WHERE payee_id = u(3) GROUP BY 1 ORDER BY 1;
+
+-- With baseline_factor 0 the shop is held to the absolute limit again.
+UPDATE p2pay.rules SET params = params || '{"baseline_factor": 0}' WHERE name = 'payee_fan_in';
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+VALUES (u(399), u(1), 12, 'USD', '00000000-0000-4000-8000-000000000001', :T + interval '1 hour')
+RETURNING reasons;
+
+-- The same on the payer side: a payroll account (4) pays the same 12
+-- people every day; from its eighth day it is no longer flagged.
+UPDATE p2pay.rules SET params = params || '{"baseline_factor": 3}' WHERE name = 'payee_fan_in';
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(4), u(130 + c), 12, 'USD', '00000000-0000-4000-8000-000000000001',
+       :T - (11 - day) * interval '1 day' + c * interval '7 minutes'
+  FROM generate_series(1, 10) day, generate_series(0, 11) c
+ ORDER BY 6;
+SELECT created_at >= :T - interval '3 days' AS with_normal,
+       count(*) FILTER (WHERE 'payer_fan_out' = ANY (reasons)) AS fan_out
+  FROM p2pay.payments WHERE payer_id = u(4) GROUP BY 1 ORDER BY 1;
+
+DROP TABLE today;
+DROP FUNCTION u(int);
+DROP EXTENSION p2pay;

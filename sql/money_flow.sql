@@ -1,0 +1,74 @@
+-- Following the money through an account: pass_through (in from many, out
+-- in a lump) and cycle (the payment closes a loop of 3 or 4 accounts), at
+-- the edges of their parameters.
+CREATE EXTENSION p2pay;
+SET TimeZone = 'UTC';
+
+CREATE FUNCTION u(n int) RETURNS uuid LANGUAGE sql IMMUTABLE
+  AS $$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid $$;
+INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(1, 60) n;
+INSERT INTO p2pay.user_payment_methods
+  SELECT u(n), '00000000-0000-4000-8000-000000000001' FROM generate_series(1, 60) n;
+-- Only the rules under test decide, so that each line shows one of them.
+UPDATE p2pay.rules SET mode = 'off' WHERE name NOT IN ('pass_through', 'cycle');
+
+CREATE FUNCTION pay(payer int, payee int, amount numeric, at timestamptz)
+RETURNS TABLE (decision p2pay.decision, reasons text[]) LANGUAGE sql AS $$
+  INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  VALUES (u(payer), u(payee), amount, 'USD', '00000000-0000-4000-8000-000000000001', at)
+  RETURNING decision, reasons
+$$;
+\set T '''2026-03-02 12:00:00+00'''::timestamptz
+SELECT params FROM p2pay.rules WHERE name IN ('pass_through', 'cycle') ORDER BY name;
+
+-- pass_through: five payers (2..6) pay 400 each into 1 within the day;
+-- then 1 moves 1000 (half of 2000) out: it fires.
+SELECT count(*) FROM generate_series(2, 6) n, LATERAL pay(n, 1, 400, :T - interval '5 hours' + n * interval '10 minutes') p
+ WHERE p.reasons = '{}';
+SELECT * FROM pay(1, 50, 999.99, :T);
+SELECT * FROM pay(1, 51, 1000, :T + interval '1 minute');
+-- four payers are not enough
+SELECT count(*) FROM generate_series(12, 15) n, LATERAL pay(n, 11, 500, :T - interval '2 hours') p
+ WHERE p.reasons = '{}';
+SELECT * FROM pay(11, 50, 2000, :T);
+-- money older than the window doesn't count: 21 received from five payers
+-- 25 hours ago, and from one an hour ago
+SELECT count(*) FROM generate_series(22, 26) n, LATERAL pay(n, 21, 400, :T - interval '25 hours') p
+ WHERE p.reasons = '{}';
+SELECT * FROM pay(27, 21, 400, :T - interval '1 hour');
+SELECT * FROM pay(21, 50, 1000, :T);
+-- a lump smaller than share of what came in does not fire
+SELECT count(*) FROM generate_series(32, 36) n, LATERAL pay(n, 31, 1000, :T - interval '3 hours') p
+ WHERE p.reasons = '{}';
+SELECT * FROM pay(31, 50, 2499.99, :T);
+SELECT * FROM pay(31, 50, 2500, :T + interval '1 minute');
+
+-- cycle: 40 -> 41 -> 42, then 42 pays 40 back: a loop of three.
+SELECT * FROM pay(40, 41, 5000, :T - interval '2 hours');
+SELECT * FROM pay(41, 42, 4800, :T - interval '1 hour');
+SELECT * FROM pay(42, 40, 4600, :T);
+-- a loop of four: 43 -> 44 -> 45 -> 46 -> 43
+SELECT * FROM pay(43, 44, 3000, :T - interval '3 hours');
+SELECT * FROM pay(44, 45, 2900, :T - interval '2 hours');
+SELECT * FROM pay(45, 46, 2800, :T - interval '1 hour');
+SELECT * FROM pay(46, 43, 2700, :T);
+-- with max_length 3 the loop of four is not followed
+UPDATE p2pay.rules SET params = params || '{"max_length": 3}' WHERE name = 'cycle';
+SELECT * FROM pay(46, 43, 2600, :T + interval '1 minute');
+UPDATE p2pay.rules SET params = params || '{"max_length": 4}' WHERE name = 'cycle';
+-- a leg below min_amount breaks the loop; so does a leg outside the window
+SELECT * FROM pay(47, 48, 5000, :T - interval '2 hours');
+SELECT * FROM pay(48, 49, 999, :T - interval '1 hour');
+SELECT * FROM pay(49, 47, 5000, :T);
+SELECT * FROM pay(52, 53, 5000, :T - interval '25 hours');
+SELECT * FROM pay(53, 54, 5000, :T - interval '1 hour');
+SELECT * FROM pay(54, 52, 5000, :T);
+-- parameters are checked when written
+CREATE FUNCTION try(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN EXECUTE sql; RETURN 'accepted';
+EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $$;
+SELECT try($$UPDATE p2pay.rules SET params = params || '{"max_length": 5}' WHERE name = 'cycle'$$);
+SELECT try($$UPDATE p2pay.rules SET params = params || '{"share": 1.5}' WHERE name = 'pass_through'$$);
+
+DROP FUNCTION pay(int, int, numeric, timestamptz), u(int), try(text);
+DROP EXTENSION p2pay;
