@@ -135,7 +135,7 @@ SELECT format('30000000-0000-4000-8000-%s', lpad(row_number() OVER (ORDER BY at)
   ('2025-05-09 14:00', 'Erin',  'Carol',  9500.00, 'EUR', 'Bank transfer', '9,500 EUR = 10,260 USD'),
 
   -- David pays with a credit card he never registered.
-  ('2025-05-09 18:00', 'David', 'Erin',    60.00, 'USD', 'Credit card',   'unregistered method'),
+  ('2025-05-09 18:00', 'David', 'Erin',    60.00, 'USD', 'Credit card',   'unregistered method: noted, not enough alone'),
 
   -- Erin buys tickets from Ivan: a small payment, declined all the same.
   ('2025-05-10 12:00', 'Erin',  'Ivan',    80.00, 'USD', 'Credit card',   'payee is blocklisted')

@@ -35,6 +35,7 @@ CREATE EXTENSION p2pay;
 UPDATE p2pay.rules SET params = params || '{"max_count": 3}'
  WHERE name = 'payer_velocity_count';
 UPDATE p2pay.rules SET weight = 0.28 WHERE name = 'unregistered_method';
+UPDATE p2pay.rules SET weight = 0.3 WHERE name = 'amount_deviation';
 UPDATE p2pay.rules SET enabled = false WHERE name = 'new_account_high_amount';
 UPDATE p2pay.settings SET review_threshold = 0.25;
 INSERT INTO p2pay.currencies (code, name, rate_to_base) VALUES ('GBP', 'Pound sterling', 1.25);

@@ -44,11 +44,12 @@ sub query { return $node->safe_psql($db, $_[0]); }
 my @QUIET = ('-o', 'include-xids=0', '-o', 'include-lsn=0', '-o', 'include-timestamp=0');
 
 # Users a to f; a, b, d and f registered the bank transfer, c and e have no
-# method, so their payments fire unregistered_method (0.3: review).
+# method, so their payments fire unregistered_method (set to 0.3: review).
 my %uid = map { $_ => "00000000-0000-4000-8000-00000000000$_" } qw(a b c d e f);
 my $BANK = '00000000-0000-4000-8000-000000000001';
 query(
 	qq{
+UPDATE p2pay.rules SET weight = 0.3 WHERE name = 'unregistered_method';
 INSERT INTO p2pay.users (id, created_at)
   SELECT ('00000000-0000-4000-8000-00000000000' || u)::uuid, '2020-01-01'
     FROM unnest('{a,b,c,d,e,f}'::text[]) u;

@@ -202,7 +202,7 @@ SELECT lives_ok(
 SELECT results_eq(
   $$SELECT risk_score, decision, is_approved, reasons, amount_base
       FROM p2pay.payments WHERE transaction_id = '00000000-0000-4000-8000-0000000c00aa'$$,
-  $$VALUES (0.3::float8, 'review'::p2pay.decision, false, ARRAY['unregistered_method'], 27.00::numeric)$$,
+  $$VALUES (0.25::float8, 'approve'::p2pay.decision, true, ARRAY['unregistered_method'], 27.00::numeric)$$,
   'the application role''s payment is scored by the trigger');
 SELECT throws_ok(
   $$UPDATE p2pay.rules SET enabled = false$$,

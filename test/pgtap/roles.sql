@@ -381,7 +381,7 @@ SELECT results_eq(
            shadow_reasons, shadow_risk_score, shadow_decision, ruleset_version
       FROM p2pay.payments WHERE id > 3 ORDER BY id$$,
   $$VALUES ('00000000-0000-4000-8000-0000000ea004'::uuid, 0::float8, 'approve'::p2pay.decision, '{}'::text[],
-            '{unregistered_method}'::text[], 0.3::float8, 'review'::p2pay.decision, 2::bigint),
+            '{unregistered_method}'::text[], 0.25::float8, 'review'::p2pay.decision, 2::bigint),
            ('00000000-0000-4000-8000-0000000ea005', 1, 'decline', '{blocklist}',
             '{}', 1, 'decline', 2)$$,
   'they are scored under version 2: the shadow rule, the new thresholds and the blocklist');
