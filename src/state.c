@@ -14,8 +14,11 @@
  * can't collide with an application's pg_advisory_lock keys.
  *
  * Cost: every read is bounded by a limit the rule compares with, by one
- * hour of one payer's rows, or by one index probe, never by the length of
- * an account's history.  The two statements are prepared once per backend.
+ * hour of one payer's rows, by the accounts' activity in a window (capped
+ * for the money-flow rules), by 30 daily rows, or by one index probe, never
+ * by the length of an account's history.  An insert runs two statements
+ * (the lookup, then facts and writes); they, the dry run's read-only facts
+ * statement and the delete's are prepared once per backend.
  *
  * Memory: SPI results live in SPI's context and die at SPI_finish; what the
  * trigger keeps (amount_base) is allocated in the context it passes in.
