@@ -48,17 +48,13 @@ trap cleanup EXIT
 
 start_cluster "$WORK" "$PORT"
 
-psql_demo() {
-  as_pg psql -X -q -v ON_ERROR_STOP=1 -P pager=off "$@"
-}
-
-psql_demo -d postgres -c "CREATE DATABASE $DB" -c "ALTER DATABASE $DB SET TimeZone = 'UTC'"
-psql_demo -d "$DB" -c 'CREATE EXTENSION p2pay'
+pg_psql -d postgres -c "CREATE DATABASE $DB" -c "ALTER DATABASE $DB SET TimeZone = 'UTC'"
+pg_psql -d "$DB" -c 'CREATE EXTENSION p2pay'
 # The flagged-payment stream: a slot created before the payments sees them all.
-psql_demo -d "$DB" -c "SELECT FROM pg_create_logical_replication_slot('demo_flagged', 'p2pay')"
+pg_psql -d "$DB" -c "SELECT FROM pg_create_logical_replication_slot('demo_flagged', 'p2pay')"
 
 # Fed on stdin: the cluster user may not be able to read the checkout.
-if ! psql_demo -d "$DB" -f - <scripts/demo.sql; then
+if ! pg_psql -d "$DB" -f - <scripts/demo.sql; then
   echo "make demo: scripts/demo.sql failed; the end of the server log:" >&2
   tail -n 20 "$WORK/server.log" >&2 || true
   exit 1
@@ -67,7 +63,7 @@ fi
 # The same payments as a consumer of the stream sees them: pg_recvlogical on
 # the slot, up to the end of the scenario's WAL, one JSON line per flagged
 # payment.
-END_LSN=$(psql_demo -d "$DB" -At -c 'SELECT pg_current_wal_lsn()')
+END_LSN=$(pg_psql -d "$DB" -At -c 'SELECT pg_current_wal_lsn()')
 echo
 echo "The flagged-payment stream, as pg_recvlogical receives it from slot demo_flagged"
 echo "(pg_recvlogical -d $DB --slot demo_flagged --start -E $END_LSN -o include-xids=0 -f -):"

@@ -99,6 +99,11 @@ start_cluster() {
   export PGHOST=$dir PGPORT=$port PGUSER=postgres PGDATABASE=postgres
 }
 
+# psql as the cluster user: stop at the first error, no pager, no psqlrc.
+pg_psql() {
+  as_pg psql -X -q -v ON_ERROR_STOP=1 -P pager=off "$@"
+}
+
 # stop_cluster DIR
 stop_cluster() {
   as_pg pg_ctl -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true

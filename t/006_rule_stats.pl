@@ -29,24 +29,6 @@ my $USERS    = 40;
 my $SESSIONS = 4;
 my $PAYMENTS = 250;    # per session
 
-# Users 1..N (public.uid(n) is user n's id), opened long ago, each with the
-# bank transfer registered.
-sub seed_users
-{
-	my ($node) = @_;
-	$node->safe_psql(
-		$db, qq{
-CREATE FUNCTION public.uid(integer) RETURNS uuid
-  LANGUAGE sql IMMUTABLE STRICT
-  AS \$\$ SELECT ('00000000-0000-4000-8000-' || lpad(\$1::text, 12, '0'))::uuid \$\$;
-INSERT INTO p2pay.users (id, first_name, created_at)
-  SELECT public.uid(n), 'user ' || n, '2020-01-01' FROM generate_series(1, $USERS) n;
-INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
-  SELECT id, '$BANK' FROM p2pay.users;
-});
-	return;
-}
-
 ###########################################################################
 # a. Preloaded: the counters add up across sessions.
 ###########################################################################
@@ -54,7 +36,7 @@ my $node = P2payNode::new_node('rule_stats', $db);
 sub query { return $node->safe_psql($db, $_[0]); }
 
 is(query('SHOW shared_preload_libraries'), 'p2pay', 'p2pay is preloaded');
-seed_users($node);
+P2payNode::seed_users($node, $db, $USERS);
 
 # One rule off, one in shadow: evaluated are all rules but round_trip, and
 # amount_limit's fires show in shadow_reasons.
@@ -160,7 +142,7 @@ $node->stop;
 ###########################################################################
 my $plain = P2payNode::new_node('no_preload', $db, "shared_preload_libraries = ''");
 is($plain->safe_psql($db, 'SHOW shared_preload_libraries'), '', 'p2pay is not preloaded');
-seed_users($plain);
+P2payNode::seed_users($plain, $db, $USERS);
 
 my ($ret, $out, $err) = $plain->psql($db,
 	"\\set VERBOSITY verbose\nSELECT * FROM p2pay.rule_stats");

@@ -36,12 +36,9 @@ sub new_node
 	return $node;
 }
 
-# seed_row_decided(NODE, DB, N): users 1..N (public.uid(n) gives user n's
-# id), opened long ago, each with the bank transfer registered; and rules
-# under which a payment's decision depends on its row alone: above 10000 in
-# the base currency is review (amount_limit, 0.5), a method the payer has not
-# registered is decline (unregistered_method at 0.9), the blocklist declines.
-sub seed_row_decided
+# seed_users(NODE, DB, N): users 1..N (public.uid(n) gives user n's id),
+# opened long ago, each with the bank transfer registered.
+sub seed_users
 {
 	my ($node, $db, $n) = @_;
 	$node->safe_psql(
@@ -53,6 +50,20 @@ INSERT INTO p2pay.users (id, first_name, created_at)
   SELECT public.uid(n), 'user ' || n, '2020-01-01' FROM generate_series(1, $n) n;
 INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
   SELECT id, '00000000-0000-4000-8000-000000000001' FROM p2pay.users;
+});
+	return;
+}
+
+# seed_row_decided(NODE, DB, N): seed_users, and rules under which a
+# payment's decision depends on its row alone: above 10000 in the base
+# currency is review (amount_limit, 0.5), a method the payer has not
+# registered is decline (unregistered_method at 0.9), the blocklist declines.
+sub seed_row_decided
+{
+	my ($node, $db, $n) = @_;
+	seed_users($node, $db, $n);
+	$node->safe_psql(
+		$db, qq{
 UPDATE p2pay.rules SET enabled = name IN ('amount_limit', 'unregistered_method', 'blocklist');
 UPDATE p2pay.rules SET weight = 0.9 WHERE name = 'unregistered_method';
 });
