@@ -10,7 +10,7 @@ DATA        = $(wildcard $(EXTENSION)--*.sql)
 REGRESS      = schema rules bad_input config insert_paths rollback guard stream operations rule_stats backtest money_flow baselines
 
 # isolation tests (specs/): what concurrent sessions see of each other
-ISOLATION    = config_reload account_lock
+ISOLATION    = config_reload account_lock cycle_lock
 
 TAP_TESTS    = 1
 

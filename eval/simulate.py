@@ -126,7 +126,7 @@ def parse_args(argv):
     p.add_argument("--unregistered-share", type=float, default=0.015,
                    help="share of honest payments made with a method the payer never registered")
     p.add_argument("--eur-share", type=float, default=0.05, help="share of people who pay in EUR")
-    p.add_argument("--instances", type=int, default=20, help="fraud instances per typology")
+    p.add_argument("--instances", type=int, default=10, help="fraud instances per typology")
     p.add_argument("--instances-of", default="",
                    help="per-typology counts overriding --instances, e.g. mule=30,layering_cycle=10")
     a = p.parse_args(argv)

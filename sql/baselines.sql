@@ -83,6 +83,21 @@ SELECT created_at >= :T - interval '3 days' AS with_normal,
        count(*) FILTER (WHERE 'payer_fan_out' = ANY (reasons)) AS fan_out
   FROM p2pay.payments WHERE payer_id = u(4) GROUP BY 1 ORDER BY 1;
 
+-- A DELETE takes payments out of the daily counts too, so that deleted
+-- payments don't raise an account's normal.  Account 5 pays 6 twice and 7
+-- once on one day; deleting both payments to 6 in one statement leaves one
+-- payment and one payee that day for 5, and no payer that day for 6.
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+VALUES (u(5), u(6), 12, 'USD', '00000000-0000-4000-8000-000000000001', :T - interval '40 days'),
+       (u(5), u(6), 13, 'USD', '00000000-0000-4000-8000-000000000001', :T - interval '40 days' + interval '1 hour'),
+       (u(5), u(7), 14, 'USD', '00000000-0000-4000-8000-000000000001', :T - interval '40 days' + interval '2 hours'),
+       (u(8), u(6), 15, 'USD', '00000000-0000-4000-8000-000000000001', :T - interval '40 days' + interval '3 hours');
+SELECT user_id = u(5) AS payer, out_count, out_payees, in_payers
+  FROM p2pay.account_daily WHERE user_id IN (u(5), u(6)) ORDER BY 1 DESC;
+DELETE FROM p2pay.payments WHERE payer_id = u(5) AND payee_id = u(6);
+SELECT user_id = u(5) AS payer, out_count, out_payees, in_payers
+  FROM p2pay.account_daily WHERE user_id IN (u(5), u(6)) ORDER BY 1 DESC;
+
 DROP TABLE today;
 DROP FUNCTION u(int);
 DROP EXTENSION p2pay;

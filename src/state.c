@@ -31,10 +31,12 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "access/xact.h"
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #define P2PAY_LOCK_SPACE 0x7032
@@ -43,6 +45,8 @@ static SPIPlanPtr lookup_plan = NULL;
 static SPIPlanPtr state_plan = NULL;
 static SPIPlanPtr facts_plan = NULL;
 static SPIPlanPtr forget_plan = NULL;
+static SPIPlanPtr cycle_candidates_plan = NULL;
+static SPIPlanPtr cycle_plan = NULL;
 
 static const char *lookup_sql =
 "SELECT c.rate_to_base,"
@@ -172,6 +176,37 @@ static const char *state_sql =
 "        in_payers = d.in_payers + excluded.in_payers) "
 FACTS_SELECT;
 
+/*
+ * A loop of four, X->Y->C->D->X, closed by X->Y has a middle leg C->D that
+ * touches neither X nor Y, so the account locks alone don't order X->Y
+ * with a concurrent C->D: each could miss the other and the loop go
+ * unflagged.  When the facts statement finds no loop, the payment also
+ * locks every account C its payee paid significantly in the window (the
+ * same ones, in the same order, that the facts statement follows), if
+ * anyone paid its payer in the window, and looks for the middle leg again
+ * with a snapshot taken after those locks.  C->D locks C, so either it
+ * committed before and is seen, or it waits and then sees X->Y.
+ */
+static const char *cycle_candidates_sql =
+"SELECT DISTINCT h1.payee_id FROM p2pay.payments h1"
+" WHERE h1.payer_id = $2 AND h1.created_at > $3 AND h1.amount_base::float8 >= $4"
+"   AND h1.payee_id <> $1"
+"   AND EXISTS (SELECT 1 FROM p2pay.pair_stats s"
+"                WHERE s.payee_id = $1 AND s.last_at > $3 AND s.payer_id <> $2)"
+" ORDER BY h1.payee_id LIMIT " CppAsString2(CYCLE_FANOUT);
+
+static const char *cycle_sql =
+"SELECT EXISTS ("
+"  SELECT 1 FROM (SELECT DISTINCT h1.payee_id AS c FROM p2pay.payments h1"
+"                  WHERE h1.payer_id = $2 AND h1.created_at > $3 AND h1.amount_base::float8 >= $4"
+"                    AND h1.payee_id <> $1 ORDER BY h1.payee_id LIMIT " CppAsString2(CYCLE_FANOUT) ") c,"
+"       LATERAL (SELECT DISTINCT h2.payee_id AS d FROM p2pay.payments h2"
+"                 WHERE h2.payer_id = c.c AND h2.created_at > $3 AND h2.amount_base::float8 >= $4"
+"                   AND h2.payee_id <> $1 AND h2.payee_id <> $2 ORDER BY h2.payee_id"
+"                 LIMIT " CppAsString2(CYCLE_FANOUT) ") d"
+"   WHERE EXISTS (SELECT 1 FROM p2pay.payments h3 WHERE h3.payer_id = d.d AND h3.created_at > $3"
+"                    AND h3.payee_id = $1 AND h3.amount_base::float8 >= $4))";
+
 /* The same facts for a dry run, which records nothing. */
 static const char *facts_sql = FACTS_SELECT;
 
@@ -181,7 +216,11 @@ static const char *facts_sql = FACTS_SELECT;
  * none of whose payments remain (in a multi-row DELETE every row is gone
  * before the first of these triggers runs); a pair's first and last times
  * are read again from the payments that remain (a scan of the payer's
- * payments, as deletes are rare).
+ * payments, as deletes are rare).  The payment's UTC day in account_daily
+ * is counted again from the payments that remain that day: the payer's
+ * through its index, the payee's distinct payers through the pairs paid
+ * since that day began.  Counting again rather than subtracting keeps a
+ * multi-row DELETE of one pair's payments exact.
  */
 static const char *forget_sql =
 "WITH acct AS ("
@@ -201,7 +240,22 @@ static const char *forget_sql =
 "    FROM p2pay.payments p WHERE p.payer_id = $1 AND p.payee_id = $2),"
 " pair_gone AS ("
 "  DELETE FROM p2pay.pair_stats s USING remaining r"
-"   WHERE s.payer_id = $1 AND s.payee_id = $2 AND r.first_at IS NULL)"
+"   WHERE s.payer_id = $1 AND s.payee_id = $2 AND r.first_at IS NULL),"
+" payer_day AS ("
+"  UPDATE p2pay.account_daily d"
+"     SET out_count = t.n, out_payees = t.payees"
+"    FROM (SELECT count(*) AS n, count(DISTINCT p.payee_id) AS payees"
+"            FROM p2pay.payments p"
+"           WHERE p.payer_id = $1 AND p.created_at >= $5 AND p.created_at < $6) t"
+"   WHERE d.user_id = $1 AND d.day = $7),"
+" payee_day AS ("
+"  UPDATE p2pay.account_daily d"
+"     SET in_payers = (SELECT count(*) FROM p2pay.pair_stats s"
+"                       WHERE s.payee_id = $2 AND s.last_at >= $5"
+"                         AND EXISTS (SELECT 1 FROM p2pay.payments p"
+"                                      WHERE p.payer_id = s.payer_id AND p.payee_id = $2"
+"                                        AND p.created_at >= $5 AND p.created_at < $6))"
+"   WHERE d.user_id = $2 AND d.day = $7)"
 "UPDATE p2pay.pair_stats s"
 "   SET n = s.n - 1, total = s.total - $4,"
 "       first_at = r.first_at, last_at = r.last_at"
@@ -209,6 +263,7 @@ static const char *forget_sql =
 " WHERE s.payer_id = $1 AND s.payee_id = $2 AND r.first_at IS NOT NULL";
 
 static TimestampTz hour_of(TimestampTz ts);
+static TimestampTz day_of(TimestampTz ts);
 
 /* Prepare a statement once for the life of the backend. */
 static SPIPlanPtr
@@ -371,6 +426,15 @@ hour_of(TimestampTz ts)
 	return r < 0 ? ts - r - USECS_PER_HOUR : ts - r;
 }
 
+/* Start of the UTC day holding ts. */
+static TimestampTz
+day_of(TimestampTz ts)
+{
+	TimestampTz r = ts % USECS_PER_DAY;
+
+	return r < 0 ? ts - r - USECS_PER_DAY : ts - r;
+}
+
 /*
  * Take a deleted payment out of the per-account state, so that no rule
  * counts it any more.  The accounts are locked.
@@ -379,20 +443,25 @@ void
 p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 					 TimestampTz created_at, Numeric amount_base)
 {
-	Datum		values[4];
+	Datum		values[7];
 	int			ret;
+	TimestampTz day_start = day_of(created_at);
 
 	if (forget_plan == NULL)
 	{
-		Oid			types[4] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, NUMERICOID};
+		Oid			types[7] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, NUMERICOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, DATEOID};
 
-		forget_plan = prepare_kept(forget_sql, 4, types);
+		forget_plan = prepare_kept(forget_sql, 7, types);
 	}
 
 	values[0] = UUIDPGetDatum(payer);
 	values[1] = UUIDPGetDatum(payee);
 	values[2] = TimestampTzGetDatum(hour_of(created_at));
 	values[3] = NumericGetDatum(amount_base);
+	values[4] = TimestampTzGetDatum(day_start);
+	values[5] = TimestampTzGetDatum(day_start + USECS_PER_DAY);
+	values[6] = DateADTGetDatum((DateADT) (day_start / USECS_PER_DAY));
 
 	ret = SPI_execute_plan(forget_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE)
@@ -437,6 +506,64 @@ days_known(HeapTuple tup, TupleDesc desc, int col, DateADT day)
 }
 
 /*
+ * After the facts statement found no loop: lock the accounts a middle leg
+ * could start from, and look again (see cycle_sql).  Under REPEATABLE READ
+ * or SERIALIZABLE the transaction's snapshot can't see a middle leg that
+ * committed after it was taken; finding one is a serialization failure, as
+ * for every other fact that changed under a fixed snapshot.
+ */
+static bool
+cycle_closed_concurrently(const PaymentInput *in, TimestampTz since, double min_amount)
+{
+	Datum		values[4];
+	int			ret;
+	uint64		n;
+	uint64	   *keys;
+	bool		isnull;
+	bool		closed;
+
+	if (cycle_plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, FLOAT8OID};
+
+		cycle_candidates_plan = prepare_kept(cycle_candidates_sql, 4, types);
+		cycle_plan = prepare_kept(cycle_sql, 4, types);
+	}
+	values[0] = UUIDPGetDatum(in->payer);
+	values[1] = UUIDPGetDatum(in->payee);
+	values[2] = TimestampTzGetDatum(since);
+	values[3] = Float8GetDatum(min_amount);
+
+	ret = SPI_execute_plan(cycle_candidates_plan, values, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "p2pay: cycle candidates statement failed: %s", SPI_result_code_string(ret));
+	n = SPI_processed;
+	if (n == 0)
+		return false;
+
+	keys = palloc(n * sizeof(uint64));
+	for (uint64 i = 0; i < n; i++)
+		keys[i] = account_key(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i],
+														 SPI_tuptable->tupdesc, 1, &isnull)));
+	for (uint64 i = 0; i < n; i++)
+		lock_key(keys[i]);
+	pfree(keys);
+
+	ret = SPI_execute_snapshot(cycle_plan, values, NULL, GetLatestSnapshot(),
+							   InvalidSnapshot, true, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "p2pay: cycle statement failed: %s", SPI_result_code_string(ret));
+	closed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	if (closed && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to a concurrent payment"),
+				 errdetail("A payment committed after this transaction's snapshot was taken closes a loop with this one.")));
+	return closed;
+}
+
+/*
  * Read the facts that depend on other payments and, if record, record this
  * payment in the per-account state, in one statement.  When recording, the
  * accounts are locked.
@@ -453,7 +580,7 @@ p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
 	bool		isnull;
 	Datum		d;
 	int			ret;
-	TimestampTz day_start = t - (t % USECS_PER_DAY + (t % USECS_PER_DAY < 0 ? USECS_PER_DAY : 0));
+	TimestampTz day_start = day_of(t);
 	DateADT		day = (DateADT) (day_start / USECS_PER_DAY);
 	const RuleConfig *pt = &rules[RULE_PASS_THROUGH];
 	const RuleConfig *cy = &rules[RULE_CYCLE];
@@ -561,4 +688,7 @@ p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
 	facts->payer_day_payees = get_int64(tup, desc, 16);
 	facts->payee_days = days_known(tup, desc, 17, day);
 	facts->payee_day_payers = get_int64(tup, desc, 18);
+
+	if (record && !facts->closes_cycle && DatumGetBool(values[25]) && DatumGetBool(values[28]))
+		facts->closes_cycle = cycle_closed_concurrently(in, t - cy->p.window, cy->p.min_amount);
 }
