@@ -686,6 +686,56 @@ COMMENT ON FUNCTION @extschema@.rule_stats_reset() IS
 REVOKE ALL ON FUNCTION @extschema@.rule_stats_reset() FROM PUBLIC;
 
 ------------------------------------------------------------------------------
+-- Bulk loading history: payments inserted with the trigger off (for example
+-- pre-scored, under session_replication_role = replica) are not in the
+-- per-account state; rebuild_state() counts it again from the payments.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.rebuild_state() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  -- no payment may come or go while the state is counted
+  LOCK TABLE @extschema@.payments IN SHARE ROW EXCLUSIVE MODE;
+  IF EXISTS (SELECT 1 FROM @extschema@.payments WHERE amount_base IS NULL) THEN
+    RAISE EXCEPTION 'p2pay: payments without amount_base can''t be counted'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Set amount_base (amount * the currency''s rate_to_base) on payments loaded without the trigger.';
+  END IF;
+  TRUNCATE @extschema@.account_stats, @extschema@.pair_stats,
+           @extschema@.payer_hourly, @extschema@.account_daily;
+  INSERT INTO @extschema@.account_stats (user_id, out_count, out_sum, in_count, in_sum)
+  SELECT user_id, sum(out_count), sum(out_sum), sum(in_count), sum(in_sum)
+    FROM (SELECT payer_id AS user_id, count(*) AS out_count, sum(amount_base) AS out_sum,
+                 0 AS in_count, 0 AS in_sum
+            FROM @extschema@.payments GROUP BY payer_id
+          UNION ALL
+          SELECT payee_id, 0, 0, count(*), sum(amount_base)
+            FROM @extschema@.payments GROUP BY payee_id) t
+   GROUP BY user_id;
+  INSERT INTO @extschema@.pair_stats (payer_id, payee_id, first_at, last_at, n, total)
+  SELECT payer_id, payee_id, min(created_at), max(created_at), count(*), sum(amount_base)
+    FROM @extschema@.payments GROUP BY payer_id, payee_id;
+  INSERT INTO @extschema@.payer_hourly (payer_id, hour, n, total)
+  SELECT payer_id, date_trunc('hour', created_at, 'UTC'), count(*), sum(amount_base)
+    FROM @extschema@.payments GROUP BY 1, 2;
+  INSERT INTO @extschema@.account_daily (user_id, day, out_count, out_payees, in_payers)
+  SELECT user_id, day, sum(out_count), sum(out_payees), sum(in_payers)
+    FROM (SELECT payer_id AS user_id, (created_at AT TIME ZONE 'UTC')::date AS day,
+                 count(*) AS out_count, count(DISTINCT payee_id) AS out_payees, 0 AS in_payers
+            FROM @extschema@.payments GROUP BY 1, 2
+          UNION ALL
+          SELECT payee_id, (created_at AT TIME ZONE 'UTC')::date, 0, 0, count(DISTINCT payer_id)
+            FROM @extschema@.payments GROUP BY 1, 2) t
+   GROUP BY user_id, day;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.rebuild_state() IS
+  'Count the per-account state again from the stored payments, after loading payments with the trigger off.';
+REVOKE ALL ON FUNCTION @extschema@.rebuild_state() FROM PUBLIC;
+
+------------------------------------------------------------------------------
 -- pg_dump keeps every table's rows (tables created by an extension are
 -- otherwise left out of a dump).  Restore with session_replication_role =
 -- replica so that payments keep the decisions they were given and the

@@ -75,7 +75,9 @@ has_output_plugin_libraries() {
 
 # start_cluster DIR PORT: initdb and start a cluster whose data, socket and
 # log live in DIR, with p2pay preloaded; sets PGHOST, PGPORT, PGUSER,
-# PGDATABASE.
+# PGDATABASE.  OUTPUT_PLUGINS lists the output plugins the server accepts
+# (pgoutput, test_decoding, p2pay); CLUSTER_CONF, settings to add, one per
+# line.
 start_cluster() {
   local dir=$1 port=$2
   as_pg initdb -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 ||
@@ -91,8 +93,9 @@ start_cluster() {
     # p2pay.rule_stats keeps its counters in shared memory, reserved at start.
     echo "shared_preload_libraries = 'p2pay'"
     if has_output_plugin_libraries; then
-      echo "output_plugin_libraries = 'pgoutput, test_decoding, p2pay'"
+      echo "output_plugin_libraries = '${OUTPUT_PLUGINS:-pgoutput, test_decoding, p2pay}'"
     fi
+    if [ -n "${CLUSTER_CONF:-}" ]; then echo "$CLUSTER_CONF"; fi
   } | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
   as_pg pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null ||
     { cat "$dir/server.log"; return 1; }

@@ -201,6 +201,8 @@ extern void p2pay_stats_init(void);
 extern void p2pay_lookup_references(const PaymentInput *in, PaymentFacts *facts,
 									MemoryContext result_cxt, int64 *version);
 extern void p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b);
+extern void p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in,
+							   const PaymentFacts *facts);
 extern void p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
 							 PaymentFacts *facts, bool record);
 extern void p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,

@@ -178,14 +178,13 @@ FACTS_SELECT;
 
 /*
  * A loop of four, X->Y->C->D->X, closed by X->Y has a middle leg C->D that
- * touches neither X nor Y, so the account locks alone don't order X->Y
- * with a concurrent C->D: each could miss the other and the loop go
- * unflagged.  When the facts statement finds no loop, the payment also
- * locks every account C its payee paid significantly in the window (the
- * same ones, in the same order, that the facts statement follows), if
- * anyone paid its payer in the window, and looks for the middle leg again
- * with a snapshot taken after those locks.  C->D locks C, so either it
- * committed before and is seen, or it waits and then sees X->Y.
+ * touches neither X nor Y, so the payer's and payee's locks alone don't
+ * order X->Y with a concurrent C->D: each could miss the other and the
+ * loop go unflagged.  So a payment the cycle rule reads for also locks
+ * every account C its payee paid significantly in the window (the ones,
+ * in the order, that the facts statement follows), when anyone paid its
+ * payer in the window: C->D locks C, so either it committed before the
+ * facts are read and is seen, or it waits and then sees X->Y.
  */
 static const char *cycle_candidates_sql =
 "SELECT DISTINCT h1.payee_id FROM p2pay.payments h1"
@@ -195,6 +194,7 @@ static const char *cycle_candidates_sql =
 "                WHERE s.payee_id = $1 AND s.last_at > $3 AND s.payer_id <> $2)"
 " ORDER BY h1.payee_id LIMIT " CppAsString2(CYCLE_FANOUT);
 
+/* The loops of four alone, for the check under a transaction snapshot. */
 static const char *cycle_sql =
 "SELECT EXISTS ("
 "  SELECT 1 FROM (SELECT DISTINCT h1.payee_id AS c FROM p2pay.payments h1"
@@ -297,6 +297,16 @@ lock_key(uint64 key)
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
+static void
+unlock_key(uint64 key)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (key >> 32), (uint32) key,
+						 P2PAY_LOCK_SPACE);
+	(void) LockRelease(&tag, ExclusiveLock, false);
+}
+
 /*
  * Serialize this transaction with every other one that touches account a or
  * b, until it ends.  Keys are taken in ascending order so that no two
@@ -311,6 +321,153 @@ p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b)
 	lock_key(Min(ka, kb));
 	if (ka != kb)
 		lock_key(Max(ka, kb));
+}
+
+static int
+key_cmp(const void *a, const void *b)
+{
+	uint64		ka = *(const uint64 *) a;
+	uint64		kb = *(const uint64 *) b;
+
+	return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+/* Sort keys and drop repeats; returns the new count. */
+static int
+sort_keys(uint64 *keys, int n)
+{
+	int			m = 0;
+
+	qsort(keys, n, sizeof(uint64), key_cmp);
+	for (int i = 0; i < n; i++)
+		if (m == 0 || keys[m - 1] != keys[i])
+			keys[m++] = keys[i];
+	return m;
+}
+
+/* Add the keys of cycle_candidates_sql's accounts not in keys[0..n). */
+static int
+add_cycle_candidates(Datum *values, uint64 *keys, int n)
+{
+	int			ret;
+
+	ret = SPI_execute_plan(cycle_candidates_plan, values, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "p2pay: cycle candidates statement failed: %s", SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		uint64		key = account_key(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i],
+																  SPI_tuptable->tupdesc, 1, &isnull)));
+		bool		found = false;
+
+		for (int k = 0; k < n && !found; k++)
+			found = keys[k] == key;
+		if (!found)
+			keys[n++] = key;
+	}
+	return n;
+}
+
+/*
+ * Lock the accounts the payment's facts depend on: its payer and payee
+ * and, when the cycle rule follows loops of four for it, the accounts a
+ * middle leg can start from (see cycle_candidates_sql).  Those are known
+ * only by reading, and the reading is exact only under the payee's lock;
+ * so they are read first without locks, then every key is taken in
+ * ascending order, and they are read again: if accounts were added in
+ * between, this attempt's locks are given back and the larger set taken
+ * again in order.  Taking every lock of a payment in one ascending pass is
+ * what keeps transactions of one payment each from deadlocking.
+ */
+void
+p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const PaymentFacts *facts)
+{
+	const RuleConfig *cy = &cfg->rules[RULE_CYCLE];
+	uint64		keys[2 + 4 * CYCLE_FANOUT];
+	Datum		values[4];
+	int			n;
+
+	if (!(RULE_EVALUATED(cy) && facts->amount >= cy->p.min_amount && cy->p.max_length >= 4))
+	{
+		p2pay_lock_accounts(in->payer, in->payee);
+		return;
+	}
+
+	if (cycle_candidates_plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, FLOAT8OID};
+
+		cycle_candidates_plan = prepare_kept(cycle_candidates_sql, 4, types);
+		cycle_plan = prepare_kept(cycle_sql, 4, types);
+	}
+	values[0] = UUIDPGetDatum(in->payer);
+	values[1] = UUIDPGetDatum(in->payee);
+	values[2] = TimestampTzGetDatum(in->created_at - cy->p.window);
+	values[3] = Float8GetDatum(cy->p.min_amount);
+
+	keys[0] = account_key(in->payer);
+	keys[1] = account_key(in->payee);
+	n = add_cycle_candidates(values, keys, 2);
+
+	for (int attempt = 0;; attempt++)
+	{
+		int			locked = sort_keys(keys, n);
+		int			more;
+
+		for (int i = 0; i < locked; i++)
+			lock_key(keys[i]);
+		more = add_cycle_candidates(values, keys, locked);
+		if (more == locked)
+			return;
+
+		/*
+		 * Accounts came in between.  Give this attempt's locks back and take
+		 * the larger set in order; a set that keeps changing (three times)
+		 * is locked as it stands, in which case a deadlock is possible and
+		 * is broken by PostgreSQL (40P01).
+		 */
+		if (attempt == 2 || more > (int) lengthof(keys) - CYCLE_FANOUT)
+		{
+			for (int i = locked; i < more; i++)
+				lock_key(keys[i]);
+			return;
+		}
+		for (int i = 0; i < locked; i++)
+			unlock_key(keys[i]);
+		n = more;
+	}
+}
+
+/*
+ * Under REPEATABLE READ or SERIALIZABLE the facts come from the
+ * transaction's snapshot, which can't see a middle leg that committed after
+ * it was taken.  Finding one with a current snapshot is a serialization
+ * failure, as for every other fact that changed under a fixed snapshot.
+ */
+static void
+check_cycle_snapshot(const PaymentInput *in, TimestampTz since, double min_amount)
+{
+	Datum		values[4];
+	int			ret;
+	bool		isnull;
+
+	if (cycle_plan == NULL)
+		return;					/* no loop of four was looked for */
+	values[0] = UUIDPGetDatum(in->payer);
+	values[1] = UUIDPGetDatum(in->payee);
+	values[2] = TimestampTzGetDatum(since);
+	values[3] = Float8GetDatum(min_amount);
+
+	ret = SPI_execute_snapshot(cycle_plan, values, NULL, GetLatestSnapshot(),
+							   InvalidSnapshot, true, false, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "p2pay: cycle statement failed: %s", SPI_result_code_string(ret));
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to a concurrent payment"),
+				 errdetail("A payment committed after this transaction's snapshot was taken closes a loop with this one.")));
 }
 
 /*
@@ -506,64 +663,6 @@ days_known(HeapTuple tup, TupleDesc desc, int col, DateADT day)
 }
 
 /*
- * After the facts statement found no loop: lock the accounts a middle leg
- * could start from, and look again (see cycle_sql).  Under REPEATABLE READ
- * or SERIALIZABLE the transaction's snapshot can't see a middle leg that
- * committed after it was taken; finding one is a serialization failure, as
- * for every other fact that changed under a fixed snapshot.
- */
-static bool
-cycle_closed_concurrently(const PaymentInput *in, TimestampTz since, double min_amount)
-{
-	Datum		values[4];
-	int			ret;
-	uint64		n;
-	uint64	   *keys;
-	bool		isnull;
-	bool		closed;
-
-	if (cycle_plan == NULL)
-	{
-		Oid			types[4] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, FLOAT8OID};
-
-		cycle_candidates_plan = prepare_kept(cycle_candidates_sql, 4, types);
-		cycle_plan = prepare_kept(cycle_sql, 4, types);
-	}
-	values[0] = UUIDPGetDatum(in->payer);
-	values[1] = UUIDPGetDatum(in->payee);
-	values[2] = TimestampTzGetDatum(since);
-	values[3] = Float8GetDatum(min_amount);
-
-	ret = SPI_execute_plan(cycle_candidates_plan, values, NULL, true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "p2pay: cycle candidates statement failed: %s", SPI_result_code_string(ret));
-	n = SPI_processed;
-	if (n == 0)
-		return false;
-
-	keys = palloc(n * sizeof(uint64));
-	for (uint64 i = 0; i < n; i++)
-		keys[i] = account_key(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i],
-														 SPI_tuptable->tupdesc, 1, &isnull)));
-	for (uint64 i = 0; i < n; i++)
-		lock_key(keys[i]);
-	pfree(keys);
-
-	ret = SPI_execute_snapshot(cycle_plan, values, NULL, GetLatestSnapshot(),
-							   InvalidSnapshot, true, false, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "p2pay: cycle statement failed: %s", SPI_result_code_string(ret));
-	closed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-
-	if (closed && IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("could not serialize access due to a concurrent payment"),
-				 errdetail("A payment committed after this transaction's snapshot was taken closes a loop with this one.")));
-	return closed;
-}
-
-/*
  * Read the facts that depend on other payments and, if record, record this
  * payment in the per-account state, in one statement.  When recording, the
  * accounts are locked.
@@ -689,6 +788,7 @@ p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
 	facts->payee_days = days_known(tup, desc, 17, day);
 	facts->payee_day_payers = get_int64(tup, desc, 18);
 
-	if (record && !facts->closes_cycle && DatumGetBool(values[25]) && DatumGetBool(values[28]))
-		facts->closes_cycle = cycle_closed_concurrently(in, t - cy->p.window, cy->p.min_amount);
+	if (record && !facts->closes_cycle && DatumGetBool(values[25]) && DatumGetBool(values[28])
+		&& IsolationUsesXactSnapshot())
+		check_cycle_snapshot(in, t - cy->p.window, cy->p.min_amount);
 }

@@ -295,6 +295,37 @@ is( query(
 state_is_exact('both ways');
 
 ###########################################################################
+# c2. No deadlock either when the cycle rule locks more accounts: payments
+# of 1,000 and more (cycle's min_amount) among five users, every rule on,
+# so that each one reads loops of three and four and locks the accounts a
+# loop's middle leg can start from.
+###########################################################################
+$before = query(
+	"SELECT count(*) FROM p2pay.payments WHERE payer_id BETWEEN uid(1101) AND uid(1105)");
+is($before, '0', 'loops: no payments among the five users yet');
+
+# Any of the twenty ordered pairs of distinct users among 1101..1105, at
+# random, so that payments in opposite directions round a loop meet.
+$run = start_pgbench(
+	30, qq{
+\\set k random(0, 19)
+\\set amount random(1000, 5000)
+BEGIN;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+  VALUES (uid(1101 + :k / 4), uid(1101 + (:k / 4 + :k % 4 + 1) % 5), :amount, 'USD', '$BANK');
+SELECT pg_sleep(0.001);
+COMMIT;
+});
+finish_pgbench($run, 'loops');
+
+is( query(
+		"SELECT count(*), count(*) FILTER (WHERE 'cycle' = ANY (reasons)) > 0
+		   FROM p2pay.payments WHERE payer_id BETWEEN uid(1101) AND uid(1105)"),
+	'240|t',
+	'loops: all 240 payments are stored, and loops were flagged');
+state_is_exact('loops');
+
+###########################################################################
 # d. Rolled-back payments leave no trace.
 ###########################################################################
 # Even clients commit payments among users 2001..2004; odd clients pay from
