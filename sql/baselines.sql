@@ -83,6 +83,25 @@ SELECT created_at >= :T - interval '3 days' AS with_normal,
        count(*) FILTER (WHERE 'payer_fan_out' = ANY (reasons)) AS fan_out
   FROM p2pay.payments WHERE payer_id = u(4) GROUP BY 1 ORDER BY 1;
 
+-- Above the normal, past the absolute limit: a shop (9) paid by the same
+-- 10 customers a day for 10 days gets 36 strangers in one day.  Its normal
+-- is 100 payers over the 11 days since its first (9.09 a day), so the rule
+-- fires from the 28th payer (more than 20, and more than 3 x 9.09 = 27.3),
+-- however far above the absolute limit that is.
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(140 + c), u(9), 12, 'USD', '00000000-0000-4000-8000-000000000001',
+       :T - (12 - day) * interval '1 day' + c * interval '10 minutes'
+  FROM generate_series(1, 10) day, generate_series(0, 9) c
+ ORDER BY 6;
+WITH ins AS (
+  INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  SELECT u(240 + n), u(9), 12, 'USD', '00000000-0000-4000-8000-000000000001', :T + n * interval '1 minute'
+    FROM generate_series(0, 35) n
+  RETURNING created_at, reasons)
+SELECT count(*) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS fan_in,
+       min(extract(minute FROM created_at - :T)::int + 1) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS first_flagged_payer
+  FROM ins;
+
 -- A DELETE takes payments out of the daily counts too, so that deleted
 -- payments don't raise an account's normal.  Account 5 pays 6 twice and 7
 -- once on one day; deleting both payments to 6 in one statement leaves one

@@ -1112,7 +1112,10 @@ read_facts(Backtest *bt, Account *payer, Account *payee, Pair *pair,
 		listed_at(payee->allowed, payee->allowed_until, t);
 	f->snoozed = snoozed_at(payer, t) | snoozed_at(payee, t);
 
-	/* the facts statement: counts stop at the LIMIT it gives them */
+	/*
+	 * The facts statement's counts stop once their rule is decided; the
+	 * counts here go on to the end of the window, which decides the same.
+	 */
 	if (bt->keep_out)
 		expire_out(bt, payer, t);
 	if (bt->fan_in_on)
@@ -1120,8 +1123,7 @@ read_facts(Backtest *bt, Account *payer, Account *payee, Pair *pair,
 
 	f->velocity_count = 1;
 	if (bt->out_on[WIN_VELOCITY_COUNT])
-		f->velocity_count += Min(payer->out_len - payer->out_start[WIN_VELOCITY_COUNT],
-								 Max(rules[RULE_PAYER_VELOCITY_COUNT].p.max_count, 0));
+		f->velocity_count += payer->out_len - payer->out_start[WIN_VELOCITY_COUNT];
 
 	f->velocity_amount = amount;
 	if (bt->amount_on)
@@ -1129,13 +1131,11 @@ read_facts(Backtest *bt, Account *payer, Account *payee, Pair *pair,
 
 	f->fan_out = 1;
 	if (bt->out_on[WIN_FAN_OUT])
-		f->fan_out += Min(payer->payees - (pair->fan_out_n > 0 ? 1 : 0),
-						  Max(rules[RULE_PAYER_FAN_OUT].p.max_payees, 0));
+		f->fan_out += payer->payees - (pair->fan_out_n > 0 ? 1 : 0);
 
 	f->fan_in = 1;
 	if (bt->fan_in_on)
-		f->fan_in += Min(payee->payers - (pair->fan_in_n > 0 ? 1 : 0),
-						 Max(rules[RULE_PAYEE_FAN_IN].p.max_payers, 0));
+		f->fan_in += payee->payers - (pair->fan_in_n > 0 ? 1 : 0);
 
 	band = in_band(bt, amount);
 	f->band_count = band

@@ -75,18 +75,36 @@ static const char *lookup_sql =
  * lets backtest() reproduce it.
  */
 #define PASS_THROUGH_PAYERS 200
-#define FACTS_NARGS 32
+#define FACTS_NARGS 38
 #define CYCLE_FANOUT 32
 
 /*
+ * How far a count compared with an account's normal must go: one past
+ * baseline_factor times the account's typical level for the window (its
+ * mean per day over the days it has, at most 30, times the window in days;
+ * m is baseline_factor times the window in days), plus one for rounding;
+ * 0 while the account has fewer than bd days or m is 0.  rules.c's
+ * above_normal() decides with the same figures.
+ */
+#define BASELINE_CAP(user, col, m, bd) \
+"(SELECT CASE WHEN " m " > 0 AND b.days >= GREATEST(" bd ", 1)" \
+"             THEN floor(b.total::float8 / b.days * " m ")::bigint + 2 ELSE 0 END" \
+"   FROM (SELECT LEAST(30, $30 - coalesce((SELECT min(d.day) FROM p2pay.account_daily d" \
+"                                           WHERE d.user_id = " user "), $30)) AS days," \
+"                (SELECT coalesce(sum(d." col "), 0) FROM p2pay.account_daily d" \
+"                  WHERE d.user_id = " user " AND d.day >= $32 AND d.day < $30) AS total) b)"
+
+/*
  * The facts that depend on other payments, as they were before this one.
- * Counts stop at the limit they are compared with (0 when the rule is not
- * evaluated); the CASE arms run only when their rule needs them.
+ * Counts stop where the rule they feed is decided: past the absolute limit
+ * and past baseline_factor times the account's normal (0 when the rule is
+ * not evaluated); the CASE arms run only when their rule needs them.
  */
 #define FACTS_SELECT \
 "SELECT" \
 " (SELECT count(*) FROM (SELECT 1 FROM p2pay.payments p" \
-"    WHERE p.payer_id = $1 AND p.created_at > $6 LIMIT $7) v)," \
+"    WHERE p.payer_id = $1 AND p.created_at > $6" \
+"    LIMIT GREATEST($7, " BASELINE_CAP("$1", "out_count", "$33", "$34") ")) v)," \
 " CASE WHEN $8 THEN" \
 "   (SELECT coalesce(sum(h.total), 0) FROM p2pay.payer_hourly h" \
 "     WHERE h.payer_id = $1 AND h.hour >= $9)" \
@@ -94,9 +112,11 @@ static const char *lookup_sql =
 "     WHERE p.payer_id = $1 AND p.created_at > $10 AND p.created_at < $9)" \
 " END::float8," \
 " (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s" \
-"    WHERE s.payer_id = $1 AND s.last_at > $11 AND s.payee_id <> $2 LIMIT $12) fo)," \
+"    WHERE s.payer_id = $1 AND s.last_at > $11 AND s.payee_id <> $2" \
+"    LIMIT GREATEST($12, " BASELINE_CAP("$1", "out_payees", "$35", "$36") ")) fo)," \
 " (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s" \
-"    WHERE s.payee_id = $2 AND s.last_at > $13 AND s.payer_id <> $1 LIMIT $14) fi)," \
+"    WHERE s.payee_id = $2 AND s.last_at > $13 AND s.payer_id <> $1" \
+"    LIMIT GREATEST($14, " BASELINE_CAP("$2", "in_payers", "$37", "$38") ")) fi)," \
 " (SELECT count(*) FROM (SELECT 1 FROM p2pay.payments p" \
 "    WHERE p.payer_id = $1 AND p.created_at > $15" \
 "      AND p.amount_base::float8 >= $16 AND p.amount_base::float8 < $17 LIMIT $18) st)," \
@@ -662,6 +682,17 @@ days_known(HeapTuple tup, TupleDesc desc, int col, DateADT day)
 	return Max(0, Min(BASELINE_DAYS, (int64) day - (int64) DatumGetDateADT(d)));
 }
 
+/* BASELINE_CAP's m and bd for a rule compared with the account's normal. */
+static void
+baseline_args(const RuleConfig *rc, Datum *out)
+{
+	bool		on = RULE_EVALUATED(rc) && rc->p.baseline_factor > 0;
+
+	out[0] = Float8GetDatum(on ? rc->p.baseline_factor *
+							((double) rc->p.window / (double) USECS_PER_DAY) : 0.0);
+	out[1] = Int64GetDatum(rc->p.baseline_days);
+}
+
 /*
  * Read the facts that depend on other payments and, if record, record this
  * payment in the per-account state, in one statement.  When recording, the
@@ -704,7 +735,8 @@ p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
 			BOOLOID,
 			TIMESTAMPTZOID, INT8OID, BOOLOID,
 			BOOLOID, TIMESTAMPTZOID, FLOAT8OID, BOOLOID,
-			DATEOID, TIMESTAMPTZOID, DATEOID
+			DATEOID, TIMESTAMPTZOID, DATEOID,
+			FLOAT8OID, INT8OID, FLOAT8OID, INT8OID, FLOAT8OID, INT8OID
 		};
 
 		state_plan = prepare_kept(state_sql, FACTS_NARGS, types);
@@ -756,6 +788,10 @@ p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
 	values[29] = DateADTGetDatum(day);
 	values[30] = TimestampTzGetDatum(day_start);
 	values[31] = DateADTGetDatum(day - BASELINE_DAYS);
+
+	baseline_args(&rules[RULE_PAYER_VELOCITY_COUNT], &values[32]);
+	baseline_args(&rules[RULE_PAYER_FAN_OUT], &values[34]);
+	baseline_args(&rules[RULE_PAYEE_FAN_IN], &values[36]);
 
 	ret = SPI_execute_plan(plan, values, NULL, !record, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
