@@ -18,7 +18,7 @@ PG_CONFIG  ?= pg_config
 PG_CFLAGS  += -Wall -Wextra -Werror -Wno-unused-parameter
 
 # Client programs, built by make and installed next to PostgreSQL's own.
-SCRIPTS_built = tools/p2pay-stream
+SCRIPTS_built = tools/p2pay-stream tools/p2pay-forward
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -31,16 +31,20 @@ PG_INCLUDEDIR := $(shell $(PG_CONFIG) --includedir)
 PG_LIBDIR     := $(shell $(PG_CONFIG) --libdir)
 TOOL_CFLAGS    = -O2 -g -Wall -Wextra -Werror -I$(PG_INCLUDEDIR)
 
-tools/p2pay-stream: tools/p2pay-stream.c
+tools/p2pay-stream: tools/p2pay-stream.c tools/replication.h
 	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq
+
+# The Kafka forwarder also needs librdkafka (Debian: librdkafka-dev).
+tools/p2pay-forward: tools/p2pay-forward.c tools/replication.h
+	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq -lrdkafka
 
 # PGXS uninstalls SCRIPTS_built by their path in the tree (bin/tools/...).
 uninstall: uninstall-tools
 .PHONY: uninstall-tools
 uninstall-tools:
-	rm -f '$(DESTDIR)$(bindir)/p2pay-stream'
+	rm -f '$(DESTDIR)$(bindir)/p2pay-stream' '$(DESTDIR)$(bindir)/p2pay-forward'
 
-.PHONY: test demo eval
+.PHONY: test demo eval bench
 # Everything: installs what it needs, builds, installs, runs every suite on
 # a throwaway cluster.
 test:
@@ -54,3 +58,9 @@ demo:
 # scored through the trigger; prints and writes eval/results/latest.md.
 eval:
 	bash scripts/eval.sh
+
+# The insert path against bare inserts and a PL/pgSQL trigger, scaling with
+# history, a hot payee, backtest, and the stream against wal2json and
+# test_decoding; prints and writes bench/results/latest.md.
+bench:
+	bash scripts/bench.sh

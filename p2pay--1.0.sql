@@ -696,7 +696,9 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  -- no payment may come or go while the state is counted
+  -- Rows go in in key order, so that each primary key grows at its right
+  -- edge; a large history wants a large work_mem for the grouping.
+  -- No payment may come or go while the state is counted.
   LOCK TABLE @extschema@.payments IN SHARE ROW EXCLUSIVE MODE;
   IF EXISTS (SELECT 1 FROM @extschema@.payments WHERE amount_base IS NULL) THEN
     RAISE EXCEPTION 'p2pay: payments without amount_base can''t be counted'
@@ -713,13 +715,13 @@ BEGIN
           UNION ALL
           SELECT payee_id, 0, 0, count(*), sum(amount_base)
             FROM @extschema@.payments GROUP BY payee_id) t
-   GROUP BY user_id;
+   GROUP BY user_id ORDER BY user_id;
   INSERT INTO @extschema@.pair_stats (payer_id, payee_id, first_at, last_at, n, total)
   SELECT payer_id, payee_id, min(created_at), max(created_at), count(*), sum(amount_base)
-    FROM @extschema@.payments GROUP BY payer_id, payee_id;
+    FROM @extschema@.payments GROUP BY payer_id, payee_id ORDER BY payer_id, payee_id;
   INSERT INTO @extschema@.payer_hourly (payer_id, hour, n, total)
   SELECT payer_id, date_trunc('hour', created_at, 'UTC'), count(*), sum(amount_base)
-    FROM @extschema@.payments GROUP BY 1, 2;
+    FROM @extschema@.payments GROUP BY 1, 2 ORDER BY 1, 2;
   INSERT INTO @extschema@.account_daily (user_id, day, out_count, out_payees, in_payers)
   SELECT user_id, day, sum(out_count), sum(out_payees), sum(in_payers)
     FROM (SELECT payer_id AS user_id, (created_at AT TIME ZONE 'UTC')::date AS day,
@@ -728,7 +730,7 @@ BEGIN
           UNION ALL
           SELECT payee_id, (created_at AT TIME ZONE 'UTC')::date, 0, 0, count(DISTINCT payer_id)
             FROM @extschema@.payments GROUP BY 1, 2) t
-   GROUP BY user_id, day;
+   GROUP BY user_id, day ORDER BY user_id, day;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.rebuild_state() IS

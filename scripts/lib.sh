@@ -42,8 +42,11 @@ ensure_packages() {
   fi
 }
 
-# Build p2pay with warnings as errors and install it into PostgreSQL.
+# Build p2pay with warnings as errors and install it into PostgreSQL.  make
+# also builds tools/p2pay-forward, which links librdkafka: every script that
+# builds gets it here, whatever its own package list says.
 build_and_install() {
+  ensure_packages librdkafka-dev
   make -s PG_CONFIG="$PG_BIN/pg_config"
   as_root make -s install PG_CONFIG="$PG_BIN/pg_config"
 }

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_packages build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
-  postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl
+  postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl \
+  librdkafka-dev
 build_and_install
 
 WORK=$(make_workdir test)

@@ -79,32 +79,27 @@ static const char *lookup_sql =
 #define CYCLE_FANOUT 32
 
 /*
- * How far a count compared with an account's normal must go: one past
+ * How far a count compared with an account's normal must go: past
  * baseline_factor times the account's typical level for the window (its
  * mean per day over the days it has, at most 30, times the window in days;
- * m is baseline_factor times the window in days), plus one for rounding;
- * 0 while the account has fewer than bd days or m is 0.  rules.c's
- * above_normal() decides with the same figures.
+ * m is baseline_factor times the window in days), with one to spare for
+ * rounding; 0 while the account has fewer than bd days or m is 0.
+ * rules.c's above_normal() decides with the same figures.  days and total
+ * are columns of the base subquery below.
  */
-#define BASELINE_CAP(user, col, m, bd) \
-"(SELECT CASE WHEN " m " > 0 AND b.days >= GREATEST(" bd ", 1)" \
-"             THEN floor(b.total::float8 / b.days * " m ")::bigint + 2 ELSE 0 END" \
-"   FROM (SELECT LEAST(30, $30 - coalesce((SELECT min(d.day) FROM p2pay.account_daily d" \
-"                                           WHERE d.user_id = " user "), $30)) AS days," \
-"                (SELECT coalesce(sum(d." col "), 0) FROM p2pay.account_daily d" \
-"                  WHERE d.user_id = " user " AND d.day >= $32 AND d.day < $30) AS total) b)"
+#define BASELINE_CAP(days, total, m, bd) \
+"CASE WHEN " m " > 0 AND " days " >= GREATEST(" bd ", 1)" \
+"     THEN floor(" total "::float8 / " days " * " m ")::bigint + 2 ELSE 0 END"
 
-/*
- * The facts that depend on other payments, as they were before this one.
- * Counts stop where the rule they feed is decided: past the absolute limit
- * and past baseline_factor times the account's normal (0 when the rule is
- * not evaluated); the CASE arms run only when their rule needs them.
- */
+/* Days of an account's history before the payment's day (at most 30). */
+#define DAYS_KNOWN(first) \
+"LEAST(" CppAsString2(BASELINE_DAYS) ", GREATEST(0, $30 - coalesce(" first ", $30)))"
+
 #define FACTS_SELECT \
 "SELECT" \
 " (SELECT count(*) FROM (SELECT 1 FROM p2pay.payments p" \
 "    WHERE p.payer_id = $1 AND p.created_at > $6" \
-"    LIMIT GREATEST($7, " BASELINE_CAP("$1", "out_count", "$33", "$34") ")) v)," \
+"    LIMIT GREATEST($7, " BASELINE_CAP("base.p_days", "base.p_out", "$33", "$34") ")) v)," \
 " CASE WHEN $8 THEN" \
 "   (SELECT coalesce(sum(h.total), 0) FROM p2pay.payer_hourly h" \
 "     WHERE h.payer_id = $1 AND h.hour >= $9)" \
@@ -113,10 +108,10 @@ static const char *lookup_sql =
 " END::float8," \
 " (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s" \
 "    WHERE s.payer_id = $1 AND s.last_at > $11 AND s.payee_id <> $2" \
-"    LIMIT GREATEST($12, " BASELINE_CAP("$1", "out_payees", "$35", "$36") ")) fo)," \
+"    LIMIT GREATEST($12, " BASELINE_CAP("base.p_days", "base.p_payees", "$35", "$36") ")) fo)," \
 " (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s" \
 "    WHERE s.payee_id = $2 AND s.last_at > $13 AND s.payer_id <> $1" \
-"    LIMIT GREATEST($14, " BASELINE_CAP("$2", "in_payers", "$37", "$38") ")) fi)," \
+"    LIMIT GREATEST($14, " BASELINE_CAP("base.q_days", "base.q_payers", "$37", "$38") ")) fi)," \
 " (SELECT count(*) FROM (SELECT 1 FROM p2pay.payments p" \
 "    WHERE p.payer_id = $1 AND p.created_at > $15" \
 "      AND p.amount_base::float8 >= $16 AND p.amount_base::float8 < $17 LIMIT $18) st)," \
@@ -148,14 +143,18 @@ static const char *lookup_sql =
 "                         LIMIT " CppAsString2(CYCLE_FANOUT) ") d" \
 "          WHERE EXISTS (SELECT 1 FROM p2pay.payments h3 WHERE h3.payer_id = d.d AND h3.created_at > $27" \
 "                           AND h3.payee_id = $1 AND h3.amount_base::float8 >= $28)))) END," \
-" (SELECT min(d.day) FROM p2pay.account_daily d WHERE d.user_id = $1)," \
-" (SELECT coalesce(sum(d.out_count), 0)::bigint FROM p2pay.account_daily d" \
-"   WHERE d.user_id = $1 AND d.day >= $32 AND d.day < $30)," \
-" (SELECT coalesce(sum(d.out_payees), 0)::bigint FROM p2pay.account_daily d" \
-"   WHERE d.user_id = $1 AND d.day >= $32 AND d.day < $30)," \
-" (SELECT min(d.day) FROM p2pay.account_daily d WHERE d.user_id = $2)," \
-" (SELECT coalesce(sum(d.in_payers), 0)::bigint FROM p2pay.account_daily d" \
-"   WHERE d.user_id = $2 AND d.day >= $32 AND d.day < $30)"
+" base.p_days, base.p_out, base.p_payees, base.q_days, base.q_payers" \
+" FROM (SELECT " DAYS_KNOWN("p.first") " AS p_days, p.out_n AS p_out, p.payees AS p_payees," \
+"              " DAYS_KNOWN("q.first") " AS q_days, q.payers AS q_payers" \
+"         FROM (SELECT (SELECT min(d.day) FROM p2pay.account_daily d WHERE d.user_id = $1) AS first," \
+"                      coalesce(sum(d.out_count), 0)::bigint AS out_n," \
+"                      coalesce(sum(d.out_payees), 0)::bigint AS payees" \
+"                 FROM p2pay.account_daily d" \
+"                WHERE d.user_id = $1 AND d.day >= $32 AND d.day < $30) p," \
+"              (SELECT (SELECT min(d.day) FROM p2pay.account_daily d WHERE d.user_id = $2) AS first," \
+"                      coalesce(sum(d.in_payers), 0)::bigint AS payers" \
+"                 FROM p2pay.account_daily d" \
+"                WHERE d.user_id = $2 AND d.day >= $32 AND d.day < $30) q) base"
 
 /*
  * Records this payment in the state, and reads the facts as they were
@@ -670,18 +669,6 @@ get_float8(HeapTuple tup, TupleDesc desc, int col)
 	return isnull ? 0.0 : DatumGetFloat8(d);
 }
 
-/* Days of an account's history before day (at most BASELINE_DAYS), from its first day. */
-static int64
-days_known(HeapTuple tup, TupleDesc desc, int col, DateADT day)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-
-	if (isnull)
-		return 0;
-	return Max(0, Min(BASELINE_DAYS, (int64) day - (int64) DatumGetDateADT(d)));
-}
-
 /* BASELINE_CAP's m and bd for a rule compared with the account's normal. */
 static void
 baseline_args(const RuleConfig *rc, Datum *out)
@@ -818,10 +805,10 @@ p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
 	facts->received = get_float8(tup, desc, 12);
 	d = SPI_getbinval(tup, desc, 13, &isnull);
 	facts->closes_cycle = !isnull && DatumGetBool(d);
-	facts->payer_days = days_known(tup, desc, 14, day);
+	facts->payer_days = get_int64(tup, desc, 14);
 	facts->payer_day_payments = get_int64(tup, desc, 15);
 	facts->payer_day_payees = get_int64(tup, desc, 16);
-	facts->payee_days = days_known(tup, desc, 17, day);
+	facts->payee_days = get_int64(tup, desc, 17);
 	facts->payee_day_payers = get_int64(tup, desc, 18);
 
 	if (record && !facts->closes_cycle && DatumGetBool(values[25]) && DatumGetBool(values[28])

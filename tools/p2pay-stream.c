@@ -4,7 +4,8 @@
  *
  * The third way of reading the p2pay stream, after the SQL functions
  * (pg_logical_slot_get_changes) and pg_recvlogical: a libpq client small
- * enough to read in one sitting, and the seed of a forwarder to a queue.
+ * enough to read in one sitting.  tools/p2pay-forward, the forwarder to
+ * Kafka, grew from it.
  *
  * Delivery is at least once.  The position the client confirms (the flush
  * position of its standby status updates, which the server keeps as the
@@ -13,12 +14,8 @@
  * resends every transaction that commits at or after that position, so a
  * crash can repeat events but never lose one.
  *
- * Protocol (PostgreSQL docs, "Streaming Replication Protocol"): after
- * START_REPLICATION the connection is in COPY BOTH mode.  The server sends
- * CopyData messages 'w' (XLogData: one message of the output plugin) and
- * 'k' (keepalive); the client sends 'r' (standby status update).  Integers
- * are big-endian and times are microseconds since 2000-01-01 UTC, converted
- * by hand so that the client needs libpq alone, not the server's headers.
+ * The protocol's messages, and the helpers shared with p2pay-forward, are
+ * in tools/replication.h.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -37,15 +34,7 @@
 
 #include <libpq-fe.h>
 
-typedef uint64_t Lsn;			/* a WAL position, as the server's XLogRecPtr */
-
-/* Microseconds from the Unix epoch to PostgreSQL's, 2000-01-01. */
-#define PG_EPOCH_USECS (INT64_C(946684800) * 1000000)
-
-/* Sizes of the CopyData messages, type byte included. */
-#define XLOGDATA_HEADER 25		/* 'w', dataStart, walEnd, sendTime */
-#define KEEPALIVE_SIZE 18		/* 'k', walEnd, sendTime, replyRequested */
-#define STATUS_SIZE 34			/* 'r', write, flush, apply, clock, reply */
+#include "replication.h"		/* Lsn, message sizes, protocol helpers */
 
 /* The session: connection, output, and how far the output has got. */
 typedef struct Stream
@@ -119,68 +108,6 @@ usage(void)
 		   progname, progname);
 }
 
-/*
- * Append s to dst between quote characters q, doubling any q inside:
- * "identifier" and 'literal' as the replication command scanner reads them
- * (no backslash is special there; PQescapeLiteral may write E'...', which
- * the replication grammar does not accept).  dst needs 2 * strlen(s) + 3.
- */
-static char *
-append_quoted(char *dst, const char *s, char q)
-{
-	*dst++ = q;
-	for (; *s; s++)
-	{
-		if (*s == q)
-			*dst++ = q;
-		*dst++ = *s;
-	}
-	*dst++ = q;
-	*dst = '\0';
-	return dst;
-}
-
-/* Parse "X/X" (hex halves) into *lsn. */
-static bool
-parse_lsn(const char *s, Lsn *lsn)
-{
-	unsigned int hi,
-				lo;
-	char		extra;
-
-	if (sscanf(s, "%X/%X%c", &hi, &lo, &extra) != 2)
-		return false;
-	*lsn = ((Lsn) hi << 32) | lo;
-	return true;
-}
-
-static uint64_t
-get_be64(const char *p)
-{
-	uint64_t	v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = (v << 8) | (unsigned char) p[i];
-	return v;
-}
-
-static void
-put_be64(char *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (char) (v & 0xff);
-}
-
-/* Microseconds on a clock: CLOCK_MONOTONIC to schedule, CLOCK_REALTIME to report. */
-static int64_t
-usecs_now(clockid_t clock)
-{
-	struct timespec ts;
-
-	clock_gettime(clock, &ts);
-	return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void
 on_signal(int signo)
 {
@@ -195,15 +122,7 @@ on_signal(int signo)
 static void
 send_status(Stream *s)
 {
-	char		msg[STATUS_SIZE];
-
-	msg[0] = 'r';
-	put_be64(msg + 1, s->flushed);	/* write */
-	put_be64(msg + 9, s->flushed);	/* flush: what the slot may forget */
-	put_be64(msg + 17, s->flushed); /* apply */
-	put_be64(msg + 25, (uint64_t) (usecs_now(CLOCK_REALTIME) - PG_EPOCH_USECS));
-	msg[33] = 0;				/* no reply requested */
-	if (PQputCopyData(s->conn, msg, STATUS_SIZE) <= 0 || PQflush(s->conn) != 0)
+	if (!send_standby_status(s->conn, s->flushed))
 		die_pq(PQerrorMessage(s->conn));
 	s->next_status = usecs_now(CLOCK_MONOTONIC) + s->status_usecs;
 }
@@ -345,9 +264,7 @@ main(int argc, char **argv)
 	const char *file = NULL;
 	char	  **opts = calloc((size_t) argc, sizeof(char *));
 	int			nopts = 0;
-	size_t		cmdlen = 64;
-	char	   *cmd,
-			   *p;
+	char	   *cmd;
 	Lsn			startpos = 0;
 	Stream		s = {.status_usecs = 1000000};
 	PGresult   *res;
@@ -366,13 +283,11 @@ main(int argc, char **argv)
 				break;
 			case 'S':
 				slot = optarg;
-				cmdlen += 2 * strlen(optarg) + 3;
 				break;
 			case 'o':
 				if (optarg[0] == '\0' || optarg[0] == '=')
 					bad_usage("an output plugin option needs a name: -o ", optarg);
 				opts[nopts++] = optarg;
-				cmdlen += 2 * strlen(optarg) + 8;
 				break;
 			case 'I':
 				if (!parse_lsn(optarg, &startpos))
@@ -429,27 +344,8 @@ main(int argc, char **argv)
 		die_pq(PQerrorMessage(s.conn));
 
 	/* START_REPLICATION SLOT "slot" LOGICAL X/X ("name" 'value', "name") */
-	if ((cmd = malloc(cmdlen)) == NULL)
+	if ((cmd = start_replication_command(slot, startpos, opts, nopts)) == NULL)
 		die("out of memory");
-	p = cmd + sprintf(cmd, "START_REPLICATION SLOT ");
-	p = append_quoted(p, slot, '"');
-	p += sprintf(p, " LOGICAL %X/%X", (unsigned) (startpos >> 32), (unsigned) startpos);
-	for (int i = 0; i < nopts; i++)
-	{
-		char	   *eq = strchr(opts[i], '=');
-
-		p += sprintf(p, i == 0 ? " (" : ", ");
-		if (eq != NULL)
-			*eq = '\0';
-		p = append_quoted(p, opts[i], '"');
-		if (eq != NULL)
-		{
-			*p++ = ' ';
-			p = append_quoted(p, eq + 1, '\'');
-		}
-	}
-	if (nopts > 0)
-		strcpy(p, ")");
 
 	/* A missing slot or a bad plugin option fails here, in the server's words. */
 	res = PQexec(s.conn, cmd);

@@ -1,0 +1,363 @@
+#!/usr/bin/env bash
+# make bench: how much does scoring cost the insert, does the cost stay flat
+# as history grows, and how does the stream compare with the generic
+# decoders?  Installs what is needed, builds and installs p2pay, starts a
+# throwaway cluster, and prints Markdown tables, which it also writes to
+# bench/results/latest.md.  Every comparison alternates its contenders within
+# one run and reports medians over the rounds.
+#
+# Parts (BENCH_PARTS, comma-separated; all by default):
+#   insert    payments between BENCH_USERS users with BENCH_HISTORY payments of
+#             history, BENCH_CLIENTS pgbench clients: (a) the p2pay trigger,
+#             (b) the bare insert (same table, indexes and foreign keys, the
+#             scoring trigger disabled), (c) bench/plpgsql_rules.sql, the same
+#             rules written by hand in PL/pgSQL; synchronous_commit off, and
+#             (a) and (b) again with it on, for context
+#   scaling   (a) and (b) at each history size of BENCH_SCALES
+#   hot       (a)'s and (c)'s latency paying a payee with BENCH_HOT payments
+#             in its 24-hour window, against paying ordinary payees (one
+#             client)
+#   backtest  p2pay.backtest() over the history, payments per second
+#   stream    bench/stream.sh: the p2pay plugin against wal2json and
+#             test_decoding on the same WAL, end-to-end latency, walsender
+#             memory (its sizes: STREAM_* variables, see that script)
+#
+# Options, as environment variables (make bench BENCH_PARTS=insert,hot):
+#   BENCH_USERS (10000), BENCH_HISTORY (1000000), BENCH_SCALES
+#   (100000,1000000,10000000), BENCH_CLIENTS (2), BENCH_SECONDS (10, per
+#   pgbench run), BENCH_ROUNDS (3), BENCH_HOT (200000), BENCH_RESULTS
+#   (bench/results/latest.md), BENCH_KEEP=1 (leave the cluster running).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+PARTS=${BENCH_PARTS:-insert,scaling,hot,backtest,stream}
+USERS=${BENCH_USERS:-10000}
+HISTORY=${BENCH_HISTORY:-1000000}
+SCALES=${BENCH_SCALES:-100000,1000000,10000000}
+CLIENTS=${BENCH_CLIENTS:-2}
+SECS=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+HOT=${BENCH_HOT:-200000}
+RESULTS=${BENCH_RESULTS:-bench/results/latest.md}
+KEEP=${BENCH_KEEP:-}
+DB=p2pay_bench
+BANK=00000000-0000-4000-8000-000000000001
+
+has_part() { [[ ",$PARTS," == *",$1,"* ]]; }
+
+ensure_packages build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
+  postgresql-$PG_MAJOR-wal2json python3
+build_and_install
+
+WORK=$(make_workdir bench)
+cleanup() {
+  if [ -n "$KEEP" ]; then
+    echo "cluster left running in $WORK (PGHOST=$WORK PGPORT=$PGPORT PGUSER=postgres)"
+  else
+    stop_cluster "$WORK"
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+
+# Durable commits (fsync on), so that synchronous_commit = on means what it
+# does in production; off by default, for the CPU-bound comparison.
+export OUTPUT_PLUGINS='pgoutput, test_decoding, p2pay, wal2json'
+export CLUSTER_CONF="fsync = on
+synchronous_commit = off
+shared_buffers = 4GB
+max_wal_size = 16GB
+checkpoint_timeout = 30min
+max_connections = 50"
+start_cluster "$WORK" "$(free_port)"
+START=$(date +%s)
+
+psql_q() { PGOPTIONS='-c client_min_messages=warning' as_pg psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+psql_v() { as_pg psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
+say() { echo "== $*" >&2; }
+
+as_pg createdb "$DB"
+psql_q <<SQL
+CREATE EXTENSION p2pay;
+CREATE SCHEMA bench;
+-- user n's id
+CREATE FUNCTION bench.uid(n bigint) RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  AS \$\$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid \$\$;
+INSERT INTO p2pay.users (id, first_name, created_at)
+  SELECT bench.uid(n), 'user ' || n, now() - interval '10 years' FROM generate_series(1, $USERS + 2) n;
+INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
+  SELECT id, '$BANK' FROM p2pay.users;
+SQL
+psql_q -f bench/plpgsql_rules.sql >/dev/null
+
+# The history: payment i (0 = the newest) was made i * 25.92 s before the
+# load, so that the last 30 days always hold the first 100,000 and a larger
+# history reaches further back, as an older one would: the windows the
+# rules read look the same at every size.  Payers, payees and amounts are
+# random (seeded): four payments in five go to one of the payer's 20
+# usual payees, the rest to anyone; amounts mostly small, about one in ten
+# over 1,000.  Loaded
+# pre-scored with the trigger off, then p2pay.rebuild_state().
+T0=$(psql_v "SELECT now()")
+LOADED=0
+grow_history() {
+  local target=$1 t
+  [ "$target" -gt "$LOADED" ] || return 0
+  say "history: loading payments $LOADED..$target"
+  t=$(date +%s)
+  psql_q <<SQL
+SET work_mem = '1GB';
+SET maintenance_work_mem = '1GB';
+SET session_replication_role = replica;
+\\timing on
+SELECT setseed(0.$LOADED);
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at,
+                            risk_score, decision, is_approved, reasons, amount_base)
+SELECT bench.uid(payer), bench.uid(1 + (payer - 1 + off) % $USERS), amount, 'USD', '$BANK',
+       '$T0'::timestamptz - i * interval '25.92 seconds', 0, 'approve', true, '{}', amount
+  FROM (SELECT i, payer,
+               CASE WHEN random() < 0.8
+                    THEN 1 + (payer * 131 + floor(random() * 20)::bigint * 7919) % ($USERS - 1)
+                    ELSE 1 + floor(random() * ($USERS - 1))::bigint END AS off,
+               round((5 + 2000 * random() ^ 6)::numeric, 2) AS amount
+          FROM (SELECT i, 1 + floor(random() * $USERS)::bigint AS payer
+                  FROM generate_series($LOADED, $target - 1) i) r) g;
+RESET session_replication_role;
+SELECT p2pay.rebuild_state();
+VACUUM ANALYZE;
+SQL
+  LOADED=$target
+  say "history: $LOADED payments, $(( $(date +%s) - t )) s"
+}
+
+# The pgbench script of one payment per transaction: a random payer pays
+# one of its usual payees or (one in five) anyone, an amount like the
+# history's.
+cat >"$WORK/pay.sql" <<EOF
+\\set payer random(1, $USERS)
+\\set k random(0, 19)
+\\set off case when random(1, 100) <= 80 then 1 + (:payer * 131 + :k * 7919) % ($USERS - 1) else random(1, $USERS - 1) end
+\\set payee 1 + (:payer - 1 + :off) % $USERS
+\\set cents random_exponential(500, 2000000, 46)
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+VALUES (bench.uid(:payer), bench.uid(:payee), :cents / 100.0, 'USD', '$BANK');
+EOF
+# The same, to one hot payee (user USERS + 1).
+cat >"$WORK/pay_hot.sql" <<EOF
+\\set payer random(1, $USERS)
+\\set cents random(500, 50000)
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+VALUES (bench.uid(:payer), bench.uid($USERS + 1), :cents / 100.0, 'USD', '$BANK');
+EOF
+chown postgres: "$WORK"/*.sql 2>/dev/null || true
+
+# use CONTENDER: a = p2pay, b = bare insert, c = PL/pgSQL
+use() {
+  case $1 in
+    a) psql_q -c "SELECT bench.use_p2pay()" >/dev/null ;;
+    b) psql_q -c "SELECT bench.use_p2pay()" -c "ALTER TABLE p2pay.payments DISABLE TRIGGER payments_score" >/dev/null ;;
+    c) psql_q -c "ALTER TABLE p2pay.payments ENABLE TRIGGER payments_score" -c "SELECT bench.use_plpgsql()" >/dev/null ;;
+  esac
+}
+
+# run NAME SCRIPT CLIENTS [PGOPTIONS]: one pgbench run of SECS seconds;
+# prints "tps p50_ms p99_ms".  The payments it inserted are deleted
+# afterwards (with the triggers off), so that every run starts from the
+# same history.
+run() {
+  local name=$1 script=$2 clients=$3 opts=${4:-} maxid out tps lat
+  maxid=$(psql_v "SELECT coalesce(max(id), 0) FROM p2pay.payments")
+  psql_q -c "CHECKPOINT" >/dev/null
+  mkdir -p "$WORK/log/$name"
+  chown postgres: "$WORK/log/$name" 2>/dev/null || true
+  out=$(cd "$WORK/log/$name" && PGOPTIONS="$opts" as_pg pgbench -n -M prepared -c "$clients" -j "$clients" \
+    -T "$SECS" -l --log-prefix=tx -f "$script" "$DB" 2>&1) || { echo "$out" >&2; return 1; }
+  tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
+  # per-transaction log: client, number, latency (µs), script, epoch, µs
+  lat=$(cat "$WORK/log/$name"/tx* | awk '{print $3}' | sort -n |
+    awk '{v[NR]=$1} END {printf "%.3f %.3f", v[int(NR*0.5)+1]/1000, v[int(NR*0.99)+1]/1000}')
+  rm -rf "$WORK/log/$name"
+  psql_q -c "SET session_replication_role = replica" \
+    -c "DELETE FROM p2pay.payments WHERE id > $maxid" -c "RESET session_replication_role" \
+    -c "VACUUM p2pay.payments" >/dev/null
+  printf '%.0f %s\n' "$tps" "$lat"
+}
+
+# col K "a b c" ...: the K-th field of each argument
+col() { local k=$1 x; shift; for x in "$@"; do awk -v k="$k" '{print $k}' <<<"$x"; done; }
+
+# median of the numbers given
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {if (NR % 2) print v[(NR+1)/2]; else printf "%.3f\n", (v[NR/2]+v[NR/2+1])/2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+# compare LABEL CLIENTS OPTS CONTENDERS...: ROUNDS rounds, the contenders'
+# order rotated each round; sets TPS_x, P50_x, P99_x (medians) and prints
+# one table row per contender.
+declare -A NAME=([a]="p2pay trigger" [b]="bare insert (no scoring)" [c]="PL/pgSQL trigger (bench/plpgsql_rules.sql)")
+compare() {
+  local label=$1 clients=$2 opts=$3; shift 3
+  local cs=("$@") r i c res
+  declare -A tps p50 p99
+  for ((r = 0; r < ROUNDS; r++)); do
+    for ((i = 0; i < ${#cs[@]}; i++)); do
+      c=${cs[$(( (i + r) % ${#cs[@]} ))]}
+      use "$c"
+      res=$(run "$label-$c-$r" "$WORK/pay.sql" "$clients" "$opts")
+      say "$label round $((r + 1)): $c: $res"
+      read -r t a b <<<"$res"
+      tps[$c]+="$t "; p50[$c]+="$a "; p99[$c]+="$b "
+    done
+  done
+  for c in "${cs[@]}"; do
+    # shellcheck disable=SC2086
+    printf -v "TPS_$c" '%s' "$(median ${tps[$c]})"
+    # shellcheck disable=SC2086
+    printf -v "P50_$c" '%s' "$(median ${p50[$c]})"
+    # shellcheck disable=SC2086
+    printf -v "P99_$c" '%s' "$(median ${p99[$c]})"
+  done
+  use a
+}
+
+OUT=$WORK/results.md
+: >"$OUT"
+emit() { echo "$*" >>"$OUT"; }
+
+scales=()
+if has_part scaling; then IFS=, read -r -a scales <<<"$SCALES"; fi
+if has_part insert || has_part hot || has_part backtest; then scales+=("$HISTORY"); fi
+mapfile -t scales < <(printf '%s\n' "${scales[@]}" | sort -n | uniq)
+
+declare -A SCALE_ROW
+for size in "${scales[@]}"; do
+  grow_history "$size"
+  if [ "$size" = "$HISTORY" ] && has_part insert; then
+    say "insert path at $size payments of history, synchronous_commit off"
+    compare "insert-$size" "$CLIENTS" "" a b c
+    INSERT_TABLE="| contender | payments/s | p50 ms | p99 ms |
+|---|--:|--:|--:|
+| (a) ${NAME[a]} | $TPS_a | $P50_a | $P99_a |
+| (b) ${NAME[b]} | $TPS_b | $P50_b | $P99_b |
+| (c) ${NAME[c]} | $TPS_c | $P50_c | $P99_c |
+
+a/b = **$(ratio "$TPS_a" "$TPS_b")×** (target ≥ 0.6), a/c = **$(ratio "$TPS_a" "$TPS_c")×** (target ≥ 5)"
+    SA=$TPS_a SB=$TPS_b
+    say "insert path at $size, synchronous_commit on"
+    compare "sync-$size" "$CLIENTS" "-c synchronous_commit=on" a b
+    SYNC_TABLE="| contender | payments/s | p50 ms | p99 ms |
+|---|--:|--:|--:|
+| (a) ${NAME[a]} | $TPS_a | $P50_a | $P99_a |
+| (b) ${NAME[b]} | $TPS_b | $P50_b | $P99_b |
+
+a/b = $(ratio "$TPS_a" "$TPS_b")×"
+    TPS_a=$SA TPS_b=$SB
+  elif has_part scaling; then
+    say "scaling: $size payments of history"
+    compare "scale-$size" "$CLIENTS" "" a b
+  fi
+  if has_part scaling; then
+    SCALE_ROW[$size]="| $size | $TPS_a | $TPS_b | $(ratio "$TPS_a" "$TPS_b") |"
+  fi
+
+  if [ "$size" = "$HISTORY" ] && has_part hot; then
+    say "hot payee: $HOT payments in its 24-hour window"
+    psql_q <<SQL
+SET session_replication_role = replica;
+SELECT setseed(0.5);
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at,
+                            risk_score, decision, is_approved, reasons, amount_base)
+SELECT bench.uid(1 + floor(random() * $USERS)::bigint), bench.uid($USERS + 1), 20, 'USD', '$BANK',
+       now() - i * (interval '23 hours' / $HOT), 0, 'approve', true, '{}', 20
+  FROM generate_series(1, $HOT) i;
+RESET session_replication_role;
+SELECT p2pay.rebuild_state();
+VACUUM ANALYZE;
+SQL
+    HOT_ROWS=""
+    for c in a c; do
+      use "$c"
+      hot=() cold=()
+      for ((r = 0; r < ROUNDS; r++)); do
+        res=$(run "hot-$c-$r" "$WORK/pay_hot.sql" 1); say "hot $c round $((r + 1)): $res"; hot+=("$res")
+        res=$(run "cold-$c-$r" "$WORK/pay.sql" 1); say "ordinary $c round $((r + 1)): $res"; cold+=("$res")
+      done
+      HT=$(median $(col 1 "${hot[@]}")) H50=$(median $(col 2 "${hot[@]}")) H99=$(median $(col 3 "${hot[@]}"))
+      CT=$(median $(col 1 "${cold[@]}")) C50=$(median $(col 2 "${cold[@]}")) C99=$(median $(col 3 "${cold[@]}"))
+      HOT_ROWS+="| (${c}) ${NAME[$c]} | $CT | $C50 | $C99 | $HT | $H50 | $H99 | **$(ratio "$H50" "$C50")×** / $(ratio "$H99" "$C99")× |
+"
+    done
+    use a
+    HOT_TABLE="| contender | ordinary payee: payments/s | p50 ms | p99 ms | hot payee: payments/s | p50 ms | p99 ms | hot/ordinary latency p50 / p99 |
+|---|--:|--:|--:|--:|--:|--:|--:|
+${HOT_ROWS}
+Target for p2pay: a hot payee's latency ≤ 1.5× an ordinary one's."
+    psql_q -c "SET session_replication_role = replica" \
+      -c "DELETE FROM p2pay.payments WHERE payee_id = bench.uid($USERS + 1)" \
+      -c "RESET session_replication_role" -c "SELECT p2pay.rebuild_state()" -c "VACUUM ANALYZE" >/dev/null
+  fi
+
+  if [ "$size" = "$HISTORY" ] && has_part backtest; then
+    say "backtest over $size payments"
+    BT=$(psql_v "SELECT extract(epoch FROM clock_timestamp() - s) || ' ' || n
+                   FROM (SELECT clock_timestamp() AS s) t0,
+                        LATERAL (SELECT payments AS n FROM p2pay.backtest('-infinity', 'infinity')
+                                  WHERE rule = 'overall') b")
+    read -r BT_S BT_N <<<"$BT"
+    BT_ROW="p2pay.backtest('-infinity', 'infinity') replayed $BT_N payments in $(printf '%.2f' "$BT_S") s: **$(awk -v n="$BT_N" -v s="$BT_S" 'BEGIN {printf "%d", n / s}') payments/s**."
+  fi
+done
+
+if has_part stream; then
+  say "stream"
+  bash bench/stream.sh "$WORK/stream.md" >&2
+fi
+
+# The report.
+{
+  echo "# p2pay benchmark"
+  echo
+  echo "Run $(date -u '+%Y-%m-%d %H:%M UTC'), p2pay commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes'), $(( $(date +%s) - START )) s."
+  echo
+  echo "Machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) memory; $(psql_v 'SELECT version()' | cut -d, -f1)."
+  echo "Settings: $(psql_v "SELECT string_agg(name || ' = ' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'wal_level', 'max_wal_size', 'checkpoint_timeout', 'shared_preload_libraries')")."
+  echo "pgbench: $CLIENTS clients (1 for the hot payee), $SECS s a run, $ROUNDS rounds, contenders alternated (order rotated each round), medians; one payment per transaction; the payments a run inserted are deleted before the next. $USERS users."
+  echo
+  if has_part insert; then
+    echo "## Insert path ($HISTORY payments of history, synchronous_commit off)"
+    echo
+    echo "$INSERT_TABLE"
+    echo
+    echo "With synchronous_commit on (durable commits, fsync on), for context:"
+    echo
+    echo "$SYNC_TABLE"
+    echo
+  fi
+  if has_part scaling; then
+    echo "## Scaling with history (synchronous_commit off)"
+    echo
+    echo "| payments of history | (a) p2pay payments/s | (b) bare payments/s | a/b |"
+    echo "|--:|--:|--:|--:|"
+    for s in "${scales[@]}"; do [ -n "${SCALE_ROW[$s]:-}" ] && echo "${SCALE_ROW[$s]}"; done
+    echo
+  fi
+  if has_part hot; then
+    echo "## Hot payee (one client)"
+    echo
+    echo "$HOT_TABLE"
+    echo
+  fi
+  if has_part backtest; then
+    echo "## Backtest"
+    echo
+    echo "$BT_ROW"
+    echo
+  fi
+  if has_part stream; then
+    cat "$WORK/stream.md"
+  fi
+  cat "$OUT"
+} >"$RESULTS.tmp"
+mv "$RESULTS.tmp" "$RESULTS"
+cat "$RESULTS"
+echo "make bench: written to $RESULTS"
