@@ -246,9 +246,10 @@ fi
 INSERT_SECS=$(calc "$EPOCHREALTIME - $INSERT_T0")
 # The end: where the last commit was inserted into the WAL.  With
 # synchronous_commit off it may not be flushed yet, and decoding stops at
-# the flushed end: a synchronous commit flushes everything before it.
+# the flushed end: a synchronous commit that writes WAL (a transactional
+# message, past the end) flushes everything before it.
 END_LSN=$(val "SELECT pg_current_wal_insert_lsn()")
-val "SET synchronous_commit = on; SELECT txid_current()" >/dev/null
+val "SET synchronous_commit = on; SELECT pg_logical_emit_message(true, 'p2pay-bench', 'flush')" >/dev/null
 WAL_MB=$(val "SELECT round(pg_wal_lsn_diff('$END_LSN', '$START_LSN') / 1048576.0, 1)")
 
 # Did the payments get the decisions they were planned to get?

@@ -25,7 +25,8 @@
 # Options, as environment variables (make bench BENCH_PARTS=insert,hot):
 #   BENCH_USERS (10000), BENCH_HISTORY (1000000), BENCH_SCALES
 #   (100000,1000000,10000000), BENCH_CLIENTS (2), BENCH_SECONDS (10, per
-#   pgbench run), BENCH_ROUNDS (3), BENCH_HOT (200000), BENCH_RESULTS
+#   pgbench run), BENCH_ROUNDS (3), BENCH_HOT (200000), BENCH_HOT_ROUNDS (2),
+#   STREAM_ROUNDS (3) and bench/stream.sh's other STREAM_*, BENCH_RESULTS
 #   (bench/results/latest.md), BENCH_KEEP=1 (leave the cluster running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,7 @@ CLIENTS=${BENCH_CLIENTS:-2}
 SECS=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 HOT=${BENCH_HOT:-200000}
+HOT_ROUNDS=${BENCH_HOT_ROUNDS:-2}
 RESULTS=${BENCH_RESULTS:-bench/results/latest.md}
 KEEP=${BENCH_KEEP:-}
 DB=p2pay_bench
@@ -95,7 +97,8 @@ psql_q -f bench/plpgsql_rules.sql >/dev/null
 # load, so that the last 30 days always hold the first 100,000 and a larger
 # history reaches further back, as an older one would: the windows the
 # rules read look the same at every size.  Payers, payees and amounts are
-# random (seeded): four payments in five go to one of the payer's 20
+# random (seeded), transaction ids in time order (as UUIDv7 would be):
+# four payments in five go to one of the payer's 20
 # usual payees, the rest to anyone; amounts mostly small, about one in ten
 # over 1,000.  Loaded
 # pre-scored with the trigger off, then p2pay.rebuild_state().
@@ -112,9 +115,10 @@ SET maintenance_work_mem = '1GB';
 SET session_replication_role = replica;
 \\timing on
 SELECT setseed(0.$LOADED);
-INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at,
-                            risk_score, decision, is_approved, reasons, amount_base)
-SELECT bench.uid(payer), bench.uid(1 + (payer - 1 + off) % $USERS), amount, 'USD', '$BANK',
+INSERT INTO p2pay.payments (transaction_id, payer_id, payee_id, amount, currency, payment_method_id,
+                            created_at, risk_score, decision, is_approved, reasons, amount_base)
+SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
+       bench.uid(payer), bench.uid(1 + (payer - 1 + off) % $USERS), amount, 'USD', '$BANK',
        '$T0'::timestamptz - i * interval '25.92 seconds', 0, 'approve', true, '{}', amount
   FROM (SELECT i, payer,
                CASE WHEN random() < 0.8
@@ -211,7 +215,7 @@ compare() {
   done
   for c in "${cs[@]}"; do
     # shellcheck disable=SC2086
-    printf -v "TPS_$c" '%s' "$(median ${tps[$c]})"
+    printf -v "TPS_$c" '%.0f' "$(median ${tps[$c]})"
     # shellcheck disable=SC2086
     printf -v "P50_$c" '%s' "$(median ${p50[$c]})"
     # shellcheck disable=SC2086
@@ -278,12 +282,12 @@ SQL
     for c in a c; do
       use "$c"
       hot=() cold=()
-      for ((r = 0; r < ROUNDS; r++)); do
+      for ((r = 0; r < HOT_ROUNDS; r++)); do
         res=$(run "hot-$c-$r" "$WORK/pay_hot.sql" 1); say "hot $c round $((r + 1)): $res"; hot+=("$res")
         res=$(run "cold-$c-$r" "$WORK/pay.sql" 1); say "ordinary $c round $((r + 1)): $res"; cold+=("$res")
       done
-      HT=$(median $(col 1 "${hot[@]}")) H50=$(median $(col 2 "${hot[@]}")) H99=$(median $(col 3 "${hot[@]}"))
-      CT=$(median $(col 1 "${cold[@]}")) C50=$(median $(col 2 "${cold[@]}")) C99=$(median $(col 3 "${cold[@]}"))
+      HT=$(printf '%.0f' "$(median $(col 1 "${hot[@]}"))") H50=$(median $(col 2 "${hot[@]}")) H99=$(median $(col 3 "${hot[@]}"))
+      CT=$(printf '%.0f' "$(median $(col 1 "${cold[@]}"))") C50=$(median $(col 2 "${cold[@]}")) C99=$(median $(col 3 "${cold[@]}"))
       HOT_ROWS+="| (${c}) ${NAME[$c]} | $CT | $C50 | $C99 | $HT | $H50 | $H99 | **$(ratio "$H50" "$C50")×** / $(ratio "$H99" "$C99")× |
 "
     done
@@ -310,7 +314,7 @@ done
 
 if has_part stream; then
   say "stream"
-  bash bench/stream.sh "$WORK/stream.md" >&2
+  STREAM_ROUNDS=${STREAM_ROUNDS:-3} bash bench/stream.sh "$WORK/stream.md" >&2
 fi
 
 # The report.
@@ -321,7 +325,7 @@ fi
   echo
   echo "Machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) memory; $(psql_v 'SELECT version()' | cut -d, -f1)."
   echo "Settings: $(psql_v "SELECT string_agg(name || ' = ' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'wal_level', 'max_wal_size', 'checkpoint_timeout', 'shared_preload_libraries')")."
-  echo "pgbench: $CLIENTS clients (1 for the hot payee), $SECS s a run, $ROUNDS rounds, contenders alternated (order rotated each round), medians; one payment per transaction; the payments a run inserted are deleted before the next. $USERS users."
+  echo "pgbench: $CLIENTS clients (1 for the hot payee), $SECS s a run, $ROUNDS rounds ($HOT_ROUNDS for the hot payee), contenders alternated (order rotated each round), medians; one payment per transaction; the payments a run inserted are deleted before the next. $USERS users."
   echo
   if has_part insert; then
     echo "## Insert path ($HISTORY payments of history, synchronous_commit off)"
