@@ -73,6 +73,16 @@ BG_PIDS=()
 q() { psql -X -q -v ON_ERROR_STOP=1 -P pager=off -d "$DB" "$@"; }
 # One value from a query.
 val() { q -At -c "$1"; }
+# drop_slot NAME: drop a slot once its consumer's walsender has let go of it
+# (a stopped pg_recvlogical's walsender can take a moment to exit).
+drop_slot() {
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [ "$(val "SELECT active FROM pg_replication_slots WHERE slot_name = '$1'")" = t ] || break
+    sleep 0.1
+  done
+  q -c "SELECT pg_drop_replication_slot('$1')" >/dev/null
+}
 # 1234567 -> 1,234,567
 commas() { sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|[,.]\)/\1,\2\3/' -e 'ta' <<<"$1"; }
 # Arithmetic on decimals.
@@ -338,7 +348,7 @@ wait "$LAT_PY" || { log "the latency consumer failed"; cat "$TMP/latency.err" >&
 stop_pid "$LAT_RECV"
 read -r LAT_LINES LAT_P50 LAT_P99 LAT_MAX LAT_MEAN <"$TMP/latency.out"
 [ "$LAT_LINES" = "$LAT_N" ] || { log "$LAT_LINES of $LAT_N lines arrived"; cat "$TMP/latency.err" >&2; exit 1; }
-q -c "SELECT pg_drop_replication_slot('$LAT_SLOT')" >/dev/null
+drop_slot "$LAT_SLOT"
 
 # ---------------------------------------------------------------------------
 # 3. Walsender memory over one transaction of BIG_ROWS flagged payments
@@ -384,7 +394,7 @@ SQL
   stop_pid "$recv"
   read -r got first last <"$TMP/$name.out"
   [ "$got" = "$lines" ] || { log "$name: $got of $lines lines arrived"; cat "$TMP/$name.err" >&2; return 1; }
-  q -c "SELECT pg_drop_replication_slot('$slot')" >/dev/null
+  drop_slot "$slot"
   echo "$name $got $first $last $t0 $t1" >>"$TMP/memory.txt"
 }
 
