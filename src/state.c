@@ -79,6 +79,28 @@ static const char *lookup_sql =
 #define CYCLE_FANOUT 32
 
 /*
+ * The legs of a loop closed by payer -> payee, each of at least min since
+ * since: the accounts the payee paid (other than the payer), the accounts
+ * one of those, c, paid (other than the two), and whether an account paid
+ * the payer.  Each list is cut at CYCLE_FANOUT, the lowest ids.
+ */
+#define CYCLE_SECOND(payer, payee, since, min) \
+"(SELECT DISTINCT h1.payee_id AS c FROM p2pay.payments h1" \
+"  WHERE h1.payer_id = " payee " AND h1.created_at > " since \
+"    AND h1.amount_base::float8 >= " min " AND h1.payee_id <> " payer \
+"  ORDER BY h1.payee_id LIMIT " CppAsString2(CYCLE_FANOUT) ")"
+#define CYCLE_THIRD(c, payer, payee, since, min) \
+"(SELECT DISTINCT h2.payee_id AS d FROM p2pay.payments h2" \
+"  WHERE h2.payer_id = " c " AND h2.created_at > " since \
+"    AND h2.amount_base::float8 >= " min \
+"    AND h2.payee_id <> " payer " AND h2.payee_id <> " payee \
+"  ORDER BY h2.payee_id LIMIT " CppAsString2(CYCLE_FANOUT) ")"
+#define CYCLE_BACK(from, payer, since, min) \
+"EXISTS (SELECT 1 FROM p2pay.payments h3 WHERE h3.payer_id = " from \
+"         AND h3.created_at > " since " AND h3.payee_id = " payer \
+"         AND h3.amount_base::float8 >= " min ")"
+
+/*
  * How far a count compared with an account's normal must go: past
  * baseline_factor times the account's typical level for the window (its
  * mean per day over the days it has, at most 30, times the window in days;
@@ -131,18 +153,10 @@ static const char *lookup_sql =
 "      FROM p2pay.pair_stats s WHERE s.payee_id = $1 AND s.last_at > $23" \
 "     ORDER BY s.last_at, s.payer_id LIMIT " CppAsString2(PASS_THROUGH_PAYERS) ") r) END::float8," \
 " CASE WHEN $26 THEN EXISTS (" \
-"   SELECT 1 FROM (SELECT DISTINCT h1.payee_id AS c FROM p2pay.payments h1" \
-"                   WHERE h1.payer_id = $2 AND h1.created_at > $27 AND h1.amount_base::float8 >= $28" \
-"                     AND h1.payee_id <> $1 ORDER BY h1.payee_id LIMIT " CppAsString2(CYCLE_FANOUT) ") c" \
-"    WHERE EXISTS (SELECT 1 FROM p2pay.payments h2 WHERE h2.payer_id = c.c AND h2.created_at > $27" \
-"                     AND h2.payee_id = $1 AND h2.amount_base::float8 >= $28)" \
-"       OR ($29 AND EXISTS (" \
-"         SELECT 1 FROM (SELECT DISTINCT h2.payee_id AS d FROM p2pay.payments h2" \
-"                         WHERE h2.payer_id = c.c AND h2.created_at > $27 AND h2.amount_base::float8 >= $28" \
-"                           AND h2.payee_id <> $1 AND h2.payee_id <> $2 ORDER BY h2.payee_id" \
-"                         LIMIT " CppAsString2(CYCLE_FANOUT) ") d" \
-"          WHERE EXISTS (SELECT 1 FROM p2pay.payments h3 WHERE h3.payer_id = d.d AND h3.created_at > $27" \
-"                           AND h3.payee_id = $1 AND h3.amount_base::float8 >= $28)))) END," \
+"   SELECT 1 FROM " CYCLE_SECOND("$1", "$2", "$27", "$28") " c" \
+"    WHERE " CYCLE_BACK("c.c", "$1", "$27", "$28") \
+"       OR ($29 AND EXISTS (SELECT 1 FROM " CYCLE_THIRD("c.c", "$1", "$2", "$27", "$28") " d" \
+"                            WHERE " CYCLE_BACK("d.d", "$1", "$27", "$28") "))) END," \
 " base.p_days, base.p_out, base.p_payees, base.q_days, base.q_payers" \
 " FROM (SELECT " DAYS_KNOWN("p.first") " AS p_days, p.out_n AS p_out, p.payees AS p_payees," \
 "              " DAYS_KNOWN("q.first") " AS q_days, q.payers AS q_payers" \
@@ -206,25 +220,15 @@ FACTS_SELECT;
  * facts are read and is seen, or it waits and then sees X->Y.
  */
 static const char *cycle_candidates_sql =
-"SELECT DISTINCT h1.payee_id FROM p2pay.payments h1"
-" WHERE h1.payer_id = $2 AND h1.created_at > $3 AND h1.amount_base::float8 >= $4"
-"   AND h1.payee_id <> $1"
-"   AND EXISTS (SELECT 1 FROM p2pay.pair_stats s"
-"                WHERE s.payee_id = $1 AND s.last_at > $3 AND s.payer_id <> $2)"
-" ORDER BY h1.payee_id LIMIT " CppAsString2(CYCLE_FANOUT);
+"SELECT c.c FROM " CYCLE_SECOND("$1", "$2", "$3", "$4") " c"
+" WHERE EXISTS (SELECT 1 FROM p2pay.pair_stats s"
+"                WHERE s.payee_id = $1 AND s.last_at > $3 AND s.payer_id <> $2)";
 
 /* The loops of four alone, for the check under a transaction snapshot. */
 static const char *cycle_sql =
-"SELECT EXISTS ("
-"  SELECT 1 FROM (SELECT DISTINCT h1.payee_id AS c FROM p2pay.payments h1"
-"                  WHERE h1.payer_id = $2 AND h1.created_at > $3 AND h1.amount_base::float8 >= $4"
-"                    AND h1.payee_id <> $1 ORDER BY h1.payee_id LIMIT " CppAsString2(CYCLE_FANOUT) ") c,"
-"       LATERAL (SELECT DISTINCT h2.payee_id AS d FROM p2pay.payments h2"
-"                 WHERE h2.payer_id = c.c AND h2.created_at > $3 AND h2.amount_base::float8 >= $4"
-"                   AND h2.payee_id <> $1 AND h2.payee_id <> $2 ORDER BY h2.payee_id"
-"                 LIMIT " CppAsString2(CYCLE_FANOUT) ") d"
-"   WHERE EXISTS (SELECT 1 FROM p2pay.payments h3 WHERE h3.payer_id = d.d AND h3.created_at > $3"
-"                    AND h3.payee_id = $1 AND h3.amount_base::float8 >= $4))";
+"SELECT EXISTS (SELECT 1 FROM " CYCLE_SECOND("$1", "$2", "$3", "$4") " c,"
+"               LATERAL " CYCLE_THIRD("c.c", "$1", "$2", "$3", "$4") " d"
+"                WHERE " CYCLE_BACK("d.d", "$1", "$3", "$4") ")";
 
 /* The same facts for a dry run, which records nothing. */
 static const char *facts_sql = FACTS_SELECT;

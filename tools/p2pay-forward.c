@@ -150,8 +150,6 @@ typedef struct Forwarder
 } Forwarder;
 
 /* For gcc and clang: die() never returns, and formats are checked. */
-#define NORETURN __attribute__((noreturn))
-#define PRINTF_LIKE(n) __attribute__((format(printf, n, n + 1)))
 
 static const char *progname = "p2pay-forward";
 static volatile sig_atomic_t stop_signal = 0;

@@ -51,14 +51,12 @@ typedef struct Stream
 } Stream;
 
 /* For gcc and clang: die() never returns, and its format is checked. */
-#define NORETURN __attribute__((noreturn))
-#define PRINTF_LIKE __attribute__((format(printf, 1, 2)))
 
 static const char *progname = "p2pay-stream";
 static volatile sig_atomic_t stop_signal = 0;
 
 /* Print a message of ours and exit 1. */
-static NORETURN PRINTF_LIKE void
+static NORETURN PRINTF_LIKE(1) void
 die(const char *fmt,...)
 {
 	va_list		ap;

@@ -36,6 +36,10 @@ typedef uint64_t Lsn;			/* a WAL position, as the server's XLogRecPtr */
 #define STATUS_SIZE 34			/* 'r', write, flush, apply, clock, reply */
 
 /* printf arguments for an Lsn in the server's X/X notation. */
+/* For die() and its kind. */
+#define NORETURN __attribute__((noreturn))
+#define PRINTF_LIKE(n) __attribute__((format(printf, n, n + 1)))
+
 #define LSN_FORMAT "%X/%X"
 #define LSN_ARGS(lsn) (unsigned) ((lsn) >> 32), (unsigned) (lsn)
 
