@@ -7,6 +7,8 @@
 #define P2PAY_COMPAT_H
 
 #include "postgres.h"
+#include "access/genam.h"
+#include "access/heapam.h"
 #include "utils/guc.h"
 
 /* MarkGUCPrefixReserved appeared in 15; older versions only warn. */
@@ -52,6 +54,44 @@
  */
 #if PG_VERSION_NUM >= 150000
 #define P2PAY_HAVE_SHMEM_REQUEST_HOOK 1
+#endif
+
+/*
+ * Writing the state tables (facts.c).  16 gave heap_update an out argument
+ * saying which indexes need entries, and lets a HOT update still need
+ * entries in summarizing (BRIN) indexes; 14 gave index_insert its
+ * indexUnchanged hint.
+ */
+#if PG_VERSION_NUM >= 160000
+static inline TM_Result
+p2pay_heap_update(Relation rel, ItemPointer otid, HeapTuple tup, CommandId cid,
+				  TM_FailureData *tmfd)
+{
+	LockTupleMode lockmode;
+	TU_UpdateIndexes update_indexes;
+
+	return heap_update(rel, otid, tup, cid, InvalidSnapshot, true, tmfd, &lockmode,
+					   &update_indexes);
+}
+#define p2pay_index_summarizing(info) ((info)->ii_Summarizing)
+#else
+static inline TM_Result
+p2pay_heap_update(Relation rel, ItemPointer otid, HeapTuple tup, CommandId cid,
+				  TM_FailureData *tmfd)
+{
+	LockTupleMode lockmode;
+
+	return heap_update(rel, otid, tup, cid, InvalidSnapshot, true, tmfd, &lockmode);
+}
+#define p2pay_index_summarizing(info) false
+#endif
+
+#if PG_VERSION_NUM >= 140000
+#define p2pay_index_insert(index, values, isnull, tid, heap, check, unchanged, info) \
+	index_insert((index), (values), (isnull), (tid), (heap), (check), (unchanged), (info))
+#else
+#define p2pay_index_insert(index, values, isnull, tid, heap, check, unchanged, info) \
+	index_insert((index), (values), (isnull), (tid), (heap), (check), (info))
 #endif
 
 #endif							/* P2PAY_COMPAT_H */

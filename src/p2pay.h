@@ -3,8 +3,8 @@
  *
  * A payment flows through the trigger (trigger.c) in four steps: its input is
  * validated, the payer's and payee's accounts are locked (state.c), the
- * facts the rules need are read and the per-account state is updated in one
- * statement (state.c), and the rules (rules.c) turn the facts into a score
+ * facts the rules need are read and the per-account state is updated
+ * through the state tables' indexes (facts.c), and the rules (rules.c) turn the facts into a score
  * and a decision under the cached configuration (config.c).
  */
 #ifndef P2PAY_H
@@ -203,8 +203,14 @@ extern void p2pay_lookup_references(const PaymentInput *in, PaymentFacts *facts,
 extern void p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b);
 extern void p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in,
 							   const PaymentFacts *facts);
-extern void p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
+extern void p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in,
+								  PaymentFacts *facts, bool record);
+
+/* facts.c: the facts from the per-account state, and recording a payment */
+extern void p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 							 PaymentFacts *facts, bool record);
+extern TimestampTz p2pay_hour_of(TimestampTz ts);
+extern TimestampTz p2pay_day_of(TimestampTz ts);
 extern void p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 								 TimestampTz created_at, Numeric amount_base);
 

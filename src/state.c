@@ -42,8 +42,7 @@
 #define P2PAY_LOCK_SPACE 0x7032
 
 static SPIPlanPtr lookup_plan = NULL;
-static SPIPlanPtr state_plan = NULL;
-static SPIPlanPtr facts_plan = NULL;
+static SPIPlanPtr money_flow_plan = NULL;
 static SPIPlanPtr forget_plan = NULL;
 static SPIPlanPtr cycle_candidates_plan = NULL;
 static SPIPlanPtr cycle_plan = NULL;
@@ -75,7 +74,6 @@ static const char *lookup_sql =
  * lets backtest() reproduce it.
  */
 #define PASS_THROUGH_PAYERS 200
-#define FACTS_NARGS 38
 #define CYCLE_FANOUT 32
 
 /*
@@ -101,113 +99,23 @@ static const char *lookup_sql =
 "         AND h3.amount_base::float8 >= " min ")"
 
 /*
- * How far a count compared with an account's normal must go: past
- * baseline_factor times the account's typical level for the window (its
- * mean per day over the days it has, at most 30, times the window in days;
- * m is baseline_factor times the window in days), with one to spare for
- * rounding; 0 while the account has fewer than bd days or m is 0.
- * rules.c's above_normal() decides with the same figures.  days and total
- * are columns of the base subquery below.
+ * The money-flow facts of a large payment: what the payer's recent payers
+ * paid it ($3: pass_through applies), and whether the payment closes a
+ * loop of three, or of four ($7), every leg at least $6 since $5 ($4:
+ * cycle applies).
  */
-#define BASELINE_CAP(days, total, m, bd) \
-"CASE WHEN " m " > 0 AND " days " >= GREATEST(" bd ", 1)" \
-"     THEN floor(" total "::float8 / " days " * " m ")::bigint + 2 ELSE 0 END"
-
-/* Days of an account's history before the payment's day (at most 30). */
-#define DAYS_KNOWN(first) \
-"LEAST(" CppAsString2(BASELINE_DAYS) ", GREATEST(0, $30 - coalesce(" first ", $30)))"
-
-#define FACTS_SELECT \
-"SELECT" \
-" (SELECT count(*) FROM (SELECT 1 FROM p2pay.payments p" \
-"    WHERE p.payer_id = $1 AND p.created_at > $6" \
-"    LIMIT GREATEST($7, " BASELINE_CAP("base.p_days", "base.p_out", "$33", "$34") ")) v)," \
-" CASE WHEN $8 THEN" \
-"   (SELECT coalesce(sum(h.total), 0) FROM p2pay.payer_hourly h" \
-"     WHERE h.payer_id = $1 AND h.hour >= $9)" \
-" + (SELECT coalesce(sum(p.amount_base), 0) FROM p2pay.payments p" \
-"     WHERE p.payer_id = $1 AND p.created_at > $10 AND p.created_at < $9)" \
-" END::float8," \
-" (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s" \
-"    WHERE s.payer_id = $1 AND s.last_at > $11 AND s.payee_id <> $2" \
-"    LIMIT GREATEST($12, " BASELINE_CAP("base.p_days", "base.p_payees", "$35", "$36") ")) fo)," \
-" (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s" \
-"    WHERE s.payee_id = $2 AND s.last_at > $13 AND s.payer_id <> $1" \
-"    LIMIT GREATEST($14, " BASELINE_CAP("base.q_days", "base.q_payers", "$37", "$38") ")) fi)," \
-" (SELECT count(*) FROM (SELECT 1 FROM p2pay.payments p" \
-"    WHERE p.payer_id = $1 AND p.created_at > $15" \
-"      AND p.amount_base::float8 >= $16 AND p.amount_base::float8 < $17 LIMIT $18) st)," \
-" EXISTS (SELECT 1 FROM p2pay.pair_stats s WHERE s.payer_id = $1 AND s.payee_id = $2)," \
-" CASE WHEN $19 THEN EXISTS (SELECT 1 FROM p2pay.payments p" \
-"    WHERE p.payer_id = $2 AND p.created_at > $20 AND p.payee_id = $1" \
-"      AND p.amount_base::float8 >= $21) END," \
-" (SELECT a.out_count FROM p2pay.account_stats a WHERE a.user_id = $1)," \
-" (SELECT a.out_sum::float8 FROM p2pay.account_stats a WHERE a.user_id = $1)," \
-" CASE WHEN $22 THEN (SELECT max(p.created_at) FROM p2pay.payments p" \
-"    WHERE p.payer_id = $1 AND p.created_at <= $3) END," \
-" (SELECT count(*) FROM (SELECT 1 FROM p2pay.pair_stats s" \
-"    WHERE s.payee_id = $1 AND s.last_at > $23 LIMIT $24) rf)," \
-" CASE WHEN $25 THEN (SELECT coalesce(sum(r.total), 0) FROM" \
-"   (SELECT (SELECT sum(q.amount_base) FROM p2pay.payments q" \
-"             WHERE q.payer_id = s.payer_id AND q.created_at > $23 AND q.payee_id = $1) AS total" \
-"      FROM p2pay.pair_stats s WHERE s.payee_id = $1 AND s.last_at > $23" \
-"     ORDER BY s.last_at, s.payer_id LIMIT " CppAsString2(PASS_THROUGH_PAYERS) ") r) END::float8," \
-" CASE WHEN $26 THEN EXISTS (" \
-"   SELECT 1 FROM " CYCLE_SECOND("$1", "$2", "$27", "$28") " c" \
-"    WHERE " CYCLE_BACK("c.c", "$1", "$27", "$28") \
-"       OR ($29 AND EXISTS (SELECT 1 FROM " CYCLE_THIRD("c.c", "$1", "$2", "$27", "$28") " d" \
-"                            WHERE " CYCLE_BACK("d.d", "$1", "$27", "$28") "))) END," \
-" base.p_days, base.p_out, base.p_payees, base.q_days, base.q_payers" \
-" FROM (SELECT " DAYS_KNOWN("p.first") " AS p_days, p.out_n AS p_out, p.payees AS p_payees," \
-"              " DAYS_KNOWN("q.first") " AS q_days, q.payers AS q_payers" \
-"         FROM (SELECT (SELECT min(d.day) FROM p2pay.account_daily d WHERE d.user_id = $1) AS first," \
-"                      coalesce(sum(d.out_count), 0)::bigint AS out_n," \
-"                      coalesce(sum(d.out_payees), 0)::bigint AS payees" \
-"                 FROM p2pay.account_daily d" \
-"                WHERE d.user_id = $1 AND d.day >= $32 AND d.day < $30) p," \
-"              (SELECT (SELECT min(d.day) FROM p2pay.account_daily d WHERE d.user_id = $2) AS first," \
-"                      coalesce(sum(d.in_payers), 0)::bigint AS payers" \
-"                 FROM p2pay.account_daily d" \
-"                WHERE d.user_id = $2 AND d.day >= $32 AND d.day < $30) q) base"
-
-/*
- * Records this payment in the state, and reads the facts as they were
- * before it (every part of one statement sees the same snapshot).
- */
-static const char *state_sql =
-"WITH pair AS ("
-"  INSERT INTO p2pay.pair_stats AS s (payer_id, payee_id, first_at, last_at, n, total)"
-"  VALUES ($1, $2, $3, $3, 1, $4)"
-"  ON CONFLICT (payer_id, payee_id) DO UPDATE"
-"    SET first_at = LEAST(s.first_at, excluded.first_at),"
-"        last_at = GREATEST(s.last_at, excluded.last_at),"
-"        n = s.n + 1, total = s.total + excluded.total),"
-" bucket AS ("
-"  INSERT INTO p2pay.payer_hourly AS h (payer_id, hour, n, total)"
-"  VALUES ($1, $5, 1, $4)"
-"  ON CONFLICT (payer_id, hour) DO UPDATE"
-"    SET n = h.n + 1, total = h.total + excluded.total),"
-" acct AS ("
-"  INSERT INTO p2pay.account_stats AS a (user_id, out_count, out_sum, in_count, in_sum)"
-"  VALUES ($1, 1, $4, 0, 0), ($2, 0, 0, 1, $4)"
-"  ON CONFLICT (user_id) DO UPDATE"
-"    SET out_count = a.out_count + excluded.out_count,"
-"        out_sum = a.out_sum + excluded.out_sum,"
-"        in_count = a.in_count + excluded.in_count,"
-"        in_sum = a.in_sum + excluded.in_sum),"
-" pair_today AS ("
-"  SELECT coalesce((SELECT s.last_at FROM p2pay.pair_stats s"
-"                    WHERE s.payer_id = $1 AND s.payee_id = $2), '-infinity') < $31 AS first_today),"
-" daily AS ("
-"  INSERT INTO p2pay.account_daily AS d (user_id, day, out_count, out_payees, in_payers)"
-"  SELECT $1, $30, 1, CASE WHEN first_today THEN 1 ELSE 0 END, 0 FROM pair_today"
-"  UNION ALL"
-"  SELECT $2, $30, 0, 0, CASE WHEN first_today THEN 1 ELSE 0 END FROM pair_today"
-"  ON CONFLICT (user_id, day) DO UPDATE"
-"    SET out_count = d.out_count + excluded.out_count,"
-"        out_payees = d.out_payees + excluded.out_payees,"
-"        in_payers = d.in_payers + excluded.in_payers) "
-FACTS_SELECT;
+static const char *money_flow_sql =
+"SELECT"
+" CASE WHEN $3 THEN (SELECT coalesce(sum(r.total), 0) FROM"
+"   (SELECT (SELECT sum(q.amount_base) FROM p2pay.payments q"
+"             WHERE q.payer_id = s.payer_id AND q.created_at > $8 AND q.payee_id = $1) AS total"
+"      FROM p2pay.pair_stats s WHERE s.payee_id = $1 AND s.last_at > $8"
+"     ORDER BY s.last_at, s.payer_id LIMIT " CppAsString2(PASS_THROUGH_PAYERS) ") r) END::float8,"
+" CASE WHEN $4 THEN EXISTS ("
+"   SELECT 1 FROM " CYCLE_SECOND("$1", "$2", "$5", "$6") " c"
+"    WHERE " CYCLE_BACK("c.c", "$1", "$5", "$6")
+"       OR ($7 AND EXISTS (SELECT 1 FROM " CYCLE_THIRD("c.c", "$1", "$2", "$5", "$6") " d"
+"                            WHERE " CYCLE_BACK("d.d", "$1", "$5", "$6") "))) END";
 
 /*
  * A loop of four, X->Y->C->D->X, closed by X->Y has a middle leg C->D that
@@ -229,9 +137,6 @@ static const char *cycle_sql =
 "SELECT EXISTS (SELECT 1 FROM " CYCLE_SECOND("$1", "$2", "$3", "$4") " c,"
 "               LATERAL " CYCLE_THIRD("c.c", "$1", "$2", "$3", "$4") " d"
 "                WHERE " CYCLE_BACK("d.d", "$1", "$3", "$4") ")";
-
-/* The same facts for a dry run, which records nothing. */
-static const char *facts_sql = FACTS_SELECT;
 
 /*
  * Takes a deleted payment out of the state: the inverse of state_sql's
@@ -284,9 +189,6 @@ static const char *forget_sql =
 "       first_at = r.first_at, last_at = r.last_at"
 "  FROM remaining r"
 " WHERE s.payer_id = $1 AND s.payee_id = $2 AND r.first_at IS NOT NULL";
-
-static TimestampTz hour_of(TimestampTz ts);
-static TimestampTz day_of(TimestampTz ts);
 
 /* Prepare a statement once for the life of the backend. */
 static SPIPlanPtr
@@ -597,24 +499,6 @@ p2pay_lookup_references(const PaymentInput *in, PaymentFacts *facts,
 	facts->created_at = in->created_at;
 }
 
-/* Start of the UTC hour holding ts. */
-static TimestampTz
-hour_of(TimestampTz ts)
-{
-	TimestampTz r = ts % USECS_PER_HOUR;
-
-	return r < 0 ? ts - r - USECS_PER_HOUR : ts - r;
-}
-
-/* Start of the UTC day holding ts. */
-static TimestampTz
-day_of(TimestampTz ts)
-{
-	TimestampTz r = ts % USECS_PER_DAY;
-
-	return r < 0 ? ts - r - USECS_PER_DAY : ts - r;
-}
-
 /*
  * Take a deleted payment out of the per-account state, so that no rule
  * counts it any more.  The accounts are locked.
@@ -625,7 +509,7 @@ p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 {
 	Datum		values[7];
 	int			ret;
-	TimestampTz day_start = day_of(created_at);
+	TimestampTz day_start = p2pay_day_of(created_at);
 
 	if (forget_plan == NULL)
 	{
@@ -637,7 +521,7 @@ p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 
 	values[0] = UUIDPGetDatum(payer);
 	values[1] = UUIDPGetDatum(payee);
-	values[2] = TimestampTzGetDatum(hour_of(created_at));
+	values[2] = TimestampTzGetDatum(p2pay_hour_of(created_at));
 	values[3] = NumericGetDatum(amount_base);
 	values[4] = TimestampTzGetDatum(day_start);
 	values[5] = TimestampTzGetDatum(day_start + USECS_PER_DAY);
@@ -648,174 +532,55 @@ p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 		elog(ERROR, "p2pay: forgetting a payment failed: %s", SPI_result_code_string(ret));
 }
 
-/* A limit for a capped count: how many earlier rows decide the rule. */
-static Datum
-limit_if(bool enabled, int64 limit)
-{
-	return Int64GetDatum(enabled ? Max(limit, 0) : 0);
-}
-
-static int64
-get_int64(HeapTuple tup, TupleDesc desc, int col)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-
-	return isnull ? 0 : DatumGetInt64(d);
-}
-
-static double
-get_float8(HeapTuple tup, TupleDesc desc, int col)
-{
-	bool		isnull;
-	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
-
-	return isnull ? 0.0 : DatumGetFloat8(d);
-}
-
-/* BASELINE_CAP's m and bd for a rule compared with the account's normal. */
-static void
-baseline_args(const RuleConfig *rc, Datum *out)
-{
-	bool		on = RULE_EVALUATED(rc) && rc->p.baseline_factor > 0;
-
-	out[0] = Float8GetDatum(on ? rc->p.baseline_factor *
-							((double) rc->p.window / (double) USECS_PER_DAY) : 0.0);
-	out[1] = Int64GetDatum(rc->p.baseline_days);
-}
-
 /*
- * Read the facts that depend on other payments and, if record, record this
- * payment in the per-account state, in one statement.  When recording, the
- * accounts are locked.
+ * Read the money-flow facts of a large payment (facts.c reads the rest), with
+ * the active snapshot: only a payment of at least pass_through's or cycle's
+ * min_amount needs them.
  */
 void
-p2pay_read_facts(const P2payConfig *cfg, const PaymentInput *in,
-				 PaymentFacts *facts, bool record)
+p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in, PaymentFacts *facts,
+					  bool record)
 {
-	const RuleConfig *rules = cfg->rules;
-	TimestampTz t = in->created_at;
-	Datum		values[FACTS_NARGS];
-	HeapTuple	tup;
-	TupleDesc	desc;
+	const RuleConfig *pt = &cfg->rules[RULE_PASS_THROUGH];
+	const RuleConfig *cy = &cfg->rules[RULE_CYCLE];
+	bool		pt_on = RULE_EVALUATED(pt) && facts->amount >= pt->p.min_amount;
+	bool		cy_on = RULE_EVALUATED(cy) && facts->amount >= cy->p.min_amount;
+	Datum		values[8];
 	bool		isnull;
 	Datum		d;
 	int			ret;
-	TimestampTz day_start = day_of(t);
-	DateADT		day = (DateADT) (day_start / USECS_PER_DAY);
-	const RuleConfig *pt = &rules[RULE_PASS_THROUGH];
-	const RuleConfig *cy = &rules[RULE_CYCLE];
-	const RuleConfig *va = &rules[RULE_PAYER_VELOCITY_AMOUNT];
-	const RuleConfig *st = &rules[RULE_STRUCTURING];
-	const RuleConfig *rt = &rules[RULE_ROUND_TRIP];
-	const RuleConfig *dr = &rules[RULE_DORMANT_REACTIVATION];
-	TimestampTz va_since = t - va->p.window;
-	bool		in_band = RULE_EVALUATED(st) && p2pay_in_structuring_band(&st->p, facts->amount);
-	SPIPlanPtr	plan;
 
-	if (state_plan == NULL)
+	facts->received = 0;
+	facts->closes_cycle = false;
+	if (!pt_on && !cy_on)
+		return;
+
+	if (money_flow_plan == NULL)
 	{
-		Oid			types[FACTS_NARGS] = {
-			UUIDOID, UUIDOID, TIMESTAMPTZOID, NUMERICOID, TIMESTAMPTZOID,
-			TIMESTAMPTZOID, INT8OID,
-			BOOLOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-			TIMESTAMPTZOID, INT8OID,
-			TIMESTAMPTZOID, INT8OID,
-			TIMESTAMPTZOID, FLOAT8OID, FLOAT8OID, INT8OID,
-			BOOLOID, TIMESTAMPTZOID, FLOAT8OID,
-			BOOLOID,
-			TIMESTAMPTZOID, INT8OID, BOOLOID,
-			BOOLOID, TIMESTAMPTZOID, FLOAT8OID, BOOLOID,
-			DATEOID, TIMESTAMPTZOID, DATEOID,
-			FLOAT8OID, INT8OID, FLOAT8OID, INT8OID, FLOAT8OID, INT8OID
-		};
+		Oid			types[8] = {UUIDOID, UUIDOID, BOOLOID, BOOLOID, TIMESTAMPTZOID,
+		FLOAT8OID, BOOLOID, TIMESTAMPTZOID};
 
-		state_plan = prepare_kept(state_sql, FACTS_NARGS, types);
-		facts_plan = prepare_kept(facts_sql, FACTS_NARGS, types);
+		money_flow_plan = prepare_kept(money_flow_sql, 8, types);
 	}
-	plan = record ? state_plan : facts_plan;
-
 	values[0] = UUIDPGetDatum(in->payer);
 	values[1] = UUIDPGetDatum(in->payee);
-	values[2] = TimestampTzGetDatum(t);
-	values[3] = NumericGetDatum(facts->amount_base);
-	values[4] = TimestampTzGetDatum(hour_of(t));
+	values[2] = BoolGetDatum(pt_on);
+	values[3] = BoolGetDatum(cy_on);
+	values[4] = TimestampTzGetDatum(in->created_at - cy->p.window);
+	values[5] = Float8GetDatum(cy->p.min_amount);
+	values[6] = BoolGetDatum(cy->p.max_length >= 4);
+	values[7] = TimestampTzGetDatum(in->created_at - pt->p.window);
 
-	values[5] = TimestampTzGetDatum(t - rules[RULE_PAYER_VELOCITY_COUNT].p.window);
-	values[6] = limit_if(RULE_EVALUATED(&rules[RULE_PAYER_VELOCITY_COUNT]),
-						 rules[RULE_PAYER_VELOCITY_COUNT].p.max_count);
-
-	values[7] = BoolGetDatum(RULE_EVALUATED(va));
-	values[8] = TimestampTzGetDatum(hour_of(va_since) + USECS_PER_HOUR);
-	values[9] = TimestampTzGetDatum(va_since);
-
-	values[10] = TimestampTzGetDatum(t - rules[RULE_PAYER_FAN_OUT].p.window);
-	values[11] = limit_if(RULE_EVALUATED(&rules[RULE_PAYER_FAN_OUT]),
-						  rules[RULE_PAYER_FAN_OUT].p.max_payees);
-	values[12] = TimestampTzGetDatum(t - rules[RULE_PAYEE_FAN_IN].p.window);
-	values[13] = limit_if(RULE_EVALUATED(&rules[RULE_PAYEE_FAN_IN]),
-						  rules[RULE_PAYEE_FAN_IN].p.max_payers);
-
-	values[14] = TimestampTzGetDatum(t - st->p.window);
-	values[15] = Float8GetDatum(st->p.threshold * (1.0 - st->p.band));
-	values[16] = Float8GetDatum(st->p.threshold);
-	values[17] = limit_if(in_band, st->p.min_count - 1);
-
-	values[18] = BoolGetDatum(RULE_EVALUATED(rt) && facts->amount >= rt->p.min_amount);
-	values[19] = TimestampTzGetDatum(t - rt->p.window);
-	values[20] = Float8GetDatum(rt->p.min_amount);
-
-	values[21] = BoolGetDatum(RULE_EVALUATED(dr) && facts->amount > dr->p.min_amount);
-
-	values[22] = TimestampTzGetDatum(t - pt->p.window);
-	values[23] = limit_if(RULE_EVALUATED(pt), pt->p.min_payers);
-	values[24] = BoolGetDatum(RULE_EVALUATED(pt) && facts->amount >= pt->p.min_amount);
-
-	values[25] = BoolGetDatum(RULE_EVALUATED(cy) && facts->amount >= cy->p.min_amount);
-	values[26] = TimestampTzGetDatum(t - cy->p.window);
-	values[27] = Float8GetDatum(cy->p.min_amount);
-	values[28] = BoolGetDatum(cy->p.max_length >= 4);
-
-	values[29] = DateADTGetDatum(day);
-	values[30] = TimestampTzGetDatum(day_start);
-	values[31] = DateADTGetDatum(day - BASELINE_DAYS);
-
-	baseline_args(&rules[RULE_PAYER_VELOCITY_COUNT], &values[32]);
-	baseline_args(&rules[RULE_PAYER_FAN_OUT], &values[34]);
-	baseline_args(&rules[RULE_PAYEE_FAN_IN], &values[36]);
-
-	ret = SPI_execute_plan(plan, values, NULL, !record, 0);
+	ret = SPI_execute_plan(money_flow_plan, values, NULL, true, 0);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "p2pay: state statement failed: %s", SPI_result_code_string(ret));
+		elog(ERROR, "p2pay: money-flow statement failed: %s", SPI_result_code_string(ret));
 
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-
-	/* each count and sum below includes the new payment */
-	facts->velocity_count = get_int64(tup, desc, 1) + 1;
-	facts->velocity_amount = get_float8(tup, desc, 2) + facts->amount;
-	facts->fan_out = get_int64(tup, desc, 3) + 1;
-	facts->fan_in = get_int64(tup, desc, 4) + 1;
-	facts->band_count = get_int64(tup, desc, 5) + (in_band ? 1 : 0);
-	facts->pair_seen = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
-	d = SPI_getbinval(tup, desc, 7, &isnull);
-	facts->paid_back = !isnull && DatumGetBool(d);
-	facts->out_count = get_int64(tup, desc, 8);
-	facts->out_sum = get_float8(tup, desc, 9);
-	d = SPI_getbinval(tup, desc, 10, &isnull);
-	facts->has_previous = !isnull;
-	facts->previous_at = isnull ? 0 : DatumGetTimestampTz(d);
-	facts->received_from = get_int64(tup, desc, 11);
-	facts->received = get_float8(tup, desc, 12);
-	d = SPI_getbinval(tup, desc, 13, &isnull);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	facts->received = isnull ? 0.0 : DatumGetFloat8(d);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	facts->closes_cycle = !isnull && DatumGetBool(d);
-	facts->payer_days = get_int64(tup, desc, 14);
-	facts->payer_day_payments = get_int64(tup, desc, 15);
-	facts->payer_day_payees = get_int64(tup, desc, 16);
-	facts->payee_days = get_int64(tup, desc, 17);
-	facts->payee_day_payers = get_int64(tup, desc, 18);
 
-	if (record && !facts->closes_cycle && DatumGetBool(values[25]) && DatumGetBool(values[28])
-		&& IsolationUsesXactSnapshot())
-		check_cycle_snapshot(in, t - cy->p.window, cy->p.min_amount);
+	if (record && cy_on && !facts->closes_cycle && cy->p.max_length >= 4 &&
+		IsolationUsesXactSnapshot())
+		check_cycle_snapshot(in, in->created_at - cy->p.window, cy->p.min_amount);
 }

@@ -335,7 +335,7 @@ score(Oid owner, Oid nspid, const PaymentInput *in, bool record,
 
 	if (record)
 		p2pay_lock_payment(cfg, in, facts);
-	p2pay_read_facts(cfg, in, facts, record);
+	p2pay_read_facts(cfg, nspid, in, facts, record);
 
 	if (count)
 	{

@@ -1,0 +1,1149 @@
+/*
+ * facts.c: reading a payment's facts from the per-account state, and
+ * recording the payment in that state, through the tables' indexes and
+ * the heap directly rather than through SQL.
+ *
+ * An insert reads about fifteen index ranges, each bounded by a limit, an
+ * hour of one payer's rows, 31 daily rows or one key, and writes six state
+ * rows.  Done as one SQL statement, most of that time went into starting
+ * and driving the executor for a plan of some thirty nodes; here each read
+ * is an index scan and each write a heap_insert or heap_update with its
+ * index entries, the way PostgreSQL maintains its own catalogs.  The money-
+ * flow facts (pass_through's sum, cycle's loops) are read only for large
+ * payments and stay SQL (state.c).
+ *
+ * What is read and written is exactly what the SQL did: backtest.c
+ * reproduces the same facts from payments alone, and the regression tests
+ * compare the two.
+ *
+ * Snapshot: the facts are read with one snapshot taken after the accounts
+ * are locked (a new one per payment under READ COMMITTED, the
+ * transaction's under REPEATABLE READ), after a command-counter increment
+ * so that the payments and state rows written earlier in the transaction,
+ * and in the same statement, are seen.  The writes follow the reads.
+ * Under REPEATABLE READ a state row changed since the snapshot is a
+ * serialization failure, as for an UPDATE.
+ *
+ * The state tables' layout is checked when their descriptions are loaded
+ * (once per backend, again after any DDL on them): the columns p2pay
+ * created, in order, and plain indexes (no expressions or predicates), so
+ * that index entries can be formed from the columns alone.  Triggers,
+ * rules and row security on the state tables are not applied: the tables
+ * are the extension's own bookkeeping.
+ */
+#include "postgres.h"
+
+#include "p2pay.h"
+#include "compat.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/index.h"
+#include "catalog/pg_am.h"
+#include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "nodes/execnodes.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* The tables read or written, and the indexes scanned. */
+typedef enum StateRel
+{
+	REL_PAYMENTS,
+	REL_PAIR,
+	REL_ACCOUNT,
+	REL_DAILY,
+	REL_HOURLY,
+	NUM_RELS
+} StateRel;
+
+typedef enum StateIdx
+{
+	IDX_PAYER_TIME,				/* payments (payer_id, created_at) */
+	IDX_PAIR,					/* pair_stats (payer_id, payee_id) */
+	IDX_PAIR_PAYER_LAST,		/* pair_stats (payer_id, last_at) */
+	IDX_PAIR_PAYEE_LAST,		/* pair_stats (payee_id, last_at) */
+	IDX_ACCOUNT,				/* account_stats (user_id) */
+	IDX_DAILY,					/* account_daily (user_id, day) */
+	IDX_HOURLY,					/* payer_hourly (payer_id, hour) */
+	NUM_IDXS
+} StateIdx;
+
+static const char *const rel_names[NUM_RELS] = {
+	"payments", "pair_stats", "account_stats", "account_daily", "payer_hourly"
+};
+
+static const struct
+{
+	const char *name;
+	StateRel	rel;
+}			idx_defs[NUM_IDXS] = {
+	{"payments_payer_time_idx", REL_PAYMENTS},
+	{"pair_stats_pkey", REL_PAIR},
+	{"pair_stats_payer_last_idx", REL_PAIR},
+	{"pair_stats_payee_last_idx", REL_PAIR},
+	{"account_stats_pkey", REL_ACCOUNT},
+	{"account_daily_pkey", REL_DAILY},
+	{"payer_hourly_pkey", REL_HOURLY},
+};
+
+/* The state tables' columns, in the order p2pay creates them. */
+enum
+{
+	PAIR_PAYER = 1, PAIR_PAYEE, PAIR_FIRST_AT, PAIR_LAST_AT, PAIR_N, PAIR_TOTAL, PAIR_NATTS = PAIR_TOTAL
+};
+enum
+{
+	ACCT_USER = 1, ACCT_OUT_COUNT, ACCT_OUT_SUM, ACCT_IN_COUNT, ACCT_IN_SUM, ACCT_NATTS = ACCT_IN_SUM
+};
+enum
+{
+	DAILY_USER = 1, DAILY_DAY, DAILY_OUT_COUNT, DAILY_OUT_PAYEES, DAILY_IN_PAYERS, DAILY_NATTS = DAILY_IN_PAYERS
+};
+enum
+{
+	HOURLY_PAYER = 1, HOURLY_HOUR, HOURLY_N, HOURLY_TOTAL, HOURLY_NATTS = HOURLY_TOTAL
+};
+
+static const char *const pair_cols[] = {"payer_id", "payee_id", "first_at", "last_at", "n", "total"};
+static const char *const acct_cols[] = {"user_id", "out_count", "out_sum", "in_count", "in_sum"};
+static const char *const daily_cols[] = {"user_id", "day", "out_count", "out_payees", "in_payers"};
+static const char *const hourly_cols[] = {"payer_id", "hour", "n", "total"};
+
+static const struct
+{
+	const char *const *names;
+	int			natts;
+}			state_cols[NUM_RELS] = {
+	{NULL, 0},
+	{pair_cols, PAIR_NATTS},
+	{acct_cols, ACCT_NATTS},
+	{daily_cols, DAILY_NATTS},
+	{hourly_cols, HOURLY_NATTS},
+};
+
+/* One index of a state table, as the writes maintain it. */
+typedef struct StateIndex
+{
+	Oid			oid;
+	IndexInfo  *info;
+} StateIndex;
+
+/*
+ * What is known of the tables, per backend, for the schema in nspid;
+ * valid is cleared by any relcache invalidation of one of them (DDL,
+ * VACUUM, ANALYZE) and everything is looked up again.
+ */
+static struct
+{
+	bool		valid;
+	Oid			nspid;
+	Oid			rels[NUM_RELS];
+	Oid			idxs[NUM_IDXS];
+	int			nindexes[NUM_RELS];
+	StateIndex *indexes[NUM_RELS];	/* the ones the writes maintain */
+	AttrNumber	pay_payer,		/* payments' columns */
+				pay_payee,
+				pay_created_at,
+				pay_amount_base;
+	MemoryContext cxt;
+}			cache;
+
+static bool callback_registered = false;
+
+static void
+state_relcache_callback(Datum arg, Oid relid)
+{
+	if (!cache.valid)
+		return;
+	if (!OidIsValid(relid))
+	{
+		cache.valid = false;
+		return;
+	}
+	for (int i = 0; i < NUM_RELS; i++)
+		if (cache.rels[i] == relid)
+			cache.valid = false;
+	for (int i = 0; i < NUM_IDXS; i++)
+		if (cache.idxs[i] == relid)
+			cache.valid = false;
+}
+
+static Oid
+relid_in(Oid nspid, const char *name)
+{
+	Oid			relid = get_relname_relid(name, nspid);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"%s.%s\" does not exist",
+						get_namespace_name(nspid), name),
+				 errhint("The per-account state belongs to the p2pay extension; ALTER EXTENSION p2pay UPDATE or reinstalling it restores it.")));
+	return relid;
+}
+
+static AttrNumber
+payments_column(Oid relid, const char *name)
+{
+	AttrNumber	attnum = get_attnum(relid, name);
+
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("p2pay.payments has no column \"%s\"", name)));
+	return attnum;
+}
+
+/* Check a state table's columns and gather the indexes the writes keep. */
+static void
+load_state_table(StateRel r)
+{
+	Relation	rel = table_open(cache.rels[r], AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *indexes;
+	ListCell   *lc;
+	int			n = 0;
+
+	if (desc->natts != state_cols[r].natts || rel->rd_rel->relam != HEAP_TABLE_AM_OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
+				 errdetail("A heap table with the columns %d columns p2pay defines is expected.",
+						   state_cols[r].natts)));
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || strcmp(NameStr(att->attname), state_cols[r].names[i]) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
+					 errdetail("Column %d should be \"%s\".", i + 1, state_cols[r].names[i])));
+	}
+
+	indexes = RelationGetIndexList(rel);
+	cache.indexes[r] = MemoryContextAlloc(cache.cxt, sizeof(StateIndex) * Max(list_length(indexes), 1));
+	foreach(lc, indexes)
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+		MemoryContext old = MemoryContextSwitchTo(cache.cxt);
+		IndexInfo  *info = BuildIndexInfo(index);
+
+		MemoryContextSwitchTo(old);
+		if (info->ii_Expressions != NIL || info->ii_Predicate != NIL ||
+			info->ii_ExclusionOps != NULL || !index->rd_index->indimmediate)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("index \"%s\" on p2pay.%s is not supported",
+							RelationGetRelationName(index), rel_names[r]),
+					 errdetail("p2pay maintains the state tables' indexes itself: plain columns, no predicate, no exclusion, not deferrable."),
+					 errhint("Drop the index.")));
+		cache.indexes[r][n].oid = RelationGetRelid(index);
+		cache.indexes[r][n].info = info;
+		n++;
+		index_close(index, AccessShareLock);
+	}
+	cache.nindexes[r] = n;
+	list_free(indexes);
+	table_close(rel, AccessShareLock);
+}
+
+static void
+load_cache(Oid nspid)
+{
+	if (cache.valid && cache.nspid == nspid)
+		return;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(state_relcache_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	if (cache.cxt == NULL)
+		cache.cxt = AllocSetContextCreate(TopMemoryContext, "p2pay state tables",
+										  ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(cache.cxt);
+
+	/* cleared by an invalidation arriving while this loads */
+	cache.valid = true;
+	cache.nspid = nspid;
+	for (int i = 0; i < NUM_RELS; i++)
+		cache.rels[i] = relid_in(nspid, rel_names[i]);
+	for (int i = 0; i < NUM_IDXS; i++)
+		cache.idxs[i] = relid_in(nspid, idx_defs[i].name);
+	cache.pay_payer = payments_column(cache.rels[REL_PAYMENTS], "payer_id");
+	cache.pay_payee = payments_column(cache.rels[REL_PAYMENTS], "payee_id");
+	cache.pay_created_at = payments_column(cache.rels[REL_PAYMENTS], "created_at");
+	cache.pay_amount_base = payments_column(cache.rels[REL_PAYMENTS], "amount_base");
+	for (int r = REL_PAIR; r < NUM_RELS; r++)
+		load_state_table(r);
+}
+
+/* The tables and indexes open for one payment. */
+typedef struct StateAccess
+{
+	Relation	rels[NUM_RELS];
+	Relation	idxs[NUM_IDXS];
+	TupleTableSlot *slots[NUM_RELS];
+	Relation   *writes[NUM_RELS];	/* each state table's indexes, as cache.indexes */
+	Snapshot	snapshot;
+	LOCKMODE	lockmode;
+} StateAccess;
+
+static void
+open_state(StateAccess *sa, Oid nspid, bool record)
+{
+	load_cache(nspid);
+	sa->lockmode = record ? RowExclusiveLock : AccessShareLock;
+	for (int i = 0; i < NUM_RELS; i++)
+	{
+		sa->rels[i] = table_open(cache.rels[i], sa->lockmode);
+		sa->slots[i] = table_slot_create(sa->rels[i], NULL);
+		sa->writes[i] = NULL;
+	}
+	for (int i = 0; i < NUM_IDXS; i++)
+		sa->idxs[i] = index_open(cache.idxs[i], sa->lockmode);
+	if (record)
+	{
+		for (int r = REL_PAIR; r < NUM_RELS; r++)
+		{
+			sa->writes[r] = palloc(sizeof(Relation) * Max(cache.nindexes[r], 1));
+			for (int k = 0; k < cache.nindexes[r]; k++)
+				sa->writes[r][k] = index_open(cache.indexes[r][k].oid, RowExclusiveLock);
+		}
+	}
+
+	/*
+	 * As a statement of the trigger's own would: see everything this
+	 * transaction wrote so far, with a new snapshot under READ COMMITTED.
+	 */
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	sa->snapshot = GetActiveSnapshot();
+}
+
+/* Release what open_state took; the locks are kept to the end of the transaction. */
+static void
+close_state(StateAccess *sa)
+{
+	PopActiveSnapshot();
+	for (int r = REL_PAIR; r < NUM_RELS; r++)
+		if (sa->writes[r] != NULL)
+			for (int k = 0; k < cache.nindexes[r]; k++)
+				index_close(sa->writes[r][k], NoLock);
+	for (int i = 0; i < NUM_IDXS; i++)
+		index_close(sa->idxs[i], NoLock);
+	for (int i = 0; i < NUM_RELS; i++)
+	{
+		ExecDropSingleTupleTableSlot(sa->slots[i]);
+		table_close(sa->rels[i], NoLock);
+	}
+}
+
+/*
+ * Scans.  Keys are on the index's columns: the first is always an
+ * account (uuid equality), the second, if any, a time or day bound.
+ */
+static IndexScanDesc
+begin_scan(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
+{
+	IndexScanDesc scan = index_beginscan(sa->rels[idx_defs[ix].rel], sa->idxs[ix],
+										 sa->snapshot, nkeys, 0);
+
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	return scan;
+}
+
+/* The next row of the scan in its table's slot, or NULL at the end. */
+static TupleTableSlot *
+next_row(StateAccess *sa, IndexScanDesc scan, StateIdx ix, ScanDirection dir)
+{
+	TupleTableSlot *slot = sa->slots[idx_defs[ix].rel];
+
+	return index_getnext_slot(scan, dir, slot) ? slot : NULL;
+}
+
+static void
+key_account(ScanKey key, const pg_uuid_t *id)
+{
+	ScanKeyInit(key, 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(id));
+}
+
+static void
+key_second(ScanKey key, StrategyNumber strategy, RegProcedure proc, Datum value)
+{
+	ScanKeyInit(key, 2, strategy, proc, value);
+}
+
+static int64
+get_int8(TupleTableSlot *slot, AttrNumber att)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, att, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+static TimestampTz
+get_ts(TupleTableSlot *slot, AttrNumber att)
+{
+	bool		isnull;
+
+	return DatumGetTimestampTz(slot_getattr(slot, att, &isnull));
+}
+
+static Datum
+get_numeric(TupleTableSlot *slot, AttrNumber att)
+{
+	bool		isnull;
+
+	return slot_getattr(slot, att, &isnull);
+}
+
+static double
+numeric_to_double(Datum num)
+{
+	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, num));
+}
+
+/*
+ * How many rows of an account's range the scan finds, stopping at limit;
+ * those whose uuid column skip_att equals skip don't count.
+ */
+static int64
+count_range(StateAccess *sa, StateIdx ix, const pg_uuid_t *account, TimestampTz after,
+			AttrNumber skip_att, const pg_uuid_t *skip, int64 limit)
+{
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int64		n = 0;
+
+	if (limit <= 0)
+		return 0;
+	key_account(&keys[0], account);
+	key_second(&keys[1], BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
+	scan = begin_scan(sa, ix, keys, 2);
+	while (n < limit && (slot = next_row(sa, scan, ix, ForwardScanDirection)) != NULL)
+	{
+		if (skip != NULL)
+		{
+			bool		isnull;
+			pg_uuid_t  *id = DatumGetUUIDP(slot_getattr(slot, skip_att, &isnull));
+
+			if (memcmp(id->data, skip->data, UUID_LEN) == 0)
+				continue;
+		}
+		n++;
+	}
+	index_endscan(scan);
+	return n;
+}
+
+/* The row of a key (one or two columns), copied, or NULL. */
+static HeapTuple
+fetch_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
+{
+	IndexScanDesc scan = begin_scan(sa, ix, keys, nkeys);
+	TupleTableSlot *slot = next_row(sa, scan, ix, ForwardScanDirection);
+	HeapTuple	row = slot ? ExecCopySlotHeapTuple(slot) : NULL;
+
+	index_endscan(scan);
+	return row;
+}
+
+/*
+ * The row of a key as last committed: an update that found the row
+ * changed under it (which only a writer without the account's lock, such
+ * as a manual UPDATE, can do) applies itself to this version, as an
+ * UPDATE under READ COMMITTED would.
+ */
+static HeapTuple
+fetch_latest(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
+{
+	Snapshot	saved = sa->snapshot;
+	HeapTuple	row;
+
+	sa->snapshot = GetLatestSnapshot();
+	row = fetch_row(sa, ix, keys, nkeys);
+	sa->snapshot = saved;
+	return row;
+}
+
+static HeapTuple
+fetch_account(StateAccess *sa, const pg_uuid_t *id)
+{
+	ScanKeyData key;
+
+	key_account(&key, id);
+	return fetch_row(sa, IDX_ACCOUNT, &key, 1);
+}
+
+/* An account's normal (see BASELINE_DAYS) and its row of the day, if any. */
+typedef struct DailyFacts
+{
+	int64		days;
+	int64		out_count;
+	int64		out_payees;
+	int64		in_payers;
+	HeapTuple	today;
+} DailyFacts;
+
+static void
+read_daily(StateAccess *sa, const pg_uuid_t *id, DateADT day, DateADT first_counted,
+		   DailyFacts *out)
+{
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	DateADT		first = day;
+
+	memset(out, 0, sizeof(*out));
+
+	/*
+	 * Backwards from the day: its row, then the days counted; a row before
+	 * them means the account has all BASELINE_DAYS of history, the end of
+	 * the rows that its first day is the last one seen.
+	 */
+	key_account(&keys[0], id);
+	key_second(&keys[1], BTLessEqualStrategyNumber, F_DATE_LE, DateADTGetDatum(day));
+	scan = begin_scan(sa, IDX_DAILY, keys, 2);
+	while ((slot = next_row(sa, scan, IDX_DAILY, BackwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		DateADT		d = DatumGetDateADT(slot_getattr(slot, DAILY_DAY, &isnull));
+
+		first = d;
+		if (d < first_counted)
+			break;
+		if (d == day)
+		{
+			out->today = ExecCopySlotHeapTuple(slot);
+			continue;
+		}
+		out->out_count += get_int8(slot, DAILY_OUT_COUNT);
+		out->out_payees += get_int8(slot, DAILY_OUT_PAYEES);
+		out->in_payers += get_int8(slot, DAILY_IN_PAYERS);
+	}
+	index_endscan(scan);
+	out->days = Min(BASELINE_DAYS, (int64) day - (int64) first);
+}
+
+/*
+ * How far a count compared with an account's normal must go: past
+ * baseline_factor times the account's typical level for the window (its
+ * mean per day over the days it has, at most 30, times the window in
+ * days), with one to spare for rounding; 0 while the account has fewer
+ * than baseline_days or the rule doesn't compare with a normal.
+ * rules.c's above_normal() decides with the same figures.
+ */
+static int64
+baseline_cap(const RuleConfig *rc, int64 days, int64 total)
+{
+	double		m;
+
+	if (!RULE_EVALUATED(rc) || rc->p.baseline_factor <= 0)
+		return 0;
+	m = rc->p.baseline_factor * ((double) rc->p.window / (double) USECS_PER_DAY);
+	if (m <= 0 || days < Max(rc->p.baseline_days, 1))
+		return 0;
+	return (int64) floor((double) total / (double) days * m) + 2;
+}
+
+/* A count's limit: how many earlier rows decide the rule (0: not read). */
+static int64
+count_limit(const RuleConfig *rc, int64 limit, int64 cap)
+{
+	return RULE_EVALUATED(rc) ? Max(Max(limit, 0), cap) : 0;
+}
+
+/*
+ * The payer's payments since an instant, until (exclusive), summed; the
+ * sum is numeric, as the buckets'.
+ */
+static Datum
+sum_payments(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after,
+			 TimestampTz before, Datum sum)
+{
+	ScanKeyData keys[3];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
+	key_second(&keys[2], BTLessStrategyNumber, F_TIMESTAMPTZ_LT, TimestampTzGetDatum(before));
+	scan = begin_scan(sa, IDX_PAYER_TIME, keys, 3);
+	while ((slot = next_row(sa, scan, IDX_PAYER_TIME, ForwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		Datum		amount = slot_getattr(slot, cache.pay_amount_base, &isnull);
+
+		if (!isnull)
+			sum = DirectFunctionCall2(numeric_add, sum, amount);
+	}
+	index_endscan(scan);
+	return sum;
+}
+
+/* What the payer paid in its window: whole hour buckets plus the edge hour's rows. */
+static double
+velocity_amount(StateAccess *sa, const pg_uuid_t *payer, TimestampTz since,
+				TimestampTz first_whole_hour)
+{
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	Datum		sum = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
+
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE,
+			   TimestampTzGetDatum(first_whole_hour));
+	scan = begin_scan(sa, IDX_HOURLY, keys, 2);
+	while ((slot = next_row(sa, scan, IDX_HOURLY, ForwardScanDirection)) != NULL)
+		sum = DirectFunctionCall2(numeric_add, sum, get_numeric(slot, HOURLY_TOTAL));
+	index_endscan(scan);
+
+	return numeric_to_double(sum_payments(sa, payer, since, first_whole_hour, sum));
+}
+
+/*
+ * How many of the payer's payments since an instant lie in [lo, hi),
+ * stopping at limit.
+ */
+static int64
+count_band(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after,
+		   double lo, double hi, int64 limit)
+{
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int64		n = 0;
+
+	if (limit <= 0)
+		return 0;
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
+	scan = begin_scan(sa, IDX_PAYER_TIME, keys, 2);
+	while (n < limit && (slot = next_row(sa, scan, IDX_PAYER_TIME, ForwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		Datum		amount = slot_getattr(slot, cache.pay_amount_base, &isnull);
+		double		a;
+
+		if (isnull)
+			continue;
+		a = numeric_to_double(amount);
+		if (a >= lo && a < hi)
+			n++;
+	}
+	index_endscan(scan);
+	return n;
+}
+
+/* Whether from paid to at least min since an instant. */
+static bool
+paid_since(StateAccess *sa, const pg_uuid_t *from, const pg_uuid_t *to,
+		   TimestampTz after, double min)
+{
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	bool		found = false;
+
+	key_account(&keys[0], from);
+	key_second(&keys[1], BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
+	scan = begin_scan(sa, IDX_PAYER_TIME, keys, 2);
+	while (!found && (slot = next_row(sa, scan, IDX_PAYER_TIME, ForwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		pg_uuid_t  *payee = DatumGetUUIDP(slot_getattr(slot, cache.pay_payee, &isnull));
+		Datum		amount;
+
+		if (memcmp(payee->data, to->data, UUID_LEN) != 0)
+			continue;
+		amount = slot_getattr(slot, cache.pay_amount_base, &isnull);
+		found = !isnull && numeric_to_double(amount) >= min;
+	}
+	index_endscan(scan);
+	return found;
+}
+
+/* The payer's latest payment at or before t. */
+static bool
+previous_payment(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, TimestampTz *at)
+{
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE, TimestampTzGetDatum(t));
+	scan = begin_scan(sa, IDX_PAYER_TIME, keys, 2);
+	slot = next_row(sa, scan, IDX_PAYER_TIME, BackwardScanDirection);
+	if (slot != NULL)
+		*at = get_ts(slot, cache.pay_created_at);
+	index_endscan(scan);
+	return slot != NULL;
+}
+
+/*
+ * Writes.  The index entries are formed from the columns (the indexes are
+ * plain, see load_state_table); a HOT update needs none.
+ */
+static void
+index_row(StateAccess *sa, StateRel r, HeapTuple tup, bool hot, bool update,
+		  const bool *changed)
+{
+	Relation	rel = sa->rels[r];
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int k = 0; k < cache.nindexes[r]; k++)
+	{
+		IndexInfo  *info = cache.indexes[r][k].info;
+		Datum		values[INDEX_MAX_KEYS];
+		bool		isnull[INDEX_MAX_KEYS];
+		bool		unchanged = update;
+
+		if (!info->ii_ReadyForInserts || (hot && !p2pay_index_summarizing(info)))
+			continue;
+		for (int i = 0; i < info->ii_NumIndexAttrs; i++)
+		{
+			AttrNumber	att = info->ii_IndexAttrNumbers[i];
+
+			values[i] = heap_getattr(tup, att, desc, &isnull[i]);
+			if (changed[att])
+				unchanged = false;
+		}
+		p2pay_index_insert(sa->writes[r][k], values, isnull, &tup->t_self, rel,
+						   info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+						   unchanged, info);
+	}
+}
+
+static void
+insert_row(StateAccess *sa, StateRel r, Datum *values)
+{
+	bool		nulls[8] = {false};
+	bool		changed[8] = {false};
+	HeapTuple	tup = heap_form_tuple(RelationGetDescr(sa->rels[r]), values, nulls);
+
+	heap_insert(sa->rels[r], tup, GetCurrentCommandId(true), 0, NULL);
+	index_row(sa, r, tup, false, false, changed);
+}
+
+/*
+ * Replace row old (as read with the snapshot) by one with values; changed
+ * marks the columns that differ.  False if old was changed meanwhile, under
+ * READ COMMITTED: the caller reads it again and retries.
+ */
+static bool
+update_row(StateAccess *sa, StateRel r, HeapTuple old, Datum *values, const bool *changed)
+{
+	bool		nulls[8] = {false};
+	HeapTuple	tup = heap_form_tuple(RelationGetDescr(sa->rels[r]), values, nulls);
+	TM_FailureData tmfd;
+	TM_Result	result;
+
+	result = p2pay_heap_update(sa->rels[r], &old->t_self, tup, GetCurrentCommandId(true), &tmfd);
+	if (result != TM_Ok)
+	{
+		/*
+		 * Every writer of an account's state holds its lock, so under
+		 * REPEATABLE READ or SERIALIZABLE a newer version means the
+		 * snapshot is older than the lock.
+		 */
+		if ((result == TM_Updated || result == TM_Deleted) && !IsolationUsesXactSnapshot())
+			return false;
+		if (result == TM_Updated || result == TM_Deleted)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not serialize access due to concurrent update"),
+					 errdetail("The account state in p2pay.%s changed after this transaction's snapshot was taken.",
+							   rel_names[r])));
+		elog(ERROR, "p2pay: updating a row of p2pay.%s failed (%d)", rel_names[r], (int) result);
+	}
+	index_row(sa, r, tup, HeapTupleIsHeapOnly(tup), true, changed);
+	return true;
+}
+
+/*
+ * A state row to be written that the snapshot doesn't show: under
+ * REPEATABLE READ one committed since would make the insert fail on the
+ * key; say what it is instead.
+ */
+static void
+check_absent(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
+{
+	IndexScanDesc scan;
+	bool		found;
+
+	if (!IsolationUsesXactSnapshot())
+		return;
+	scan = index_beginscan(sa->rels[idx_defs[ix].rel], sa->idxs[ix], GetLatestSnapshot(), nkeys, 0);
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, sa->slots[idx_defs[ix].rel]);
+	index_endscan(scan);
+	if (found)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to concurrent update"),
+				 errdetail("The account state in p2pay.%s changed after this transaction's snapshot was taken.",
+						   rel_names[idx_defs[ix].rel])));
+}
+
+static Datum
+add_numeric(HeapTuple row, TupleDesc desc, AttrNumber att, Datum amount)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(row, att, desc, &isnull);
+
+	return isnull ? amount : DirectFunctionCall2(numeric_add, d, amount);
+}
+
+static Datum
+add_int8(HeapTuple row, TupleDesc desc, AttrNumber att, int64 n)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(row, att, desc, &isnull);
+
+	return Int64GetDatum((isnull ? 0 : DatumGetInt64(d)) + n);
+}
+
+/* Copy a row's columns into values, to change some of them. */
+static void
+row_values(HeapTuple row, TupleDesc desc, Datum *values)
+{
+	bool		nulls[8];
+
+	heap_deform_tuple(row, desc, values, nulls);
+}
+
+/* The pair's key in pair_stats. */
+static void
+key_pair(ScanKey keys, const pg_uuid_t *payer, const pg_uuid_t *payee)
+{
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(payee));
+}
+
+/* The pair's row (read before, or NULL): first and last time, count and total. */
+static void
+record_pair(StateAccess *sa, const PaymentInput *in, HeapTuple row, Datum amount)
+{
+	TupleDesc	desc = RelationGetDescr(sa->rels[REL_PAIR]);
+	ScanKeyData keys[2];
+	TimestampTz t = in->created_at;
+
+	key_pair(keys, in->payer, in->payee);
+	for (;;)
+	{
+		Datum		values[PAIR_NATTS];
+		bool		changed[PAIR_NATTS + 1] = {false};
+
+		if (row == NULL)
+		{
+			check_absent(sa, IDX_PAIR, keys, 2);
+			values[PAIR_PAYER - 1] = UUIDPGetDatum(in->payer);
+			values[PAIR_PAYEE - 1] = UUIDPGetDatum(in->payee);
+			values[PAIR_FIRST_AT - 1] = TimestampTzGetDatum(t);
+			values[PAIR_LAST_AT - 1] = TimestampTzGetDatum(t);
+			values[PAIR_N - 1] = Int64GetDatum(1);
+			values[PAIR_TOTAL - 1] = amount;
+			insert_row(sa, REL_PAIR, values);
+			return;
+		}
+		row_values(row, desc, values);
+		if (t < DatumGetTimestampTz(values[PAIR_FIRST_AT - 1]))
+		{
+			values[PAIR_FIRST_AT - 1] = TimestampTzGetDatum(t);
+			changed[PAIR_FIRST_AT] = true;
+		}
+		if (t > DatumGetTimestampTz(values[PAIR_LAST_AT - 1]))
+		{
+			values[PAIR_LAST_AT - 1] = TimestampTzGetDatum(t);
+			changed[PAIR_LAST_AT] = true;
+		}
+		values[PAIR_N - 1] = add_int8(row, desc, PAIR_N, 1);
+		values[PAIR_TOTAL - 1] = add_numeric(row, desc, PAIR_TOTAL, amount);
+		changed[PAIR_N] = changed[PAIR_TOTAL] = true;
+		if (update_row(sa, REL_PAIR, row, values, changed))
+			return;
+		row = fetch_latest(sa, IDX_PAIR, keys, 2);
+	}
+}
+
+/* The payer's bucket of the hour. */
+static void
+record_hour(StateAccess *sa, const pg_uuid_t *payer, TimestampTz hour, Datum amount)
+{
+	TupleDesc	desc = RelationGetDescr(sa->rels[REL_HOURLY]);
+	ScanKeyData keys[2];
+	HeapTuple	row;
+
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTEqualStrategyNumber, F_TIMESTAMPTZ_EQ, TimestampTzGetDatum(hour));
+	row = fetch_row(sa, IDX_HOURLY, keys, 2);
+	for (;;)
+	{
+		Datum		values[HOURLY_NATTS];
+		bool		changed[HOURLY_NATTS + 1] = {false};
+
+		if (row == NULL)
+		{
+			check_absent(sa, IDX_HOURLY, keys, 2);
+			values[HOURLY_PAYER - 1] = UUIDPGetDatum(payer);
+			values[HOURLY_HOUR - 1] = TimestampTzGetDatum(hour);
+			values[HOURLY_N - 1] = Int64GetDatum(1);
+			values[HOURLY_TOTAL - 1] = amount;
+			insert_row(sa, REL_HOURLY, values);
+			return;
+		}
+		row_values(row, desc, values);
+		values[HOURLY_N - 1] = add_int8(row, desc, HOURLY_N, 1);
+		values[HOURLY_TOTAL - 1] = add_numeric(row, desc, HOURLY_TOTAL, amount);
+		changed[HOURLY_N] = changed[HOURLY_TOTAL] = true;
+		if (update_row(sa, REL_HOURLY, row, values, changed))
+			return;
+		row = fetch_latest(sa, IDX_HOURLY, keys, 2);
+	}
+}
+
+/*
+ * An account's running totals (its row read before, or NULL): out for the
+ * payer, in for the payee.
+ */
+static void
+record_account(StateAccess *sa, const pg_uuid_t *id, HeapTuple row, bool out, Datum amount)
+{
+	TupleDesc	desc = RelationGetDescr(sa->rels[REL_ACCOUNT]);
+	AttrNumber	count_att = out ? ACCT_OUT_COUNT : ACCT_IN_COUNT;
+	AttrNumber	sum_att = out ? ACCT_OUT_SUM : ACCT_IN_SUM;
+	ScanKeyData key;
+
+	key_account(&key, id);
+	for (;;)
+	{
+		Datum		values[ACCT_NATTS];
+		bool		changed[ACCT_NATTS + 1] = {false};
+
+		if (row == NULL)
+		{
+			Datum		zero = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
+
+			check_absent(sa, IDX_ACCOUNT, &key, 1);
+			values[ACCT_USER - 1] = UUIDPGetDatum(id);
+			values[ACCT_OUT_COUNT - 1] = values[ACCT_IN_COUNT - 1] = Int64GetDatum(0);
+			values[ACCT_OUT_SUM - 1] = values[ACCT_IN_SUM - 1] = zero;
+			values[count_att - 1] = Int64GetDatum(1);
+			values[sum_att - 1] = amount;
+			insert_row(sa, REL_ACCOUNT, values);
+			return;
+		}
+		row_values(row, desc, values);
+		values[count_att - 1] = add_int8(row, desc, count_att, 1);
+		values[sum_att - 1] = add_numeric(row, desc, sum_att, amount);
+		changed[count_att] = changed[sum_att] = true;
+		if (update_row(sa, REL_ACCOUNT, row, values, changed))
+			return;
+		row = fetch_latest(sa, IDX_ACCOUNT, &key, 1);
+	}
+}
+
+/*
+ * An account's row of the day (read before, or NULL): out_count and
+ * out_payees for the payer, in_payers for the payee.
+ */
+static void
+record_day(StateAccess *sa, const pg_uuid_t *id, DateADT day, HeapTuple row,
+		   bool out, bool new_pair)
+{
+	TupleDesc	desc = RelationGetDescr(sa->rels[REL_DAILY]);
+	int64		fresh = new_pair ? 1 : 0;
+	ScanKeyData keys[2];
+
+	key_account(&keys[0], id);
+	key_second(&keys[1], BTEqualStrategyNumber, F_DATE_EQ, DateADTGetDatum(day));
+	for (;;)
+	{
+		Datum		values[DAILY_NATTS];
+		bool		changed[DAILY_NATTS + 1] = {false};
+
+		if (row == NULL)
+		{
+			check_absent(sa, IDX_DAILY, keys, 2);
+			values[DAILY_USER - 1] = UUIDPGetDatum(id);
+			values[DAILY_DAY - 1] = DateADTGetDatum(day);
+			values[DAILY_OUT_COUNT - 1] = Int64GetDatum(out ? 1 : 0);
+			values[DAILY_OUT_PAYEES - 1] = Int64GetDatum(out ? fresh : 0);
+			values[DAILY_IN_PAYERS - 1] = Int64GetDatum(out ? 0 : fresh);
+			insert_row(sa, REL_DAILY, values);
+			return;
+		}
+		row_values(row, desc, values);
+		if (out)
+		{
+			values[DAILY_OUT_COUNT - 1] = add_int8(row, desc, DAILY_OUT_COUNT, 1);
+			values[DAILY_OUT_PAYEES - 1] = add_int8(row, desc, DAILY_OUT_PAYEES, fresh);
+			changed[DAILY_OUT_COUNT] = changed[DAILY_OUT_PAYEES] = true;
+		}
+		else
+		{
+			values[DAILY_IN_PAYERS - 1] = add_int8(row, desc, DAILY_IN_PAYERS, fresh);
+			changed[DAILY_IN_PAYERS] = true;
+		}
+		if (update_row(sa, REL_DAILY, row, values, changed))
+			return;
+		row = fetch_latest(sa, IDX_DAILY, keys, 2);
+	}
+}
+
+/* Start of the UTC hour holding ts. */
+TimestampTz
+p2pay_hour_of(TimestampTz ts)
+{
+	TimestampTz r = ts % USECS_PER_HOUR;
+
+	return r < 0 ? ts - r - USECS_PER_HOUR : ts - r;
+}
+
+/* Start of the UTC day holding ts. */
+TimestampTz
+p2pay_day_of(TimestampTz ts)
+{
+	TimestampTz r = ts % USECS_PER_DAY;
+
+	return r < 0 ? ts - r - USECS_PER_DAY : ts - r;
+}
+
+/*
+ * Read the facts that depend on other payments, as they were before this
+ * one, and, if record, record this payment in the per-account state.
+ * When recording, the accounts are locked.
+ */
+void
+p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
+				 PaymentFacts *facts, bool record)
+{
+	const RuleConfig *rules = cfg->rules;
+	const RuleConfig *vc = &rules[RULE_PAYER_VELOCITY_COUNT];
+	const RuleConfig *va = &rules[RULE_PAYER_VELOCITY_AMOUNT];
+	const RuleConfig *fo = &rules[RULE_PAYER_FAN_OUT];
+	const RuleConfig *fi = &rules[RULE_PAYEE_FAN_IN];
+	const RuleConfig *st = &rules[RULE_STRUCTURING];
+	const RuleConfig *rt = &rules[RULE_ROUND_TRIP];
+	const RuleConfig *dr = &rules[RULE_DORMANT_REACTIVATION];
+	const RuleConfig *pt = &rules[RULE_PASS_THROUGH];
+	TimestampTz t = in->created_at;
+	TimestampTz day_start = p2pay_day_of(t);
+	DateADT		day = (DateADT) (day_start / USECS_PER_DAY);
+	bool		in_band = RULE_EVALUATED(st) && p2pay_in_structuring_band(&st->p, facts->amount);
+	StateAccess sa;
+	DailyFacts	payer_day,
+				payee_day;
+	HeapTuple	pair,
+				payer_acct,
+				payee_acct;
+	ScanKeyData keys[2];
+
+	open_state(&sa, nspid, record);
+
+	read_daily(&sa, in->payer, day, day - BASELINE_DAYS, &payer_day);
+	read_daily(&sa, in->payee, day, day - BASELINE_DAYS, &payee_day);
+	facts->payer_days = payer_day.days;
+	facts->payer_day_payments = payer_day.out_count;
+	facts->payer_day_payees = payer_day.out_payees;
+	facts->payee_days = payee_day.days;
+	facts->payee_day_payers = payee_day.in_payers;
+
+	/* each count and sum below includes the new payment */
+	facts->velocity_count = 1 +
+		count_range(&sa, IDX_PAYER_TIME, in->payer, t - vc->p.window, 0, NULL,
+					count_limit(vc, vc->p.max_count,
+								baseline_cap(vc, payer_day.days, payer_day.out_count)));
+	facts->velocity_amount = facts->amount;
+	if (RULE_EVALUATED(va))
+	{
+		TimestampTz since = t - va->p.window;
+
+		facts->velocity_amount += velocity_amount(&sa, in->payer, since,
+												  p2pay_hour_of(since) + USECS_PER_HOUR);
+	}
+	facts->fan_out = 1 +
+		count_range(&sa, IDX_PAIR_PAYER_LAST, in->payer, t - fo->p.window, PAIR_PAYEE, in->payee,
+					count_limit(fo, fo->p.max_payees,
+								baseline_cap(fo, payer_day.days, payer_day.out_payees)));
+	facts->fan_in = 1 +
+		count_range(&sa, IDX_PAIR_PAYEE_LAST, in->payee, t - fi->p.window, PAIR_PAYER, in->payer,
+					count_limit(fi, fi->p.max_payers,
+								baseline_cap(fi, payee_day.days, payee_day.in_payers)));
+	facts->band_count = in_band ?
+		1 + count_band(&sa, in->payer, t - st->p.window,
+					   st->p.threshold * (1.0 - st->p.band), st->p.threshold,
+					   st->p.min_count - 1) : 0;
+
+	key_pair(keys, in->payer, in->payee);
+	pair = fetch_row(&sa, IDX_PAIR, keys, 2);
+	facts->pair_seen = pair != NULL;
+
+	facts->paid_back = RULE_EVALUATED(rt) && facts->amount >= rt->p.min_amount &&
+		paid_since(&sa, in->payee, in->payer, t - rt->p.window, rt->p.min_amount);
+
+	payer_acct = fetch_account(&sa, in->payer);
+	payee_acct = record ? fetch_account(&sa, in->payee) : NULL;
+	if (payer_acct != NULL)
+	{
+		TupleDesc	desc = RelationGetDescr(sa.rels[REL_ACCOUNT]);
+		bool		isnull;
+
+		facts->out_count = DatumGetInt64(heap_getattr(payer_acct, ACCT_OUT_COUNT, desc, &isnull));
+		facts->out_sum = numeric_to_double(heap_getattr(payer_acct, ACCT_OUT_SUM, desc, &isnull));
+	}
+
+	facts->has_previous = RULE_EVALUATED(dr) && facts->amount > dr->p.min_amount &&
+		previous_payment(&sa, in->payer, t, &facts->previous_at);
+
+	facts->received_from =
+		count_range(&sa, IDX_PAIR_PAYEE_LAST, in->payer, t - pt->p.window, 0, NULL,
+					RULE_EVALUATED(pt) ? Max(pt->p.min_payers, 0) : 0);
+
+	/* the money-flow facts of a large payment, in SQL with the same snapshot */
+	p2pay_read_money_flow(cfg, in, facts, record);
+
+	if (record)
+	{
+		Datum		amount = NumericGetDatum(facts->amount_base);
+		bool		isnull;
+		bool		new_today;
+
+		/* the pair's first payment of the day counts a new payee and payer */
+		new_today = pair == NULL ||
+			DatumGetTimestampTz(heap_getattr(pair, PAIR_LAST_AT,
+											 RelationGetDescr(sa.rels[REL_PAIR]),
+											 &isnull)) < day_start;
+
+		record_pair(&sa, in, pair, amount);
+		record_hour(&sa, in->payer, p2pay_hour_of(t), amount);
+		record_account(&sa, in->payer, payer_acct, true, amount);
+		record_account(&sa, in->payee, payee_acct, false, amount);
+		record_day(&sa, in->payer, day, payer_day.today, true, new_today);
+		record_day(&sa, in->payee, day, payee_day.today, false, new_today);
+	}
+
+	close_state(&sa);
+}
