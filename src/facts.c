@@ -101,6 +101,81 @@ static const struct
 	{"payer_hourly_pkey", REL_HOURLY},
 };
 
+/*
+ * The tables the lookup reads, by key through their primary key (the lists
+ * and the rule-set version are scanned whole: snoozes are few, the
+ * version one row), and the columns it reads.
+ */
+typedef enum RefRel
+{
+	REF_CURRENCIES,
+	REF_USERS,
+	REF_METHODS,
+	REF_USER_METHODS,
+	REF_BLOCKLIST,
+	REF_ALLOWLIST,
+	REF_SNOOZES,
+	REF_RULESET,
+	NUM_REFS
+} RefRel;
+
+static const struct
+{
+	const char *name;
+	const char *pkey;
+}			ref_defs[NUM_REFS] = {
+	{"currencies", "currencies_pkey"},
+	{"users", "users_pkey"},
+	{"payment_methods", "payment_methods_pkey"},
+	{"user_payment_methods", "user_payment_methods_pkey"},
+	{"blocklist", "blocklist_pkey"},
+	{"allowlist", "allowlist_pkey"},
+	{"snoozes", NULL},
+	{"ruleset", NULL},
+};
+
+typedef enum RefAtt
+{
+	ATT_CURRENCY_CODE,
+	ATT_CURRENCY_RATE,
+	ATT_USER_ID,
+	ATT_USER_CREATED_AT,
+	ATT_METHOD_ID,
+	ATT_UPM_USER,
+	ATT_UPM_METHOD,
+	ATT_BLOCK_USER,
+	ATT_BLOCK_EXPIRES,
+	ATT_ALLOW_USER,
+	ATT_ALLOW_EXPIRES,
+	ATT_SNOOZE_RULE,
+	ATT_SNOOZE_USER,
+	ATT_SNOOZE_UNTIL,
+	ATT_RULESET_VERSION,
+	NUM_REF_ATTS
+} RefAtt;
+
+static const struct
+{
+	RefRel		rel;
+	const char *name;
+}			ref_att_defs[NUM_REF_ATTS] = {
+	{REF_CURRENCIES, "code"},
+	{REF_CURRENCIES, "rate_to_base"},
+	{REF_USERS, "id"},
+	{REF_USERS, "created_at"},
+	{REF_METHODS, "id"},
+	{REF_USER_METHODS, "user_id"},
+	{REF_USER_METHODS, "payment_method_id"},
+	{REF_BLOCKLIST, "user_id"},
+	{REF_BLOCKLIST, "expires_at"},
+	{REF_ALLOWLIST, "user_id"},
+	{REF_ALLOWLIST, "expires_at"},
+	{REF_SNOOZES, "rule"},
+	{REF_SNOOZES, "user_id"},
+	{REF_SNOOZES, "until"},
+	{REF_RULESET, "version"},
+};
+
 /* The state tables' columns, in the order p2pay creates them. */
 enum
 {
@@ -160,6 +235,10 @@ static struct
 				pay_payee,
 				pay_created_at,
 				pay_amount_base;
+	Oid			refs[NUM_REFS]; /* the tables the lookup reads */
+	Oid			ref_idxs[NUM_REFS];
+	AttrNumber	ref_atts[NUM_REF_ATTS];
+	Oid			ref_collations[NUM_REF_ATTS];	/* the index's, for text keys */
 	MemoryContext cxt;
 }			cache;
 
@@ -181,6 +260,9 @@ state_relcache_callback(Datum arg, Oid relid)
 	for (int i = 0; i < NUM_IDXS; i++)
 		if (cache.idxs[i] == relid)
 			cache.valid = false;
+	for (int i = 0; i < NUM_REFS; i++)
+		if (cache.refs[i] == relid || cache.ref_idxs[i] == relid)
+			cache.valid = false;
 }
 
 static Oid
@@ -198,14 +280,14 @@ relid_in(Oid nspid, const char *name)
 }
 
 static AttrNumber
-payments_column(Oid relid, const char *name)
+column_of(Oid relid, const char *table, const char *name)
 {
 	AttrNumber	attnum = get_attnum(relid, name);
 
 	if (attnum == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("p2pay.payments has no column \"%s\"", name)));
+				 errmsg("p2pay.%s has no column \"%s\"", table, name)));
 	return attnum;
 }
 
@@ -287,10 +369,25 @@ load_cache(Oid nspid)
 		cache.rels[i] = relid_in(nspid, rel_names[i]);
 	for (int i = 0; i < NUM_IDXS; i++)
 		cache.idxs[i] = relid_in(nspid, idx_defs[i].name);
-	cache.pay_payer = payments_column(cache.rels[REL_PAYMENTS], "payer_id");
-	cache.pay_payee = payments_column(cache.rels[REL_PAYMENTS], "payee_id");
-	cache.pay_created_at = payments_column(cache.rels[REL_PAYMENTS], "created_at");
-	cache.pay_amount_base = payments_column(cache.rels[REL_PAYMENTS], "amount_base");
+	cache.pay_payer = column_of(cache.rels[REL_PAYMENTS], "payments", "payer_id");
+	cache.pay_payee = column_of(cache.rels[REL_PAYMENTS], "payments", "payee_id");
+	cache.pay_created_at = column_of(cache.rels[REL_PAYMENTS], "payments", "created_at");
+	cache.pay_amount_base = column_of(cache.rels[REL_PAYMENTS], "payments", "amount_base");
+	for (int i = 0; i < NUM_REFS; i++)
+	{
+		cache.refs[i] = relid_in(nspid, ref_defs[i].name);
+		cache.ref_idxs[i] = ref_defs[i].pkey ? relid_in(nspid, ref_defs[i].pkey) : InvalidOid;
+	}
+	for (int i = 0; i < NUM_REF_ATTS; i++)
+	{
+		Oid			typid;
+		int32		typmod;
+
+		cache.ref_atts[i] = column_of(cache.refs[ref_att_defs[i].rel],
+									  ref_defs[ref_att_defs[i].rel].name, ref_att_defs[i].name);
+		get_atttypetypmodcoll(cache.refs[ref_att_defs[i].rel], cache.ref_atts[i],
+							  &typid, &typmod, &cache.ref_collations[i]);
+	}
 	for (int r = REL_PAIR; r < NUM_RELS; r++)
 		load_state_table(r);
 }
@@ -1032,6 +1129,210 @@ p2pay_day_of(TimestampTz ts)
 }
 
 /*
+ * The lookup: the references of a payment and the facts that concurrent
+ * payments can't change.  Read with a snapshot of its own, before the
+ * accounts are locked.
+ */
+typedef struct RefAccess
+{
+	Relation	rels[NUM_REFS];
+	Snapshot	snapshot;
+} RefAccess;
+
+/* A copy of the row of rel whose primary key columns equal values, or NULL. */
+static HeapTuple
+ref_row(RefAccess *ra, RefRel r, int nkeys, const RefAtt *atts, const RegProcedure *procs,
+		const Datum *values)
+{
+	ScanKeyData keys[2];
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	for (int i = 0; i < nkeys; i++)
+	{
+		ScanKeyInit(&keys[i], cache.ref_atts[atts[i]], BTEqualStrategyNumber, procs[i], values[i]);
+		if (OidIsValid(cache.ref_collations[atts[i]]))
+			keys[i].sk_collation = cache.ref_collations[atts[i]];
+	}
+	scan = systable_beginscan(ra->rels[r], cache.ref_idxs[r], true, ra->snapshot, nkeys, keys);
+	tup = systable_getnext(scan);
+	if (tup != NULL)
+		tup = heap_copytuple(tup);
+	systable_endscan(scan);
+	return tup;
+}
+
+static HeapTuple
+ref_by_uuid(RefAccess *ra, RefRel r, RefAtt att, const pg_uuid_t *id)
+{
+	RegProcedure proc = F_UUID_EQ;
+	Datum		value = UUIDPGetDatum(id);
+
+	return ref_row(ra, r, 1, &att, &proc, &value);
+}
+
+static Datum
+ref_att(RefAccess *ra, RefRel r, HeapTuple tup, RefAtt att, bool *isnull)
+{
+	return heap_getattr(tup, cache.ref_atts[att], RelationGetDescr(ra->rels[r]), isnull);
+}
+
+/* Whether a list (blocklist, allowlist) holds the user at time t. */
+static bool
+listed(RefAccess *ra, RefRel r, RefAtt user_att, RefAtt expires_att, const pg_uuid_t *id,
+	   TimestampTz t)
+{
+	HeapTuple	tup = ref_by_uuid(ra, r, user_att, id);
+	bool		isnull;
+	Datum		expires;
+
+	if (tup == NULL)
+		return false;
+	expires = ref_att(ra, r, tup, expires_att, &isnull);
+	return isnull || DatumGetTimestampTz(expires) > t;
+}
+
+/* The rules snoozed for the payer or the payee at time t, a bit per rule. */
+static uint32
+snoozed(RefAccess *ra, const PaymentInput *in, TimestampTz t)
+{
+	SysScanDesc scan = systable_beginscan(ra->rels[REF_SNOOZES], InvalidOid, false,
+										  ra->snapshot, 0, NULL);
+	HeapTuple	tup;
+	uint32		bits = 0;
+
+	while ((tup = systable_getnext(scan)) != NULL)
+	{
+		bool		isnull;
+		pg_uuid_t  *user = DatumGetUUIDP(ref_att(ra, REF_SNOOZES, tup, ATT_SNOOZE_USER, &isnull));
+		int			rule;
+
+		if (isnull || (memcmp(user->data, in->payer->data, UUID_LEN) != 0 &&
+					   memcmp(user->data, in->payee->data, UUID_LEN) != 0))
+			continue;
+		if (DatumGetTimestampTz(ref_att(ra, REF_SNOOZES, tup, ATT_SNOOZE_UNTIL, &isnull)) <= t)
+			continue;
+		rule = p2pay_rule_lookup(TextDatumGetCString(ref_att(ra, REF_SNOOZES, tup,
+															 ATT_SNOOZE_RULE, &isnull)));
+		if (rule >= 0)
+			bits |= 1u << rule;
+	}
+	systable_endscan(scan);
+	return bits;
+}
+
+/* The rule-set version (0 if the row is missing). */
+static int64
+ruleset_version(RefAccess *ra)
+{
+	SysScanDesc scan = systable_beginscan(ra->rels[REF_RULESET], InvalidOid, false,
+										  ra->snapshot, 0, NULL);
+	HeapTuple	tup = systable_getnext(scan);
+	int64		version = 0;
+
+	if (tup != NULL)
+	{
+		bool		isnull;
+		Datum		d = ref_att(ra, REF_RULESET, tup, ATT_RULESET_VERSION, &isnull);
+
+		version = isnull ? 0 : DatumGetInt64(d);
+	}
+	systable_endscan(scan);
+	return version;
+}
+
+static char *
+uuid_text(const pg_uuid_t *id)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
+}
+
+/*
+ * Check that the payment's currency, users and method exist, and read the
+ * facts that concurrent payments can't change: the rate, the payer's age,
+ * the registered methods, the lists and the rule-set version they belong
+ * to.  amount_base is computed into result_cxt.
+ */
+void
+p2pay_lookup_references(Oid nspid, const PaymentInput *in, PaymentFacts *facts,
+						MemoryContext result_cxt, int64 *version)
+{
+	RefAccess	ra;
+	HeapTuple	tup;
+	bool		isnull;
+	Datum		rate;
+	TimestampTz t = in->created_at;
+	MemoryContext old;
+
+	load_cache(nspid);
+	for (int i = 0; i < NUM_REFS; i++)
+		ra.rels[i] = table_open(cache.refs[i], AccessShareLock);
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ra.snapshot = GetActiveSnapshot();
+
+	{
+		RefAtt		att = ATT_CURRENCY_CODE;
+		RegProcedure proc = F_BPCHAREQ;
+
+		tup = ref_row(&ra, REF_CURRENCIES, 1, &att, &proc, &in->currency);
+	}
+	if (tup == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("unknown currency \"%s\" in column currency",
+						TextDatumGetCString(in->currency)),
+				 errhint("Add it to p2pay.currencies with its rate_to_base first.")));
+	rate = ref_att(&ra, REF_CURRENCIES, tup, ATT_CURRENCY_RATE, &isnull);
+
+	tup = ref_by_uuid(&ra, REF_USERS, ATT_USER_ID, in->payer);
+	if (tup == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("unknown user %s in column payer_id", uuid_text(in->payer)),
+				 errdetail("Payments are made between users of p2pay.users.")));
+	facts->payer_created_at =
+		DatumGetTimestampTz(ref_att(&ra, REF_USERS, tup, ATT_USER_CREATED_AT, &isnull));
+	if (ref_by_uuid(&ra, REF_USERS, ATT_USER_ID, in->payee) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("unknown user %s in column payee_id", uuid_text(in->payee)),
+				 errdetail("Payments are made between users of p2pay.users.")));
+	if (ref_by_uuid(&ra, REF_METHODS, ATT_METHOD_ID, in->method) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
+				 errmsg("unknown payment method %s in column payment_method_id",
+						uuid_text(in->method)),
+				 errhint("SELECT id, name FROM p2pay.payment_methods lists them.")));
+	{
+		RefAtt		atts[2] = {ATT_UPM_USER, ATT_UPM_METHOD};
+		RegProcedure procs[2] = {F_UUID_EQ, F_UUID_EQ};
+		Datum		values[2] = {UUIDPGetDatum(in->payer), UUIDPGetDatum(in->method)};
+
+		facts->method_registered = ref_row(&ra, REF_USER_METHODS, 2, atts, procs, values) != NULL;
+	}
+	facts->payer_blocked = listed(&ra, REF_BLOCKLIST, ATT_BLOCK_USER, ATT_BLOCK_EXPIRES, in->payer, t);
+	facts->payee_blocked = listed(&ra, REF_BLOCKLIST, ATT_BLOCK_USER, ATT_BLOCK_EXPIRES, in->payee, t);
+	facts->allowlisted =
+		listed(&ra, REF_ALLOWLIST, ATT_ALLOW_USER, ATT_ALLOW_EXPIRES, in->payer, t) ||
+		listed(&ra, REF_ALLOWLIST, ATT_ALLOW_USER, ATT_ALLOW_EXPIRES, in->payee, t);
+	facts->snoozed = snoozed(&ra, in, t);
+	*version = ruleset_version(&ra);
+
+	old = MemoryContextSwitchTo(result_cxt);
+	facts->amount_base = DatumGetNumeric(DirectFunctionCall2(numeric_mul,
+															 NumericGetDatum(in->amount),
+															 rate));
+	MemoryContextSwitchTo(old);
+	facts->amount = numeric_to_double(NumericGetDatum(facts->amount_base));
+	facts->created_at = t;
+
+	PopActiveSnapshot();
+	for (int i = 0; i < NUM_REFS; i++)
+		table_close(ra.rels[i], NoLock);
+}
+
+/*
  * Read the facts that depend on other payments, as they were before this
  * one, and, if record, record this payment in the per-account state.
  * When recording, the accounts are locked.
@@ -1049,6 +1350,9 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 	const RuleConfig *rt = &rules[RULE_ROUND_TRIP];
 	const RuleConfig *dr = &rules[RULE_DORMANT_REACTIVATION];
 	const RuleConfig *pt = &rules[RULE_PASS_THROUGH];
+	const RuleConfig *cy = &rules[RULE_CYCLE];
+	bool		pt_on,
+				cy_on;
 	TimestampTz t = in->created_at;
 	TimestampTz day_start = p2pay_day_of(t);
 	DateADT		day = (DateADT) (day_start / USECS_PER_DAY);
@@ -1118,12 +1422,22 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 	facts->has_previous = RULE_EVALUATED(dr) && facts->amount > dr->p.min_amount &&
 		previous_payment(&sa, in->payer, t, &facts->previous_at);
 
-	facts->received_from =
+	/*
+	 * The money-flow rules look at large payments only.  pass_through needs
+	 * what the payer's payers paid it only once they are enough of them;
+	 * a loop needs someone to have paid the payer in cycle's window.  What
+	 * remains is read in SQL, with the same snapshot.
+	 */
+	pt_on = RULE_EVALUATED(pt) && facts->amount >= pt->p.min_amount;
+	cy_on = RULE_EVALUATED(cy) && facts->amount >= cy->p.min_amount;
+	facts->received_from = pt_on ?
 		count_range(&sa, IDX_PAIR_PAYEE_LAST, in->payer, t - pt->p.window, 0, NULL,
-					RULE_EVALUATED(pt) ? Max(pt->p.min_payers, 0) : 0);
-
-	/* the money-flow facts of a large payment, in SQL with the same snapshot */
-	p2pay_read_money_flow(cfg, in, facts, record);
+					Max(pt->p.min_payers, 0)) : 0;
+	p2pay_read_money_flow(cfg, in, facts, record,
+						  pt_on && facts->received_from >= pt->p.min_payers,
+						  cy_on && count_range(&sa, IDX_PAIR_PAYEE_LAST, in->payer,
+											   t - cy->p.window, 0, NULL, 1) > 0,
+						  cy_on);
 
 	if (record)
 	{

@@ -198,15 +198,16 @@ extern bool p2pay_stats_enabled(void);
 extern void p2pay_stats_init(void);
 
 /* state.c: per-account state and locking */
-extern void p2pay_lookup_references(const PaymentInput *in, PaymentFacts *facts,
-									MemoryContext result_cxt, int64 *version);
 extern void p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b);
 extern void p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in,
 							   const PaymentFacts *facts);
 extern void p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in,
-								  PaymentFacts *facts, bool record);
+								  PaymentFacts *facts, bool record, bool sum, bool loops,
+								  bool cycle_on);
 
-/* facts.c: the facts from the per-account state, and recording a payment */
+/* facts.c: the references, the facts from the per-account state, and recording a payment */
+extern void p2pay_lookup_references(Oid nspid, const PaymentInput *in, PaymentFacts *facts,
+									MemoryContext result_cxt, int64 *version);
 extern void p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 							 PaymentFacts *facts, bool record);
 extern TimestampTz p2pay_hour_of(TimestampTz ts);

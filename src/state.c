@@ -41,29 +41,10 @@
 
 #define P2PAY_LOCK_SPACE 0x7032
 
-static SPIPlanPtr lookup_plan = NULL;
 static SPIPlanPtr money_flow_plan = NULL;
 static SPIPlanPtr forget_plan = NULL;
 static SPIPlanPtr cycle_candidates_plan = NULL;
 static SPIPlanPtr cycle_plan = NULL;
-
-static const char *lookup_sql =
-"SELECT c.rate_to_base,"
-"       (SELECT u.created_at FROM p2pay.users u WHERE u.id = $1),"
-"       EXISTS (SELECT 1 FROM p2pay.users u WHERE u.id = $2),"
-"       EXISTS (SELECT 1 FROM p2pay.payment_methods m WHERE m.id = $3),"
-"       EXISTS (SELECT 1 FROM p2pay.user_payment_methods r"
-"                WHERE r.user_id = $1 AND r.payment_method_id = $3),"
-"       EXISTS (SELECT 1 FROM p2pay.blocklist b WHERE b.user_id = $1"
-"                AND (b.expires_at IS NULL OR b.expires_at > $5)),"
-"       EXISTS (SELECT 1 FROM p2pay.blocklist b WHERE b.user_id = $2"
-"                AND (b.expires_at IS NULL OR b.expires_at > $5)),"
-"       EXISTS (SELECT 1 FROM p2pay.allowlist a WHERE a.user_id IN ($1, $2)"
-"                AND (a.expires_at IS NULL OR a.expires_at > $5)),"
-"       ARRAY(SELECT s.rule FROM p2pay.snoozes s WHERE s.user_id IN ($1, $2)"
-"                AND s.until > $5),"
-"       (SELECT r.version FROM p2pay.ruleset r)"
-"  FROM (SELECT) AS one LEFT JOIN p2pay.currencies c ON c.code = $4";
 
 /*
  * Bounds on the work of the money-flow rules: pass_through sums what at
@@ -396,110 +377,6 @@ check_cycle_snapshot(const PaymentInput *in, TimestampTz since, double min_amoun
 }
 
 /*
- * Check that the payment's currency, users and method exist, and read the
- * facts that concurrent payments can't change: the rate, the payer's age,
- * the registered methods, the lists and the rule-set version they belong
- * to.  amount_base is computed into result_cxt.
- */
-/* The bit set of the rules named in a text[] of snoozes. */
-static uint32
-snoozed_rules(Datum names)
-{
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	uint32		bits = 0;
-
-	deconstruct_array(DatumGetArrayTypeP(names), TEXTOID, -1, false, TYPALIGN_INT,
-					  &elems, &nulls, &n);
-	for (int i = 0; i < n; i++)
-	{
-		int			rule = nulls[i] ? -1 : p2pay_rule_lookup(TextDatumGetCString(elems[i]));
-
-		if (rule >= 0)
-			bits |= 1u << rule;
-	}
-	return bits;
-}
-
-void
-p2pay_lookup_references(const PaymentInput *in, PaymentFacts *facts,
-						MemoryContext result_cxt, int64 *version)
-{
-	Datum		values[5];
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
-	Datum		rate;
-	MemoryContext old;
-	int			ret;
-
-	if (lookup_plan == NULL)
-	{
-		Oid			types[5] = {UUIDOID, UUIDOID, UUIDOID, BPCHAROID, TIMESTAMPTZOID};
-
-		lookup_plan = prepare_kept(lookup_sql, 5, types);
-	}
-
-	values[0] = UUIDPGetDatum(in->payer);
-	values[1] = UUIDPGetDatum(in->payee);
-	values[2] = UUIDPGetDatum(in->method);
-	values[3] = in->currency;
-	values[4] = TimestampTzGetDatum(in->created_at);
-
-	ret = SPI_execute_plan(lookup_plan, values, NULL, false, 1);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "p2pay: reference lookup failed: %s", SPI_result_code_string(ret));
-
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-
-	rate = SPI_getbinval(tup, desc, 1, &isnull);
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
-				 errmsg("unknown currency \"%s\" in column currency",
-						TextDatumGetCString(in->currency)),
-				 errhint("Add it to p2pay.currencies with its rate_to_base first.")));
-
-	facts->payer_created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 2, &isnull));
-	if (isnull)
-		ereport(ERROR,
-				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
-				 errmsg("unknown user %s in column payer_id",
-						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(in->payer)))),
-				 errdetail("Payments are made between users of p2pay.users.")));
-	if (!DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull)))
-		ereport(ERROR,
-				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
-				 errmsg("unknown user %s in column payee_id",
-						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(in->payee)))),
-				 errdetail("Payments are made between users of p2pay.users.")));
-	if (!DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)))
-		ereport(ERROR,
-				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
-				 errmsg("unknown payment method %s in column payment_method_id",
-						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(in->method)))),
-				 errhint("SELECT id, name FROM p2pay.payment_methods lists them.")));
-
-	facts->method_registered = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
-	facts->payer_blocked = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
-	facts->payee_blocked = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
-	facts->allowlisted = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
-	facts->snoozed = snoozed_rules(SPI_getbinval(tup, desc, 9, &isnull));
-	*version = DatumGetInt64(SPI_getbinval(tup, desc, 10, &isnull));
-
-	old = MemoryContextSwitchTo(result_cxt);
-	facts->amount_base = DatumGetNumeric(DirectFunctionCall2(numeric_mul,
-															 NumericGetDatum(in->amount),
-															 rate));
-	MemoryContextSwitchTo(old);
-	facts->amount = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-													   NumericGetDatum(facts->amount_base)));
-	facts->created_at = in->created_at;
-}
-
-/*
  * Take a deleted payment out of the per-account state, so that no rule
  * counts it any more.  The accounts are locked.
  */
@@ -533,18 +410,20 @@ p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 }
 
 /*
- * Read the money-flow facts of a large payment (facts.c reads the rest), with
- * the active snapshot: only a payment of at least pass_through's or cycle's
- * min_amount needs them.
+ * Read the money-flow facts of a large payment (facts.c reads the rest, and
+ * knows when these can matter), with the active snapshot: what the payer's
+ * recent payers paid it, if sum, and whether the payment closes a loop, if
+ * loops.  Under REPEATABLE READ an insert of a payment cycle looks at
+ * (cycle_on) also checks for a loop closed after its snapshot.
  */
 void
 p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in, PaymentFacts *facts,
-					  bool record)
+					  bool record, bool sum, bool loops, bool cycle_on)
 {
 	const RuleConfig *pt = &cfg->rules[RULE_PASS_THROUGH];
 	const RuleConfig *cy = &cfg->rules[RULE_CYCLE];
-	bool		pt_on = RULE_EVALUATED(pt) && facts->amount >= pt->p.min_amount;
-	bool		cy_on = RULE_EVALUATED(cy) && facts->amount >= cy->p.min_amount;
+	bool		pt_on = sum;
+	bool		cy_on = loops;
 	Datum		values[8];
 	bool		isnull;
 	Datum		d;
@@ -553,7 +432,11 @@ p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in, PaymentFac
 	facts->received = 0;
 	facts->closes_cycle = false;
 	if (!pt_on && !cy_on)
+	{
+		if (record && cycle_on && cy->p.max_length >= 4 && IsolationUsesXactSnapshot())
+			check_cycle_snapshot(in, in->created_at - cy->p.window, cy->p.min_amount);
 		return;
+	}
 
 	if (money_flow_plan == NULL)
 	{
@@ -580,7 +463,7 @@ p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in, PaymentFac
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	facts->closes_cycle = !isnull && DatumGetBool(d);
 
-	if (record && cy_on && !facts->closes_cycle && cy->p.max_length >= 4 &&
+	if (record && cycle_on && !facts->closes_cycle && cy->p.max_length >= 4 &&
 		IsolationUsesXactSnapshot())
 		check_cycle_snapshot(in, in->created_at - cy->p.window, cy->p.min_amount);
 }

@@ -326,7 +326,7 @@ score(Oid owner, Oid nspid, const PaymentInput *in, bool record,
 	cfg = p2pay_config(nspid);
 	for (int attempt = 0;; attempt++)
 	{
-		p2pay_lookup_references(in, facts, result_cxt, &version);
+		p2pay_lookup_references(nspid, in, facts, result_cxt, &version);
 		if (version == cfg->version || attempt == 3)
 			break;
 		p2pay_config_forget();
