@@ -131,8 +131,48 @@ RESET session_replication_role;
 SELECT p2pay.rebuild_state();
 VACUUM ANALYZE;
 SQL
+  save_state
   LOADED=$target
   say "history: $LOADED payments, $(( $(date +%s) - t )) s"
+}
+
+# The per-account state as the history left it, so that every run starts
+# from it: a run's payments are deleted afterwards with the triggers off,
+# and restore_state takes what they added to the state out again, or
+# later runs would score against the earlier runs' activity.  A run
+# touches the pairs it pays (their last_at moves to the run's time), every
+# account's totals, and the rows of the current day and hour.
+save_state() {
+  psql_q <<SQL
+DROP TABLE IF EXISTS bench.pair_saved, bench.account_saved, bench.daily_saved, bench.hourly_saved;
+CREATE TABLE bench.pair_saved AS SELECT * FROM p2pay.pair_stats;
+ALTER TABLE bench.pair_saved ADD PRIMARY KEY (payer_id, payee_id);
+CREATE TABLE bench.account_saved AS SELECT * FROM p2pay.account_stats;
+CREATE TABLE bench.daily_saved AS
+  SELECT * FROM p2pay.account_daily WHERE day >= current_date - 1;
+CREATE TABLE bench.hourly_saved AS
+  SELECT * FROM p2pay.payer_hourly WHERE hour >= date_trunc('hour', now()) - interval '1 hour';
+CREATE TABLE IF NOT EXISTS bench.saved_at (day date, hour timestamptz, at timestamptz);
+TRUNCATE bench.saved_at;
+INSERT INTO bench.saved_at VALUES (current_date - 1, date_trunc('hour', now()) - interval '1 hour', now());
+ANALYZE bench.pair_saved;
+SQL
+}
+restore_state() {
+  psql_q <<SQL
+WITH gone AS (DELETE FROM p2pay.pair_stats s USING bench.saved_at b
+               WHERE s.last_at >= b.at RETURNING s.payer_id, s.payee_id)
+INSERT INTO p2pay.pair_stats SELECT k.* FROM bench.pair_saved k JOIN gone USING (payer_id, payee_id);
+DELETE FROM p2pay.account_stats;
+INSERT INTO p2pay.account_stats SELECT * FROM bench.account_saved;
+DELETE FROM p2pay.account_daily d USING p2pay.users u, bench.saved_at b
+ WHERE d.user_id = u.id AND d.day >= b.day;
+INSERT INTO p2pay.account_daily SELECT * FROM bench.daily_saved;
+DELETE FROM p2pay.payer_hourly h USING p2pay.users u, bench.saved_at b
+ WHERE h.payer_id = u.id AND h.hour >= b.hour;
+INSERT INTO p2pay.payer_hourly SELECT * FROM bench.hourly_saved;
+VACUUM p2pay.pair_stats, p2pay.account_stats, p2pay.account_daily, p2pay.payer_hourly;
+SQL
 }
 
 # The pgbench script of one payment per transaction: a random payer pays
@@ -167,8 +207,8 @@ use() {
 
 # run NAME SCRIPT CLIENTS [PGOPTIONS]: one pgbench run of SECS seconds;
 # prints "tps p50_ms p99_ms".  The payments it inserted are deleted
-# afterwards (with the triggers off), so that every run starts from the
-# same history.
+# afterwards (with the triggers off) and the state restored, so that every
+# run starts from the same history.
 run() {
   local name=$1 script=$2 clients=$3 opts=${4:-} maxid out tps lat
   maxid=$(psql_v "SELECT coalesce(max(id), 0) FROM p2pay.payments")
@@ -185,6 +225,7 @@ run() {
   psql_q -c "SET session_replication_role = replica" \
     -c "DELETE FROM p2pay.payments WHERE id > $maxid" -c "RESET session_replication_role" \
     -c "VACUUM p2pay.payments" >/dev/null
+  restore_state
   printf '%.0f %s\n' "$tps" "$lat"
 }
 
@@ -278,6 +319,7 @@ RESET session_replication_role;
 SELECT p2pay.rebuild_state();
 VACUUM ANALYZE;
 SQL
+    save_state
     HOT_ROWS=""
     for c in a c; do
       use "$c"
@@ -299,6 +341,7 @@ Target for p2pay: a hot payee's latency ≤ 1.5× an ordinary one's."
     psql_q -c "SET session_replication_role = replica" \
       -c "DELETE FROM p2pay.payments WHERE payee_id = bench.uid($USERS + 1)" \
       -c "RESET session_replication_role" -c "SELECT p2pay.rebuild_state()" -c "VACUUM ANALYZE" >/dev/null
+    save_state
   fi
 
   if [ "$size" = "$HISTORY" ] && has_part backtest; then
@@ -325,7 +368,7 @@ fi
   echo
   echo "Machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) memory; $(psql_v 'SELECT version()' | cut -d, -f1)."
   echo "Settings: $(psql_v "SELECT string_agg(name || ' = ' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'wal_level', 'max_wal_size', 'checkpoint_timeout', 'shared_preload_libraries')")."
-  echo "pgbench: $CLIENTS clients (1 for the hot payee), $SECS s a run, $ROUNDS rounds ($HOT_ROUNDS for the hot payee), contenders alternated (order rotated each round), medians; one payment per transaction; the payments a run inserted are deleted before the next. $USERS users."
+  echo "pgbench: $CLIENTS clients (1 for the hot payee), $SECS s a run, $ROUNDS rounds ($HOT_ROUNDS for the hot payee), contenders alternated (order rotated each round), medians; one payment per transaction; the payments a run inserted are deleted and the per-account state restored before the next. $USERS users."
   echo
   if has_part insert; then
     echo "## Insert path ($HISTORY payments of history, synchronous_commit off)"
