@@ -592,9 +592,15 @@ fetch_account(StateAccess *sa, const pg_uuid_t *id)
 	return fetch_row(sa, IDX_ACCOUNT, &key, 1);
 }
 
-/* An account's normal (see BASELINE_DAYS) and its row of the day, if any. */
+/*
+ * An account's normal (see BASELINE_DAYS) and its row of the day, if any;
+ * read only when a count reaches its limit (loaded).
+ */
 typedef struct DailyFacts
 {
+	const pg_uuid_t *id;
+	DateADT		day;
+	bool		loaded;
 	int64		days;
 	int64		out_count;
 	int64		out_payees;
@@ -603,15 +609,19 @@ typedef struct DailyFacts
 } DailyFacts;
 
 static void
-read_daily(StateAccess *sa, const pg_uuid_t *id, DateADT day, DateADT first_counted,
-		   DailyFacts *out)
+read_daily(StateAccess *sa, DailyFacts *out)
 {
+	const pg_uuid_t *id = out->id;
+	DateADT		day = out->day;
+	DateADT		first_counted = day - BASELINE_DAYS;
 	ScanKeyData keys[2];
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	DateADT		first = day;
 
-	memset(out, 0, sizeof(*out));
+	if (out->loaded)
+		return;
+	out->loaded = true;
 
 	/*
 	 * Backwards from the day: its row, then the days counted; a row before
@@ -663,11 +673,30 @@ baseline_cap(const RuleConfig *rc, int64 days, int64 total)
 	return (int64) floor((double) total / (double) days * m) + 2;
 }
 
-/* A count's limit: how many earlier rows decide the rule (0: not read). */
+/*
+ * A count that a rule compares with its limit and, past it, with the
+ * account's normal (total, one of daily's sums): how many rows of the
+ * account's range there are, stopping at the limit, or, once the limit is
+ * reached, at baseline_cap.  Below the limit the rule can't fire and the
+ * normal doesn't matter, so it is read only then.
+ */
 static int64
-count_limit(const RuleConfig *rc, int64 limit, int64 cap)
+count_to_limit(StateAccess *sa, const RuleConfig *rc, int64 limit, DailyFacts *daily,
+			   const int64 *total, StateIdx ix, const pg_uuid_t *account,
+			   TimestampTz after, AttrNumber skip_att, const pg_uuid_t *skip)
 {
-	return RULE_EVALUATED(rc) ? Max(Max(limit, 0), cap) : 0;
+	int64		n;
+	int64		cap;
+
+	if (!RULE_EVALUATED(rc))
+		return 0;
+	limit = Max(limit, 0);
+	n = count_range(sa, ix, account, after, skip_att, skip, limit);
+	if (n < limit)
+		return n;
+	read_daily(sa, daily);
+	cap = baseline_cap(rc, daily->days, *total);
+	return cap > limit ? count_range(sa, ix, account, after, skip_att, skip, cap) : n;
 }
 
 /*
@@ -1063,19 +1092,22 @@ record_account(StateAccess *sa, const pg_uuid_t *id, HeapTuple row, bool out, Da
 }
 
 /*
- * An account's row of the day (read before, or NULL): out_count and
- * out_payees for the payer, in_payers for the payee.
+ * An account's row of the day (read with its normal, or now): out_count
+ * and out_payees for the payer, in_payers for the payee.
  */
 static void
-record_day(StateAccess *sa, const pg_uuid_t *id, DateADT day, HeapTuple row,
-		   bool out, bool new_pair)
+record_day(StateAccess *sa, DailyFacts *daily, bool out, bool new_pair)
 {
 	TupleDesc	desc = RelationGetDescr(sa->rels[REL_DAILY]);
 	int64		fresh = new_pair ? 1 : 0;
+	const pg_uuid_t *id = daily->id;
+	DateADT		day = daily->day;
 	ScanKeyData keys[2];
+	HeapTuple	row;
 
 	key_account(&keys[0], id);
 	key_second(&keys[1], BTEqualStrategyNumber, F_DATE_EQ, DateADTGetDatum(day));
+	row = daily->loaded ? daily->today : fetch_row(sa, IDX_DAILY, keys, 2);
 	for (;;)
 	{
 		Datum		values[DAILY_NATTS];
@@ -1366,20 +1398,16 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 	ScanKeyData keys[2];
 
 	open_state(&sa, nspid, record);
-
-	read_daily(&sa, in->payer, day, day - BASELINE_DAYS, &payer_day);
-	read_daily(&sa, in->payee, day, day - BASELINE_DAYS, &payee_day);
-	facts->payer_days = payer_day.days;
-	facts->payer_day_payments = payer_day.out_count;
-	facts->payer_day_payees = payer_day.out_payees;
-	facts->payee_days = payee_day.days;
-	facts->payee_day_payers = payee_day.in_payers;
+	memset(&payer_day, 0, sizeof(payer_day));
+	memset(&payee_day, 0, sizeof(payee_day));
+	payer_day.id = in->payer;
+	payee_day.id = in->payee;
+	payer_day.day = payee_day.day = day;
 
 	/* each count and sum below includes the new payment */
 	facts->velocity_count = 1 +
-		count_range(&sa, IDX_PAYER_TIME, in->payer, t - vc->p.window, 0, NULL,
-					count_limit(vc, vc->p.max_count,
-								baseline_cap(vc, payer_day.days, payer_day.out_count)));
+		count_to_limit(&sa, vc, vc->p.max_count, &payer_day, &payer_day.out_count,
+					   IDX_PAYER_TIME, in->payer, t - vc->p.window, 0, NULL);
 	facts->velocity_amount = facts->amount;
 	if (RULE_EVALUATED(va))
 	{
@@ -1389,13 +1417,16 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 												  p2pay_hour_of(since) + USECS_PER_HOUR);
 	}
 	facts->fan_out = 1 +
-		count_range(&sa, IDX_PAIR_PAYER_LAST, in->payer, t - fo->p.window, PAIR_PAYEE, in->payee,
-					count_limit(fo, fo->p.max_payees,
-								baseline_cap(fo, payer_day.days, payer_day.out_payees)));
+		count_to_limit(&sa, fo, fo->p.max_payees, &payer_day, &payer_day.out_payees,
+					   IDX_PAIR_PAYER_LAST, in->payer, t - fo->p.window, PAIR_PAYEE, in->payee);
 	facts->fan_in = 1 +
-		count_range(&sa, IDX_PAIR_PAYEE_LAST, in->payee, t - fi->p.window, PAIR_PAYER, in->payer,
-					count_limit(fi, fi->p.max_payers,
-								baseline_cap(fi, payee_day.days, payee_day.in_payers)));
+		count_to_limit(&sa, fi, fi->p.max_payers, &payee_day, &payee_day.in_payers,
+					   IDX_PAIR_PAYEE_LAST, in->payee, t - fi->p.window, PAIR_PAYER, in->payer);
+	facts->payer_days = payer_day.days;
+	facts->payer_day_payments = payer_day.out_count;
+	facts->payer_day_payees = payer_day.out_payees;
+	facts->payee_days = payee_day.days;
+	facts->payee_day_payers = payee_day.in_payers;
 	facts->band_count = in_band ?
 		1 + count_band(&sa, in->payer, t - st->p.window,
 					   st->p.threshold * (1.0 - st->p.band), st->p.threshold,
@@ -1455,8 +1486,8 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 		record_hour(&sa, in->payer, p2pay_hour_of(t), amount);
 		record_account(&sa, in->payer, payer_acct, true, amount);
 		record_account(&sa, in->payee, payee_acct, false, amount);
-		record_day(&sa, in->payer, day, payer_day.today, true, new_today);
-		record_day(&sa, in->payee, day, payee_day.today, false, new_today);
+		record_day(&sa, &payer_day, true, new_today);
+		record_day(&sa, &payee_day, false, new_today);
 	}
 
 	close_state(&sa);
