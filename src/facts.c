@@ -226,6 +226,8 @@ typedef struct StateIndex
 static struct
 {
 	bool		valid;
+	bool		loading;		/* and stale: an invalidation came while loading */
+	bool		stale;
 	Oid			nspid;
 	Oid			rels[NUM_RELS];
 	Oid			idxs[NUM_IDXS];
@@ -247,6 +249,11 @@ static bool callback_registered = false;
 static void
 state_relcache_callback(Datum arg, Oid relid)
 {
+	if (cache.loading)
+	{
+		cache.stale = true;
+		return;
+	}
 	if (!cache.valid)
 		return;
 	if (!OidIsValid(relid))
@@ -362,8 +369,13 @@ load_cache(Oid nspid)
 	else
 		MemoryContextReset(cache.cxt);
 
-	/* cleared by an invalidation arriving while this loads */
-	cache.valid = true;
+	/*
+	 * Valid once loaded whole, unless an invalidation came meanwhile (the
+	 * caller then loads it again once its locks are taken).
+	 */
+	cache.valid = false;
+	cache.loading = true;
+	cache.stale = false;
 	cache.nspid = nspid;
 	for (int i = 0; i < NUM_RELS; i++)
 		cache.rels[i] = relid_in(nspid, rel_names[i]);
@@ -390,6 +402,8 @@ load_cache(Oid nspid)
 	}
 	for (int r = REL_PAIR; r < NUM_RELS; r++)
 		load_state_table(r);
+	cache.loading = false;
+	cache.valid = !cache.stale;
 }
 
 /* The tables and indexes open for one payment. */
@@ -399,31 +413,59 @@ typedef struct StateAccess
 	Relation	idxs[NUM_IDXS];
 	TupleTableSlot *slots[NUM_RELS];
 	Relation   *writes[NUM_RELS];	/* each state table's indexes, as cache.indexes */
+	int			nwrites[NUM_RELS];	/* how many (0 for a dry run) */
 	Snapshot	snapshot;
 	LOCKMODE	lockmode;
 } StateAccess;
 
+/* Release what open_state took; the locks are kept to the end of the transaction. */
+static void
+release_state(StateAccess *sa)
+{
+	for (int r = REL_PAIR; r < NUM_RELS; r++)
+		for (int k = 0; k < sa->nwrites[r]; k++)
+			index_close(sa->writes[r][k], NoLock);
+	for (int i = 0; i < NUM_IDXS; i++)
+		index_close(sa->idxs[i], NoLock);
+	for (int i = 0; i < NUM_RELS; i++)
+	{
+		ExecDropSingleTupleTableSlot(sa->slots[i]);
+		table_close(sa->rels[i], NoLock);
+	}
+}
+
 static void
 open_state(StateAccess *sa, Oid nspid, bool record)
 {
-	load_cache(nspid);
 	sa->lockmode = record ? RowExclusiveLock : AccessShareLock;
-	for (int i = 0; i < NUM_RELS; i++)
+	for (;;)
 	{
-		sa->rels[i] = table_open(cache.rels[i], sa->lockmode);
-		sa->slots[i] = table_slot_create(sa->rels[i], NULL);
-		sa->writes[i] = NULL;
-	}
-	for (int i = 0; i < NUM_IDXS; i++)
-		sa->idxs[i] = index_open(cache.idxs[i], sa->lockmode);
-	if (record)
-	{
-		for (int r = REL_PAIR; r < NUM_RELS; r++)
+		load_cache(nspid);
+		for (int i = 0; i < NUM_RELS; i++)
+		{
+			sa->rels[i] = table_open(cache.rels[i], sa->lockmode);
+			sa->slots[i] = table_slot_create(sa->rels[i], NULL);
+			sa->nwrites[i] = 0;
+		}
+		for (int i = 0; i < NUM_IDXS; i++)
+			sa->idxs[i] = index_open(cache.idxs[i], sa->lockmode);
+		for (int r = REL_PAIR; record && r < NUM_RELS; r++)
 		{
 			sa->writes[r] = palloc(sizeof(Relation) * Max(cache.nindexes[r], 1));
 			for (int k = 0; k < cache.nindexes[r]; k++)
 				sa->writes[r][k] = index_open(cache.indexes[r][k].oid, RowExclusiveLock);
+			sa->nwrites[r] = cache.nindexes[r];
 		}
+
+		/*
+		 * Taking the locks took in the invalidations of DDL that committed
+		 * before: had it changed a state table's indexes, the writes would
+		 * miss one.  With the locks held, the cache loaded again stays
+		 * right.
+		 */
+		if (cache.valid)
+			break;
+		release_state(sa);
 	}
 
 	/*
@@ -435,22 +477,11 @@ open_state(StateAccess *sa, Oid nspid, bool record)
 	sa->snapshot = GetActiveSnapshot();
 }
 
-/* Release what open_state took; the locks are kept to the end of the transaction. */
 static void
 close_state(StateAccess *sa)
 {
 	PopActiveSnapshot();
-	for (int r = REL_PAIR; r < NUM_RELS; r++)
-		if (sa->writes[r] != NULL)
-			for (int k = 0; k < cache.nindexes[r]; k++)
-				index_close(sa->writes[r][k], NoLock);
-	for (int i = 0; i < NUM_IDXS; i++)
-		index_close(sa->idxs[i], NoLock);
-	for (int i = 0; i < NUM_RELS; i++)
-	{
-		ExecDropSingleTupleTableSlot(sa->slots[i]);
-		table_close(sa->rels[i], NoLock);
-	}
+	release_state(sa);
 }
 
 /*
@@ -839,7 +870,7 @@ index_row(StateAccess *sa, StateRel r, HeapTuple tup, bool hot, bool update,
 	Relation	rel = sa->rels[r];
 	TupleDesc	desc = RelationGetDescr(rel);
 
-	for (int k = 0; k < cache.nindexes[r]; k++)
+	for (int k = 0; k < sa->nwrites[r]; k++)
 	{
 		IndexInfo  *info = cache.indexes[r][k].info;
 		Datum		values[INDEX_MAX_KEYS];
@@ -1296,9 +1327,16 @@ p2pay_lookup_references(Oid nspid, const PaymentInput *in, PaymentFacts *facts,
 	TimestampTz t = in->created_at;
 	MemoryContext old;
 
-	load_cache(nspid);
-	for (int i = 0; i < NUM_REFS; i++)
-		ra.rels[i] = table_open(cache.refs[i], AccessShareLock);
+	for (;;)
+	{
+		load_cache(nspid);
+		for (int i = 0; i < NUM_REFS; i++)
+			ra.rels[i] = table_open(cache.refs[i], AccessShareLock);
+		if (cache.valid)
+			break;
+		for (int i = 0; i < NUM_REFS; i++)
+			table_close(ra.rels[i], NoLock);
+	}
 	CommandCounterIncrement();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	ra.snapshot = GetActiveSnapshot();
