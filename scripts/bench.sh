@@ -50,6 +50,8 @@ has_part() { [[ ",$PARTS," == *",$1,"* ]]; }
 
 ensure_packages build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
   postgresql-$PG_MAJOR-wal2json python3
+# what is built and measured: the tree as it is now
+BUILT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes')"
 build_and_install
 
 WORK=$(make_workdir bench)
@@ -155,8 +157,10 @@ CREATE TABLE bench.hourly_saved AS
 CREATE TABLE IF NOT EXISTS bench.saved_at (day date, hour timestamptz, at timestamptz);
 TRUNCATE bench.saved_at;
 INSERT INTO bench.saved_at VALUES (current_date - 1, date_trunc('hour', now()) - interval '1 hour', now());
-ANALYZE bench.pair_saved;
 SQL
+  # vacuumed now, so that autovacuum has no reason to visit the copies
+  # during a run
+  psql_q -c "VACUUM ANALYZE bench.pair_saved, bench.account_saved, bench.daily_saved, bench.hourly_saved"
 }
 restore_state() {
   psql_q <<SQL
@@ -364,7 +368,7 @@ fi
 {
   echo "# p2pay benchmark"
   echo
-  echo "Run $(date -u '+%Y-%m-%d %H:%M UTC'), p2pay commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes'), $(( $(date +%s) - START )) s."
+  echo "Run $(date -u '+%Y-%m-%d %H:%M UTC'), p2pay commit $BUILT, $(( $(date +%s) - START )) s."
   echo
   echo "Machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) memory; $(psql_v 'SELECT version()' | cut -d, -f1)."
   echo "Settings: $(psql_v "SELECT string_agg(name || ' = ' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'wal_level', 'max_wal_size', 'checkpoint_timeout', 'shared_preload_libraries')")."

@@ -1,20 +1,20 @@
 /*
- * facts.c: reading a payment's facts from the per-account state, and
- * recording the payment in that state, through the tables' indexes and
- * the heap directly rather than through SQL.
+ * facts.c: what the trigger reads about a payment and how it records it,
+ * through the tables' indexes and the heap directly rather than through SQL:
+ * the references (currency, users, method, lists, rule-set version), the
+ * facts kept in the per-account state, and the state writes.
  *
- * An insert reads about fifteen index ranges, each bounded by a limit, an
- * hour of one payer's rows, 31 daily rows or one key, and writes six state
- * rows.  Done as one SQL statement, most of that time went into starting
- * and driving the executor for a plan of some thirty nodes; here each read
- * is an index scan and each write a heap_insert or heap_update with its
- * index entries, the way PostgreSQL maintains its own catalogs.  The money-
- * flow facts (pass_through's sum, cycle's loops) are read only for large
- * payments and stay SQL (state.c).
+ * An ordinary insert probes about ten keys and index ranges, each bounded
+ * by a limit, an hour of one payer's rows or one key, and writes six state
+ * rows.  Through SPI most of that time would go into starting and driving
+ * the executor for plans of some thirty nodes; here each read is an index
+ * scan and each write a heap_insert or heap_update with its index entries,
+ * the way PostgreSQL maintains its own catalogs.  The money-flow facts
+ * (pass_through's sum, cycle's loops) are read only for large payments, in
+ * SQL (state.c).
  *
- * What is read and written is exactly what the SQL did: backtest.c
- * reproduces the same facts from payments alone, and the regression tests
- * compare the two.
+ * backtest.c reproduces the same facts from the payments alone, and the
+ * regression tests compare the two.
  *
  * Snapshot: the facts are read with one snapshot taken after the accounts
  * are locked (a new one per payment under READ COMMITTED, the
@@ -282,7 +282,7 @@ relid_in(Oid nspid, const char *name)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation \"%s.%s\" does not exist",
 						get_namespace_name(nspid), name),
-				 errhint("The per-account state belongs to the p2pay extension; ALTER EXTENSION p2pay UPDATE or reinstalling it restores it.")));
+				 errhint("It belongs to the p2pay extension, which expects its tables as it created them.")));
 	return relid;
 }
 
@@ -312,7 +312,7 @@ load_state_table(StateRel r)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
-				 errdetail("A heap table with the columns %d columns p2pay defines is expected.",
+				 errdetail("A heap table with the %d columns p2pay defines is expected.",
 						   state_cols[r].natts)));
 	for (int i = 0; i < desc->natts; i++)
 	{
@@ -519,6 +519,17 @@ key_second(ScanKey key, StrategyNumber strategy, RegProcedure proc, Datum value)
 	ScanKeyInit(key, 2, strategy, proc, value);
 }
 
+/* A scan of an account's rows since an instant (exclusive), in time order. */
+static IndexScanDesc
+scan_since(StateAccess *sa, StateIdx ix, const pg_uuid_t *account, TimestampTz after)
+{
+	ScanKeyData keys[2];
+
+	key_account(&keys[0], account);
+	key_second(&keys[1], BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
+	return begin_scan(sa, ix, keys, 2);
+}
+
 static int64
 get_int8(TupleTableSlot *slot, AttrNumber att)
 {
@@ -558,16 +569,13 @@ static int64
 count_range(StateAccess *sa, StateIdx ix, const pg_uuid_t *account, TimestampTz after,
 			AttrNumber skip_att, const pg_uuid_t *skip, int64 limit)
 {
-	ScanKeyData keys[2];
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	int64		n = 0;
 
 	if (limit <= 0)
 		return 0;
-	key_account(&keys[0], account);
-	key_second(&keys[1], BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
-	scan = begin_scan(sa, ix, keys, 2);
+	scan = scan_since(sa, ix, account, after);
 	while (n < limit && (slot = next_row(sa, scan, ix, ForwardScanDirection)) != NULL)
 	{
 		if (skip != NULL)
@@ -787,16 +795,13 @@ static int64
 count_band(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after,
 		   double lo, double hi, int64 limit)
 {
-	ScanKeyData keys[2];
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	int64		n = 0;
 
 	if (limit <= 0)
 		return 0;
-	key_account(&keys[0], payer);
-	key_second(&keys[1], BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
-	scan = begin_scan(sa, IDX_PAYER_TIME, keys, 2);
+	scan = scan_since(sa, IDX_PAYER_TIME, payer, after);
 	while (n < limit && (slot = next_row(sa, scan, IDX_PAYER_TIME, ForwardScanDirection)) != NULL)
 	{
 		bool		isnull;
@@ -818,14 +823,11 @@ static bool
 paid_since(StateAccess *sa, const pg_uuid_t *from, const pg_uuid_t *to,
 		   TimestampTz after, double min)
 {
-	ScanKeyData keys[2];
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	bool		found = false;
 
-	key_account(&keys[0], from);
-	key_second(&keys[1], BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
-	scan = begin_scan(sa, IDX_PAYER_TIME, keys, 2);
+	scan = scan_since(sa, IDX_PAYER_TIME, from, after);
 	while (!found && (slot = next_row(sa, scan, IDX_PAYER_TIME, ForwardScanDirection)) != NULL)
 	{
 		bool		isnull;

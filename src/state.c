@@ -13,12 +13,13 @@
  * live in their own advisory namespace (field 4 = P2PAY_LOCK_SPACE), so they
  * can't collide with an application's pg_advisory_lock keys.
  *
- * Cost: every read is bounded by a limit the rule compares with, by one
- * hour of one payer's rows, by the accounts' activity in a window (capped
- * for the money-flow rules), by 30 daily rows, or by one index probe, never
- * by the length of an account's history.  An insert runs two statements
- * (the lookup, then facts and writes); they, the dry run's read-only facts
- * statement and the delete's are prepared once per backend.
+ * Cost: the lookup, the facts and the writes of an ordinary payment are
+ * facts.c's, through the indexes directly.  What stays SQL here is rarer:
+ * the money-flow facts of a large payment, the cycle rule's candidates and
+ * its REPEATABLE READ check, and forgetting a deleted payment; each
+ * statement is prepared once per backend.  The money-flow reads are bounded
+ * by the accounts' activity in a window, capped (PASS_THROUGH_PAYERS,
+ * CYCLE_FANOUT), never by the length of an account's history.
  *
  * Memory: SPI results live in SPI's context and die at SPI_finish; what the
  * trigger keeps (amount_base) is allocated in the context it passes in.
