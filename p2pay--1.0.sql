@@ -737,6 +737,46 @@ COMMENT ON FUNCTION @extschema@.rebuild_state() IS
   'Count the per-account state again from the stored payments, after loading payments with the trigger off.';
 REVOKE ALL ON FUNCTION @extschema@.rebuild_state() FROM PUBLIC;
 
+-- The hourly buckets and daily rows accumulate with history, though a rule
+-- reads only an hour inside payer_velocity_amount's window and a day among
+-- the last 30 (plus each account's first day, which says how much history
+-- it has).  prune_state() deletes what no payment created after now() - keep
+-- reads, keeping every account's first day, so that the state stays the
+-- size of the accounts' recent activity.  Run it daily (pg_cron, say).
+CREATE FUNCTION @extschema@.prune_state(keep interval DEFAULT '31 days',
+                                        OUT hours bigint, OUT days bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  velocity_window interval;
+  horizon timestamptz;
+BEGIN
+  SELECT coalesce((params->>'window')::interval, interval '0')
+    INTO velocity_window
+    FROM @extschema@.rules WHERE name = 'payer_velocity_amount';
+  IF keep IS NULL OR keep < interval '31 days' THEN
+    RAISE EXCEPTION 'p2pay: prune_state keeps at least 31 days'
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('keep was %s; an account''s normal is counted over the 30 days before a payment''s.', keep);
+  END IF;
+  horizon := now() - keep;
+  -- a payment at the horizon reads the buckets after the start of the hour
+  -- its window begins in
+  DELETE FROM @extschema@.payer_hourly
+   WHERE hour < date_trunc('hour', horizon - velocity_window, 'UTC');
+  GET DIAGNOSTICS hours = ROW_COUNT;
+  DELETE FROM @extschema@.account_daily d
+   WHERE d.day < (horizon AT TIME ZONE 'UTC')::date - 30
+     AND EXISTS (SELECT 1 FROM @extschema@.account_daily f
+                  WHERE f.user_id = d.user_id AND f.day < d.day);
+  GET DIAGNOSTICS days = ROW_COUNT;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.prune_state(interval) IS
+  'Delete the hourly buckets and daily rows that no payment created in the last keep (at least 31 days) reads, keeping each account''s first day.';
+REVOKE ALL ON FUNCTION @extschema@.prune_state(interval) FROM PUBLIC;
+
 ------------------------------------------------------------------------------
 -- pg_dump keeps every table's rows (tables created by an extension are
 -- otherwise left out of a dump).  Restore with session_replication_role =

@@ -103,7 +103,8 @@ psql_q -f bench/plpgsql_rules.sql >/dev/null
 # four payments in five go to one of the payer's 20
 # usual payees, the rest to anyone; amounts mostly small, about one in ten
 # over 1,000.  Loaded
-# pre-scored with the trigger off, then p2pay.rebuild_state().
+# pre-scored with the trigger off, then p2pay.rebuild_state() and
+# p2pay.prune_state(), as a daily prune would leave the state.
 T0=$(psql_v "SELECT now()")
 LOADED=0
 grow_history() {
@@ -131,6 +132,7 @@ SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
                   FROM generate_series($LOADED, $target - 1) i) r) g;
 RESET session_replication_role;
 SELECT p2pay.rebuild_state();
+SELECT * FROM p2pay.prune_state();
 VACUUM ANALYZE;
 SQL
   save_state
@@ -321,6 +323,7 @@ SELECT bench.uid(1 + floor(random() * $USERS)::bigint), bench.uid($USERS + 1), 2
   FROM generate_series(1, $HOT) i;
 RESET session_replication_role;
 SELECT p2pay.rebuild_state();
+SELECT * FROM p2pay.prune_state();
 VACUUM ANALYZE;
 SQL
     save_state
@@ -344,7 +347,8 @@ ${HOT_ROWS}
 Target for p2pay: a hot payee's latency ≤ 1.5× an ordinary one's."
     psql_q -c "SET session_replication_role = replica" \
       -c "DELETE FROM p2pay.payments WHERE payee_id = bench.uid($USERS + 1)" \
-      -c "RESET session_replication_role" -c "SELECT p2pay.rebuild_state()" -c "VACUUM ANALYZE" >/dev/null
+      -c "RESET session_replication_role" -c "SELECT p2pay.rebuild_state()" \
+      -c "SELECT * FROM p2pay.prune_state()" -c "VACUUM ANALYZE" >/dev/null
     save_state
   fi
 

@@ -79,5 +79,7 @@ VALUES (u(1), u(2), 10, 'USD', '00000000-0000-4000-8000-000000000001')
 RETURNING decision;
 SELECT check_state_indexes() AS checked;
 
+DROP FUNCTION check_state_indexes();
+DROP FUNCTION u(int);
 DROP EXTENSION p2pay;
 DROP EXTENSION amcheck;
