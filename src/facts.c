@@ -966,31 +966,82 @@ check_absent(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 						   rel_names[idx_defs[ix].rel])));
 }
 
-static Datum
-add_numeric(HeapTuple row, TupleDesc desc, AttrNumber att, Datum amount)
+/*
+ * How a state row changes: the row to insert if there is none, or the
+ * counters and sums to add to (an int8 count, or a numeric sum), and for a
+ * pair, first_at and last_at to stretch to the payment's time.
+ */
+typedef struct RowChange
 {
-	bool		isnull;
-	Datum		d = heap_getattr(row, att, desc, &isnull);
+	Datum		fresh[8];
+	int			nadd;
+	struct
+	{
+		AttrNumber	att;
+		bool		numeric;
+		Datum		by;
+	}			add[2];
+	bool		span;
+	TimestampTz t;
+} RowChange;
 
-	return isnull ? amount : DirectFunctionCall2(numeric_add, d, amount);
-}
-
-static Datum
-add_int8(HeapTuple row, TupleDesc desc, AttrNumber att, int64 n)
-{
-	bool		isnull;
-	Datum		d = heap_getattr(row, att, desc, &isnull);
-
-	return Int64GetDatum((isnull ? 0 : DatumGetInt64(d)) + n);
-}
-
-/* Copy a row's columns into values, to change some of them. */
 static void
-row_values(HeapTuple row, TupleDesc desc, Datum *values)
+add_to(RowChange *change, AttrNumber att, bool numeric, Datum by)
 {
-	bool		nulls[8];
+	change->add[change->nadd].att = att;
+	change->add[change->nadd].numeric = numeric;
+	change->add[change->nadd].by = by;
+	change->nadd++;
+}
 
-	heap_deform_tuple(row, desc, values, nulls);
+/*
+ * Apply change to the row of keys (read before with the snapshot, or
+ * NULL): insert it, or update it, again on the latest version if a writer
+ * without the account's lock changed it meanwhile.
+ */
+static void
+upsert_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple row,
+		   RowChange *change)
+{
+	StateRel	r = idx_defs[ix].rel;
+	TupleDesc	desc = RelationGetDescr(sa->rels[r]);
+
+	for (;;)
+	{
+		Datum		values[8];
+		bool		nulls[8];
+		bool		changed[8 + 1] = {false};
+
+		if (row == NULL)
+		{
+			check_absent(sa, ix, keys, nkeys);
+			insert_row(sa, r, change->fresh);
+			return;
+		}
+		heap_deform_tuple(row, desc, values, nulls);
+		for (int i = 0; i < change->nadd; i++)
+		{
+			AttrNumber	att = change->add[i].att;
+
+			values[att - 1] = change->add[i].numeric ?
+				DirectFunctionCall2(numeric_add, values[att - 1], change->add[i].by) :
+				Int64GetDatum(DatumGetInt64(values[att - 1]) + DatumGetInt64(change->add[i].by));
+			changed[att] = true;
+		}
+		if (change->span && change->t < DatumGetTimestampTz(values[PAIR_FIRST_AT - 1]))
+		{
+			values[PAIR_FIRST_AT - 1] = TimestampTzGetDatum(change->t);
+			changed[PAIR_FIRST_AT] = true;
+		}
+		if (change->span && change->t > DatumGetTimestampTz(values[PAIR_LAST_AT - 1]))
+		{
+			values[PAIR_LAST_AT - 1] = TimestampTzGetDatum(change->t);
+			changed[PAIR_LAST_AT] = true;
+		}
+		if (update_row(sa, r, row, values, changed))
+			return;
+		row = fetch_latest(sa, ix, keys, nkeys);
+	}
 }
 
 /* The pair's key in pair_stats. */
@@ -1005,82 +1056,37 @@ key_pair(ScanKey keys, const pg_uuid_t *payer, const pg_uuid_t *payee)
 static void
 record_pair(StateAccess *sa, const PaymentInput *in, HeapTuple row, Datum amount)
 {
-	TupleDesc	desc = RelationGetDescr(sa->rels[REL_PAIR]);
 	ScanKeyData keys[2];
-	TimestampTz t = in->created_at;
+	RowChange	change = {.span = true,.t = in->created_at};
 
+	change.fresh[PAIR_PAYER - 1] = UUIDPGetDatum(in->payer);
+	change.fresh[PAIR_PAYEE - 1] = UUIDPGetDatum(in->payee);
+	change.fresh[PAIR_FIRST_AT - 1] = TimestampTzGetDatum(in->created_at);
+	change.fresh[PAIR_LAST_AT - 1] = TimestampTzGetDatum(in->created_at);
+	change.fresh[PAIR_N - 1] = Int64GetDatum(1);
+	change.fresh[PAIR_TOTAL - 1] = amount;
+	add_to(&change, PAIR_N, false, Int64GetDatum(1));
+	add_to(&change, PAIR_TOTAL, true, amount);
 	key_pair(keys, in->payer, in->payee);
-	for (;;)
-	{
-		Datum		values[PAIR_NATTS];
-		bool		changed[PAIR_NATTS + 1] = {false};
-
-		if (row == NULL)
-		{
-			check_absent(sa, IDX_PAIR, keys, 2);
-			values[PAIR_PAYER - 1] = UUIDPGetDatum(in->payer);
-			values[PAIR_PAYEE - 1] = UUIDPGetDatum(in->payee);
-			values[PAIR_FIRST_AT - 1] = TimestampTzGetDatum(t);
-			values[PAIR_LAST_AT - 1] = TimestampTzGetDatum(t);
-			values[PAIR_N - 1] = Int64GetDatum(1);
-			values[PAIR_TOTAL - 1] = amount;
-			insert_row(sa, REL_PAIR, values);
-			return;
-		}
-		row_values(row, desc, values);
-		if (t < DatumGetTimestampTz(values[PAIR_FIRST_AT - 1]))
-		{
-			values[PAIR_FIRST_AT - 1] = TimestampTzGetDatum(t);
-			changed[PAIR_FIRST_AT] = true;
-		}
-		if (t > DatumGetTimestampTz(values[PAIR_LAST_AT - 1]))
-		{
-			values[PAIR_LAST_AT - 1] = TimestampTzGetDatum(t);
-			changed[PAIR_LAST_AT] = true;
-		}
-		values[PAIR_N - 1] = add_int8(row, desc, PAIR_N, 1);
-		values[PAIR_TOTAL - 1] = add_numeric(row, desc, PAIR_TOTAL, amount);
-		changed[PAIR_N] = changed[PAIR_TOTAL] = true;
-		if (update_row(sa, REL_PAIR, row, values, changed))
-			return;
-		row = fetch_latest(sa, IDX_PAIR, keys, 2);
-	}
+	upsert_row(sa, IDX_PAIR, keys, 2, row, &change);
 }
 
 /* The payer's bucket of the hour. */
 static void
 record_hour(StateAccess *sa, const pg_uuid_t *payer, TimestampTz hour, Datum amount)
 {
-	TupleDesc	desc = RelationGetDescr(sa->rels[REL_HOURLY]);
 	ScanKeyData keys[2];
-	HeapTuple	row;
+	RowChange	change = {0};
 
+	change.fresh[HOURLY_PAYER - 1] = UUIDPGetDatum(payer);
+	change.fresh[HOURLY_HOUR - 1] = TimestampTzGetDatum(hour);
+	change.fresh[HOURLY_N - 1] = Int64GetDatum(1);
+	change.fresh[HOURLY_TOTAL - 1] = amount;
+	add_to(&change, HOURLY_N, false, Int64GetDatum(1));
+	add_to(&change, HOURLY_TOTAL, true, amount);
 	key_account(&keys[0], payer);
 	key_second(&keys[1], BTEqualStrategyNumber, F_TIMESTAMPTZ_EQ, TimestampTzGetDatum(hour));
-	row = fetch_row(sa, IDX_HOURLY, keys, 2);
-	for (;;)
-	{
-		Datum		values[HOURLY_NATTS];
-		bool		changed[HOURLY_NATTS + 1] = {false};
-
-		if (row == NULL)
-		{
-			check_absent(sa, IDX_HOURLY, keys, 2);
-			values[HOURLY_PAYER - 1] = UUIDPGetDatum(payer);
-			values[HOURLY_HOUR - 1] = TimestampTzGetDatum(hour);
-			values[HOURLY_N - 1] = Int64GetDatum(1);
-			values[HOURLY_TOTAL - 1] = amount;
-			insert_row(sa, REL_HOURLY, values);
-			return;
-		}
-		row_values(row, desc, values);
-		values[HOURLY_N - 1] = add_int8(row, desc, HOURLY_N, 1);
-		values[HOURLY_TOTAL - 1] = add_numeric(row, desc, HOURLY_TOTAL, amount);
-		changed[HOURLY_N] = changed[HOURLY_TOTAL] = true;
-		if (update_row(sa, REL_HOURLY, row, values, changed))
-			return;
-		row = fetch_latest(sa, IDX_HOURLY, keys, 2);
-	}
+	upsert_row(sa, IDX_HOURLY, keys, 2, fetch_row(sa, IDX_HOURLY, keys, 2), &change);
 }
 
 /*
@@ -1090,38 +1096,21 @@ record_hour(StateAccess *sa, const pg_uuid_t *payer, TimestampTz hour, Datum amo
 static void
 record_account(StateAccess *sa, const pg_uuid_t *id, HeapTuple row, bool out, Datum amount)
 {
-	TupleDesc	desc = RelationGetDescr(sa->rels[REL_ACCOUNT]);
 	AttrNumber	count_att = out ? ACCT_OUT_COUNT : ACCT_IN_COUNT;
 	AttrNumber	sum_att = out ? ACCT_OUT_SUM : ACCT_IN_SUM;
+	Datum		zero = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
 	ScanKeyData key;
+	RowChange	change = {0};
 
+	change.fresh[ACCT_USER - 1] = UUIDPGetDatum(id);
+	change.fresh[ACCT_OUT_COUNT - 1] = change.fresh[ACCT_IN_COUNT - 1] = Int64GetDatum(0);
+	change.fresh[ACCT_OUT_SUM - 1] = change.fresh[ACCT_IN_SUM - 1] = zero;
+	change.fresh[count_att - 1] = Int64GetDatum(1);
+	change.fresh[sum_att - 1] = amount;
+	add_to(&change, count_att, false, Int64GetDatum(1));
+	add_to(&change, sum_att, true, amount);
 	key_account(&key, id);
-	for (;;)
-	{
-		Datum		values[ACCT_NATTS];
-		bool		changed[ACCT_NATTS + 1] = {false};
-
-		if (row == NULL)
-		{
-			Datum		zero = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
-
-			check_absent(sa, IDX_ACCOUNT, &key, 1);
-			values[ACCT_USER - 1] = UUIDPGetDatum(id);
-			values[ACCT_OUT_COUNT - 1] = values[ACCT_IN_COUNT - 1] = Int64GetDatum(0);
-			values[ACCT_OUT_SUM - 1] = values[ACCT_IN_SUM - 1] = zero;
-			values[count_att - 1] = Int64GetDatum(1);
-			values[sum_att - 1] = amount;
-			insert_row(sa, REL_ACCOUNT, values);
-			return;
-		}
-		row_values(row, desc, values);
-		values[count_att - 1] = add_int8(row, desc, count_att, 1);
-		values[sum_att - 1] = add_numeric(row, desc, sum_att, amount);
-		changed[count_att] = changed[sum_att] = true;
-		if (update_row(sa, REL_ACCOUNT, row, values, changed))
-			return;
-		row = fetch_latest(sa, IDX_ACCOUNT, &key, 1);
-	}
+	upsert_row(sa, IDX_ACCOUNT, &key, 1, row, &change);
 }
 
 /*
@@ -1131,48 +1120,26 @@ record_account(StateAccess *sa, const pg_uuid_t *id, HeapTuple row, bool out, Da
 static void
 record_day(StateAccess *sa, DailyFacts *daily, bool out, bool new_pair)
 {
-	TupleDesc	desc = RelationGetDescr(sa->rels[REL_DAILY]);
 	int64		fresh = new_pair ? 1 : 0;
-	const pg_uuid_t *id = daily->id;
-	DateADT		day = daily->day;
 	ScanKeyData keys[2];
-	HeapTuple	row;
+	RowChange	change = {0};
 
-	key_account(&keys[0], id);
-	key_second(&keys[1], BTEqualStrategyNumber, F_DATE_EQ, DateADTGetDatum(day));
-	row = daily->loaded ? daily->today : fetch_row(sa, IDX_DAILY, keys, 2);
-	for (;;)
+	change.fresh[DAILY_USER - 1] = UUIDPGetDatum(daily->id);
+	change.fresh[DAILY_DAY - 1] = DateADTGetDatum(daily->day);
+	change.fresh[DAILY_OUT_COUNT - 1] = Int64GetDatum(out ? 1 : 0);
+	change.fresh[DAILY_OUT_PAYEES - 1] = Int64GetDatum(out ? fresh : 0);
+	change.fresh[DAILY_IN_PAYERS - 1] = Int64GetDatum(out ? 0 : fresh);
+	if (out)
 	{
-		Datum		values[DAILY_NATTS];
-		bool		changed[DAILY_NATTS + 1] = {false};
-
-		if (row == NULL)
-		{
-			check_absent(sa, IDX_DAILY, keys, 2);
-			values[DAILY_USER - 1] = UUIDPGetDatum(id);
-			values[DAILY_DAY - 1] = DateADTGetDatum(day);
-			values[DAILY_OUT_COUNT - 1] = Int64GetDatum(out ? 1 : 0);
-			values[DAILY_OUT_PAYEES - 1] = Int64GetDatum(out ? fresh : 0);
-			values[DAILY_IN_PAYERS - 1] = Int64GetDatum(out ? 0 : fresh);
-			insert_row(sa, REL_DAILY, values);
-			return;
-		}
-		row_values(row, desc, values);
-		if (out)
-		{
-			values[DAILY_OUT_COUNT - 1] = add_int8(row, desc, DAILY_OUT_COUNT, 1);
-			values[DAILY_OUT_PAYEES - 1] = add_int8(row, desc, DAILY_OUT_PAYEES, fresh);
-			changed[DAILY_OUT_COUNT] = changed[DAILY_OUT_PAYEES] = true;
-		}
-		else
-		{
-			values[DAILY_IN_PAYERS - 1] = add_int8(row, desc, DAILY_IN_PAYERS, fresh);
-			changed[DAILY_IN_PAYERS] = true;
-		}
-		if (update_row(sa, REL_DAILY, row, values, changed))
-			return;
-		row = fetch_latest(sa, IDX_DAILY, keys, 2);
+		add_to(&change, DAILY_OUT_COUNT, false, Int64GetDatum(1));
+		add_to(&change, DAILY_OUT_PAYEES, false, Int64GetDatum(fresh));
 	}
+	else
+		add_to(&change, DAILY_IN_PAYERS, false, Int64GetDatum(fresh));
+	key_account(&keys[0], daily->id);
+	key_second(&keys[1], BTEqualStrategyNumber, F_DATE_EQ, DateADTGetDatum(daily->day));
+	upsert_row(sa, IDX_DAILY, keys, 2,
+			   daily->loaded ? daily->today : fetch_row(sa, IDX_DAILY, keys, 2), &change);
 }
 
 /* Start of the UTC hour holding ts. */
