@@ -906,6 +906,17 @@ insert_row(StateAccess *sa, StateRel r, Datum *values)
 	index_row(sa, r, tup, false, false, changed);
 }
 
+/* A state row changed since the transaction's snapshot was taken: 40001. */
+static void
+state_changed(StateRel r)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not serialize access due to concurrent update"),
+			 errdetail("The account state in p2pay.%s changed after this transaction's snapshot was taken.",
+					   rel_names[r])));
+}
+
 /*
  * Replace row old (as read with the snapshot) by one with values; changed
  * marks the columns that differ.  False if old was changed meanwhile, under
@@ -930,11 +941,7 @@ update_row(StateAccess *sa, StateRel r, HeapTuple old, Datum *values, const bool
 		if ((result == TM_Updated || result == TM_Deleted) && !IsolationUsesXactSnapshot())
 			return false;
 		if (result == TM_Updated || result == TM_Deleted)
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("could not serialize access due to concurrent update"),
-					 errdetail("The account state in p2pay.%s changed after this transaction's snapshot was taken.",
-							   rel_names[r])));
+			state_changed(r);
 		elog(ERROR, "p2pay: updating a row of p2pay.%s failed (%d)", rel_names[r], (int) result);
 	}
 	index_row(sa, r, tup, HeapTupleIsHeapOnly(tup), true, changed);
@@ -949,21 +956,8 @@ update_row(StateAccess *sa, StateRel r, HeapTuple old, Datum *values, const bool
 static void
 check_absent(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 {
-	IndexScanDesc scan;
-	bool		found;
-
-	if (!IsolationUsesXactSnapshot())
-		return;
-	scan = index_beginscan(sa->rels[idx_defs[ix].rel], sa->idxs[ix], GetLatestSnapshot(), nkeys, 0);
-	index_rescan(scan, keys, nkeys, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, sa->slots[idx_defs[ix].rel]);
-	index_endscan(scan);
-	if (found)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("could not serialize access due to concurrent update"),
-				 errdetail("The account state in p2pay.%s changed after this transaction's snapshot was taken.",
-						   rel_names[idx_defs[ix].rel])));
+	if (IsolationUsesXactSnapshot() && fetch_latest(sa, ix, keys, nkeys) != NULL)
+		state_changed(idx_defs[ix].rel);
 }
 
 /*

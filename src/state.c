@@ -34,7 +34,6 @@
 #include "miscadmin.h"
 #include "access/xact.h"
 #include "storage/lock.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/snapmgr.h"
@@ -423,46 +422,41 @@ p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in, PaymentFac
 {
 	const RuleConfig *pt = &cfg->rules[RULE_PASS_THROUGH];
 	const RuleConfig *cy = &cfg->rules[RULE_CYCLE];
-	bool		pt_on = sum;
-	bool		cy_on = loops;
-	Datum		values[8];
-	bool		isnull;
-	Datum		d;
-	int			ret;
 
 	facts->received = 0;
 	facts->closes_cycle = false;
-	if (!pt_on && !cy_on)
+	if (sum || loops)
 	{
-		if (record && cycle_on && cy->p.max_length >= 4 && IsolationUsesXactSnapshot())
-			check_cycle_snapshot(in, in->created_at - cy->p.window, cy->p.min_amount);
-		return;
+		Datum		values[8];
+		bool		isnull;
+		Datum		d;
+		int			ret;
+
+		if (money_flow_plan == NULL)
+		{
+			Oid			types[8] = {UUIDOID, UUIDOID, BOOLOID, BOOLOID, TIMESTAMPTZOID,
+			FLOAT8OID, BOOLOID, TIMESTAMPTZOID};
+
+			money_flow_plan = prepare_kept(money_flow_sql, 8, types);
+		}
+		values[0] = UUIDPGetDatum(in->payer);
+		values[1] = UUIDPGetDatum(in->payee);
+		values[2] = BoolGetDatum(sum);
+		values[3] = BoolGetDatum(loops);
+		values[4] = TimestampTzGetDatum(in->created_at - cy->p.window);
+		values[5] = Float8GetDatum(cy->p.min_amount);
+		values[6] = BoolGetDatum(cy->p.max_length >= 4);
+		values[7] = TimestampTzGetDatum(in->created_at - pt->p.window);
+
+		ret = SPI_execute_plan(money_flow_plan, values, NULL, true, 0);
+		if (ret != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "p2pay: money-flow statement failed: %s", SPI_result_code_string(ret));
+
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		facts->received = isnull ? 0.0 : DatumGetFloat8(d);
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		facts->closes_cycle = !isnull && DatumGetBool(d);
 	}
-
-	if (money_flow_plan == NULL)
-	{
-		Oid			types[8] = {UUIDOID, UUIDOID, BOOLOID, BOOLOID, TIMESTAMPTZOID,
-		FLOAT8OID, BOOLOID, TIMESTAMPTZOID};
-
-		money_flow_plan = prepare_kept(money_flow_sql, 8, types);
-	}
-	values[0] = UUIDPGetDatum(in->payer);
-	values[1] = UUIDPGetDatum(in->payee);
-	values[2] = BoolGetDatum(pt_on);
-	values[3] = BoolGetDatum(cy_on);
-	values[4] = TimestampTzGetDatum(in->created_at - cy->p.window);
-	values[5] = Float8GetDatum(cy->p.min_amount);
-	values[6] = BoolGetDatum(cy->p.max_length >= 4);
-	values[7] = TimestampTzGetDatum(in->created_at - pt->p.window);
-
-	ret = SPI_execute_plan(money_flow_plan, values, NULL, true, 0);
-	if (ret != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "p2pay: money-flow statement failed: %s", SPI_result_code_string(ret));
-
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	facts->received = isnull ? 0.0 : DatumGetFloat8(d);
-	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	facts->closes_cycle = !isnull && DatumGetBool(d);
 
 	if (record && cycle_on && !facts->closes_cycle && cy->p.max_length >= 4 &&
 		IsolationUsesXactSnapshot())

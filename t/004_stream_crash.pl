@@ -49,7 +49,6 @@ use Test::More;
 my $db = 'p2pay_crash';
 
 my $BANK = '00000000-0000-4000-8000-000000000001';    # registered by everyone
-my $CARD = '00000000-0000-4000-8000-000000000002';    # registered by no one
 
 # A small logical_decoding_work_mem makes the open transaction spill to
 # disk before the crash.
@@ -65,29 +64,11 @@ $node->safe_psql($db,
 
 my $basedir = $node->basedir;
 
-# Each client pays among its own ten users (a transaction locks the
-# accounts of its payments, so disjoint clients never deadlock): two
-# payments per transaction, with a row of another table; one transaction in
-# ten rolls back.
+# The workload (see P2payNode::write_pair_workload), with a row of another
+# table in every transaction.
 my $script = "$basedir/workload.sql";
-append_to_file(
-	$script, qq{
-\\set k random(0, 9)
-\\set a random(1, 9)
-BEGIN;
-INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id) VALUES
-  (uid(:client_id * 10 + :a), uid(:client_id * 10 + :a + 1),
-   CASE WHEN :k < 4 THEN 20 WHEN :k < 7 THEN 15000 ELSE 35 END, 'USD',
-   CASE WHEN :k < 7 THEN '$BANK'::uuid ELSE '$CARD'::uuid END),
-  (uid(:client_id * 10 + :a + 1), uid(:client_id * 10 + :a),
-   CASE WHEN :k % 2 = 0 THEN 18000 ELSE 12 END, 'EUR', '$BANK');
-INSERT INTO public.audit (note) VALUES ('client ' || :client_id);
-\\if :k = 9
-ROLLBACK;
-\\else
-COMMIT;
-\\endif
-});
+P2payNode::write_pair_workload($script,
+	"INSERT INTO public.audit (note) VALUES ('client ' || :client_id);");
 
 # pgbench with the workload script, in the background.
 sub start_pgbench

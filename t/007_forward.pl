@@ -73,7 +73,6 @@ P2payNode::seed_row_decided($node, $db, 40);
 my $basedir = $node->basedir;
 
 my $BANK = '00000000-0000-4000-8000-000000000001';    # registered by everyone
-my $CARD = '00000000-0000-4000-8000-000000000002';    # registered by no one
 
 sub query { return $node->safe_psql($db, $_[0]); }
 
@@ -103,27 +102,9 @@ sub missing_from_slot
 	return grep { index($out, $_) < 0 } @txids;
 }
 
-# Each pgbench client pays among its own ten users (disjoint accounts, so no
-# deadlocks): two payments per transaction, one transaction in ten rolled
-# back.  Amounts over 10000 are review, the card (unregistered) is decline.
+# The workload: see P2payNode::write_pair_workload.
 my $script = "$basedir/workload.sql";
-append_to_file(
-	$script, qq{
-\\set k random(0, 9)
-\\set a random(1, 9)
-BEGIN;
-INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id) VALUES
-  (uid(:client_id * 10 + :a), uid(:client_id * 10 + :a + 1),
-   CASE WHEN :k < 4 THEN 20 WHEN :k < 7 THEN 15000 ELSE 35 END, 'USD',
-   CASE WHEN :k < 7 THEN '$BANK'::uuid ELSE '$CARD'::uuid END),
-  (uid(:client_id * 10 + :a + 1), uid(:client_id * 10 + :a),
-   CASE WHEN :k % 2 = 0 THEN 18000 ELSE 12 END, 'EUR', '$BANK');
-\\if :k = 9
-ROLLBACK;
-\\else
-COMMIT;
-\\endif
-});
+P2payNode::write_pair_workload($script);
 
 # pgbench with the workload, N transactions per client, in the background;
 # with RATE, at most that many transactions a second (so that it lasts).

@@ -70,4 +70,36 @@ UPDATE p2pay.rules SET weight = 0.9 WHERE name = 'unregistered_method';
 	return;
 }
 
+# write_pair_workload(PATH, EXTRA_SQL): a pgbench script for a node seeded
+# with seed_row_decided: each client pays among its own ten users (a
+# transaction locks the accounts of its payments, so disjoint clients never
+# deadlock), two payments per transaction, EXTRA_SQL (if any) after them;
+# one transaction in ten rolls back.  Amounts over 10000 are review, the
+# card (registered by no one) is decline.
+sub write_pair_workload
+{
+	my ($path, $extra) = @_;
+	my $bank = '00000000-0000-4000-8000-000000000001';
+	my $card = '00000000-0000-4000-8000-000000000002';
+	$extra = defined $extra ? "$extra\n" : '';
+	append_to_file(
+		$path, qq{
+\\set k random(0, 9)
+\\set a random(1, 9)
+BEGIN;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id) VALUES
+  (uid(:client_id * 10 + :a), uid(:client_id * 10 + :a + 1),
+   CASE WHEN :k < 4 THEN 20 WHEN :k < 7 THEN 15000 ELSE 35 END, 'USD',
+   CASE WHEN :k < 7 THEN '$bank'::uuid ELSE '$card'::uuid END),
+  (uid(:client_id * 10 + :a + 1), uid(:client_id * 10 + :a),
+   CASE WHEN :k % 2 = 0 THEN 18000 ELSE 12 END, 'EUR', '$bank');
+$extra\\if :k = 9
+ROLLBACK;
+\\else
+COMMIT;
+\\endif
+});
+	return;
+}
+
 1;
