@@ -72,6 +72,7 @@ SELECT * FROM p2pay.prune_state();
 -- less than the 30 days of a normal is refused
 \set VERBOSITY sqlstate
 SELECT * FROM p2pay.prune_state('30 days');
+SELECT * FROM p2pay.prune_state(NULL);
 \set VERBOSITY default
 SELECT * FROM p2pay.prune_state('30 days');
 

@@ -79,6 +79,19 @@ VALUES (u(1), u(2), 10, 'USD', '00000000-0000-4000-8000-000000000001')
 RETURNING decision;
 SELECT check_state_indexes() AS checked;
 
+-- A state table whose columns are not the ones p2pay created is refused.
+ALTER TABLE p2pay.payer_hourly ADD COLUMN note text;
+\set VERBOSITY sqlstate
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+VALUES (u(1), u(2), 10, 'USD', '00000000-0000-4000-8000-000000000001');
+\set VERBOSITY default
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+VALUES (u(1), u(2), 10, 'USD', '00000000-0000-4000-8000-000000000001');
+ALTER TABLE p2pay.payer_hourly DROP COLUMN note;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+VALUES (u(1), u(2), 10, 'USD', '00000000-0000-4000-8000-000000000001')
+RETURNING decision;
+
 DROP FUNCTION check_state_indexes();
 DROP FUNCTION u(int);
 DROP EXTENSION p2pay;

@@ -308,7 +308,8 @@ load_state_table(StateRel r)
 	ListCell   *lc;
 	int			n = 0;
 
-	if (desc->natts != state_cols[r].natts || rel->rd_rel->relam != HEAP_TABLE_AM_OID)
+	/* p2pay's columns in order, then only columns dropped since */
+	if (desc->natts < state_cols[r].natts || rel->rd_rel->relam != HEAP_TABLE_AM_OID)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
@@ -318,11 +319,17 @@ load_state_table(StateRel r)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (att->attisdropped || strcmp(NameStr(att->attname), state_cols[r].names[i]) != 0)
+		if (i < state_cols[r].natts ?
+			att->attisdropped || strcmp(NameStr(att->attname), state_cols[r].names[i]) != 0 :
+			!att->attisdropped)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
-					 errdetail("Column %d should be \"%s\".", i + 1, state_cols[r].names[i])));
+					 i < state_cols[r].natts ?
+					 errdetail("Column %d should be \"%s\".", i + 1, state_cols[r].names[i]) :
+					 errdetail("It has a column \"%s\" that p2pay does not write.",
+							   NameStr(att->attname)),
+					 errhint("The state tables are p2pay's own; drop what was added to them.")));
 	}
 
 	indexes = RelationGetIndexList(rel);
@@ -895,12 +902,30 @@ index_row(StateAccess *sa, StateRel r, HeapTuple tup, bool hot, bool update,
 	}
 }
 
+/*
+ * A state row of the table's descriptor: p2pay's columns from values, any
+ * column dropped after them null.
+ */
+static HeapTuple
+form_row(StateAccess *sa, StateRel r, const Datum *values)
+{
+	TupleDesc	desc = RelationGetDescr(sa->rels[r]);
+	Datum	   *all = palloc(sizeof(Datum) * desc->natts);
+	bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		nulls[i] = i >= state_cols[r].natts;
+		all[i] = nulls[i] ? (Datum) 0 : values[i];
+	}
+	return heap_form_tuple(desc, all, nulls);
+}
+
 static void
 insert_row(StateAccess *sa, StateRel r, Datum *values)
 {
-	bool		nulls[8] = {false};
 	bool		changed[8] = {false};
-	HeapTuple	tup = heap_form_tuple(RelationGetDescr(sa->rels[r]), values, nulls);
+	HeapTuple	tup = form_row(sa, r, values);
 
 	heap_insert(sa->rels[r], tup, GetCurrentCommandId(true), 0, NULL);
 	index_row(sa, r, tup, false, false, changed);
@@ -925,8 +950,7 @@ state_changed(StateRel r)
 static bool
 update_row(StateAccess *sa, StateRel r, HeapTuple old, Datum *values, const bool *changed)
 {
-	bool		nulls[8] = {false};
-	HeapTuple	tup = heap_form_tuple(RelationGetDescr(sa->rels[r]), values, nulls);
+	HeapTuple	tup = form_row(sa, r, values);
 	TM_FailureData tmfd;
 	TM_Result	result;
 
@@ -1003,7 +1027,6 @@ upsert_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple row,
 	for (;;)
 	{
 		Datum		values[8];
-		bool		nulls[8];
 		bool		changed[8 + 1] = {false};
 
 		if (row == NULL)
@@ -1012,7 +1035,12 @@ upsert_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple row,
 			insert_row(sa, r, change->fresh);
 			return;
 		}
-		heap_deform_tuple(row, desc, values, nulls);
+		for (int i = 0; i < state_cols[r].natts; i++)
+		{
+			bool		isnull;
+
+			values[i] = heap_getattr(row, i + 1, desc, &isnull);
+		}
 		for (int i = 0; i < change->nadd; i++)
 		{
 			AttrNumber	att = change->add[i].att;
