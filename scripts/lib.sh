@@ -3,7 +3,9 @@
 # as an unprivileged user (PostgreSQL refuses to run as root).
 
 PG_MAJOR=${PG_MAJOR:-15}
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# PG_BIN may point at another installation's programs (a relocated copy, or
+# another major version); builds and clusters then use its pg_config.
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 export PATH="$PG_BIN:$PATH"
 
 # Run a command as root: directly when root, through sudo otherwise.
