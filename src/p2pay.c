@@ -12,6 +12,7 @@
 #include "compat.h"
 
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "utils/guc.h"
 
 PG_MODULE_MAGIC;
@@ -20,6 +21,27 @@ PG_MODULE_MAGIC;
 int			p2pay_future_tolerance = 300;
 
 void		_PG_init(void);
+
+/*
+ * An input value as a message quotes it: at most P2PAY_ECHO_MAX bytes, cut
+ * on a character boundary, with "..." where it was cut.  A message never
+ * grows with what a client sent (an amount of 1e131071 is 8 characters
+ * long and 131,073 digits printed).
+ */
+char *
+p2pay_echo(const char *value)
+{
+	size_t		len;
+	int			cut;
+
+	if (value == NULL)
+		return pstrdup("(null)");
+	len = strnlen(value, P2PAY_ECHO_MAX + 1);
+	if (len <= P2PAY_ECHO_MAX)
+		return pstrdup(value);
+	cut = pg_mbcliplen(value, (int) len, P2PAY_ECHO_MAX);
+	return psprintf("%.*s...", cut, value);
+}
 
 /*
  * Define the settings, register the cache invalidation callbacks and, when

@@ -168,8 +168,11 @@ typedef struct Verdict
 #define DECISION_REVIEW		1
 #define DECISION_DECLINE	2
 
-/* p2pay.c: settings */
+/* p2pay.c: settings, and how messages quote input */
 extern int	p2pay_future_tolerance;
+
+#define P2PAY_ECHO_MAX 64
+extern char *p2pay_echo(const char *value);
 
 /* rules.c: the catalogue */
 extern const char *p2pay_rule_name(RuleId rule);
