@@ -322,6 +322,11 @@ CREATE FUNCTION @extschema@.record_config_change() RETURNS trigger
 DECLARE
   v bigint;
 BEGIN
+  IF TG_RELID OPERATOR(pg_catalog.<>) ALL (ARRAY['@extschema@.rules'::pg_catalog.regclass, '@extschema@.settings'::pg_catalog.regclass, '@extschema@.blocklist'::pg_catalog.regclass, '@extschema@.allowlist'::pg_catalog.regclass, '@extschema@.snoozes'::pg_catalog.regclass]::pg_catalog.oid[]) THEN
+    RAISE EXCEPTION 'trigger function p2pay.record_config_change() can only run on p2pay.rules, p2pay.settings, p2pay.blocklist, p2pay.allowlist, p2pay.snoozes'
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
   UPDATE @extschema@.ruleset r
      SET version = r.version + 1, changed_at = now(), changed_by = SESSION_USER,
          xact = pg_current_xact_id()
@@ -445,6 +450,11 @@ CREATE TRIGGER ruleset_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @
 CREATE FUNCTION @extschema@.truncate_state() RETURNS trigger
   LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  IF TG_RELID OPERATOR(pg_catalog.<>) ALL (ARRAY['@extschema@.payments'::pg_catalog.regclass]::pg_catalog.oid[]) THEN
+    RAISE EXCEPTION 'trigger function p2pay.truncate_state() can only run on p2pay.payments'
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
   TRUNCATE @extschema@.account_stats, @extschema@.pair_stats, @extschema@.payer_hourly,
            @extschema@.account_daily;
   RETURN NULL;
@@ -461,6 +471,11 @@ CREATE TRIGGER payments_truncate AFTER TRUNCATE ON @extschema@.payments
 CREATE FUNCTION @extschema@.merge_rule() RETURNS trigger
   LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  IF TG_RELID OPERATOR(pg_catalog.<>) ALL (ARRAY['@extschema@.rules'::pg_catalog.regclass]::pg_catalog.oid[]) THEN
+    RAISE EXCEPTION 'trigger function p2pay.merge_rule() can only run on p2pay.rules'
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
   IF EXISTS (SELECT 1 FROM @extschema@.rules r WHERE r.name = NEW.name) THEN
     UPDATE @extschema@.rules r
        SET mode = NEW.mode, enabled = NEW.enabled, weight = NEW.weight, params = NEW.params,
@@ -476,6 +491,11 @@ COMMENT ON FUNCTION @extschema@.merge_rule() IS
 CREATE FUNCTION @extschema@.merge_settings() RETURNS trigger
   LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  IF TG_RELID OPERATOR(pg_catalog.<>) ALL (ARRAY['@extschema@.settings'::pg_catalog.regclass]::pg_catalog.oid[]) THEN
+    RAISE EXCEPTION 'trigger function p2pay.merge_settings() can only run on p2pay.settings'
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
   IF NEW.singleton AND EXISTS (SELECT 1 FROM @extschema@.settings) THEN
     UPDATE @extschema@.settings s
        SET review_threshold = NEW.review_threshold,
@@ -490,6 +510,11 @@ COMMENT ON FUNCTION @extschema@.merge_settings() IS
 CREATE FUNCTION @extschema@.merge_ruleset() RETURNS trigger
   LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  IF TG_RELID OPERATOR(pg_catalog.<>) ALL (ARRAY['@extschema@.ruleset'::pg_catalog.regclass]::pg_catalog.oid[]) THEN
+    RAISE EXCEPTION 'trigger function p2pay.merge_ruleset() can only run on p2pay.ruleset'
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
   IF NEW.singleton AND EXISTS (SELECT 1 FROM @extschema@.ruleset) THEN
     UPDATE @extschema@.ruleset r
        SET version = NEW.version, changed_at = NEW.changed_at, changed_by = NEW.changed_by,
@@ -504,6 +529,11 @@ COMMENT ON FUNCTION @extschema@.merge_ruleset() IS
 CREATE FUNCTION @extschema@.merge_currency() RETURNS trigger
   LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  IF TG_RELID OPERATOR(pg_catalog.<>) ALL (ARRAY['@extschema@.currencies'::pg_catalog.regclass]::pg_catalog.oid[]) THEN
+    RAISE EXCEPTION 'trigger function p2pay.merge_currency() can only run on p2pay.currencies'
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
   IF EXISTS (SELECT 1 FROM @extschema@.currencies c WHERE c.code = NEW.code) THEN
     UPDATE @extschema@.currencies c
        SET name = NEW.name, rate_to_base = NEW.rate_to_base
@@ -518,6 +548,11 @@ COMMENT ON FUNCTION @extschema@.merge_currency() IS
 CREATE FUNCTION @extschema@.merge_payment_method() RETURNS trigger
   LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+  IF TG_RELID OPERATOR(pg_catalog.<>) ALL (ARRAY['@extschema@.payment_methods'::pg_catalog.regclass]::pg_catalog.oid[]) THEN
+    RAISE EXCEPTION 'trigger function p2pay.merge_payment_method() can only run on p2pay.payment_methods'
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
   IF EXISTS (SELECT 1 FROM @extschema@.payment_methods m WHERE m.id = NEW.id) THEN
     UPDATE @extschema@.payment_methods m SET name = NEW.name WHERE m.id = NEW.id;
     RETURN NULL;
@@ -811,3 +846,15 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.fraud_labels', '');
 -- INSERT on payments (and SELECT where needed).  The scoring trigger reads and
 -- writes the rule tables and the per-account state as the owner of payments,
 -- as foreign-key checks do, so the application role needs no rights on them.
+
+-- Trigger functions are p2pay's own: nobody needs EXECUTE on them to fire
+-- them (PostgreSQL checks it only when a trigger is created), and each
+-- refuses to run on any table but the ones it was made for.  Revoked from
+-- PUBLIC, so that no role can attach them to a table of its own.
+REVOKE ALL ON FUNCTION @extschema@.score_payment(), @extschema@.guard_payment(),
+                       @extschema@.forget_payment(), @extschema@.check_config(),
+                       @extschema@.config_changed(), @extschema@.record_config_change(),
+                       @extschema@.truncate_state(), @extschema@.merge_rule(),
+                       @extschema@.merge_settings(), @extschema@.merge_ruleset(),
+                       @extschema@.merge_currency(), @extschema@.merge_payment_method()
+  FROM PUBLIC;

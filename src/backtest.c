@@ -315,28 +315,33 @@ typedef struct Backtest
 	size_t		name_len[RULE_COUNT];
 } Backtest;
 
-/* Statements.  Every one is read-only and names everything with its schema. */
+/*
+ * Statements.  Every one is read-only, names everything with its schema
+ * and its operators as pg_catalog's, and reads only columns whose types
+ * check_layout has checked, with their tables locked.
+ */
 
 /* The accounts of the replayed payments, with their lookups. */
 static const char *accounts_sql =
 "SELECT a.id, a.pays, a.is_paid, u.created_at,"
 "       b.user_id IS NOT NULL, b.expires_at,"
 "       l.user_id IS NOT NULL, l.expires_at"
-"  FROM (SELECT x.id, bool_or(x.pays) AS pays, bool_or(NOT x.pays) AS is_paid"
+"  FROM (SELECT x.id, pg_catalog.bool_or(x.pays) AS pays, pg_catalog.bool_or(NOT x.pays) AS is_paid"
 "          FROM p2pay.payments p"
 "         CROSS JOIN LATERAL (VALUES (p.payer_id, true), (p.payee_id, false)) AS x (id, pays)"
-"         WHERE p.created_at >= $1 AND p.created_at < $2 AND p.amount_base IS NOT NULL"
+"         WHERE p.created_at" SQL_GE "$1 AND p.created_at" SQL_LT "$2"
+"           AND p.amount_base IS NOT NULL"
 "         GROUP BY x.id) a"
-"  JOIN p2pay.users u ON u.id = a.id"
-"  LEFT JOIN p2pay.blocklist b ON b.user_id = a.id"
-"  LEFT JOIN p2pay.allowlist l ON l.user_id = a.id";
+"  JOIN p2pay.users u ON u.id" SQL_EQ "a.id"
+"  LEFT JOIN p2pay.blocklist b ON b.user_id" SQL_EQ "a.id"
+"  LEFT JOIN p2pay.allowlist l ON l.user_id" SQL_EQ "a.id";
 
 static const char *methods_sql =
 "SELECT m.user_id, m.payment_method_id FROM p2pay.user_payment_methods m"
-" WHERE m.user_id = ANY ($1)";
+" WHERE m.user_id" SQL_EQ "ANY ($1)";
 
 static const char *snoozes_sql =
-"SELECT s.user_id, s.rule, s.until FROM p2pay.snoozes s WHERE s.user_id = ANY ($1)";
+"SELECT s.user_id, s.rule, s.until FROM p2pay.snoozes s WHERE s.user_id" SQL_EQ "ANY ($1)";
 
 static const char *version_sql = "SELECT r.version FROM p2pay.ruleset r";
 
@@ -346,9 +351,11 @@ static const char *version_sql = "SELECT r.version FROM p2pay.ruleset r";
  * them; per pair (payee_id set), that pair_stats has a row.
  */
 static const char *alltime_sql =
-"SELECT p.payer_id, p.payee_id, count(*), sum(p.amount_base), max(p.created_at)"
+"SELECT p.payer_id, p.payee_id, pg_catalog.count(*), pg_catalog.sum(p.amount_base),"
+"       pg_catalog.max(p.created_at)"
 "  FROM p2pay.payments p"
-" WHERE p.payer_id = ANY ($1) AND p.created_at < $2 AND p.amount_base IS NOT NULL"
+" WHERE p.payer_id" SQL_EQ "ANY ($1) AND p.created_at" SQL_LT "$2"
+"   AND p.amount_base IS NOT NULL"
 " GROUP BY GROUPING SETS ((p.payer_id), (p.payer_id, p.payee_id))";
 
 /*
@@ -359,11 +366,12 @@ static const char *alltime_sql =
  * two accounts that have no payment in the range.
  */
 static const char *history_sql =
-"SELECT p.payer_id, p.payee_id, p.created_at, p.amount_base, p.amount_base::float8"
+"SELECT p.payer_id, p.payee_id, p.created_at, p.amount_base, p.amount_base::pg_catalog.float8"
 "  FROM p2pay.payments p"
-" WHERE p.created_at >= $2 AND p.created_at < $3 AND p.amount_base IS NOT NULL"
-"   AND (p.payer_id = ANY ($1) OR p.payee_id = ANY ($1)"
-"        OR ($4 AND p.created_at >= $5 AND p.amount_base::float8 >= $6))"
+" WHERE p.created_at" SQL_GE "$2 AND p.created_at" SQL_LT "$3 AND p.amount_base IS NOT NULL"
+"   AND (p.payer_id" SQL_EQ "ANY ($1) OR p.payee_id" SQL_EQ "ANY ($1)"
+"        OR ($4 AND p.created_at" SQL_GE "$5"
+"            AND p.amount_base::pg_catalog.float8" SQL_GE "$6))"
 " ORDER BY p.created_at, p.id";
 
 /*
@@ -376,19 +384,21 @@ static const char *history_sql =
  * of the pair's payments from $2 on is enough.
  */
 static const char *daily_sql =
-"SELECT x.id, (q.created_at AT TIME ZONE 'UTC')::date AS day,"
-"       count(*) FILTER (WHERE x.pays),"
-"       count(*) FILTER (WHERE x.pays AND q.first_today),"
-"       count(*) FILTER (WHERE NOT x.pays AND q.first_today)"
+"SELECT x.id, (q.created_at AT TIME ZONE 'UTC')::pg_catalog.date AS day,"
+"       pg_catalog.count(*) FILTER (WHERE x.pays),"
+"       pg_catalog.count(*) FILTER (WHERE x.pays AND q.first_today),"
+"       pg_catalog.count(*) FILTER (WHERE NOT x.pays AND q.first_today)"
 "  FROM (SELECT p.payer_id, p.payee_id, p.created_at,"
-"               coalesce(lag(p.created_at) OVER (PARTITION BY p.payer_id, p.payee_id"
-"                                                ORDER BY p.created_at, p.id)"
-"                        < date_trunc('day', p.created_at, 'UTC'), true) AS first_today"
+"               coalesce(pg_catalog.lag(p.created_at)"
+"                          OVER (PARTITION BY p.payer_id, p.payee_id ORDER BY p.created_at, p.id)"
+"                        " SQL_LT "pg_catalog.date_trunc('day', p.created_at, 'UTC'), true)"
+"                 AS first_today"
 "          FROM p2pay.payments p"
-"         WHERE p.created_at >= $2 AND p.created_at < $3 AND p.amount_base IS NOT NULL"
-"           AND (p.payer_id = ANY ($1) OR p.payee_id = ANY ($1))) q"
+"         WHERE p.created_at" SQL_GE "$2 AND p.created_at" SQL_LT "$3"
+"           AND p.amount_base IS NOT NULL"
+"           AND (p.payer_id" SQL_EQ "ANY ($1) OR p.payee_id" SQL_EQ "ANY ($1))) q"
 " CROSS JOIN LATERAL (VALUES (q.payer_id, true), (q.payee_id, false)) AS x (id, pays)"
-" WHERE x.id = ANY ($1)"
+" WHERE x.id" SQL_EQ "ANY ($1)"
 " GROUP BY x.id, day"
 " ORDER BY x.id, day";
 
@@ -398,9 +408,9 @@ static const char *daily_sql =
  * from daily_sql).
  */
 static const char *first_day_sql =
-"SELECT a.id, (SELECT min(d.day) FROM p2pay.account_daily d"
-"               WHERE d.user_id = a.id AND d.day < $2)"
-"  FROM unnest($1) AS a (id)";
+"SELECT a.id, (SELECT pg_catalog.min(d.day) FROM p2pay.account_daily d"
+"               WHERE d.user_id" SQL_EQ "a.id AND d.day" SQL_LT "$2)"
+"  FROM pg_catalog.unnest($1) AS a (id)";
 
 /*
  * The payments to replay, with what was decided at the time: a payment an
@@ -408,17 +418,87 @@ static const char *first_day_sql =
  */
 static const char *replay_sql =
 "SELECT p.payer_id, p.payee_id, p.payment_method_id, p.created_at,"
-"       p.amount_base, p.amount_base::float8, p.reasons, p.shadow_reasons,"
-"       CASE coalesce(d.old_decision, p.decision)"
+"       p.amount_base, p.amount_base::pg_catalog.float8, p.reasons, p.shadow_reasons,"
+"       CASE coalesce(d.old_decision, p.decision)::pg_catalog.text"
 "         WHEN 'approve' THEN 0 WHEN 'review' THEN 1 WHEN 'decline' THEN 2 END,"
 "       coalesce(f.is_fraud, false)"
 "  FROM p2pay.payments p"
 "  LEFT JOIN (SELECT DISTINCT ON (g.transaction_id) g.transaction_id, g.old_decision"
 "               FROM p2pay.decision_log g ORDER BY g.transaction_id, g.id) d"
-"         ON d.transaction_id = p.transaction_id"
-"  LEFT JOIN p2pay.fraud_labels f ON f.transaction_id = p.transaction_id"
-" WHERE p.created_at >= $1 AND p.created_at < $2 AND p.amount_base IS NOT NULL"
+"         ON d.transaction_id" SQL_EQ "p.transaction_id"
+"  LEFT JOIN p2pay.fraud_labels f ON f.transaction_id" SQL_EQ "p.transaction_id"
+" WHERE p.created_at" SQL_GE "$1 AND p.created_at" SQL_LT "$2 AND p.amount_base IS NOT NULL"
 " ORDER BY p.created_at, p.id";
+
+/*
+ * The columns the statements read, by table: each of the type the code
+ * reads it as, and NOT NULL where the code reads it without a null test.
+ * The tables stay locked until the end of the transaction, so no DDL can
+ * change them between the check and the reading.
+ */
+static const ColumnSpec payments_read[] = {
+	COLUMN("id", INT8OID), COLUMN("transaction_id", UUIDOID),
+	COLUMN_NOT_NULL("payer_id", UUIDOID), COLUMN_NOT_NULL("payee_id", UUIDOID),
+	COLUMN_NOT_NULL("payment_method_id", UUIDOID),
+	COLUMN_NOT_NULL("created_at", TIMESTAMPTZOID), COLUMN("amount_base", NUMERICOID),
+	COLUMN("reasons", TEXTARRAYOID), COLUMN("shadow_reasons", TEXTARRAYOID),
+	OWN_TYPE_COLUMN("decision", "decision"), {NULL}
+};
+static const ColumnSpec users_read[] = {
+	COLUMN_NOT_NULL("id", UUIDOID), COLUMN_NOT_NULL("created_at", TIMESTAMPTZOID), {NULL}
+};
+static const ColumnSpec list_read[] = {
+	COLUMN("user_id", UUIDOID), COLUMN("expires_at", TIMESTAMPTZOID), {NULL}
+};
+static const ColumnSpec methods_read[] = {
+	COLUMN_NOT_NULL("user_id", UUIDOID), COLUMN_NOT_NULL("payment_method_id", UUIDOID), {NULL}
+};
+static const ColumnSpec snoozes_read[] = {
+	COLUMN_NOT_NULL("user_id", UUIDOID), COLUMN_NOT_NULL("rule", TEXTOID),
+	COLUMN_NOT_NULL("until", TIMESTAMPTZOID), {NULL}
+};
+static const ColumnSpec ruleset_read[] = {COLUMN_NOT_NULL("version", INT8OID), {NULL}};
+static const ColumnSpec log_read[] = {
+	COLUMN("id", INT8OID), COLUMN("transaction_id", UUIDOID),
+	OWN_TYPE_COLUMN("old_decision", "decision"), {NULL}
+};
+static const ColumnSpec labels_read[] = {
+	COLUMN("transaction_id", UUIDOID), COLUMN("is_fraud", BOOLOID), {NULL}
+};
+static const ColumnSpec daily_read[] = {
+	COLUMN("user_id", UUIDOID), COLUMN("day", DATEOID), {NULL}
+};
+
+static const struct
+{
+	const char *table;
+	const ColumnSpec *columns;
+}			layout[] = {
+	{"payments", payments_read},
+	{"users", users_read},
+	{"blocklist", list_read},
+	{"allowlist", list_read},
+	{"user_payment_methods", methods_read},
+	{"snoozes", snoozes_read},
+	{"ruleset", ruleset_read},
+	{"decision_log", log_read},
+	{"fraud_labels", labels_read},
+	{"account_daily", daily_read},
+};
+
+/* Lock the tables the statements read and check their columns. */
+static void
+check_layout(void)
+{
+	for (int i = 0; i < (int) lengthof(layout); i++)
+	{
+		Relation	rel = table_open(p2pay_relid(layout[i].table), AccessShareLock);
+
+		for (const ColumnSpec *c = layout[i].columns; c->name != NULL; c++)
+			(void) p2pay_column(rel, c);
+		table_close(rel, NoLock);
+	}
+}
 
 /* The account with this id, which the accounts statement loaded. */
 static Account *
@@ -1666,27 +1746,18 @@ backtest_config(Backtest *bt, Oid nspid, Jsonb *rules)
 static void
 replay(Backtest *bt, Oid owner, Oid nspid, TimestampTz from, TimestampTz to, Jsonb *rules)
 {
-	Oid			saved_userid;
-	int			saved_sec_context;
-	int			save_nestlevel;
+	OwnerContext saved;
 	Datum		accounts;
 	Datum		payers;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "p2pay: SPI_connect failed");
-	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
-	SetUserIdAndSecContext(owner, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_NOFORCE_RLS);
-	/*
-	 * As a SECURITY DEFINER function would: the caller's path can redirect
-	 * nothing.  Every cursor is read to its end, so plan for all its rows.
-	 */
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	p2pay_begin_as_owner(owner, &saved);
+	/* every cursor is read to its end, so plan for all its rows */
 	(void) set_config_option("cursor_tuple_fraction", "1", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 
+	check_layout();
 	backtest_config(bt, nspid, rules);
 	plan_windows(bt);
 
@@ -1738,8 +1809,7 @@ replay(Backtest *bt, Oid owner, Oid nspid, TimestampTz from, TimestampTz to, Jso
 	MemoryContextDelete(bt->cxt);
 	bt->cxt = bt->batch_cxt = NULL;
 
-	AtEOXact_GUC(true, save_nestlevel);
-	SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	p2pay_end_as_owner(&saved);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "p2pay: SPI_finish failed");
 }
@@ -1825,10 +1895,8 @@ p2pay_backtest(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "p2pay_backtest: must return rows");
 
-	nspid = get_namespace_oid("p2pay", false);
-	relid = get_relname_relid("payments", nspid);
-	if (!OidIsValid(relid))
-		elog(ERROR, "p2pay_backtest: p2pay.payments is missing");
+	nspid = p2pay_schema();
+	relid = p2pay_relid("payments");
 	rel = table_open(relid, AccessShareLock);
 	owner = rel->rd_rel->relowner;
 	table_close(rel, AccessShareLock);

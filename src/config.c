@@ -16,6 +16,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -58,7 +59,7 @@ p2pay_rule_mode_from_name(const char *mode)
 			return (RuleMode) i;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown rule mode \"%s\"", mode),
+			 errmsg("unknown rule mode \"%s\"", p2pay_echo(mode)),
 			 errhint("A rule is active, shadow or off.")));
 	return RULE_OFF;			/* keep the compiler quiet */
 }
@@ -77,7 +78,26 @@ p2pay_config_register_callbacks(void)
 	CacheRegisterRelcacheCallback(config_relcache_callback, (Datum) 0);
 }
 
-/* Read the rules and thresholds through SPI; the caller is connected. */
+/*
+ * A column of a configuration row read through SPI, which must not be null.
+ * The statements cast every column to the type the code reads it as, so a
+ * column whose type a DBA changed is converted or refused by the cast.
+ */
+static Datum
+config_value(HeapTuple tup, TupleDesc desc, int col, const char *table, const char *column)
+{
+	bool		isnull;
+	Datum		d = SPI_getbinval(tup, desc, col, &isnull);
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("column %s of p2pay.%s must not be null", column, table),
+				 errhint("Restore the column's NOT NULL constraint and value.")));
+	return d;
+}
+
+/* Read the rules and thresholds through SPI; the caller is connected, as the owner. */
 static void
 load_config(Oid nspid)
 {
@@ -86,7 +106,9 @@ load_config(Oid nspid)
 
 	memset(&loaded, 0, sizeof(loaded));
 
-	ret = SPI_execute("SELECT name, mode::text, weight, params FROM p2pay.rules", true, 0);
+	ret = SPI_execute("SELECT r.name::pg_catalog.text, r.mode::pg_catalog.text,"
+					  " r.weight::pg_catalog.float8, r.params::pg_catalog.jsonb"
+					  " FROM p2pay.rules r", true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "p2pay: reading p2pay.rules failed: %s", SPI_result_code_string(ret));
 
@@ -94,23 +116,24 @@ load_config(Oid nspid)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[row];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
-		char	   *name = SPI_getvalue(tup, desc, 1);
-		bool		isnull;
-		int			rule = p2pay_rule_lookup(name);
+		int			rule = p2pay_rule_lookup(TextDatumGetCString(config_value(tup, desc, 1, "rules",
+																			  "name")));
 		RuleConfig *rc;
 
 		/* check_rule lets no unknown rule in; one restored around it is inert */
 		if (rule < 0)
 			continue;
 		rc = &loaded.rules[rule];
-		rc->mode = p2pay_rule_mode_from_name(SPI_getvalue(tup, desc, 2));
-		rc->weight = DatumGetFloat8(SPI_getbinval(tup, desc, 3, &isnull));
-		p2pay_parse_params(rule,
-						   DatumGetJsonbP(SPI_getbinval(tup, desc, 4, &isnull)),
+		rc->mode = p2pay_rule_mode_from_name(TextDatumGetCString(config_value(tup, desc, 2,
+																			  "rules", "mode")));
+		rc->weight = DatumGetFloat8(config_value(tup, desc, 3, "rules", "weight"));
+		p2pay_check_weight(p2pay_rule_name(rule), rc->weight);
+		p2pay_parse_params(rule, DatumGetJsonbP(config_value(tup, desc, 4, "rules", "params")),
 						   &rc->p, false);
 	}
 
-	ret = SPI_execute("SELECT review_threshold, decline_threshold FROM p2pay.settings",
+	ret = SPI_execute("SELECT s.review_threshold::pg_catalog.float8,"
+					  " s.decline_threshold::pg_catalog.float8 FROM p2pay.settings s",
 					  true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "p2pay: reading p2pay.settings failed: %s", SPI_result_code_string(ret));
@@ -123,23 +146,23 @@ load_config(Oid nspid)
 	else
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];
-		bool		isnull;
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 
 		loaded.review_threshold =
-			DatumGetFloat8(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+			DatumGetFloat8(config_value(tup, desc, 1, "settings", "review_threshold"));
 		loaded.decline_threshold =
-			DatumGetFloat8(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+			DatumGetFloat8(config_value(tup, desc, 2, "settings", "decline_threshold"));
 	}
 
-	ret = SPI_execute("SELECT version FROM p2pay.ruleset", true, 0);
+	ret = SPI_execute("SELECT r.version::pg_catalog.int8 FROM p2pay.ruleset r", true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "p2pay: reading p2pay.ruleset failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 1)
 	{
 		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
-		loaded.version = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-													 SPI_tuptable->tupdesc, 1, &isnull));
+		loaded.version = isnull ? 0 : DatumGetInt64(d);
 	}
 
 	config = loaded;
@@ -176,10 +199,9 @@ p2pay_config(Oid nspid)
  * must change them to agree.
  */
 static HeapTuple
-keep_mode_and_enabled(TriggerData *td, HeapTuple newtup, TupleDesc desc, const char *name)
+keep_mode_and_enabled(TriggerData *td, HeapTuple newtup, TupleDesc desc, const char *name,
+					  int mode_att, int enabled_att)
 {
-	int			mode_att = SPI_fnumber(desc, "mode");
-	int			enabled_att = SPI_fnumber(desc, "enabled");
 	char	   *mode_text = SPI_getvalue(newtup, desc, mode_att);
 	bool		isnull;
 	Datum		d = SPI_getbinval(newtup, desc, enabled_att, &isnull);
@@ -192,6 +214,7 @@ keep_mode_and_enabled(TriggerData *td, HeapTuple newtup, TupleDesc desc, const c
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("mode and enabled of rule \"%s\" must not be null", name)));
+	mode_text = p2pay_echo(mode_text);
 	mode = p2pay_rule_mode_from_name(mode_text);
 
 	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
@@ -286,7 +309,7 @@ p2pay_config_apply_json(P2payConfig *cfg, Jsonb *rules)
 		if (rule < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown rule \"%s\"", name),
+					 errmsg("unknown rule \"%s\"", p2pay_echo(name)),
 					 errhint("SELECT name FROM p2pay.rules lists them.")));
 		rc = &cfg->rules[rule];
 
@@ -321,7 +344,7 @@ p2pay_config_apply_json(P2payConfig *cfg, Jsonb *rules)
 			else
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("rule row \"%s\" has a bad field \"%s\"", name, key),
+						 errmsg("rule row \"%s\" has a bad field \"%s\"", name, p2pay_echo(key)),
 						 errdetail("A rule row has name, mode (active, shadow or off) or enabled (a boolean), weight (a number) and params (an object).")));
 		}
 	}
@@ -336,66 +359,80 @@ PG_FUNCTION_INFO_V1(p2pay_check_config);
 Datum
 p2pay_check_config(PG_FUNCTION_ARGS)
 {
+	static const char *const tables[] = {"rules", "settings", NULL};
+	static const ColumnSpec rule_columns[] = {
+		COLUMN_NOT_NULL("name", TEXTOID),
+		{"mode", InvalidOid, "rule_mode", true},
+		COLUMN_NOT_NULL("enabled", BOOLOID),
+		COLUMN("weight", FLOAT8OID),
+		COLUMN("params", JSONBOID),
+	};
 	TriggerData *td = (TriggerData *) fcinfo->context;
-	const char *table;
+	bool		is_rules;
 	HeapTuple	newtup;
 	TupleDesc	desc;
 	bool		isnull;
+	AttrNumber	atts[lengthof(rule_columns)];
 	char	   *name;
 	int			rule;
 	Datum		d;
 	RuleParams	parsed;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event))
-		elog(ERROR, "p2pay_check_config: not called as a BEFORE trigger");
-
-	table = RelationGetRelationName(td->tg_relation);
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("p2pay.check_config() must be fired BEFORE a change")));
+	p2pay_require_trigger_table(td, "check_config", tables);
+	is_rules = RelationGetRelid(td->tg_relation) == p2pay_relid("rules");
 
 	if (TRIGGER_FIRED_BY_DELETE(td->tg_event) || TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("rows of p2pay.%s cannot be deleted", table),
-				 strcmp(table, "rules") == 0 ?
+				 errmsg("rows of p2pay.%s cannot be deleted", is_rules ? "rules" : "settings"),
+				 is_rules ?
 				 errhint("Set mode = 'off' to switch a rule off.") :
 				 errhint("Update the row to change the thresholds.")));
 
 	/* settings are checked by their CHECK constraints */
-	if (strcmp(table, "rules") != 0)
+	if (!is_rules || !TRIGGER_FIRED_FOR_ROW(td->tg_event))
 		return PointerGetDatum(TRIGGER_FIRED_BY_UPDATE(td->tg_event) ?
 							   td->tg_newtuple : td->tg_trigtuple);
 
 	newtup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 	desc = RelationGetDescr(td->tg_relation);
+	for (int i = 0; i < (int) lengthof(rule_columns); i++)
+		atts[i] = p2pay_column(td->tg_relation, &rule_columns[i]);
 
-	name = SPI_getvalue(newtup, desc, SPI_fnumber(desc, "name"));
+	name = SPI_getvalue(newtup, desc, atts[0]);
 	rule = name ? p2pay_rule_lookup(name) : -1;
+	name = p2pay_echo(name);
 	if (rule < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown rule \"%s\"", name ? name : "(null)"),
+				 errmsg("unknown rule \"%s\"", name),
 				 errdetail("p2pay.rules holds one row for each rule of the catalogue."),
 				 errhint("SELECT name FROM p2pay.rules lists them.")));
 
 	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 	{
-		char	   *oldname = SPI_getvalue(td->tg_trigtuple, desc, SPI_fnumber(desc, "name"));
+		char	   *oldname = SPI_getvalue(td->tg_trigtuple, desc, atts[0]);
 
-		if (strcmp(oldname, name) != 0)
+		if (oldname == NULL || strcmp(oldname, p2pay_rule_name(rule)) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("rule \"%s\" cannot be renamed", oldname)));
+					 errmsg("rule \"%s\" cannot be renamed", p2pay_echo(oldname))));
 	}
 
-	newtup = keep_mode_and_enabled(td, newtup, desc, name);
+	newtup = keep_mode_and_enabled(td, newtup, desc, name, atts[1], atts[2]);
 
-	d = SPI_getbinval(newtup, desc, SPI_fnumber(desc, "weight"), &isnull);
+	d = heap_getattr(newtup, atts[3], desc, &isnull);
 	if (isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("weight of rule \"%s\" must not be null", name)));
 	p2pay_check_weight(name, DatumGetFloat8(d));
 
-	d = SPI_getbinval(newtup, desc, SPI_fnumber(desc, "params"), &isnull);
+	d = heap_getattr(newtup, atts[4], desc, &isnull);
 	if (isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
@@ -410,10 +447,14 @@ PG_FUNCTION_INFO_V1(p2pay_config_changed);
 Datum
 p2pay_config_changed(PG_FUNCTION_ARGS)
 {
+	static const char *const tables[] = {"rules", "settings", "ruleset", NULL};
 	TriggerData *td = (TriggerData *) fcinfo->context;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
-		elog(ERROR, "p2pay_config_changed: not called as a trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("p2pay.config_changed() must be fired as a trigger")));
+	p2pay_require_trigger_table(td, "config_changed", tables);
 
 	CacheInvalidateRelcache(td->tg_relation);
 	return PointerGetDatum(NULL);

@@ -87,18 +87,35 @@ static const char *const rel_names[NUM_RELS] = {
 	"payments", "pair_stats", "account_stats", "account_daily", "payer_hourly"
 };
 
+/*
+ * The indexes scanned, each with the key columns the scans' keys are on
+ * (by attribute number in its table: the state tables' positions, or the
+ * payments columns found by name), and whether the code relies on it
+ * being unique.
+ */
 static const struct
 {
 	const char *name;
 	StateRel	rel;
+	int			nkeys;
+	AttrNumber	keys[2];		/* in a state table; payments' are found by name */
+	bool		unique;
 }			idx_defs[NUM_IDXS] = {
-	{"payments_payer_time_idx", REL_PAYMENTS},
-	{"pair_stats_pkey", REL_PAIR},
-	{"pair_stats_payer_last_idx", REL_PAIR},
-	{"pair_stats_payee_last_idx", REL_PAIR},
-	{"account_stats_pkey", REL_ACCOUNT},
-	{"account_daily_pkey", REL_DAILY},
-	{"payer_hourly_pkey", REL_HOURLY},
+	{"payments_payer_time_idx", REL_PAYMENTS, 2, {0}, false},
+	{"pair_stats_pkey", REL_PAIR, 2, {1, 2}, true},
+	{"pair_stats_payer_last_idx", REL_PAIR, 2, {1, 4}, false},
+	{"pair_stats_payee_last_idx", REL_PAIR, 2, {2, 4}, false},
+	{"account_stats_pkey", REL_ACCOUNT, 1, {1}, true},
+	{"account_daily_pkey", REL_DAILY, 2, {1, 2}, true},
+	{"payer_hourly_pkey", REL_HOURLY, 2, {1, 2}, true},
+};
+
+/* The columns of payments that the scans of other payments read. */
+static const ColumnSpec pay_cols[] = {
+	COLUMN_NOT_NULL("payer_id", UUIDOID),
+	COLUMN_NOT_NULL("payee_id", UUIDOID),
+	COLUMN_NOT_NULL("created_at", TIMESTAMPTZOID),
+	COLUMN("amount_base", NUMERICOID),
 };
 
 /*
@@ -118,21 +135,6 @@ typedef enum RefRel
 	REF_RULESET,
 	NUM_REFS
 } RefRel;
-
-static const struct
-{
-	const char *name;
-	const char *pkey;
-}			ref_defs[NUM_REFS] = {
-	{"currencies", "currencies_pkey"},
-	{"users", "users_pkey"},
-	{"payment_methods", "payment_methods_pkey"},
-	{"user_payment_methods", "user_payment_methods_pkey"},
-	{"blocklist", "blocklist_pkey"},
-	{"allowlist", "allowlist_pkey"},
-	{"snoozes", NULL},
-	{"ruleset", NULL},
-};
 
 typedef enum RefAtt
 {
@@ -154,29 +156,50 @@ typedef enum RefAtt
 	NUM_REF_ATTS
 } RefAtt;
 
+/* Each table's primary key: its columns, which the lookup's keys are on. */
+static const struct
+{
+	const char *name;
+	const char *pkey;
+	int			nkeys;
+	RefAtt		keys[2];
+}			ref_defs[NUM_REFS] = {
+	{"currencies", "currencies_pkey", 1, {ATT_CURRENCY_CODE}},
+	{"users", "users_pkey", 1, {ATT_USER_ID}},
+	{"payment_methods", "payment_methods_pkey", 1, {ATT_METHOD_ID}},
+	{"user_payment_methods", "user_payment_methods_pkey", 2, {ATT_UPM_USER, ATT_UPM_METHOD}},
+	{"blocklist", "blocklist_pkey", 1, {ATT_BLOCK_USER}},
+	{"allowlist", "allowlist_pkey", 1, {ATT_ALLOW_USER}},
+	{"snoozes", NULL, 0, {0}},
+	{"ruleset", NULL, 0, {0}},
+};
+
 static const struct
 {
 	RefRel		rel;
-	const char *name;
+	ColumnSpec	col;
 }			ref_att_defs[NUM_REF_ATTS] = {
-	{REF_CURRENCIES, "code"},
-	{REF_CURRENCIES, "rate_to_base"},
-	{REF_USERS, "id"},
-	{REF_USERS, "created_at"},
-	{REF_METHODS, "id"},
-	{REF_USER_METHODS, "user_id"},
-	{REF_USER_METHODS, "payment_method_id"},
-	{REF_BLOCKLIST, "user_id"},
-	{REF_BLOCKLIST, "expires_at"},
-	{REF_ALLOWLIST, "user_id"},
-	{REF_ALLOWLIST, "expires_at"},
-	{REF_SNOOZES, "rule"},
-	{REF_SNOOZES, "user_id"},
-	{REF_SNOOZES, "until"},
-	{REF_RULESET, "version"},
+	{REF_CURRENCIES, COLUMN_NOT_NULL("code", BPCHAROID)},
+	{REF_CURRENCIES, COLUMN_NOT_NULL("rate_to_base", NUMERICOID)},
+	{REF_USERS, COLUMN_NOT_NULL("id", UUIDOID)},
+	{REF_USERS, COLUMN_NOT_NULL("created_at", TIMESTAMPTZOID)},
+	{REF_METHODS, COLUMN_NOT_NULL("id", UUIDOID)},
+	{REF_USER_METHODS, COLUMN_NOT_NULL("user_id", UUIDOID)},
+	{REF_USER_METHODS, COLUMN_NOT_NULL("payment_method_id", UUIDOID)},
+	{REF_BLOCKLIST, COLUMN_NOT_NULL("user_id", UUIDOID)},
+	{REF_BLOCKLIST, COLUMN("expires_at", TIMESTAMPTZOID)},
+	{REF_ALLOWLIST, COLUMN_NOT_NULL("user_id", UUIDOID)},
+	{REF_ALLOWLIST, COLUMN("expires_at", TIMESTAMPTZOID)},
+	{REF_SNOOZES, COLUMN_NOT_NULL("rule", TEXTOID)},
+	{REF_SNOOZES, COLUMN("user_id", UUIDOID)},
+	{REF_SNOOZES, COLUMN_NOT_NULL("until", TIMESTAMPTZOID)},
+	{REF_RULESET, COLUMN("version", INT8OID)},
 };
 
-/* The state tables' columns, in the order p2pay creates them. */
+/*
+ * The state tables' columns, in the order p2pay creates them: the writes
+ * form whole rows and read every column without a null test.
+ */
 enum
 {
 	PAIR_PAYER = 1, PAIR_PAYEE, PAIR_FIRST_AT, PAIR_LAST_AT, PAIR_N, PAIR_TOTAL, PAIR_NATTS = PAIR_TOTAL
@@ -194,14 +217,29 @@ enum
 	HOURLY_PAYER = 1, HOURLY_HOUR, HOURLY_N, HOURLY_TOTAL, HOURLY_NATTS = HOURLY_TOTAL
 };
 
-static const char *const pair_cols[] = {"payer_id", "payee_id", "first_at", "last_at", "n", "total"};
-static const char *const acct_cols[] = {"user_id", "out_count", "out_sum", "in_count", "in_sum"};
-static const char *const daily_cols[] = {"user_id", "day", "out_count", "out_payees", "in_payers"};
-static const char *const hourly_cols[] = {"payer_id", "hour", "n", "total"};
+static const ColumnSpec pair_cols[] = {
+	COLUMN_NOT_NULL("payer_id", UUIDOID), COLUMN_NOT_NULL("payee_id", UUIDOID),
+	COLUMN_NOT_NULL("first_at", TIMESTAMPTZOID), COLUMN_NOT_NULL("last_at", TIMESTAMPTZOID),
+	COLUMN_NOT_NULL("n", INT8OID), COLUMN_NOT_NULL("total", NUMERICOID)
+};
+static const ColumnSpec acct_cols[] = {
+	COLUMN_NOT_NULL("user_id", UUIDOID), COLUMN_NOT_NULL("out_count", INT8OID),
+	COLUMN_NOT_NULL("out_sum", NUMERICOID), COLUMN_NOT_NULL("in_count", INT8OID),
+	COLUMN_NOT_NULL("in_sum", NUMERICOID)
+};
+static const ColumnSpec daily_cols[] = {
+	COLUMN_NOT_NULL("user_id", UUIDOID), COLUMN_NOT_NULL("day", DATEOID),
+	COLUMN_NOT_NULL("out_count", INT8OID), COLUMN_NOT_NULL("out_payees", INT8OID),
+	COLUMN_NOT_NULL("in_payers", INT8OID)
+};
+static const ColumnSpec hourly_cols[] = {
+	COLUMN_NOT_NULL("payer_id", UUIDOID), COLUMN_NOT_NULL("hour", TIMESTAMPTZOID),
+	COLUMN_NOT_NULL("n", INT8OID), COLUMN_NOT_NULL("total", NUMERICOID)
+};
 
 static const struct
 {
-	const char *const *names;
+	const ColumnSpec *cols;
 	int			natts;
 }			state_cols[NUM_RELS] = {
 	{NULL, 0},
@@ -272,6 +310,7 @@ state_relcache_callback(Datum arg, Oid relid)
 			cache.valid = false;
 }
 
+/* The relation called name in p2pay's schema, or an error. */
 static Oid
 relid_in(Oid nspid, const char *name)
 {
@@ -286,49 +325,69 @@ relid_in(Oid nspid, const char *name)
 	return relid;
 }
 
-static AttrNumber
-column_of(Oid relid, const char *table, const char *name)
+/* Open a table p2pay reads directly, checking that it is a heap table. */
+static Relation
+open_checked(Oid relid)
 {
-	AttrNumber	attnum = get_attnum(relid, name);
+	Relation	rel = table_open(relid, AccessShareLock);
 
-	if (attnum == InvalidAttrNumber)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("p2pay.%s has no column \"%s\"", table, name)));
-	return attnum;
+	p2pay_require_heap(rel);
+	return rel;
 }
 
-/* Check a state table's columns and gather the indexes the writes keep. */
+/* Check an index that a lookup or a count scans (see p2pay_check_index). */
+static void
+check_scanned_index(Oid indexid, Relation heap, const AttrNumber *keys, int nkeys, bool unique)
+{
+	Relation	index = index_open(indexid, AccessShareLock);
+
+	p2pay_check_index(index, heap, keys, nkeys, unique);
+	index_close(index, AccessShareLock);
+}
+
+/*
+ * Check a state table: p2pay's columns in order, of their types and NOT
+ * NULL, then only columns dropped since; and gather the indexes the
+ * writes keep, refusing the kinds whose entries can't be formed from the
+ * columns alone.
+ */
 static void
 load_state_table(StateRel r)
 {
-	Relation	rel = table_open(cache.rels[r], AccessShareLock);
+	Relation	rel = open_checked(cache.rels[r]);
 	TupleDesc	desc = RelationGetDescr(rel);
 	List	   *indexes;
 	ListCell   *lc;
 	int			n = 0;
 
-	/* p2pay's columns in order, then only columns dropped since */
-	if (desc->natts < state_cols[r].natts || rel->rd_rel->relam != HEAP_TABLE_AM_OID)
+	if (desc->natts < state_cols[r].natts)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
-				 errdetail("A heap table with the %d columns p2pay defines is expected.",
+				 errdetail("A table with the %d columns p2pay defines is expected.",
 						   state_cols[r].natts)));
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (i < state_cols[r].natts ?
-			att->attisdropped || strcmp(NameStr(att->attname), state_cols[r].names[i]) != 0 :
-			!att->attisdropped)
+		if (i < state_cols[r].natts)
+		{
+			const ColumnSpec *spec = &state_cols[r].cols[i];
+
+			if (att->attisdropped || strcmp(NameStr(att->attname), spec->name) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
+						 errdetail("Column %d should be \"%s\".", i + 1, spec->name),
+						 errhint("The state tables are p2pay's own; restore the column, or count the state again after restoring the table from p2pay's script.")));
+			(void) p2pay_column(rel, spec);
+		}
+		else if (!att->attisdropped)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
-					 i < state_cols[r].natts ?
-					 errdetail("Column %d should be \"%s\".", i + 1, state_cols[r].names[i]) :
 					 errdetail("It has a column \"%s\" that p2pay does not write.",
-							   NameStr(att->attname)),
+							   p2pay_echo(NameStr(att->attname))),
 					 errhint("The state tables are p2pay's own; drop what was added to them.")));
 	}
 
@@ -346,7 +405,7 @@ load_state_table(StateRel r)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("index \"%s\" on p2pay.%s is not supported",
-							RelationGetRelationName(index), rel_names[r]),
+							p2pay_echo(RelationGetRelationName(index)), rel_names[r]),
 					 errdetail("p2pay maintains the state tables' indexes itself: plain columns, no predicate, no exclusion, not deferrable."),
 					 errhint("Drop the index.")));
 		cache.indexes[r][n].oid = RelationGetRelid(index);
@@ -356,7 +415,63 @@ load_state_table(StateRel r)
 	}
 	cache.nindexes[r] = n;
 	list_free(indexes);
+
+	for (int i = 0; i < NUM_IDXS; i++)
+		if (idx_defs[i].rel == r)
+			check_scanned_index(cache.idxs[i], rel, idx_defs[i].keys, idx_defs[i].nkeys,
+								idx_defs[i].unique);
 	table_close(rel, AccessShareLock);
+}
+
+/* Check payments' columns and index as the scans of other payments read them. */
+static void
+load_payments(void)
+{
+	Relation	rel = open_checked(cache.rels[REL_PAYMENTS]);
+	AttrNumber	keys[2];
+
+	cache.pay_payer = p2pay_column(rel, &pay_cols[0]);
+	cache.pay_payee = p2pay_column(rel, &pay_cols[1]);
+	cache.pay_created_at = p2pay_column(rel, &pay_cols[2]);
+	cache.pay_amount_base = p2pay_column(rel, &pay_cols[3]);
+	keys[0] = cache.pay_payer;
+	keys[1] = cache.pay_created_at;
+	check_scanned_index(cache.idxs[IDX_PAYER_TIME], rel, keys, 2, false);
+	table_close(rel, AccessShareLock);
+}
+
+/* Check the tables the lookup reads: their columns and primary keys. */
+static void
+load_refs(Oid nspid)
+{
+	Relation	rels[NUM_REFS];
+
+	for (int i = 0; i < NUM_REFS; i++)
+	{
+		cache.refs[i] = relid_in(nspid, ref_defs[i].name);
+		cache.ref_idxs[i] = ref_defs[i].pkey ? relid_in(nspid, ref_defs[i].pkey) : InvalidOid;
+		rels[i] = open_checked(cache.refs[i]);
+	}
+	for (int i = 0; i < NUM_REF_ATTS; i++)
+	{
+		Relation	rel = rels[ref_att_defs[i].rel];
+
+		cache.ref_atts[i] = p2pay_column(rel, &ref_att_defs[i].col);
+		cache.ref_collations[i] =
+			TupleDescAttr(RelationGetDescr(rel), cache.ref_atts[i] - 1)->attcollation;
+	}
+	for (int i = 0; i < NUM_REFS; i++)
+	{
+		if (ref_defs[i].pkey != NULL)
+		{
+			AttrNumber	keys[2];
+
+			for (int k = 0; k < ref_defs[i].nkeys; k++)
+				keys[k] = cache.ref_atts[ref_defs[i].keys[k]];
+			check_scanned_index(cache.ref_idxs[i], rels[i], keys, ref_defs[i].nkeys, true);
+		}
+		table_close(rels[i], AccessShareLock);
+	}
 }
 
 static void
@@ -388,25 +503,8 @@ load_cache(Oid nspid)
 		cache.rels[i] = relid_in(nspid, rel_names[i]);
 	for (int i = 0; i < NUM_IDXS; i++)
 		cache.idxs[i] = relid_in(nspid, idx_defs[i].name);
-	cache.pay_payer = column_of(cache.rels[REL_PAYMENTS], "payments", "payer_id");
-	cache.pay_payee = column_of(cache.rels[REL_PAYMENTS], "payments", "payee_id");
-	cache.pay_created_at = column_of(cache.rels[REL_PAYMENTS], "payments", "created_at");
-	cache.pay_amount_base = column_of(cache.rels[REL_PAYMENTS], "payments", "amount_base");
-	for (int i = 0; i < NUM_REFS; i++)
-	{
-		cache.refs[i] = relid_in(nspid, ref_defs[i].name);
-		cache.ref_idxs[i] = ref_defs[i].pkey ? relid_in(nspid, ref_defs[i].pkey) : InvalidOid;
-	}
-	for (int i = 0; i < NUM_REF_ATTS; i++)
-	{
-		Oid			typid;
-		int32		typmod;
-
-		cache.ref_atts[i] = column_of(cache.refs[ref_att_defs[i].rel],
-									  ref_defs[ref_att_defs[i].rel].name, ref_att_defs[i].name);
-		get_atttypetypmodcoll(cache.refs[ref_att_defs[i].rel], cache.ref_atts[i],
-							  &typid, &typmod, &cache.ref_collations[i]);
-	}
+	load_payments();
+	load_refs(nspid);
 	for (int r = REL_PAIR; r < NUM_RELS; r++)
 		load_state_table(r);
 	cache.loading = false;
@@ -716,7 +814,9 @@ baseline_cap(const RuleConfig *rc, int64 days, int64 total)
 	m = rc->p.baseline_factor * ((double) rc->p.window / (double) USECS_PER_DAY);
 	if (m <= 0 || days < Max(rc->p.baseline_days, 1))
 		return 0;
-	return (int64) floor((double) total / (double) days * m) + 2;
+	m = floor((double) total / (double) days * m);
+	/* a count stops long before this, whatever the state holds */
+	return m < 1e15 ? (int64) m + 2 : INT64CONST(1000000000000000);
 }
 
 /*

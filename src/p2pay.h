@@ -12,6 +12,7 @@
 
 #include "postgres.h"
 
+#include "access/attnum.h"
 #include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -173,6 +174,58 @@ extern int	p2pay_future_tolerance;
 
 #define P2PAY_ECHO_MAX 64
 extern char *p2pay_echo(const char *value);
+
+/*
+ * catalog.c: p2pay's own objects, the layout the C relies on, and working
+ * as their owner.
+ */
+typedef struct ColumnSpec
+{
+	const char *name;
+	Oid			typid;			/* InvalidOid: p2pay's own type typname */
+	const char *typname;
+	bool		notnull;		/* read without a null test: must be NOT NULL */
+} ColumnSpec;
+
+/* A column of a built-in type; the same, NOT NULL; one of p2pay's own type */
+#define COLUMN(name, typid) {name, typid, NULL, false}
+#define COLUMN_NOT_NULL(name, typid) {name, typid, NULL, true}
+#define OWN_TYPE_COLUMN(name, typname) {name, InvalidOid, typname, false}
+
+typedef struct OwnerContext
+{
+	Oid			userid;
+	int			sec_context;
+	int			nestlevel;
+} OwnerContext;
+
+struct TriggerData;
+struct RelationData;
+
+extern Oid	p2pay_schema(void);
+extern Oid	p2pay_relid(const char *name);
+extern Oid	p2pay_typid(const char *name);
+extern void p2pay_require_trigger_table(struct TriggerData *td, const char *fn,
+										const char *const *tables);
+extern AttrNumber p2pay_column(struct RelationData *rel, const ColumnSpec *spec);
+extern void p2pay_require_heap(struct RelationData *rel);
+extern void p2pay_check_index(struct RelationData *index, struct RelationData *heap,
+							  const AttrNumber *attnums, int nkeys, bool unique);
+extern void p2pay_begin_as_owner(Oid owner, OwnerContext *saved);
+
+/*
+ * Operators as p2pay's SQL text writes them: resolved in pg_catalog
+ * whatever search_path says (see catalog.c).
+ */
+#define SQL_EQ " OPERATOR(pg_catalog.=) "
+#define SQL_NE " OPERATOR(pg_catalog.<>) "
+#define SQL_LT " OPERATOR(pg_catalog.<) "
+#define SQL_LE " OPERATOR(pg_catalog.<=) "
+#define SQL_GT " OPERATOR(pg_catalog.>) "
+#define SQL_GE " OPERATOR(pg_catalog.>=) "
+#define SQL_PLUS " OPERATOR(pg_catalog.+) "
+#define SQL_MINUS " OPERATOR(pg_catalog.-) "
+extern void p2pay_end_as_owner(const OwnerContext *saved);
 
 /* rules.c: the catalogue */
 extern const char *p2pay_rule_name(RuleId rule);

@@ -12,6 +12,9 @@
 #include <math.h>
 
 #include "p2pay.h"
+#include "compat.h"
+
+#include "common/int.h"
 
 #include "fmgr.h"
 #include "portability/instr_time.h"
@@ -19,20 +22,35 @@
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
 
-typedef enum ParamKind
+/*
+ * The kinds of parameter, each with its bounds, checked when a rule row is
+ * written: every value a rule computes with stays far from overflowing.
+ */
+typedef enum RuleParamKind
 {
-	PARAM_AMOUNT,				/* number >= 0 */
-	PARAM_COUNT,				/* whole number >= 0 */
+	PARAM_AMOUNT,				/* number in [0, MAX_PARAM_AMOUNT] */
+	PARAM_COUNT,				/* whole number in [0, MAX_PARAM_COUNT] */
+	PARAM_DAYS,					/* whole number in [0, BASELINE_DAYS] */
 	PARAM_FRACTION,				/* number in (0, 1) */
 	PARAM_LENGTH,				/* 3 or 4: the accounts in a loop */
-	PARAM_FACTOR,				/* number > 0 */
-	PARAM_INTERVAL				/* interval text > 0, without months */
-} ParamKind;
+	PARAM_FACTOR,				/* number in (0, MAX_PARAM_FACTOR] */
+	PARAM_MULTIPLE,				/* number in [0, MAX_PARAM_FACTOR]: 0 switches it off */
+	PARAM_INTERVAL				/* interval text in (0, MAX_PARAM_DAYS days], without months */
+} RuleParamKind;
+
+/* An amount above any payment's (payments are at most 10^15). */
+#define MAX_PARAM_AMOUNT 1e15
+/* A count beyond any a window of payments is compared with. */
+#define MAX_PARAM_COUNT 1000000
+/* A factor beyond any normal or mean a payment is compared with. */
+#define MAX_PARAM_FACTOR 1000
+/* A window, age or idle time: ten years. */
+#define MAX_PARAM_DAYS 3650
 
 typedef struct ParamDef
 {
 	const char *key;
-	ParamKind	kind;
+	RuleParamKind	kind;
 	size_t		offset;			/* in RuleParams */
 } ParamDef;
 
@@ -166,15 +184,15 @@ static const RuleDef rule_defs[RULE_COUNT] = {
 	{"amount_limit", amount_limit, {P(max_amount, PARAM_AMOUNT)}, 1},
 	{"payer_velocity_count", payer_velocity_count,
 		{P(max_count, PARAM_COUNT), P(window, PARAM_INTERVAL),
-	P(baseline_factor, PARAM_AMOUNT), P(baseline_days, PARAM_COUNT)}, 4},
+	P(baseline_factor, PARAM_MULTIPLE), P(baseline_days, PARAM_DAYS)}, 4},
 	{"payer_velocity_amount", payer_velocity_amount,
 	{P(max_amount, PARAM_AMOUNT), P(window, PARAM_INTERVAL)}, 2},
 	{"payer_fan_out", payer_fan_out,
 		{P(max_payees, PARAM_COUNT), P(window, PARAM_INTERVAL),
-	P(baseline_factor, PARAM_AMOUNT), P(baseline_days, PARAM_COUNT)}, 4},
+	P(baseline_factor, PARAM_MULTIPLE), P(baseline_days, PARAM_DAYS)}, 4},
 	{"payee_fan_in", payee_fan_in,
 		{P(max_payers, PARAM_COUNT), P(window, PARAM_INTERVAL),
-	P(baseline_factor, PARAM_AMOUNT), P(baseline_days, PARAM_COUNT)}, 4},
+	P(baseline_factor, PARAM_MULTIPLE), P(baseline_days, PARAM_DAYS)}, 4},
 	{"structuring", structuring,
 		{P(threshold, PARAM_AMOUNT), P(band, PARAM_FRACTION),
 	P(min_count, PARAM_COUNT), P(window, PARAM_INTERVAL)}, 4},
@@ -252,11 +270,60 @@ jsonb_type_name(const JsonbValue *v)
 	}
 }
 
+/* The range a numeric parameter must lie in, as the error message says it. */
+static const char *
+number_range(RuleParamKind kind)
+{
+	switch (kind)
+	{
+		case PARAM_COUNT:
+			return "it must be a whole number from 0 to " CppAsString2(MAX_PARAM_COUNT);
+		case PARAM_DAYS:
+			return "it must be a whole number of days from 0 to " CppAsString2(BASELINE_DAYS) ", the days an account's normal is counted over";
+		case PARAM_LENGTH:
+			return "it must be 3 or 4";
+		case PARAM_FRACTION:
+			return "it must lie strictly between 0 and 1";
+		case PARAM_FACTOR:
+			return "it must be greater than 0 and at most " CppAsString2(MAX_PARAM_FACTOR);
+		case PARAM_MULTIPLE:
+			return "it must be from 0 (off) to " CppAsString2(MAX_PARAM_FACTOR);
+		default:
+			return "it must be an amount from 0 to 10^15";
+	}
+}
+
+/* Whether d is a value of the kind. */
+static bool
+number_in_range(RuleParamKind kind, double d)
+{
+	if (isnan(d) || isinf(d) || d < 0.0)
+		return false;
+	switch (kind)
+	{
+		case PARAM_COUNT:
+			return d == floor(d) && d <= MAX_PARAM_COUNT;
+		case PARAM_DAYS:
+			return d == floor(d) && d <= BASELINE_DAYS;
+		case PARAM_LENGTH:
+			return d == 3.0 || d == 4.0;
+		case PARAM_FRACTION:
+			return d > 0.0 && d < 1.0;
+		case PARAM_FACTOR:
+			return d > 0.0 && d <= MAX_PARAM_FACTOR;
+		case PARAM_MULTIPLE:
+			return d <= MAX_PARAM_FACTOR;
+		default:
+			return d <= MAX_PARAM_AMOUNT;
+	}
+}
+
 /* Read a numeric parameter, rejecting values of the wrong type or range. */
 static void
 parse_number(const char *rule, const ParamDef *def, const JsonbValue *v, RuleParams *out)
 {
 	double		d;
+	char	   *given;
 
 	if (v->type != jbvNumeric)
 		ereport(ERROR,
@@ -264,24 +331,24 @@ parse_number(const char *rule, const ParamDef *def, const JsonbValue *v, RulePar
 				 errmsg("parameter \"%s\" of rule \"%s\" must be a number", def->key, rule),
 				 errdetail("The value given is %s.", jsonb_type_name(v))));
 
-	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-										   NumericGetDatum(v->val.numeric)));
-	if (isnan(d) || isinf(d) || d < 0.0 ||
-		(def->kind == PARAM_FRACTION && (d <= 0.0 || d >= 1.0)) ||
-		(def->kind == PARAM_FACTOR && d <= 0.0) ||
-		(def->kind == PARAM_COUNT && (d != floor(d) || d > (double) PG_INT32_MAX)) ||
-		(def->kind == PARAM_LENGTH && d != 3.0 && d != 4.0))
+	given = p2pay_echo(DatumGetCString(DirectFunctionCall1(numeric_out,
+														   NumericGetDatum(v->val.numeric))));
+	/* beyond 10^15 is out of every kind's range (and maybe float8's) */
+	if (p2pay_numeric_is_special(v->val.numeric) ||
+		DatumGetBool(DirectFunctionCall2(numeric_gt, NumericGetDatum(v->val.numeric),
+										 DirectFunctionCall1(int8_numeric,
+															 Int64GetDatum(INT64CONST(1000000000000000))))))
+		d = NAN;
+	else
+		d = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+											   NumericGetDatum(v->val.numeric)));
+	if (!number_in_range(def->kind, d))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("parameter \"%s\" of rule \"%s\" is out of range", def->key, rule),
-				 errdetail("The value given is %g; %s.", d,
-						   def->kind == PARAM_COUNT ? "it must be a whole number, 0 or more" :
-						   def->kind == PARAM_LENGTH ? "it must be 3 or 4" :
-						   def->kind == PARAM_FRACTION ? "it must lie strictly between 0 and 1" :
-						   def->kind == PARAM_FACTOR ? "it must be greater than 0" :
-						   "it must be a finite number, 0 or more")));
+				 errdetail("The value given is %s; %s.", given, number_range(def->kind))));
 
-	if (def->kind == PARAM_COUNT || def->kind == PARAM_LENGTH)
+	if (def->kind == PARAM_COUNT || def->kind == PARAM_LENGTH || def->kind == PARAM_DAYS)
 		*(int64 *) ((char *) out + def->offset) = (int64) d;
 	else
 		*(double *) ((char *) out + def->offset) = d;
@@ -296,7 +363,11 @@ param_error_context(void *arg)
 	errcontext("parameter \"%s\" of rule \"%s\"", what[0], what[1]);
 }
 
-/* Read an interval parameter ("24 hours") as microseconds. */
+/*
+ * Read an interval parameter ("24 hours") as microseconds: positive, in
+ * days and time only (months vary in length), at most MAX_PARAM_DAYS days,
+ * computed without overflow.
+ */
 static void
 parse_interval(const char *rule, const ParamDef *def, const JsonbValue *v, RuleParams *out)
 {
@@ -322,13 +393,21 @@ parse_interval(const char *rule, const ParamDef *def, const JsonbValue *v, RuleP
 												   Int32GetDatum(-1)));
 		error_context_stack = cb.previous;
 	}
+	text = p2pay_echo(text);
 	if (iv->month != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("parameter \"%s\" of rule \"%s\" must not use months or years", def->key, rule),
 				 errdetail("The value given is \"%s\".", text),
 				 errhint("Give the length in days, such as \"30 days\".")));
-	usec = iv->time + (int64) iv->day * USECS_PER_DAY;
+	if (pg_mul_s64_overflow((int64) iv->day, USECS_PER_DAY, &usec) ||
+		pg_add_s64_overflow(usec, iv->time, &usec) ||
+		usec > (int64) MAX_PARAM_DAYS * USECS_PER_DAY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("parameter \"%s\" of rule \"%s\" is out of range", def->key, rule),
+				 errdetail("The value given is \"%s\"; it must be at most %d days.", text,
+						   MAX_PARAM_DAYS)));
 	if (usec <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -379,8 +458,8 @@ p2pay_parse_params(RuleId rule, Jsonb *params, RuleParams *out, bool partial)
 				appendStringInfo(&keys, "%s%s", i ? ", " : "", def->params[i].key);
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("rule \"%s\" has no parameter \"%.*s\"", def->name,
-							v.val.string.len, v.val.string.val),
+					 errmsg("rule \"%s\" has no parameter \"%s\"", def->name,
+							p2pay_echo(pnstrdup(v.val.string.val, v.val.string.len))),
 					 def->nparams ? errdetail("Its parameters are: %s.", keys.data) :
 					 errdetail("It takes no parameters.")));
 		}

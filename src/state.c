@@ -65,19 +65,19 @@ static SPIPlanPtr cycle_plan = NULL;
  */
 #define CYCLE_SECOND(payer, payee, since, min) \
 "(SELECT DISTINCT h1.payee_id AS c FROM p2pay.payments h1" \
-"  WHERE h1.payer_id = " payee " AND h1.created_at > " since \
-"    AND h1.amount_base::float8 >= " min " AND h1.payee_id <> " payer \
+"  WHERE h1.payer_id" SQL_EQ payee " AND h1.created_at" SQL_GT since \
+"    AND h1.amount_base::pg_catalog.float8" SQL_GE min " AND h1.payee_id" SQL_NE payer \
 "  ORDER BY h1.payee_id LIMIT " CppAsString2(CYCLE_FANOUT) ")"
 #define CYCLE_THIRD(c, payer, payee, since, min) \
 "(SELECT DISTINCT h2.payee_id AS d FROM p2pay.payments h2" \
-"  WHERE h2.payer_id = " c " AND h2.created_at > " since \
-"    AND h2.amount_base::float8 >= " min \
-"    AND h2.payee_id <> " payer " AND h2.payee_id <> " payee \
+"  WHERE h2.payer_id" SQL_EQ c " AND h2.created_at" SQL_GT since \
+"    AND h2.amount_base::pg_catalog.float8" SQL_GE min \
+"    AND h2.payee_id" SQL_NE payer " AND h2.payee_id" SQL_NE payee \
 "  ORDER BY h2.payee_id LIMIT " CppAsString2(CYCLE_FANOUT) ")"
 #define CYCLE_BACK(from, payer, since, min) \
-"EXISTS (SELECT 1 FROM p2pay.payments h3 WHERE h3.payer_id = " from \
-"         AND h3.created_at > " since " AND h3.payee_id = " payer \
-"         AND h3.amount_base::float8 >= " min ")"
+"EXISTS (SELECT 1 FROM p2pay.payments h3 WHERE h3.payer_id" SQL_EQ from \
+"         AND h3.created_at" SQL_GT since " AND h3.payee_id" SQL_EQ payer \
+"         AND h3.amount_base::pg_catalog.float8" SQL_GE min ")"
 
 /*
  * The money-flow facts of a large payment: what the payer's recent payers
@@ -87,11 +87,13 @@ static SPIPlanPtr cycle_plan = NULL;
  */
 static const char *money_flow_sql =
 "SELECT"
-" CASE WHEN $3 THEN (SELECT coalesce(sum(r.total), 0) FROM"
-"   (SELECT (SELECT sum(q.amount_base) FROM p2pay.payments q"
-"             WHERE q.payer_id = s.payer_id AND q.created_at > $8 AND q.payee_id = $1) AS total"
-"      FROM p2pay.pair_stats s WHERE s.payee_id = $1 AND s.last_at > $8"
-"     ORDER BY s.last_at, s.payer_id LIMIT " CppAsString2(PASS_THROUGH_PAYERS) ") r) END::float8,"
+" (CASE WHEN $3 THEN (SELECT coalesce(pg_catalog.sum(r.total), 0) FROM"
+"   (SELECT (SELECT pg_catalog.sum(q.amount_base) FROM p2pay.payments q"
+"             WHERE q.payer_id" SQL_EQ "s.payer_id AND q.created_at" SQL_GT "$8"
+"               AND q.payee_id" SQL_EQ "$1) AS total"
+"      FROM p2pay.pair_stats s WHERE s.payee_id" SQL_EQ "$1 AND s.last_at" SQL_GT "$8"
+"     ORDER BY s.last_at, s.payer_id LIMIT " CppAsString2(PASS_THROUGH_PAYERS) ") r) END)"
+"   ::pg_catalog.float8,"
 " CASE WHEN $4 THEN EXISTS ("
 "   SELECT 1 FROM " CYCLE_SECOND("$1", "$2", "$5", "$6") " c"
 "    WHERE " CYCLE_BACK("c.c", "$1", "$5", "$6")
@@ -109,9 +111,10 @@ static const char *money_flow_sql =
  * facts are read and is seen, or it waits and then sees X->Y.
  */
 static const char *cycle_candidates_sql =
-"SELECT c.c FROM " CYCLE_SECOND("$1", "$2", "$3", "$4") " c"
+"SELECT c.c::pg_catalog.uuid FROM " CYCLE_SECOND("$1", "$2", "$3", "$4") " c"
 " WHERE EXISTS (SELECT 1 FROM p2pay.pair_stats s"
-"                WHERE s.payee_id = $1 AND s.last_at > $3 AND s.payer_id <> $2)";
+"                WHERE s.payee_id" SQL_EQ "$1 AND s.last_at" SQL_GT "$3"
+"                  AND s.payer_id" SQL_NE "$2)";
 
 /* The loops of four alone, for the check under a transaction snapshot. */
 static const char *cycle_sql =
@@ -131,45 +134,50 @@ static const char *cycle_sql =
  * since that day began.  Counting again rather than subtracting keeps a
  * multi-row DELETE of one pair's payments exact.
  */
+#define WHEN_IS(col, param, then) "CASE WHEN " col SQL_EQ param " THEN " then " ELSE 0 END"
 static const char *forget_sql =
 "WITH acct AS ("
 "  UPDATE p2pay.account_stats a"
-"     SET out_count = a.out_count - CASE WHEN a.user_id = $1 THEN 1 ELSE 0 END,"
-"         out_sum = a.out_sum - CASE WHEN a.user_id = $1 THEN $4 ELSE 0 END,"
-"         in_count = a.in_count - CASE WHEN a.user_id = $2 THEN 1 ELSE 0 END,"
-"         in_sum = a.in_sum - CASE WHEN a.user_id = $2 THEN $4 ELSE 0 END"
-"   WHERE a.user_id IN ($1, $2)),"
+"     SET out_count = a.out_count" SQL_MINUS WHEN_IS("a.user_id", "$1", "1") ","
+"         out_sum = a.out_sum" SQL_MINUS WHEN_IS("a.user_id", "$1", "$4") ","
+"         in_count = a.in_count" SQL_MINUS WHEN_IS("a.user_id", "$2", "1") ","
+"         in_sum = a.in_sum" SQL_MINUS WHEN_IS("a.user_id", "$2", "$4")
+"   WHERE a.user_id" SQL_EQ "ANY (ARRAY[$1, $2])),"
 " bucket_gone AS ("
-"  DELETE FROM p2pay.payer_hourly h WHERE h.payer_id = $1 AND h.hour = $3 AND h.n <= 1),"
+"  DELETE FROM p2pay.payer_hourly h"
+"   WHERE h.payer_id" SQL_EQ "$1 AND h.hour" SQL_EQ "$3 AND h.n" SQL_LE "1),"
 " bucket AS ("
-"  UPDATE p2pay.payer_hourly h SET n = h.n - 1, total = h.total - $4"
-"   WHERE h.payer_id = $1 AND h.hour = $3 AND h.n > 1),"
+"  UPDATE p2pay.payer_hourly h SET n = h.n" SQL_MINUS "1, total = h.total" SQL_MINUS "$4"
+"   WHERE h.payer_id" SQL_EQ "$1 AND h.hour" SQL_EQ "$3 AND h.n" SQL_GT "1),"
 " remaining AS ("
-"  SELECT min(p.created_at) AS first_at, max(p.created_at) AS last_at"
-"    FROM p2pay.payments p WHERE p.payer_id = $1 AND p.payee_id = $2),"
+"  SELECT pg_catalog.min(p.created_at) AS first_at, pg_catalog.max(p.created_at) AS last_at"
+"    FROM p2pay.payments p WHERE p.payer_id" SQL_EQ "$1 AND p.payee_id" SQL_EQ "$2),"
 " pair_gone AS ("
 "  DELETE FROM p2pay.pair_stats s USING remaining r"
-"   WHERE s.payer_id = $1 AND s.payee_id = $2 AND r.first_at IS NULL),"
+"   WHERE s.payer_id" SQL_EQ "$1 AND s.payee_id" SQL_EQ "$2 AND r.first_at IS NULL),"
 " payer_day AS ("
 "  UPDATE p2pay.account_daily d"
 "     SET out_count = t.n, out_payees = t.payees"
-"    FROM (SELECT count(*) AS n, count(DISTINCT p.payee_id) AS payees"
+"    FROM (SELECT pg_catalog.count(*) AS n, pg_catalog.count(DISTINCT p.payee_id) AS payees"
 "            FROM p2pay.payments p"
-"           WHERE p.payer_id = $1 AND p.created_at >= $5 AND p.created_at < $6) t"
-"   WHERE d.user_id = $1 AND d.day = $7),"
+"           WHERE p.payer_id" SQL_EQ "$1 AND p.created_at" SQL_GE "$5"
+"             AND p.created_at" SQL_LT "$6) t"
+"   WHERE d.user_id" SQL_EQ "$1 AND d.day" SQL_EQ "$7),"
 " payee_day AS ("
 "  UPDATE p2pay.account_daily d"
-"     SET in_payers = (SELECT count(*) FROM p2pay.pair_stats s"
-"                       WHERE s.payee_id = $2 AND s.last_at >= $5"
+"     SET in_payers = (SELECT pg_catalog.count(*) FROM p2pay.pair_stats s"
+"                       WHERE s.payee_id" SQL_EQ "$2 AND s.last_at" SQL_GE "$5"
 "                         AND EXISTS (SELECT 1 FROM p2pay.payments p"
-"                                      WHERE p.payer_id = s.payer_id AND p.payee_id = $2"
-"                                        AND p.created_at >= $5 AND p.created_at < $6))"
-"   WHERE d.user_id = $2 AND d.day = $7)"
+"                                      WHERE p.payer_id" SQL_EQ "s.payer_id"
+"                                        AND p.payee_id" SQL_EQ "$2"
+"                                        AND p.created_at" SQL_GE "$5"
+"                                        AND p.created_at" SQL_LT "$6))"
+"   WHERE d.user_id" SQL_EQ "$2 AND d.day" SQL_EQ "$7)"
 "UPDATE p2pay.pair_stats s"
-"   SET n = s.n - 1, total = s.total - $4,"
+"   SET n = s.n" SQL_MINUS "1, total = s.total" SQL_MINUS "$4,"
 "       first_at = r.first_at, last_at = r.last_at"
 "  FROM remaining r"
-" WHERE s.payer_id = $1 AND s.payee_id = $2 AND r.first_at IS NOT NULL";
+" WHERE s.payer_id" SQL_EQ "$1 AND s.payee_id" SQL_EQ "$2 AND r.first_at IS NOT NULL";
 
 /* Prepare a statement once for the life of the backend. */
 static SPIPlanPtr

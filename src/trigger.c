@@ -22,6 +22,8 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xlog.h"
+#include "catalog/dependency.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -34,6 +36,8 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgrprotos.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
@@ -60,30 +64,102 @@ typedef enum PaymentColumn
 	NUM_COLUMNS
 } PaymentColumn;
 
-static const char *const column_names[NUM_COLUMNS] = {
-	"payer_id", "payee_id", "amount", "currency", "payment_method_id",
-	"created_at", "risk_score", "decision", "is_approved", "reasons",
-	"amount_base", "transaction_id", "ruleset_version", "shadow_reasons",
-	"shadow_risk_score", "shadow_decision"
+/*
+ * The columns the triggers read or write, with the types they are read and
+ * written as; checked once per relcache load of payments (see
+ * payment_layout).  The input columns' nulls are tested as each row is
+ * read.
+ */
+static const ColumnSpec payment_columns[NUM_COLUMNS] = {
+	COLUMN("payer_id", UUIDOID),
+	COLUMN("payee_id", UUIDOID),
+	COLUMN("amount", NUMERICOID),
+	COLUMN("currency", BPCHAROID),
+	COLUMN("payment_method_id", UUIDOID),
+	COLUMN("created_at", TIMESTAMPTZOID),
+	COLUMN("risk_score", FLOAT8OID),
+	OWN_TYPE_COLUMN("decision", "decision"),
+	COLUMN("is_approved", BOOLOID),
+	COLUMN("reasons", TEXTARRAYOID),
+	COLUMN("amount_base", NUMERICOID),
+	COLUMN("transaction_id", UUIDOID),
+	COLUMN("ruleset_version", INT8OID),
+	COLUMN("shadow_reasons", TEXTARRAYOID),
+	COLUMN("shadow_risk_score", FLOAT8OID),
+	OWN_TYPE_COLUMN("shadow_decision", "decision"),
 };
+
+#define column_names(col) (payment_columns[col].name)
+
+/* The trigger functions of payments run on p2pay.payments alone. */
+static const char *const payments_only[] = {"payments", NULL};
+
+/*
+ * What the triggers know of p2pay.payments: where its columns are (their
+ * types checked), and the sequence of its identity column; loaded again
+ * after any change to the table.
+ */
+static struct
+{
+	bool		valid;
+	Oid			relid;
+	int			attnums[NUM_COLUMNS];
+	AttrNumber	id_att;			/* the identity column, or 0 */
+	Oid			id_seq;
+}			layout;
+
+static bool layout_callback_registered = false;
+
+static void
+layout_invalidate(Datum arg, Oid relid)
+{
+	if (!OidIsValid(relid) || relid == layout.relid)
+		layout.valid = false;
+}
 
 /* The decision enum's values, looked up once per backend. */
 static Oid	decision_typid = InvalidOid;
 static Datum decision_values[3];
 
-/* Attribute numbers of the payment columns in desc. */
-static void
-find_columns(TupleDesc desc, int *attnums)
+/*
+ * Refuse to run trigger function fn on anything but p2pay.payments, and
+ * return the attribute numbers of its columns, their types checked.
+ */
+static const int *
+payment_layout(TriggerData *td, const char *fn)
 {
-	for (int i = 0; i < NUM_COLUMNS; i++)
+	Relation	rel = td->tg_relation;
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	p2pay_require_trigger_table(td, fn, payments_only);
+	if (layout.valid && layout.relid == RelationGetRelid(rel))
+		return layout.attnums;
+
+	if (!layout_callback_registered)
 	{
-		attnums[i] = SPI_fnumber(desc, column_names[i]);
-		if (attnums[i] <= 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("p2pay.payments has no column \"%s\"", column_names[i]),
-					 errhint("The p2pay triggers belong on p2pay.payments as the extension created it.")));
+		CacheRegisterRelcacheCallback(layout_invalidate, (Datum) 0);
+		layout_callback_registered = true;
 	}
+	layout.valid = false;
+	layout.relid = RelationGetRelid(rel);
+	for (int i = 0; i < NUM_COLUMNS; i++)
+		layout.attnums[i] = p2pay_column(rel, &payment_columns[i]);
+
+	/* the identity column, if the table still has one */
+	layout.id_att = InvalidAttrNumber;
+	layout.id_seq = InvalidOid;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && att->attidentity != '\0' && att->atttypid == INT8OID)
+		{
+			layout.id_att = att->attnum;
+			layout.id_seq = getIdentitySequence(layout.relid, att->attnum, true);
+		}
+	}
+	layout.valid = true;
+	return layout.attnums;
 }
 
 /* The value of a NOT NULL input column, or a not-null error naming it. */
@@ -96,8 +172,16 @@ required(HeapTuple tup, TupleDesc desc, const int *attnums, PaymentColumn col)
 	if (isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
-				 errmsg("column %s of a payment must not be null", column_names[col])));
+				 errmsg("column %s of a payment must not be null", column_names(col))));
 	return d;
+}
+
+/* An amount as a message quotes it. */
+static char *
+amount_text(Numeric amount)
+{
+	return p2pay_echo(DatumGetCString(DirectFunctionCall1(numeric_out,
+														  NumericGetDatum(amount))));
 }
 
 /* Reject amounts that are not a positive sum of money. */
@@ -113,25 +197,19 @@ validate_amount(Numeric amount)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("column amount must be a finite number"),
-				 errdetail("The amount given was %s.",
-						   DatumGetCString(DirectFunctionCall1(numeric_out,
-															   NumericGetDatum(amount))))));
+				 errdetail("The amount given was %s.", amount_text(amount))));
 
 	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(amount), zero)) <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("column amount must be greater than zero"),
-				 errdetail("The amount given was %s.",
-						   DatumGetCString(DirectFunctionCall1(numeric_out,
-															   NumericGetDatum(amount))))));
+				 errdetail("The amount given was %s.", amount_text(amount))));
 
 	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(amount), max_amount)) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("column amount must not exceed 10^15"),
-				 errdetail("The amount given was %s.",
-						   DatumGetCString(DirectFunctionCall1(numeric_out,
-															   NumericGetDatum(amount))))));
+				 errdetail("The amount given was %s.", amount_text(amount))));
 
 	rounded = DatumGetNumeric(DirectFunctionCall2(numeric_round, NumericGetDatum(amount),
 												  Int32GetDatum(4)));
@@ -140,9 +218,7 @@ validate_amount(Numeric amount)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("column amount must have at most 4 decimal places"),
-				 errdetail("The amount given was %s.",
-						   DatumGetCString(DirectFunctionCall1(numeric_out,
-															   NumericGetDatum(amount))))));
+				 errdetail("The amount given was %s.", amount_text(amount))));
 }
 
 /* Reject payment times that are not finite or lie too far in the future. */
@@ -207,30 +283,20 @@ validate_input(HeapTuple tup, TupleDesc desc, const int *attnums, PaymentInput *
 				 errhint("Restore a dump of p2pay with session_replication_role = replica, which keeps each payment's verdict; new payments leave amount_base out.")));
 }
 
-/* Who the trigger ran as, to return to after working as the table owner. */
-typedef struct OwnerSwitch
-{
-	Oid			userid;
-	int			sec_context;
-} OwnerSwitch;
-
-/* Connect to SPI and work as owner (of payments), as foreign-key checks do. */
+/* Connect to SPI and work as the owner of payments (see catalog.c). */
 static void
-begin_as_owner(Oid owner, OwnerSwitch *saved)
+begin_as_owner(Oid owner, OwnerContext *saved)
 {
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "p2pay: SPI_connect failed");
-	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
-	SetUserIdAndSecContext(owner,
-						   saved->sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_NOFORCE_RLS);
+	p2pay_begin_as_owner(owner, saved);
 }
 
-/* Return to the caller's identity and disconnect from SPI. */
+/* Return to the caller's identity and settings, and disconnect from SPI. */
 static void
-end_as_owner(const OwnerSwitch *saved)
+end_as_owner(const OwnerContext *saved)
 {
-	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+	p2pay_end_as_owner(saved);
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "p2pay: SPI_finish failed");
 }
@@ -296,17 +362,50 @@ write_verdict(HeapTuple tup, TupleDesc desc, const int *attnums,
 }
 
 /*
- * Score a validated payment: as the owner of payments, load the
- * configuration, look the references up, and, when recording (an insert),
- * lock the accounts and record the payment in the per-account state; then
- * run the rules.  amount_base is computed into result_cxt.  Returns the
- * rule-set version the verdict was reached under.
+ * The payment's id must be one the identity sequence handed out: a client
+ * that chooses its own (INSERT ... OVERRIDING SYSTEM VALUE, or COPY) could
+ * take the id the sequence gives next, and every later insert would fail
+ * on the primary key.  An id at or below the sequence's last value can't
+ * collide with one to come.  Read as the owner, who may read the sequence.
+ */
+static void
+check_identity(HeapTuple tup, TupleDesc desc)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	bool		isnull;
+	Datum		id;
+	Datum		last;
+
+	if (layout.id_att == InvalidAttrNumber || !OidIsValid(layout.id_seq))
+		return;
+	id = heap_getattr(tup, layout.id_att, desc, &isnull);
+	if (isnull)
+		return;					/* the primary key refuses it */
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(layout.id_seq);
+	fcinfo->args[0].isnull = false;
+	last = pg_sequence_last_value(fcinfo);
+	if (fcinfo->isnull || DatumGetInt64(id) > DatumGetInt64(last))
+		ereport(ERROR,
+				(errcode(ERRCODE_GENERATED_ALWAYS),
+				 errmsg("column id of p2pay.payments can only be assigned by its identity sequence"),
+				 errdetail("The id given was " INT64_FORMAT ", which the sequence has not handed out.",
+						   DatumGetInt64(id)),
+				 errhint("Leave id out of the INSERT (and don't use OVERRIDING SYSTEM VALUE).")));
+}
+
+/*
+ * Score a validated payment, as the owner of payments (the caller switched):
+ * load the configuration, look the references up, and, when recording (an
+ * insert), lock the accounts and record the payment in the per-account
+ * state; then run the rules.  amount_base is computed into result_cxt.
+ * Returns the rule-set version the verdict was reached under.
  */
 static int64
-score(Oid owner, Oid nspid, const PaymentInput *in, bool record,
-	  MemoryContext result_cxt, PaymentFacts *facts, Verdict *verdict)
+score(Oid nspid, const PaymentInput *in, bool record, MemoryContext result_cxt,
+	  PaymentFacts *facts, Verdict *verdict)
 {
-	OwnerSwitch saved;
 	const P2payConfig *cfg;
 	int64		version = 0;
 	instr_time	start,
@@ -314,7 +413,6 @@ score(Oid owner, Oid nspid, const PaymentInput *in, bool record,
 
 	bool		count = record && p2pay_stats_enabled();
 
-	begin_as_owner(owner, &saved);
 	if (count)
 		INSTR_TIME_SET_CURRENT(start);
 
@@ -345,9 +443,7 @@ score(Oid owner, Oid nspid, const PaymentInput *in, bool record,
 	}
 
 	p2pay_evaluate(cfg, facts, verdict, record);
-	version = cfg->version;
-	end_as_owner(&saved);
-	return version;
+	return cfg->version;
 }
 
 /*
@@ -362,28 +458,33 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	Relation	rel;
 	TupleDesc	desc;
 	HeapTuple	tup;
-	int			attnums[NUM_COLUMNS];
+	const int  *attnums;
 	PaymentInput in;
 	PaymentFacts facts;
 	Verdict		verdict;
 	int64		version;
+	OwnerContext saved;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
-		elog(ERROR, "p2pay_score_payment: must be a BEFORE INSERT FOR EACH ROW trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("p2pay.score_payment() must be fired BEFORE INSERT FOR EACH ROW")));
 
 	rel = td->tg_relation;
 	desc = RelationGetDescr(rel);
 	tup = td->tg_trigtuple;
-	find_columns(desc, attnums);
+	attnums = payment_layout(td, "score_payment");
 
 	/* 1. validate */
 	memset(&facts, 0, sizeof(facts));
 	validate_input(tup, desc, attnums, &in);
 
 	/* 2. lock, 3. evaluate */
-	version = score(rel->rd_rel->relowner, RelationGetNamespace(rel), &in, true,
-					CurrentMemoryContext, &facts, &verdict);
+	begin_as_owner(rel->rd_rel->relowner, &saved);
+	check_identity(tup, desc);
+	version = score(p2pay_schema(), &in, true, CurrentMemoryContext, &facts, &verdict);
+	end_as_owner(&saved);
 
 	/* 4. write */
 	return PointerGetDatum(write_verdict(tup, desc, attnums, &facts, &verdict, version));
@@ -414,8 +515,8 @@ p2pay_score(PG_FUNCTION_ARGS)
 	PaymentFacts facts;
 	Verdict		verdict;
 	int64		version;
-	Oid			nspid = get_namespace_oid("p2pay", false);
-	Oid			payments = get_relname_relid("payments", nspid);
+	Oid			nspid = p2pay_schema();
+	Oid			payments = p2pay_relid("payments");
 	TupleDesc	result_desc;
 	Datum		values[7];
 	bool		nulls[7] = {false};
@@ -423,8 +524,6 @@ p2pay_score(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "p2pay_score: must return a row");
-	if (!OidIsValid(payments))
-		elog(ERROR, "p2pay_score: p2pay.payments is missing");
 
 	in.payer = DatumGetUUIDP(score_arg(fcinfo, 0, "payer_id"));
 	in.payee = DatumGetUUIDP(score_arg(fcinfo, 1, "payee_id"));
@@ -437,9 +536,11 @@ p2pay_score(PG_FUNCTION_ARGS)
 	validate_payment(&in);
 	{
 		Relation	rel = table_open(payments, AccessShareLock);
+		OwnerContext saved;
 
-		version = score(rel->rd_rel->relowner, nspid, &in, false, CurrentMemoryContext,
-						&facts, &verdict);
+		begin_as_owner(rel->rd_rel->relowner, &saved);
+		version = score(nspid, &in, false, CurrentMemoryContext, &facts, &verdict);
+		end_as_owner(&saved);
 		table_close(rel, AccessShareLock);
 	}
 
@@ -452,6 +553,23 @@ p2pay_score(PG_FUNCTION_ARGS)
 	values[5] = rule_names(verdict.shadow_fired);
 	values[6] = Int64GetDatum(version);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, nulls)));
+}
+
+/*
+ * Under logical decoding the stream reports an update's old decision and a
+ * delete's whole row from the old row the WAL carries, which only REPLICA
+ * IDENTITY FULL (as p2pay sets it) puts there whole: refuse to change a
+ * payment that would reach consumers with its fields missing.
+ */
+static void
+require_full_identity(Relation rel, const char *what)
+{
+	if (XLogLogicalInfoActive() && rel->rd_rel->relreplident != REPLICA_IDENTITY_FULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("payments can't be %s while p2pay.payments lacks REPLICA IDENTITY FULL", what),
+				 errdetail("With wal_level = logical, the stream of flagged payments reads the old row of every update and delete from the WAL, which holds it whole only with REPLICA IDENTITY FULL."),
+				 errhint("ALTER TABLE p2pay.payments REPLICA IDENTITY FULL restores it.")));
 }
 
 /* Whether an UPDATE changes the column attnum (even only its binary form). */
@@ -482,14 +600,17 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 	};
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	TupleDesc	desc;
-	int			attnums[NUM_COLUMNS];
+	const int  *attnums;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-		elog(ERROR, "p2pay_guard_payment: must be a BEFORE UPDATE FOR EACH ROW trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("p2pay.guard_payment() must be fired BEFORE UPDATE FOR EACH ROW")));
 
 	desc = RelationGetDescr(td->tg_relation);
-	find_columns(desc, attnums);
+	attnums = payment_layout(td, "guard_payment");
+	require_full_identity(td->tg_relation, "updated");
 
 	for (size_t i = 0; i < lengthof(facts); i++)
 	{
@@ -497,7 +618,7 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("column %s of a scored payment cannot be changed",
-							column_names[facts[i]]),
+							column_names(facts[i])),
 					 errdetail("The payment was scored and counted in the account state with its original values."),
 					 errhint("Insert a correcting payment instead.")));
 	}
@@ -519,7 +640,7 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 				ereport(ERROR,
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						 errmsg("column %s of a payment is changed only by p2pay",
-								column_names[verdict_cols[i]]),
+								column_names(verdict_cols[i])),
 						 errdetail("The verdict is written by the scoring trigger; an analyst changes a decision under review with p2pay.resolve()."),
 						 errhint("SELECT p2pay.resolve(transaction_id, 'approve', 'note') resolves a review.")));
 		}
@@ -554,37 +675,41 @@ p2pay_forget_payment_trigger(PG_FUNCTION_ARGS)
 	Relation	rel;
 	TupleDesc	desc;
 	HeapTuple	tup;
-	int			attnums[NUM_COLUMNS];
-	bool		isnull;
-	Datum		amount_base;
-	OwnerSwitch saved;
+	const int  *attnums;
+	bool		nulls[4];
+	Datum		amount_base,
+				payer,
+				payee,
+				created_at;
+	OwnerContext saved;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_DELETE(td->tg_event))
-		elog(ERROR, "p2pay_forget_payment: must be an AFTER DELETE FOR EACH ROW trigger");
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("p2pay.forget_payment() must be fired AFTER DELETE FOR EACH ROW")));
 
 	rel = td->tg_relation;
 	desc = RelationGetDescr(rel);
 	tup = td->tg_trigtuple;
-	find_columns(desc, attnums);
+	attnums = payment_layout(td, "forget_payment");
+	require_full_identity(rel, "deleted");
 
-	/* a row restored without scoring (replication role replica) counted nowhere */
-	amount_base = heap_getattr(tup, attnums[COL_AMOUNT_BASE], desc, &isnull);
-	if (isnull)
+	/*
+	 * A row restored without scoring (replication role replica) counted
+	 * nowhere; nor did one without the facts the trigger requires.
+	 */
+	amount_base = heap_getattr(tup, attnums[COL_AMOUNT_BASE], desc, &nulls[0]);
+	payer = heap_getattr(tup, attnums[COL_PAYER_ID], desc, &nulls[1]);
+	payee = heap_getattr(tup, attnums[COL_PAYEE_ID], desc, &nulls[2]);
+	created_at = heap_getattr(tup, attnums[COL_CREATED_AT], desc, &nulls[3]);
+	if (nulls[0] || nulls[1] || nulls[2] || nulls[3])
 		return PointerGetDatum(NULL);
 
 	begin_as_owner(rel->rd_rel->relowner, &saved);
-
-	{
-		pg_uuid_t  *payer = DatumGetUUIDP(heap_getattr(tup, attnums[COL_PAYER_ID], desc, &isnull));
-		pg_uuid_t  *payee = DatumGetUUIDP(heap_getattr(tup, attnums[COL_PAYEE_ID], desc, &isnull));
-		TimestampTz created_at =
-			DatumGetTimestampTz(heap_getattr(tup, attnums[COL_CREATED_AT], desc, &isnull));
-
-		p2pay_lock_accounts(payer, payee);
-		p2pay_forget_payment(payer, payee, created_at, DatumGetNumeric(amount_base));
-	}
-
+	p2pay_lock_accounts(DatumGetUUIDP(payer), DatumGetUUIDP(payee));
+	p2pay_forget_payment(DatumGetUUIDP(payer), DatumGetUUIDP(payee),
+						 DatumGetTimestampTz(created_at), DatumGetNumeric(amount_base));
 	end_as_owner(&saved);
 	return PointerGetDatum(NULL);
 }

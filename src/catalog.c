@@ -1,0 +1,285 @@
+/*
+ * catalog.c: which objects are p2pay's own, what the C relies on them to
+ * be, and running code as their owner without trusting the caller.
+ *
+ * p2pay's objects are found by OID from the extension's own schema (the
+ * extnamespace of pg_extension's row), never by a name the caller's
+ * search_path could resolve: a temporary table called payments is not
+ * p2pay.payments, and a trigger function of p2pay's refuses to run on it.
+ *
+ * Layout: code that reads a column with DatumGetUUIDP, or scans an index
+ * with uuid equality, crashes the backend if a DBA changed the column's
+ * type or replaced the index.  Every such column and index is checked here
+ * before it is used (and again after any DDL on its table, through each
+ * caller's relcache invalidation): the column's type, NOT NULL where the
+ * code reads it without a null test, an index's access method, key
+ * columns, operator families and predicate.  A mismatch is an ERROR with a
+ * SQLSTATE and a hint, never a crash.
+ *
+ * Owner context: the triggers, score() and backtest() read and write
+ * p2pay's tables as the owner of p2pay.payments, as foreign-key checks do.
+ * They do so as PostgreSQL's maintenance commands run code for a table's
+ * owner: as a security-restricted operation, with search_path set to
+ * pg_catalog, pg_temp in a GUC nest level of their own, so that nothing the
+ * caller created (a type, domain, operator, function or cast in pg_temp or
+ * in a schema first on its path) is resolved by p2pay's SQL.  The SQL text
+ * names everything with its schema as well.
+ */
+#include "postgres.h"
+
+#include "p2pay.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/index.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_am.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_opclass.h"
+#include "catalog/pg_type.h"
+#include "commands/defrem.h"
+#include "commands/trigger.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+/* The extension's schema, or InvalidOid until looked up (again). */
+static Oid	schema_oid = InvalidOid;
+static bool schema_callback_registered = false;
+
+/* Any change of a schema may be the extension's being dropped: look again. */
+static void
+schema_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	schema_oid = InvalidOid;
+}
+
+/* The schema of extension p2pay in this database, or an error. */
+Oid
+p2pay_schema(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Oid			nspid = InvalidOid;
+
+	if (OidIsValid(schema_oid))
+		return schema_oid;
+	if (!schema_callback_registered)
+	{
+		CacheRegisterSyscacheCallback(NAMESPACEOID, schema_invalidate, (Datum) 0);
+		schema_callback_registered = true;
+	}
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("p2pay"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		nspid = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	if (!OidIsValid(nspid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension p2pay is not installed in this database"),
+				 errhint("CREATE EXTENSION p2pay installs it.")));
+	schema_oid = nspid;
+	return nspid;
+}
+
+/* The relation called name in p2pay's schema, or an error. */
+Oid
+p2pay_relid(const char *name)
+{
+	Oid			nspid = p2pay_schema();
+	Oid			relid = get_relname_relid(name, nspid);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"%s.%s\" does not exist", get_namespace_name(nspid), name),
+				 errhint("It belongs to the p2pay extension, which expects its objects as it created them.")));
+	return relid;
+}
+
+/* The type called name in p2pay's schema (decision, rule_mode), or InvalidOid. */
+Oid
+p2pay_typid(const char *name)
+{
+	return GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum(name),
+						   ObjectIdGetDatum(p2pay_schema()));
+}
+
+/*
+ * Refuse to run trigger function fn on any table but p2pay's tables named
+ * in tables (NULL-terminated), compared by OID.
+ */
+void
+p2pay_require_trigger_table(TriggerData *td, const char *fn, const char *const *tables)
+{
+	Oid			relid = RelationGetRelid(td->tg_relation);
+	Oid			nspid = p2pay_schema();
+	StringInfoData names;
+
+	for (int i = 0; tables[i] != NULL; i++)
+		if (get_relname_relid(tables[i], nspid) == relid)
+			return;
+
+	initStringInfo(&names);
+	for (int i = 0; tables[i] != NULL; i++)
+		appendStringInfo(&names, "%sp2pay.%s", i == 0 ? "" : tables[i + 1] ? ", " : " or ",
+						 tables[i]);
+	ereport(ERROR,
+			(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+			 errmsg("trigger function p2pay.%s() can only run on %s", fn, names.data),
+			 errdetail("It was fired on \"%s\".",
+					   p2pay_echo(RelationGetRelationName(td->tg_relation))),
+			 errhint("p2pay's trigger functions keep p2pay's own tables; drop this trigger.")));
+}
+
+/* The name of a column's type as SQL writes it, for messages. */
+static char *
+type_name(Oid typid, int32 typmod)
+{
+	return format_type_with_typemod(typid, typmod);
+}
+
+/*
+ * The attribute number of column spec in rel, after checking its type (and
+ * that it is NOT NULL, if the code relies on it); an error otherwise.
+ */
+AttrNumber
+p2pay_column(Relation rel, const ColumnSpec *spec)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	Oid			want = OidIsValid(spec->typid) ? spec->typid : p2pay_typid(spec->typname);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped || strcmp(NameStr(att->attname), spec->name) != 0)
+			continue;
+		if (att->atttypid != want)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("column %s of p2pay.%s has type %s, not %s", spec->name,
+							RelationGetRelationName(rel), type_name(att->atttypid, att->atttypmod),
+							OidIsValid(want) ? type_name(want, -1) : spec->typname),
+					 errdetail("p2pay reads this column directly, as the extension created it."),
+					 errhint("Change the column back to its type, or restore the table from p2pay's script.")));
+		if (spec->notnull && !att->attnotnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("column %s of p2pay.%s must be NOT NULL", spec->name,
+							RelationGetRelationName(rel)),
+					 errdetail("p2pay reads this column directly and relies on its NOT NULL constraint."),
+					 errhint("ALTER TABLE p2pay.%s ALTER COLUMN %s SET NOT NULL restores it.",
+							 RelationGetRelationName(rel), spec->name)));
+		return att->attnum;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_COLUMN),
+			 errmsg("p2pay.%s has no column \"%s\"", RelationGetRelationName(rel), spec->name),
+			 errhint("p2pay expects its tables as the extension created them.")));
+	return InvalidAttrNumber;	/* keep the compiler quiet */
+}
+
+/* Refuse a table p2pay reads or writes directly unless it is a plain heap table. */
+void
+p2pay_require_heap(Relation rel)
+{
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relam != HEAP_TABLE_AM_OID)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("p2pay.%s must be an ordinary heap table", RelationGetRelationName(rel)),
+				 errdetail("p2pay reads and writes it directly through its heap and indexes; a partitioned, foreign or other kind of table is not supported."),
+				 errhint("Restore the table as p2pay's script creates it.")));
+}
+
+/* An index p2pay relies on, refused. */
+static void
+bad_index(Relation index, Relation heap, const char *why)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("index %s of p2pay.%s is not as p2pay created it",
+					RelationGetRelationName(index), RelationGetRelationName(heap)),
+			 errdetail("%s", why),
+			 errhint("p2pay scans this index directly; drop it and create it again as p2pay's script does.")));
+}
+
+/*
+ * Check an index that p2pay scans with the default B-tree operators of its
+ * key columns: a valid B-tree index on heap whose first keys are the
+ * columns named (attnums), without a predicate; unique if asked.
+ */
+void
+p2pay_check_index(Relation index, Relation heap, const AttrNumber *attnums, int nkeys,
+				  bool unique)
+{
+	Form_pg_index ind = index->rd_index;
+
+	if (index->rd_rel->relkind != RELKIND_INDEX || ind == NULL)
+		bad_index(index, heap, "It is not a plain index.");
+	if (ind->indrelid != RelationGetRelid(heap))
+		bad_index(index, heap, "It belongs to another table.");
+	if (index->rd_rel->relam != BTREE_AM_OID)
+		bad_index(index, heap, "It is not a B-tree index.");
+	if (!ind->indisvalid || !ind->indisready || !ind->indislive)
+		bad_index(index, heap, "It is not valid (a failed or unfinished CREATE INDEX CONCURRENTLY or REINDEX).");
+	if (unique && !ind->indisunique)
+		bad_index(index, heap, "It is not unique.");
+	if (!heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL))
+		bad_index(index, heap, "It has a predicate.");
+	if (ind->indnkeyatts < nkeys)
+		bad_index(index, heap, "It has fewer key columns than p2pay scans.");
+	for (int i = 0; i < nkeys; i++)
+	{
+		Oid			typid;
+		Oid			opclass;
+
+		if (ind->indkey.values[i] != attnums[i])
+			bad_index(index, heap, "Its key columns are not the ones p2pay scans.");
+		typid = TupleDescAttr(RelationGetDescr(heap), attnums[i] - 1)->atttypid;
+		opclass = GetDefaultOpClass(typid, BTREE_AM_OID);
+		if (!OidIsValid(opclass) || get_opclass_family(opclass) != index->rd_opfamily[i])
+			bad_index(index, heap, "Its operator class is not the default one of its column's type.");
+	}
+}
+
+/*
+ * Work as owner: a security-restricted operation with search_path pinned
+ * to pg_catalog, pg_temp, until p2pay_end_as_owner.  An error in between
+ * needs nothing undone by the caller: aborting the (sub)transaction
+ * restores the user and the settings.
+ */
+void
+p2pay_begin_as_owner(Oid owner, OwnerContext *saved)
+{
+	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
+	SetUserIdAndSecContext(owner,
+						   saved->sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION | SECURITY_NOFORCE_RLS);
+	saved->nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+}
+
+/* Back to the caller's identity and settings. */
+void
+p2pay_end_as_owner(const OwnerContext *saved)
+{
+	AtEOXact_GUC(false, saved->nestlevel);
+	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
