@@ -795,6 +795,12 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value',
             DETAIL = format('keep was %s; an account''s normal is counted over the 30 days before a payment''s.', keep);
   END IF;
+  IF keep > interval '3650 days' THEN
+    RAISE EXCEPTION 'p2pay: prune_state keeps at most 3650 days'
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('keep was %s.', keep),
+            HINT = 'Keep what no rule reads: 31 days, or more for payments inserted late.';
+  END IF;
   horizon := now() - keep;
   -- a payment at the horizon reads the buckets after the start of the hour
   -- its window begins in

@@ -40,6 +40,45 @@ SELECT stmt, try(stmt) FROM (VALUES
   ($$INSERT INTO p2pay.settings (singleton) VALUES (false)$$)
 ) AS t(stmt);
 
+-- Every interval, count, amount and factor a rule takes is bounded, so that
+-- nothing a rule computes with can overflow: a window of 213503983 days
+-- once wrapped around to about 16 hours.  The detail names the bound.
+CREATE FUNCTION try_detail(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+  detail text;
+BEGIN
+  EXECUTE sql;
+  RETURN 'accepted';
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+  RETURN SQLSTATE || ': ' || SQLERRM || ' (' || detail || ')';
+END $$;
+BEGIN;
+SELECT change, try_detail(format('UPDATE p2pay.rules SET params = params || %L WHERE name = %L',
+                                 change, rule)) FROM (VALUES
+  ('payer_velocity_amount', '{"window": "213503983 days"}'),
+  ('payer_velocity_amount', '{"window": "2147483647 days"}'),
+  ('payer_velocity_amount', '{"window": "3651 days"}'),
+  ('payer_velocity_amount', '{"window": "3650 days 00:00:01"}'),
+  ('payer_velocity_amount', '{"window": "3650 days"}'),
+  ('new_account_high_amount', '{"max_age": "9999999 days"}'),
+  ('dormant_reactivation', '{"idle": "3650 days"}'),
+  ('payer_velocity_count', '{"max_count": 1000001}'),
+  ('payer_velocity_count', '{"max_count": 1000000}'),
+  ('payer_velocity_count', '{"baseline_days": 31}'),
+  ('payer_velocity_count', '{"baseline_days": 30}'),
+  ('payer_velocity_count', '{"baseline_factor": 1001}'),
+  ('payer_velocity_count', '{"baseline_factor": 0}'),
+  ('amount_limit', '{"max_amount": 1000000000000001}'),
+  ('amount_limit', '{"max_amount": 1e400}'),
+  ('amount_limit', '{"max_amount": 1000000000000000}'),
+  ('amount_deviation', '{"factor": 1000.5}'),
+  ('amount_deviation', '{"min_history": 1e20}')
+) AS t(rule, change);
+-- prune_state() reads payer_velocity_amount's window: the longest works.
+SELECT hours, days FROM p2pay.prune_state();
+ROLLBACK;
+
 -- Nothing was changed by the refused statements.
 SELECT count(*) AS rules, bool_and(enabled) AS all_enabled FROM p2pay.rules;
 SELECT * FROM p2pay.settings;

@@ -69,10 +69,11 @@ VALUES (u(9), u(10), 50, 'USD', '00000000-0000-4000-8000-000000000001')
 RETURNING decision;
 SELECT * FROM p2pay.prune_state();
 
--- less than the 30 days of a normal is refused
+-- less than the 30 days of a normal is refused, and more than ten years
 \set VERBOSITY sqlstate
 SELECT * FROM p2pay.prune_state('30 days');
 SELECT * FROM p2pay.prune_state(NULL);
+SELECT * FROM p2pay.prune_state('300000 years');
 \set VERBOSITY default
 SELECT * FROM p2pay.prune_state('30 days');
 

@@ -382,6 +382,14 @@ parse_interval(const char *rule, const ParamDef *def, const JsonbValue *v, RuleP
 						def->key, rule),
 				 errdetail("The value given is %s.", jsonb_type_name(v))));
 
+	/* no interval is written longer; PostgreSQL's own error would quote it whole */
+	if (v->val.string.len > P2PAY_ECHO_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("parameter \"%s\" of rule \"%s\" must be an interval such as \"24 hours\"",
+						def->key, rule),
+				 errdetail("The value given is \"%s\".",
+						   p2pay_echo(pnstrdup(v->val.string.val, v->val.string.len)))));
 	text = pnstrdup(v->val.string.val, v->val.string.len);
 	{
 		const char *what[2] = {def->key, rule};
