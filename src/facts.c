@@ -950,6 +950,31 @@ paid_since(StateAccess *sa, const pg_uuid_t *from, const pg_uuid_t *to,
 	return found;
 }
 
+/* Whether payer paid payee in [from, until). */
+static bool
+paid_during(StateAccess *sa, const pg_uuid_t *payer, const pg_uuid_t *payee,
+			TimestampTz from, TimestampTz until)
+{
+	ScanKeyData keys[3];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	bool		found = false;
+
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE, TimestampTzGetDatum(from));
+	key_second(&keys[2], BTLessStrategyNumber, F_TIMESTAMPTZ_LT, TimestampTzGetDatum(until));
+	scan = begin_scan(sa, IDX_PAYER_TIME, keys, 3);
+	while (!found && (slot = next_row(sa, scan, IDX_PAYER_TIME, ForwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		pg_uuid_t  *id = DatumGetUUIDP(slot_getattr(slot, cache.pay_payee, &isnull));
+
+		found = memcmp(id->data, payee->data, UUID_LEN) == 0;
+	}
+	index_endscan(scan);
+	return found;
+}
+
 /* The payer's latest payment at or before t. */
 static bool
 previous_payment(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, TimestampTz *at)
@@ -1233,6 +1258,34 @@ record_account(StateAccess *sa, const pg_uuid_t *id, HeapTuple row, bool out, Da
 	add_to(&change, sum_att, true, amount);
 	key_account(&key, id);
 	upsert_row(sa, IDX_ACCOUNT, &key, 1, row, &change);
+}
+
+/*
+ * Whether the payment is its pair's first of the UTC day starting at
+ * day_start, whatever order the pair's payments came in: the pair's row
+ * (read before, or NULL) decides unless the day lies strictly between its
+ * first and last payments, which only a payment older than the pair's last
+ * can meet; then the payer's payments of that day are read for one to the
+ * payee.
+ */
+static bool
+first_of_day(StateAccess *sa, const PaymentInput *in, HeapTuple pair, TimestampTz day_start)
+{
+	TupleDesc	desc = RelationGetDescr(sa->rels[REL_PAIR]);
+	TimestampTz day_end = day_start + USECS_PER_DAY;
+	TimestampTz first_at;
+	TimestampTz last_at;
+	bool		isnull;
+
+	if (pair == NULL)
+		return true;
+	first_at = DatumGetTimestampTz(heap_getattr(pair, PAIR_FIRST_AT, desc, &isnull));
+	last_at = DatumGetTimestampTz(heap_getattr(pair, PAIR_LAST_AT, desc, &isnull));
+	if (last_at < day_start || first_at >= day_end)
+		return true;			/* none of the pair's payments is that day */
+	if (first_at >= day_start || last_at < day_end)
+		return false;			/* its first or its last is */
+	return !paid_during(sa, in->payer, in->payee, day_start, day_end);
 }
 
 /*
@@ -1602,14 +1655,10 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 	if (record)
 	{
 		Datum		amount = NumericGetDatum(facts->amount_base);
-		bool		isnull;
 		bool		new_today;
 
 		/* the pair's first payment of the day counts a new payee and payer */
-		new_today = pair == NULL ||
-			DatumGetTimestampTz(heap_getattr(pair, PAIR_LAST_AT,
-											 RelationGetDescr(sa.rels[REL_PAIR]),
-											 &isnull)) < day_start;
+		new_today = first_of_day(&sa, in, pair, day_start);
 
 		record_pair(&sa, in, pair, amount);
 		record_hour(&sa, in->payer, p2pay_hour_of(t), amount);

@@ -43,6 +43,7 @@
 
 static SPIPlanPtr money_flow_plan = NULL;
 static SPIPlanPtr forget_plan = NULL;
+static SPIPlanPtr forget_empty_plan = NULL;
 static SPIPlanPtr cycle_candidates_plan = NULL;
 static SPIPlanPtr cycle_plan = NULL;
 
@@ -178,6 +179,21 @@ static const char *forget_sql =
 "       first_at = r.first_at, last_at = r.last_at"
 "  FROM remaining r"
 " WHERE s.payer_id" SQL_EQ "$1 AND s.payee_id" SQL_EQ "$2 AND r.first_at IS NOT NULL";
+
+/*
+ * After forget_sql: the payer's and payee's rows that no payment remains
+ * in go, their row of the payment's day ($3) and their running totals, as
+ * rebuild_state() would count none.  An empty day would otherwise still
+ * count in the history that an account's normal needs.
+ */
+static const char *forget_empty_sql =
+"WITH day_gone AS ("
+"  DELETE FROM p2pay.account_daily d"
+"   WHERE d.user_id" SQL_EQ "ANY (ARRAY[$1, $2]) AND d.day" SQL_EQ "$3"
+"     AND d.out_count" SQL_EQ "0 AND d.in_payers" SQL_EQ "0)"
+"DELETE FROM p2pay.account_stats a"
+" WHERE a.user_id" SQL_EQ "ANY (ARRAY[$1, $2]) AND a.out_count" SQL_EQ "0"
+"   AND a.in_count" SQL_EQ "0";
 
 /* Prepare a statement once for the life of the backend. */
 static SPIPlanPtr
@@ -393,6 +409,7 @@ p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 					 TimestampTz created_at, Numeric amount_base)
 {
 	Datum		values[7];
+	Datum		empty_keys[3];
 	int			ret;
 	TimestampTz day_start = p2pay_day_of(created_at);
 
@@ -403,6 +420,12 @@ p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 
 		forget_plan = prepare_kept(forget_sql, 7, types);
 	}
+	if (forget_empty_plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, UUIDOID, DATEOID};
+
+		forget_empty_plan = prepare_kept(forget_empty_sql, 3, types);
+	}
 
 	values[0] = UUIDPGetDatum(payer);
 	values[1] = UUIDPGetDatum(payee);
@@ -411,10 +434,18 @@ p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 	values[4] = TimestampTzGetDatum(day_start);
 	values[5] = TimestampTzGetDatum(day_start + USECS_PER_DAY);
 	values[6] = DateADTGetDatum((DateADT) (day_start / USECS_PER_DAY));
+	empty_keys[0] = values[0];
+	empty_keys[1] = values[1];
+	empty_keys[2] = values[6];
 
 	ret = SPI_execute_plan(forget_plan, values, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE)
 		elog(ERROR, "p2pay: forgetting a payment failed: %s", SPI_result_code_string(ret));
+
+	ret = SPI_execute_plan(forget_empty_plan, empty_keys, NULL, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "p2pay: forgetting a payment's empty rows failed: %s",
+			 SPI_result_code_string(ret));
 }
 
 /*

@@ -1,0 +1,159 @@
+-- Payments that arrive out of created_at order (late, batch-imported) are
+-- counted in the per-account state as if they had come in order: a
+-- payment is its pair's first of its UTC day, a new payee for the payer's
+-- day and a new payer for the payee's, when no other payment of the pair
+-- is that day, whichever came first.  After any inserts and deletes the
+-- state equals what rebuild_state() counts from the payments.  The pair's
+-- first and last times decide without reading the payments, except for a
+-- day strictly between them, when the payer's payments of that day are
+-- read.
+CREATE EXTENSION p2pay;
+SET TimeZone = 'UTC';
+
+CREATE FUNCTION u(n int) RETURNS uuid LANGUAGE sql IMMUTABLE
+  AS $$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid $$;
+INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(1, 20) n;
+-- With every rule off, the trigger reads the payer's payments (through
+-- payments_payer_time_idx) only to find whether its pair paid on a day.
+UPDATE p2pay.rules SET mode = 'off';
+\set T '''2026-03-20 12:00:00+00'''::timestamptz
+
+-- Insert a payment; return how many scans of the payer's payments it took.
+CREATE FUNCTION pay(payer int, payee int, at timestamptz) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  before bigint := pg_stat_get_xact_numscans('p2pay.payments_payer_time_idx'::regclass);
+BEGIN
+  INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  VALUES (u(payer), u(payee), 10, 'USD', '00000000-0000-4000-8000-000000000001', at);
+  RETURN pg_stat_get_xact_numscans('p2pay.payments_payer_time_idx'::regclass) - before;
+END $$;
+
+-- The state as kept, against what rebuild_state() counts: one line per
+-- row that only one of them has (none when they agree).  The state kept
+-- is put back, so that the trigger's own state is compared each time.
+CREATE FUNCTION state_vs_recount() RETURNS TABLE (state text, side text, row_text text)
+LANGUAGE plpgsql AS $$
+BEGIN
+  CREATE TEMP TABLE kept_account AS TABLE p2pay.account_stats;
+  CREATE TEMP TABLE kept_pair AS TABLE p2pay.pair_stats;
+  CREATE TEMP TABLE kept_hourly AS TABLE p2pay.payer_hourly;
+  CREATE TEMP TABLE kept_daily AS TABLE p2pay.account_daily;
+  PERFORM p2pay.rebuild_state();
+  RETURN QUERY
+    SELECT 'account_stats', 'kept', r::text FROM (TABLE kept_account EXCEPT TABLE p2pay.account_stats) r
+    UNION ALL SELECT 'account_stats', 'recount', r::text FROM (TABLE p2pay.account_stats EXCEPT TABLE kept_account) r
+    UNION ALL SELECT 'pair_stats', 'kept', r::text FROM (TABLE kept_pair EXCEPT TABLE p2pay.pair_stats) r
+    UNION ALL SELECT 'pair_stats', 'recount', r::text FROM (TABLE p2pay.pair_stats EXCEPT TABLE kept_pair) r
+    UNION ALL SELECT 'payer_hourly', 'kept', r::text FROM (TABLE kept_hourly EXCEPT TABLE p2pay.payer_hourly) r
+    UNION ALL SELECT 'payer_hourly', 'recount', r::text FROM (TABLE p2pay.payer_hourly EXCEPT TABLE kept_hourly) r
+    UNION ALL SELECT 'account_daily', 'kept', r::text FROM (TABLE kept_daily EXCEPT TABLE p2pay.account_daily) r
+    UNION ALL SELECT 'account_daily', 'recount', r::text FROM (TABLE p2pay.account_daily EXCEPT TABLE kept_daily) r
+    ORDER BY 1, 3, 2;
+  TRUNCATE p2pay.account_stats, p2pay.pair_stats, p2pay.payer_hourly, p2pay.account_daily;
+  INSERT INTO p2pay.account_stats SELECT * FROM kept_account;
+  INSERT INTO p2pay.pair_stats SELECT * FROM kept_pair;
+  INSERT INTO p2pay.payer_hourly SELECT * FROM kept_hourly;
+  INSERT INTO p2pay.account_daily SELECT * FROM kept_daily;
+  DROP TABLE kept_account, kept_pair, kept_hourly, kept_daily;
+END $$;
+
+-- An account's rows of account_daily, by user number.
+CREATE VIEW days AS
+SELECT right(user_id::text, 2)::int AS u, day, out_count, out_payees, in_payers
+  FROM p2pay.account_daily;
+
+-- 1 pays 2 yesterday, then three days ago: each day has a new payee for 1
+-- and a new payer for 2.  The pair's first payment, after the day, tells
+-- so without a read.
+SELECT pay(1, 2, :T - interval '1 day') AS reads;
+SELECT pay(1, 2, :T - interval '3 days') AS reads;
+SELECT * FROM days WHERE u IN (1, 2) ORDER BY u, day;
+
+-- A backdated payment into a day that already has one of the pair's: 3
+-- pays 4 yesterday and three days ago, then again three days ago; the
+-- pair's first payment, inside that day, says it is not new.
+SELECT pay(3, 4, :T - interval '1 day') AS reads;
+SELECT pay(3, 4, :T - interval '3 days') AS reads;
+SELECT pay(3, 4, :T - interval '3 days' + interval '1 hour') AS reads;
+SELECT * FROM days WHERE u IN (3, 4) ORDER BY u, day;
+
+-- Between the pair's first and last payments: 5 pays 6 five days ago and
+-- yesterday, and 7 three days ago.  A payment to 6 three days ago is new
+-- that day (the read finds only the payment to 7); the next one to 6 that
+-- day is not (the read finds the first).
+SELECT pay(5, 6, :T - interval '5 days') AS reads;
+SELECT pay(5, 6, :T - interval '1 day') AS reads;
+SELECT pay(5, 7, :T - interval '3 days' + interval '1 hour') AS reads;
+SELECT pay(5, 6, :T - interval '3 days' + interval '2 hours') AS reads;
+SELECT pay(5, 6, :T - interval '3 days') AS reads;
+SELECT * FROM days WHERE u IN (5, 6, 7) ORDER BY u, day;
+
+-- The day's edges are UTC midnights: 8 pays 9 on the 14th and the 19th,
+-- then at the last instant of the 15th, the first and last of the 16th,
+-- and the first of the 17th: new, new, not new, new.
+SELECT pay(8, 9, :T - interval '6 days') AS reads;
+SELECT pay(8, 9, :T - interval '1 day') AS reads;
+SELECT pay(8, 9, '2026-03-15 23:59:59.999999+00') AS reads;
+SELECT pay(8, 9, '2026-03-16 00:00:00+00') AS reads;
+SELECT pay(8, 9, '2026-03-16 23:59:59.999999+00') AS reads;
+SELECT pay(8, 9, '2026-03-17 00:00:00+00') AS reads;
+SELECT * FROM days WHERE u IN (8, 9) ORDER BY u, day;
+
+-- Payments in time order read nothing more.
+SELECT pay(12, 13, :T - interval '3 days') AS reads;
+SELECT pay(12, 13, :T - interval '3 days' + interval '1 hour') AS reads;
+SELECT pay(12, 13, :T - interval '2 days') AS reads;
+SELECT pay(12, 13, :T) AS reads;
+
+-- Rows of one statement out of order: each sees the rows before it.
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(10), u(p), 10, 'USD', '00000000-0000-4000-8000-000000000001', :T - d * interval '1 hour'
+  FROM (VALUES (11, 24), (11, 72), (14, 70), (11, 48), (11, 71), (14, 47), (11, 46)) v (p, d);
+SELECT * FROM days WHERE u IN (10, 11, 14) ORDER BY u, day;
+
+SELECT * FROM state_vs_recount();
+
+-- Deletes: the earlier of 5's two payments to 6 on one day; every payment
+-- between 1 and 2; 8's first three payments to 9, in one statement.  An
+-- account with no payment left has no row, and no day without one.
+DELETE FROM p2pay.payments WHERE payer_id = u(5) AND payee_id = u(6)
+   AND created_at = :T - interval '3 days';
+DELETE FROM p2pay.payments WHERE payer_id = u(1);
+DELETE FROM p2pay.payments WHERE payer_id = u(8) AND created_at < '2026-03-16 12:00+00';
+SELECT * FROM days WHERE u IN (1, 2, 5, 6, 8, 9) ORDER BY u, day;
+SELECT count(*) AS accounts_1_2 FROM p2pay.account_stats WHERE user_id IN (u(1), u(2));
+-- After them, 8's pair starts on the 16th: the 15th is before it, the
+-- 18th between its first and last.
+SELECT pay(8, 9, '2026-03-15 10:00+00') AS reads;
+SELECT pay(8, 9, '2026-03-18 10:00+00') AS reads;
+SELECT * FROM days WHERE u IN (8, 9) ORDER BY u, day;
+
+SELECT * FROM state_vs_recount();
+
+-- What the rules see: a shop (15) whose history arrived latest day first
+-- (a late import), 30 customers a day for ten days, has 30 new payers each
+-- of those days, so 25 customers today are its normal, and payee_fan_in
+-- stays quiet, at insert and in backtest() alike.
+UPDATE p2pay.rules SET mode = 'active' WHERE name = 'payee_fan_in';
+INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(100, 129) n;
+\set S '''2026-04-20 12:00:00+00'''::timestamptz
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(100 + c), u(15), 12, 'USD', '00000000-0000-4000-8000-000000000001',
+       :S - (11 - day) * interval '1 day' + c * interval '10 minutes'
+  FROM generate_series(1, 10) day, generate_series(0, 29) c
+ ORDER BY day DESC, c;
+SELECT count(*) AS days, sum(in_payers) AS new_payers FROM p2pay.account_daily WHERE user_id = u(15);
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(100 + n), u(15), 12, 'USD', '00000000-0000-4000-8000-000000000001', :S + n * interval '1 minute'
+  FROM generate_series(0, 24) n;
+SELECT count(*) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS fan_in_at_insert
+  FROM p2pay.payments WHERE created_at >= :S;
+SELECT rule, payments, fired, fired_at_time
+  FROM p2pay.backtest(:S, :S + interval '1 hour') WHERE rule = 'payee_fan_in';
+
+DROP VIEW days;
+DROP FUNCTION state_vs_recount();
+DROP FUNCTION pay(int, int, timestamptz);
+DROP FUNCTION u(int);
+DROP EXTENSION p2pay;
