@@ -90,6 +90,13 @@ CREATE TYPE verdict AS ENUM ('hold', 'decline', 'review', 'approve');
 ALTER TABLE p2pay.payments ALTER COLUMN decision TYPE verdict USING decision::text::verdict;
 SELECT put(11, 'decline'), put(12, 'approve'), put(13, 'hold');
 SELECT * FROM stream('min-decision', 'decline');
+-- a label renamed while a session decodes: rows after the rename are read
+-- with the new labels
+SELECT put(18, 'review');
+ALTER TYPE verdict RENAME VALUE 'review' TO 'pending';
+SELECT put(19, 'pending');
+SELECT data::jsonb->>'transaction_id' AS transaction_id, data::jsonb->>'decision' AS decision
+  FROM pg_logical_slot_get_changes('p2pay_types', NULL, NULL);
 -- decision of text: the same, by the text
 ALTER TABLE p2pay.payments ALTER COLUMN decision TYPE text;
 SELECT put(14, 'review'), put(15, 'approve'), put(16, 'manual hold');

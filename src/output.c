@@ -150,6 +150,16 @@ relinfo_invalidate(Datum arg, Oid relid)
 		info->valid = false;
 }
 
+/*
+ * Forget every relation's decision labels when an enum changes (a label
+ * renamed or added): they are looked up by name once per relation.
+ */
+static void
+relinfo_invalidate_enums(Datum arg, int cacheid, uint32 hashvalue)
+{
+	relinfo_invalidate(arg, InvalidOid);
+}
+
 /* Whether a column of base type typid is read directly, as p2pay made it. */
 static bool
 column_is_native(StreamColumn col, Oid typid)
@@ -267,6 +277,7 @@ relinfo_get(Relation rel)
 		if (!relinfo_callback_registered)
 		{
 			CacheRegisterRelcacheCallback(relinfo_invalidate, (Datum) 0);
+			CacheRegisterSyscacheCallback(ENUMOID, relinfo_invalidate_enums, (Datum) 0);
 			relinfo_callback_registered = true;
 		}
 	}
