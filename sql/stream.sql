@@ -104,6 +104,11 @@ SELECT * FROM stream('include-approved', 'maybe');
 SELECT * FROM stream('include-lsn', '1', 'include-lsn', '0');
 SELECT * FROM stream('format-version', '2');
 SELECT * FROM stream('pretty', 'true');
+-- a message quotes at most 64 bytes of what the client sent
+SELECT * FROM stream('min-decision', repeat('x', 100000));
+SELECT * FROM stream('include-approved', repeat('y', 100000));
+SELECT * FROM stream('format-version', repeat('9', 100000));
+SELECT * FROM stream(repeat('o', 100000), 'true');
 
 -- With positions on, each event carries its xid, the LSN of its change and
 -- the commit time, in the same format whatever the session's settings.

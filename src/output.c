@@ -10,9 +10,18 @@
  *
  * Memory: each change is formatted in a context reset after the change, so
  * a transaction of any size decodes in flat memory.  What is known about a
- * relation (is it p2pay.payments, where its columns are, which enum values
- * its decisions are) is cached per relation id in a context that lives as
- * long as the decoding session, and forgotten when the relation changes.
+ * relation (is it p2pay.payments, where its columns are, of which types,
+ * which enum values its decisions are) is cached per relation id in a
+ * context that lives as long as the backend, and forgotten when the
+ * relation changes.
+ *
+ * Trust: nothing about the table's shape is taken for granted.  A column is
+ * read directly only when its type is the one p2pay created it with; any
+ * other type (after an ALTER COLUMN ... TYPE) is written through that
+ * type's output function, as a string.  The WAL record of an update lacks
+ * the values TOAST kept unchanged out of line; they are taken from the old
+ * row, which REPLICA IDENTITY FULL logs whole.  A value that is in neither
+ * is written as null, with a WARNING that names the payment and the column.
  *
  * The format is versioned by the option format-version (only 1 exists); the
  * README documents version 1 field by field.
@@ -40,6 +49,13 @@
 /* Skipped changes between two progress reports. */
 #define PROGRESS_EVERY 100
 
+/*
+ * The rank of a decision that is none of p2pay's three (a column whose type
+ * was changed and holds some other text) or that the WAL doesn't hold: above
+ * decline, so that every filter lets the payment through rather than lose it.
+ */
+#define DECISION_UNRANKED 3
+
 /* The columns of p2pay.payments an event carries. */
 typedef enum StreamColumn
 {
@@ -61,15 +77,39 @@ static const char *const stream_column_names[SC_COUNT] = {
 	"payment_method_id", "created_at", "risk_score", "decision", "reasons"
 };
 
+/* How one column of payments is read. */
+typedef struct ColumnInfo
+{
+	AttrNumber	attnum;			/* 0 where the table has no such column */
+	Oid			typid;			/* its type when cached */
+	bool		varlena;		/* its values may be TOAST pointers */
+	bool		native;			/* its type is the one p2pay reads directly */
+	FmgrInfo	output;			/* its type's output function */
+} ColumnInfo;
+
 /* What the plugin knows about one relation. */
 typedef struct RelInfo
 {
 	Oid			relid;			/* hash key */
 	bool		valid;			/* false once the relation changed */
 	bool		is_payments;
-	AttrNumber	attnum[SC_COUNT];	/* 0 where the column is missing */
-	Oid			decision_oid[3];	/* enum value of each DECISION_* */
+	/* the rest is set for p2pay.payments only */
+	MemoryContext cxt;			/* the output functions' state */
+	int			natts;			/* attributes of the descriptor cached */
+	ColumnInfo	col[SC_COUNT];
+	Oid			decision_oid[3];	/* enum value of each DECISION_*, if any */
 } RelInfo;
+
+/*
+ * One payment's columns as a tuple of the WAL gives them; lost marks a value
+ * the WAL record doesn't hold (written as null, and warned about).
+ */
+typedef struct PaymentRow
+{
+	Datum		value[SC_COUNT];
+	bool		isnull[SC_COUNT];
+	bool		lost[SC_COUNT];
+} PaymentRow;
 
 /* The options of one decoding session, and its scratch state. */
 typedef struct StreamState
@@ -110,14 +150,119 @@ relinfo_invalidate(Datum arg, Oid relid)
 		info->valid = false;
 }
 
-/* Whether rel is p2pay.payments, and where its columns are; cached. */
+/*
+ * Forget every relation's decision labels when an enum changes (a label
+ * renamed or added): they are looked up by name once per relation.
+ */
+static void
+relinfo_invalidate_enums(Datum arg, int cacheid, uint32 hashvalue)
+{
+	relinfo_invalidate(arg, InvalidOid);
+}
+
+/* Whether a column of base type typid is read directly, as p2pay made it. */
+static bool
+column_is_native(StreamColumn col, Oid typid)
+{
+	switch (col)
+	{
+		case SC_TRANSACTION_ID:
+		case SC_PAYER_ID:
+		case SC_PAYEE_ID:
+		case SC_PAYMENT_METHOD_ID:
+			return typid == UUIDOID;
+		case SC_AMOUNT:
+			return typid == NUMERICOID;
+		case SC_CURRENCY:
+			/* the string types share text's representation and output */
+			return typid == BPCHAROID || typid == TEXTOID || typid == VARCHAROID;
+		case SC_CREATED_AT:
+			return typid == TIMESTAMPTZOID;
+		case SC_RISK_SCORE:
+			return typid == FLOAT8OID;
+		case SC_DECISION:
+			return type_is_enum(typid);
+		case SC_REASONS:
+			return typid == TEXTARRAYOID;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Whether the cached columns still describe desc.  The relcache callback
+ * forgets a relation when it changes; this also catches a descriptor that
+ * is not the one cached (fewer or more attributes, a column dropped or of
+ * another type) before any value is read with the wrong type.
+ */
+static bool
+relinfo_fits(const RelInfo *info, TupleDesc desc)
+{
+	if (desc->natts != info->natts)
+		return false;
+	for (int col = 0; col < SC_COUNT; col++)
+	{
+		const ColumnInfo *ci = &info->col[col];
+		Form_pg_attribute att;
+
+		if (ci->attnum == 0)
+			continue;
+		att = TupleDescAttr(desc, ci->attnum - 1);
+		if (att->attisdropped || att->atttypid != ci->typid)
+			return false;
+	}
+	return true;
+}
+
+/* Where the columns of payments are, and how to read each. */
+static void
+relinfo_read_columns(RelInfo *info, TupleDesc desc)
+{
+	info->cxt = AllocSetContextCreate(CacheMemoryContext, "p2pay output columns",
+									  ALLOCSET_SMALL_SIZES);
+	info->natts = desc->natts;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (att->attisdropped)
+			continue;
+		for (int col = 0; col < SC_COUNT; col++)
+		{
+			ColumnInfo *ci = &info->col[col];
+			Oid			base;
+			Oid			typoutput;
+			bool		typisvarlena;
+
+			if (strcmp(NameStr(att->attname), stream_column_names[col]) != 0)
+				continue;
+			ci->attnum = att->attnum;
+			ci->typid = att->atttypid;
+			ci->varlena = att->attlen == -1;
+			/* a domain's values are its base type's */
+			base = getBaseType(att->atttypid);
+			ci->native = column_is_native(col, base);
+			getTypeOutputInfo(att->atttypid, &typoutput, &typisvarlena);
+			fmgr_info_cxt(typoutput, &ci->output, info->cxt);
+			if (col == SC_DECISION && ci->native)
+			{
+				for (int d = 0; d < 3; d++)
+					info->decision_oid[d] =
+						GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
+										ObjectIdGetDatum(base),
+										CStringGetDatum(p2pay_decision_label(d)));
+			}
+		}
+	}
+}
+
+/* Whether rel is p2pay.payments, and how to read its columns; cached. */
 static RelInfo *
 relinfo_get(Relation rel)
 {
 	Oid			relid = RelationGetRelid(rel);
 	RelInfo    *info;
 	bool		found;
-	TupleDesc	desc;
 	char	   *nspname;
 
 	if (relinfo_cache == NULL)
@@ -132,43 +277,27 @@ relinfo_get(Relation rel)
 		if (!relinfo_callback_registered)
 		{
 			CacheRegisterRelcacheCallback(relinfo_invalidate, (Datum) 0);
+			CacheRegisterSyscacheCallback(ENUMOID, relinfo_invalidate_enums, (Datum) 0);
 			relinfo_callback_registered = true;
 		}
 	}
 
 	info = hash_search(relinfo_cache, &relid, HASH_ENTER, &found);
-	if (found && info->valid)
+	if (found && info->valid &&
+		(!info->is_payments || relinfo_fits(info, RelationGetDescr(rel))))
 		return info;
 
+	if (found && info->cxt != NULL)
+		MemoryContextDelete(info->cxt);
+	/* valid only once complete: an error half way leaves it to be redone */
 	memset(((char *) info) + sizeof(Oid), 0, sizeof(RelInfo) - sizeof(Oid));
-	info->valid = true;
 
 	nspname = get_namespace_name(RelationGetNamespace(rel));
 	info->is_payments = nspname != NULL && strcmp(nspname, "p2pay") == 0 &&
 		strcmp(RelationGetRelationName(rel), "payments") == 0;
-	if (!info->is_payments)
-		return info;
-
-	desc = RelationGetDescr(rel);
-	for (int col = 0; col < SC_COUNT; col++)
-	{
-		for (int i = 0; i < desc->natts; i++)
-		{
-			Form_pg_attribute att = TupleDescAttr(desc, i);
-
-			if (!att->attisdropped && strcmp(NameStr(att->attname), stream_column_names[col]) == 0)
-				info->attnum[col] = att->attnum;
-		}
-	}
-	if (info->attnum[SC_DECISION] != 0)
-	{
-		Oid			typid = TupleDescAttr(desc, info->attnum[SC_DECISION] - 1)->atttypid;
-
-		for (int d = 0; d < 3; d++)
-			info->decision_oid[d] = GetSysCacheOid2(ENUMTYPOIDNAME, Anum_pg_enum_oid,
-													ObjectIdGetDatum(typid),
-													CStringGetDatum(p2pay_decision_label(d)));
-	}
+	if (info->is_payments)
+		relinfo_read_columns(info, RelationGetDescr(rel));
+	info->valid = true;
 	return info;
 }
 
@@ -184,7 +313,7 @@ option_bool(DefElem *elem)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("option \"%s\" of output plugin p2pay must be a boolean", elem->defname),
-				 errdetail("The value given was \"%s\".", strVal(elem->arg))));
+				 errdetail("The value given was \"%s\".", p2pay_echo(strVal(elem->arg)))));
 	return value;
 }
 
@@ -199,7 +328,11 @@ option_string(DefElem *elem)
 	return strVal(elem->arg);
 }
 
-/* Read the session's options; unknown, repeated or bad ones are errors. */
+/*
+ * Read the session's options; unknown, repeated or bad ones are errors.
+ * Messages quote a client's option names only once they are known ones,
+ * and its values through p2pay_echo.
+ */
 static void
 parse_options(List *options, StreamState *state)
 {
@@ -227,13 +360,13 @@ parse_options(List *options, StreamState *state)
 		if (which < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("output plugin p2pay has no option \"%s\"", elem->defname),
+					 errmsg("output plugin p2pay has no option \"%s\"", p2pay_echo(elem->defname)),
 					 errhint("Its options are format-version, min-decision, include-approved, include-xids, include-lsn and include-timestamp.")));
 		if (seen[which])
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("option \"%s\" of output plugin p2pay is given more than once",
-							elem->defname)));
+							known[which])));
 		seen[which] = true;
 
 		switch (which)
@@ -243,7 +376,7 @@ parse_options(List *options, StreamState *state)
 					ereport(ERROR,
 							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 							 errmsg("output plugin p2pay has no format version \"%s\"",
-									strVal(elem->arg)),
+									p2pay_echo(strVal(elem->arg))),
 							 errdetail("This version of p2pay writes format version 1.")));
 				break;
 			case 1:
@@ -258,7 +391,7 @@ parse_options(List *options, StreamState *state)
 						ereport(ERROR,
 								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 								 errmsg("option \"min-decision\" of output plugin p2pay must be \"review\" or \"decline\""),
-								 errdetail("The value given was \"%s\".", v)));
+								 errdetail("The value given was \"%s\".", p2pay_echo(v))));
 					break;
 				}
 			case 2:
@@ -331,76 +464,165 @@ stream_commit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr com
 	state->skipped = 0;
 }
 
-/* The rank of a decision value (an enum oid), or -1 when unknown. */
-static int
-decision_of(const RelInfo *info, HeapTuple tup, TupleDesc desc)
+/*
+ * A column's value in tup, or false when the WAL record doesn't hold it: a
+ * TOAST pointer, which an update writes for a value it left unchanged out
+ * of line (its chunks are not in the record, and may be gone by the time
+ * the change is decoded, so it is never followed).
+ */
+static bool
+tuple_value(HeapTuple tup, TupleDesc desc, const ColumnInfo *ci, Datum *value, bool *isnull)
 {
-	bool		isnull;
-	Datum		d;
-
-	if (tup == NULL || info->attnum[SC_DECISION] == 0)
-		return -1;
-	d = heap_getattr(tup, info->attnum[SC_DECISION], desc, &isnull);
-	if (isnull)
-		return -1;
-	for (int i = 0; i < 3; i++)
-		if (DatumGetObjectId(d) == info->decision_oid[i])
-			return i;
-	return -1;
+	*value = heap_getattr(tup, ci->attnum, desc, isnull);
+	return *isnull || !ci->varlena || !VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(*value));
 }
 
-/* Write one column of a payment, by its type; NULL and missing as null. */
+/*
+ * The payment columns of tup (NULL: a tuple the WAL doesn't have).  whole
+ * says whether tup is a whole row, where null means null: the new row of an
+ * insert or update, or an old row under REPLICA IDENTITY FULL; otherwise
+ * (an old row under another identity) it holds only the identity's columns
+ * and the others are nulls that stand for values not logged.  A value
+ * missing from tup is taken from fallback, the old row of an update, when
+ * that holds it.
+ */
 static void
-write_column(JsonWriter *w, const RelInfo *info, HeapTuple tup, TupleDesc desc,
-			 StreamColumn col)
+read_row(const RelInfo *info, TupleDesc desc, HeapTuple tup, bool whole,
+		 HeapTuple fallback, PaymentRow *row)
 {
-	const char *key = stream_column_names[col];
-	bool		isnull = true;
-	Datum		d = (Datum) 0;
-
-	if (info->attnum[col] != 0)
-		d = heap_getattr(tup, info->attnum[col], desc, &isnull);
-	/* a value left in TOAST by an update is not in the WAL record */
-	if (!isnull && TupleDescAttr(desc, info->attnum[col] - 1)->attlen == -1 &&
-		VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(d)))
-		isnull = true;
-	if (isnull)
+	for (int col = 0; col < SC_COUNT; col++)
 	{
-		json_null(w, key);
-		return;
-	}
+		const ColumnInfo *ci = &info->col[col];
+		Datum		value;
+		bool		isnull;
 
+		row->value[col] = (Datum) 0;
+		row->isnull[col] = true;
+		row->lost[col] = false;
+		/* a column the table no longer has is null, not lost */
+		if (ci->attnum == 0)
+			continue;
+		if (tup != NULL && tuple_value(tup, desc, ci, &value, &isnull) && (whole || !isnull))
+		{
+			row->value[col] = value;
+			row->isnull[col] = isnull;
+			continue;
+		}
+		if (fallback != NULL && tuple_value(fallback, desc, ci, &value, &isnull) && !isnull)
+		{
+			row->value[col] = value;
+			row->isnull[col] = false;
+			continue;
+		}
+		row->lost[col] = true;
+	}
+}
+
+/*
+ * The rank of a row's decision, and its text in *label: -1 and NULL for
+ * null; DECISION_UNRANKED for a value that is none of p2pay's three labels
+ * (label: its text) or that the WAL doesn't hold (label: NULL).  An enum
+ * value is matched by oid, any other value by its output text.
+ */
+static int
+decision_rank(RelInfo *info, const PaymentRow *row, const char **label)
+{
+	ColumnInfo *ci = &info->col[SC_DECISION];
+	Datum		d = row->value[SC_DECISION];
+	char	   *text;
+
+	*label = NULL;
+	if (row->lost[SC_DECISION])
+		return DECISION_UNRANKED;
+	if (row->isnull[SC_DECISION])
+		return -1;
+	if (ci->native)
+	{
+		for (int i = 0; i < 3; i++)
+		{
+			if (OidIsValid(info->decision_oid[i]) && DatumGetObjectId(d) == info->decision_oid[i])
+			{
+				*label = p2pay_decision_label(i);
+				return i;
+			}
+		}
+	}
+	text = OutputFunctionCall(&ci->output, d);
+	for (int i = 0; i < 3; i++)
+	{
+		if (strcmp(text, p2pay_decision_label(i)) == 0)
+		{
+			*label = p2pay_decision_label(i);
+			return i;
+		}
+	}
+	*label = text;
+	return DECISION_UNRANKED;
+}
+
+/* A string-valued column's text: uuid, numeric and text directly, else by its type. */
+static char *
+column_text(RelInfo *info, StreamColumn col, Datum d)
+{
+	ColumnInfo *ci = &info->col[col];
+
+	if (!ci->native)
+		return OutputFunctionCall(&ci->output, d);
 	switch (col)
 	{
 		case SC_TRANSACTION_ID:
 		case SC_PAYER_ID:
 		case SC_PAYEE_ID:
 		case SC_PAYMENT_METHOD_ID:
-			json_string(w, key, DatumGetCString(DirectFunctionCall1(uuid_out, d)));
-			break;
+			return DatumGetCString(DirectFunctionCall1(uuid_out, d));
 		case SC_AMOUNT:
-			json_string(w, key, DatumGetCString(DirectFunctionCall1(numeric_out, d)));
-			break;
+			return DatumGetCString(DirectFunctionCall1(numeric_out, d));
 		case SC_CURRENCY:
-			json_string(w, key, TextDatumGetCString(d));
-			break;
+			return TextDatumGetCString(d);
+		default:
+			return OutputFunctionCall(&ci->output, d);
+	}
+}
+
+/*
+ * Write one column of a payment: as p2pay made it, in the documented JSON
+ * form; of any other type, as its type's output text; null and lost as null.
+ */
+static void
+write_column(JsonWriter *w, RelInfo *info, const PaymentRow *row, StreamColumn col,
+			 const char *decision)
+{
+	const char *key = stream_column_names[col];
+	Datum		d = row->value[col];
+
+	if (col == SC_DECISION)
+	{
+		json_string(w, key, decision);
+		return;
+	}
+	if (row->isnull[col])
+	{
+		json_null(w, key);
+		return;
+	}
+	if (!info->col[col].native)
+	{
+		json_string(w, key, column_text(info, col, d));
+		return;
+	}
+	switch (col)
+	{
 		case SC_CREATED_AT:
 			json_timestamp(w, key, DatumGetTimestampTz(d));
 			break;
 		case SC_RISK_SCORE:
 			json_double(w, key, DatumGetFloat8(d));
 			break;
-		case SC_DECISION:
-			{
-				int			rank = decision_of(info, tup, desc);
-
-				json_string(w, key, rank < 0 ? NULL : p2pay_decision_label(rank));
-				break;
-			}
 		case SC_REASONS:
 			json_text_array(w, key, d);
 			break;
 		default:
+			json_string(w, key, column_text(info, col, d));
 			break;
 	}
 }
@@ -418,13 +640,52 @@ write_position(JsonWriter *w, const StreamState *state, ReorderBufferTXN *txn, X
 }
 
 /*
- * Write one payment event: its columns from tup, with old_decision before
- * decision for a decision change.
+ * Warn that an event went out with null for values the WAL doesn't hold,
+ * naming the payment and the columns, so that whoever reads the server log
+ * knows which payment to look up and how to stop it happening again.
+ */
+static void
+warn_lost(RelInfo *info, const char *event, const PaymentRow *row, bool old_decision_lost)
+{
+	StringInfoData cols;
+
+	initStringInfo(&cols);
+	for (int col = 0; col < SC_COUNT; col++)
+	{
+		if (col == SC_DECISION && old_decision_lost)
+			appendStringInfo(&cols, "%sold_decision", cols.len > 0 ? ", " : "");
+		if (row->lost[col])
+			appendStringInfo(&cols, "%s%s", cols.len > 0 ? ", " : "", stream_column_names[col]);
+	}
+	if (cols.len == 0)
+		return;
+
+	if (row->isnull[SC_TRANSACTION_ID])
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s event of a payment whose transaction_id is not in the WAL is missing %s",
+						event, cols.data),
+				 errdetail("The WAL record of the change does not hold these values of p2pay.payments; the event carries null in their place."),
+				 errhint("Only REPLICA IDENTITY FULL logs the whole old row: ALTER TABLE p2pay.payments REPLICA IDENTITY FULL.")));
+	else
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s event of payment %s is missing %s", event,
+						p2pay_echo(column_text(info, SC_TRANSACTION_ID, row->value[SC_TRANSACTION_ID])),
+						cols.data),
+				 errdetail("The WAL record of the change does not hold these values of p2pay.payments; the event carries null in their place."),
+				 errhint("Only REPLICA IDENTITY FULL logs the whole old row: ALTER TABLE p2pay.payments REPLICA IDENTITY FULL.")));
+}
+
+/*
+ * Write one payment event: the columns of row with its decision's label,
+ * and for a decision change (old: the old row) old_decision before decision.
  */
 static void
 emit_payment(LogicalDecodingContext *ctx, StreamState *state, ReorderBufferTXN *txn,
-			 XLogRecPtr lsn, const RelInfo *info, TupleDesc desc, const char *event,
-			 HeapTuple tup, HeapTuple oldtup)
+			 XLogRecPtr lsn, RelInfo *info, const char *event,
+			 const PaymentRow *row, const char *decision,
+			 const PaymentRow *old, const char *old_decision)
 {
 	JsonWriter	w;
 
@@ -433,20 +694,27 @@ emit_payment(LogicalDecodingContext *ctx, StreamState *state, ReorderBufferTXN *
 	json_string(&w, "event", event);
 	for (int col = 0; col < SC_COUNT; col++)
 	{
-		if (col == SC_DECISION && oldtup != NULL)
-		{
-			int			old = decision_of(info, oldtup, desc);
-
-			json_string(&w, "old_decision", old < 0 ? NULL : p2pay_decision_label(old));
-		}
-		else if (col == SC_DECISION && strcmp(event, "decision_changed") == 0)
-			json_null(&w, "old_decision");
-		write_column(&w, info, tup, desc, col);
+		if (col == SC_DECISION && old != NULL)
+			json_string(&w, "old_decision", old_decision);
+		write_column(&w, info, row, col, decision);
 	}
 	write_position(&w, state, txn, lsn);
 	json_end(&w);
 	OutputPluginWrite(ctx, true);
 	state->wrote_in_txn = true;
+
+	warn_lost(info, event, row, old != NULL && old->lost[SC_DECISION]);
+}
+
+/* Whether two rows' decisions are known to be the same. */
+static bool
+same_decision(int rank, const char *label, int old_rank, const char *old_label)
+{
+	if (rank != old_rank)
+		return false;
+	if (rank != DECISION_UNRANKED)
+		return true;
+	return label != NULL && old_label != NULL && strcmp(label, old_label) == 0;
 }
 
 /* One decoded change: emit it if it is a payment event the options ask for. */
@@ -460,6 +728,11 @@ stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	MemoryContext old_cxt;
 	HeapTuple	newtup = p2pay_change_newtuple(change);
 	HeapTuple	oldtup = p2pay_change_oldtuple(change);
+	bool		old_whole = rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL;
+	PaymentRow	row;
+	PaymentRow	old;
+	const char *label;
+	const char *old_label;
 	bool		emitted = false;
 
 	if (!info->is_payments)
@@ -474,12 +747,14 @@ stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
 			{
-				int			rank = decision_of(info, newtup, desc);
+				int			rank;
 
+				read_row(info, desc, newtup, true, NULL, &row);
+				rank = decision_rank(info, &row, &label);
 				if (rank >= state->min_decision)
-					emit_payment(ctx, state, txn, change->lsn, info, desc, "flagged", newtup, NULL);
+					emit_payment(ctx, state, txn, change->lsn, info, "flagged", &row, label, NULL, NULL);
 				else if (rank == DECISION_APPROVE && state->include_approved)
-					emit_payment(ctx, state, txn, change->lsn, info, desc, "approved", newtup, NULL);
+					emit_payment(ctx, state, txn, change->lsn, info, "approved", &row, label, NULL, NULL);
 				else
 					break;
 				emitted = true;
@@ -487,26 +762,34 @@ stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 			}
 		case REORDER_BUFFER_CHANGE_UPDATE:
 			{
-				int			rank = decision_of(info, newtup, desc);
-				int			old_rank = decision_of(info, oldtup, desc);
+				int			rank;
+				int			old_rank;
 
-				/* without the old row (replica identity changed) the old decision is unknown */
-				if (oldtup != NULL && old_rank == rank)
+				read_row(info, desc, newtup, true, oldtup, &row);
+				read_row(info, desc, oldtup, old_whole, NULL, &old);
+				rank = decision_rank(info, &row, &label);
+				old_rank = decision_rank(info, &old, &old_label);
+				/* an old decision the WAL doesn't hold is unknown: emitted if it passes */
+				if (old.lost[SC_DECISION])
+				{
+					old_rank = -1;
+					old_label = NULL;
+				}
+				else if (same_decision(rank, label, old_rank, old_label))
 					break;
 				if (Max(rank, old_rank) < state->min_decision && !state->include_approved)
 					break;
-				emit_payment(ctx, state, txn, change->lsn, info, desc, "decision_changed",
-							 newtup, oldtup);
+				emit_payment(ctx, state, txn, change->lsn, info, "decision_changed",
+							 &row, label, &old, old_label);
 				emitted = true;
 				break;
 			}
 		case REORDER_BUFFER_CHANGE_DELETE:
 			/* every delete, with as much of the row as the WAL holds */
-			if (oldtup != NULL)
-			{
-				emit_payment(ctx, state, txn, change->lsn, info, desc, "deleted", oldtup, NULL);
-				emitted = true;
-			}
+			read_row(info, desc, oldtup, old_whole, NULL, &row);
+			decision_rank(info, &row, &label);
+			emit_payment(ctx, state, txn, change->lsn, info, "deleted", &row, label, NULL, NULL);
+			emitted = true;
 			break;
 		default:
 			break;

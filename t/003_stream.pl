@@ -26,6 +26,12 @@
 #    and a bad option makes pg_recvlogical fail with the plugin's message.
 #    These consumers read slots created with the first one and stop by
 #    themselves at --endpos.
+# d. Through the walsender, a decision change after the payment's reasons
+#    went out of line in TOAST carries them whole.  With the replica
+#    identity changed (and p2pay's triggers off), a delete is still
+#    streamed, with null for what the WAL doesn't hold; the WARNING that
+#    names the payment reaches pg_recvlogical and the server log, and the
+#    stream goes on.
 use strict;
 use warnings;
 
@@ -679,6 +685,52 @@ is($good->{rc}, 0, 'bad options: the slot then streams with good ones')
   or diag("stderr:\n$good->{err}");
 is_deeply([ map { summary($_) } @{ (parse_lines(lines_of("$basedir/bad.jsonl")))[0] } ],
 	[ expected_events() ], 'bad options: ... from where it was');
+
+###########################################################################
+# d. Values the WAL record of a change doesn't hold.
+###########################################################################
+query("SELECT 'created' FROM pg_create_logical_replication_slot('identity', 'p2pay')");
+my ($big, $keyed, $after) = split /\n/,
+  query("SELECT transaction_id FROM p2pay.payments WHERE decision <> 'decline' ORDER BY id LIMIT 3");
+query(qq{
+UPDATE p2pay.payments SET reasons = ARRAY(SELECT md5(i::text) FROM generate_series(1, 1000) i)
+ WHERE transaction_id = '$big';
+UPDATE p2pay.payments SET decision = 'decline' WHERE transaction_id = '$big';
+ALTER TABLE p2pay.payments DISABLE TRIGGER USER;
+ALTER TABLE p2pay.payments REPLICA IDENTITY USING INDEX payments_transaction_id_key;
+DELETE FROM p2pay.payments WHERE transaction_id = '$keyed';
+ALTER TABLE p2pay.payments REPLICA IDENTITY FULL;
+ALTER TABLE p2pay.payments ENABLE TRIGGER USER;
+UPDATE p2pay.payments SET decision = 'decline' WHERE transaction_id = '$after';
+});
+my $end_d = wal_lsn();
+my $log_offset = -s $node->logfile;
+
+my $identity = run_consumer('identity', "$basedir/identity.jsonl", '-n', '-E', $end_d,
+	@no_positions);
+is($identity->{rc}, 0, 'identity: pg_recvlogical stops at --endpos')
+  or diag("stderr:\n$identity->{err}");
+($events, $bad) = parse_lines(lines_of($identity->{file}));
+is_deeply($bad, [], 'identity: every line is a JSON object');
+is_deeply(
+	[ map { "$_->{event} $_->{transaction_id}" } @$events ],
+	[ "decision_changed $big", "deleted $keyed", "decision_changed $after" ],
+	'identity: the decision changes and the delete, in order');
+is_deeply($events->[0]{reasons},
+	[ split /,/, query("SELECT array_to_string(reasons, ',') FROM p2pay.payments WHERE transaction_id = '$big'") ],
+	'identity: reasons left in TOAST by the decision change are streamed whole');
+is_deeply(
+	[ map { $events->[1]{$_} } qw(payer_id amount decision reasons) ],
+	[ undef, undef, undef, undef ],
+	'identity: the delete under a key identity has null for the columns not in the key');
+like(
+	$identity->{err},
+	qr/WARNING:  deleted event of payment \Q$keyed\E is missing payer_id, payee_id, amount/,
+	'identity: pg_recvlogical gets the warning that names the payment');
+like(
+	substr(slurp_file($node->logfile), $log_offset),
+	qr/WARNING:  deleted event of payment \Q$keyed\E is missing payer_id.*\n.*\n.*HINT:  .*REPLICA IDENTITY FULL/,
+	'identity: the server log has it, with the hint to restore REPLICA IDENTITY FULL');
 
 $node->stop;
 done_testing();
