@@ -1495,7 +1495,7 @@ p2pay_lookup_references(Oid nspid, const PaymentInput *in, PaymentFacts *facts,
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("unknown currency \"%s\" in column currency",
-						TextDatumGetCString(in->currency)),
+						p2pay_echo(TextDatumGetCString(in->currency))),
 				 errhint("Add it to p2pay.currencies with its rate_to_base first.")));
 	rate = ref_att(&ra, REF_CURRENCIES, tup, ATT_CURRENCY_RATE, &isnull);
 
