@@ -222,7 +222,8 @@ bad_index(Relation index, Relation heap, const char *why)
 /*
  * Check an index that p2pay scans with the default B-tree operators of its
  * key columns: a valid B-tree index on heap whose first keys are the
- * columns named (attnums), without a predicate; unique if asked.
+ * columns named (attnums), ascending, in their columns' collations, without
+ * a predicate; unique if asked.
  */
 void
 p2pay_check_index(Relation index, Relation heap, const AttrNumber *attnums, int nkeys,
@@ -251,6 +252,11 @@ p2pay_check_index(Relation index, Relation heap, const AttrNumber *attnums, int 
 
 		if (ind->indkey.values[i] != attnums[i])
 			bad_index(index, heap, "Its key columns are not the ones p2pay scans.");
+		if (index->rd_indoption[i] != 0)
+			bad_index(index, heap, "Its key columns are not in ascending order with nulls last.");
+		if (index->rd_indcollation[i] !=
+			TupleDescAttr(RelationGetDescr(heap), attnums[i] - 1)->attcollation)
+			bad_index(index, heap, "Its collation is not its column's.");
 		typid = TupleDescAttr(RelationGetDescr(heap), attnums[i] - 1)->atttypid;
 		opclass = GetDefaultOpClass(typid, BTREE_AM_OID);
 		if (!OidIsValid(opclass) || get_opclass_family(opclass) != index->rd_opfamily[i])
