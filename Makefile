@@ -10,7 +10,7 @@ DATA        = $(wildcard $(EXTENSION)--*.sql)
 REGRESS      = schema rules bad_input config insert_paths rollback guard security schema_changes stream stream_toast stream_types operations rule_stats backtest money_flow baselines bulk_load state_indexes prune_state backdated
 
 # isolation tests (specs/): what concurrent sessions see of each other
-ISOLATION    = config_reload account_lock cycle_lock lock_order
+ISOLATION    = config_reload account_lock cycle_lock lock_order multi_payment_lock cycle_newcomer
 
 TAP_TESTS    = 1
 

@@ -20,6 +20,12 @@ PG_MODULE_MAGIC;
 /* How far in the future a payment's created_at may lie, in seconds. */
 int			p2pay_future_tolerance = 300;
 
+/*
+ * How long a transaction that holds account locks tries for one more that
+ * it can't wait for in the lock manager (state.c), in milliseconds.
+ */
+int			p2pay_multi_payment_lock_timeout = 10;
+
 void		_PG_init(void);
 
 /*
@@ -44,7 +50,8 @@ p2pay_echo(const char *value)
 }
 
 /*
- * Define the settings, register the cache invalidation callbacks and, when
+ * Define the settings, register the cache invalidation callbacks and the
+ * transaction callbacks that follow the account locks held and, when
  * preloaded, reserve the statistics' shared memory.
  */
 void
@@ -58,8 +65,19 @@ _PG_init(void)
 							PGC_SUSET,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("p2pay.multi_payment_lock_timeout",
+							"How long a transaction that already holds account locks tries for another.",
+							"A transaction holding the account locks of earlier payments does not wait in the lock manager "
+							"for a lock below one it holds, which could deadlock; after this long it gives way with a "
+							"serialization failure (40001).  0 gives way at once.",
+							&p2pay_multi_payment_lock_timeout,
+							10, 0, 60000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("p2pay");
 
 	p2pay_config_register_callbacks();
+	p2pay_lock_register_callbacks();
 	p2pay_stats_init();
 }

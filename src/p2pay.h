@@ -171,6 +171,7 @@ typedef struct Verdict
 
 /* p2pay.c: settings, and how messages quote input */
 extern int	p2pay_future_tolerance;
+extern int	p2pay_multi_payment_lock_timeout;
 
 #define P2PAY_ECHO_MAX 64
 extern char *p2pay_echo(const char *value);
@@ -254,6 +255,7 @@ extern bool p2pay_stats_enabled(void);
 extern void p2pay_stats_init(void);
 
 /* state.c: per-account state and locking */
+extern void p2pay_lock_register_callbacks(void);
 extern void p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b);
 extern void p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in,
 							   const PaymentFacts *facts);

@@ -1,0 +1,227 @@
+# t/008_deadlock.pl: a transaction of one payment is never aborted by a
+# deadlock on account locks, whatever runs beside it; a transaction that
+# already holds account locks may be asked to retry, with 40001 only.
+#
+# What a user relies on:
+# - the cycle of a transaction of two payments with a transaction of one
+#   (M: 5->7; S: 8->5, waiting for 5; M: 7->8, needing 8, held by S) ends
+#   with S's payment stored and M given SQLSTATE 40001 and a hint to retry;
+# - under a mix of transactions of one payment (small ones, and large ones
+#   for which the cycle rule locks more accounts), of two payments, two-row
+#   INSERTs and multi-row DELETEs over 20 accounts from 10 clients, none of
+#   one payment fails with 40P01 (and none of one small payment fails at
+#   all), every other one that fails fails with 40001, and the per-account
+#   state equals the aggregates over the payments that committed.
+use strict;
+use warnings;
+
+use FindBin;
+use lib "$FindBin::RealBin/lib";
+
+use IPC::Run;
+use P2payNode;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $db       = 'p2pay_deadlock';
+my $BANK     = '00000000-0000-4000-8000-000000000001';
+my $ACCOUNTS = 20;
+my $CLIENTS  = 10;
+my $SECONDS  = 6;
+
+# A short deadlock_timeout, so that a deadlock, if there were one, is found
+# (and its victim counted) many times within the run.
+my $node = P2payNode::new_node('deadlock', $db, "deadlock_timeout = 20ms");
+P2payNode::seed_users($node, $db, $ACCOUNTS);
+sub query { return $node->safe_psql($db, $_[0]); }
+
+sub payment
+{
+	my ($payer, $payee) = @_;
+	return "INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+	        VALUES (uid($payer), uid($payee), 10, 'USD', '$BANK')";
+}
+
+my $log_start = -s $node->logfile;
+
+###########################################################################
+# a. The cycle: the transaction of one payment wins, the other gets 40001.
+###########################################################################
+# Lock keys in ascending order: 8, 5, 7 (uuid_hash_extended(id, 28722) as
+# unsigned).
+my $m = $node->background_psql($db, on_error_stop => 0);
+my $s = $node->background_psql($db, on_error_stop => 0);
+$m->query_safe('\set VERBOSITY verbose');
+$m->query_safe('BEGIN');
+$m->query_safe(payment(5, 7));
+
+my $s_pid = $s->query_safe('SELECT pg_backend_pid()');
+$s->query_until(qr/sent/, "\\echo sent\n" . payment(8, 5) . " RETURNING decision;\n");
+my $waiting = 0;
+for (my $i = 0; $i < 100 * $PostgreSQL::Test::Utils::timeout_default; $i++)
+{
+	$waiting = query(
+		"SELECT count(*) FROM pg_stat_activity
+		  WHERE pid = $s_pid AND wait_event_type = 'Lock' AND wait_event = 'advisory'");
+	last if $waiting;
+	usleep(10_000);
+}
+is($waiting, '1', 'cycle: S (8->5) waits for the lock of account 5, held by M');
+
+my ($out, $failed) = $m->query(payment(7, 8));
+ok($failed, 'cycle: M\'s second payment (7->8) fails');
+like(
+	$m->{stderr},
+	qr/ERROR:  40001: could not lock an account of this payment while holding the account locks of earlier payments/,
+	'cycle: M gets SQLSTATE 40001');
+like($m->{stderr}, qr/HINT:  Retry the transaction\./, 'cycle: M is told to retry');
+$m->{stderr} = '';
+$m->query_safe('ROLLBACK');
+
+($out, $failed) = $s->query('SELECT 1');
+is($s->{stderr}, '', 'cycle: S gets no error');
+is($out, "approve\n1", 'cycle: S\'s payment is stored');
+is( query(
+		"SELECT count(*), count(*) FILTER (WHERE payer_id = uid(8) AND payee_id = uid(5))
+		   FROM p2pay.payments"),
+	'1|1',
+	'cycle: S\'s payment is the only one stored');
+$m->quit;
+$s->quit;
+
+###########################################################################
+# b. The mix: pgbench, one script per kind of transaction.
+###########################################################################
+# Payments among the 20 accounts at random, every pair possible.
+my $pick = sub {
+	my ($v) = @_;
+	return "\\set $v random(1, $ACCOUNTS)\n\\set ${v}_to random(1, " . ($ACCOUNTS - 1) . ")\n";
+};
+my $to = sub { my ($v) = @_; return "1 + (:$v + :${v}_to - 1) % $ACCOUNTS"; };
+my %scripts = (
+	'one' => $pick->('a') . "
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+  VALUES (uid(:a), uid(" . $to->('a') . "), 10, 'USD', '$BANK');
+",
+	# at least the cycle rule's min_amount: it also locks the accounts the
+	# payee paid
+	'one_large' => $pick->('a') . "\\set amount random(1000, 5000)
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+  VALUES (uid(:a), uid(" . $to->('a') . "), :amount, 'USD', '$BANK');
+",
+	'two' => $pick->('a') . $pick->('b') . "\\set amount random(1, 3000)
+BEGIN;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+  VALUES (uid(:a), uid(" . $to->('a') . "), :amount, 'USD', '$BANK');
+SELECT pg_sleep(0.001);
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+  VALUES (uid(:b), uid(" . $to->('b') . "), :amount, 'USD', '$BANK');
+COMMIT;
+",
+	'two_rows' => $pick->('a') . $pick->('b') . "
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+  VALUES (uid(:a), uid(" . $to->('a') . "), 10, 'USD', '$BANK'),
+         (uid(:b), uid(" . $to->('b') . "), 10, 'USD', '$BANK');
+",
+	# up to three payments of one payer, rows locked in id order so that
+	# deletes can't deadlock on the rows among themselves
+	'delete' => $pick->('a') . "
+DELETE FROM p2pay.payments WHERE id IN
+  (SELECT id FROM p2pay.payments WHERE payer_id = uid(:a) ORDER BY id LIMIT 3 FOR UPDATE);
+");
+my %weight = (one => 4, one_large => 2, two => 2, two_rows => 1, delete => 1);
+my @order  = qw(one one_large two two_rows delete);
+
+my @files;
+for my $name (@order)
+{
+	my $file = $node->basedir . "/$name.sql";
+	append_to_file($file, $scripts{$name});
+	push @files, '-f', "$file\@$weight{$name}";
+}
+# Failures by serialization (40001) or deadlock (40P01) are counted per
+# script and don't stop a client; any other error would abort it.
+my @cmd = (
+	'pgbench', '-n', '-c', $CLIENTS, '-j', 2, '-T', $SECONDS,
+	'--failures-detailed', '-r', @files, $node->connstr($db));
+note "running: @cmd";
+my ($stdout, $stderr) = ('', '');
+IPC::Run::run(\@cmd, '>', \$stdout, '2>', \$stderr,
+	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default))
+  or diag("pgbench failed:\n$stderr");
+note $stdout;
+unlike($stderr, qr/aborted|ERROR/, 'mix: no client got an error other than 40001 or 40P01');
+
+# Per script: transactions that succeeded, serialization and deadlock failures.
+my %runs;
+while ($stdout =~ m{SQL\ script\ \d+:\ \S+/(\w+)\.sql\n
+	 \ -\ weight:[^\n]*\n
+	 \ -\ (\d+)\ transactions[^\n]*\n
+	 \ -\ number\ of\ failed\ transactions:\ (\d+)[^\n]*\n
+	 \ -\ number\ of\ serialization\ failures:\ (\d+)[^\n]*\n
+	 \ -\ number\ of\ deadlock\ failures:\ (\d+)}gx)
+{
+	$runs{$1} = { ok => $2, failed => $3, serialization => $4, deadlock => $5 };
+}
+is_deeply([ sort keys %runs ], [ sort @order ], 'mix: pgbench reports every script')
+  or diag($stdout);
+
+for my $name (@order)
+{
+	my $r = $runs{$name} or next;
+	diag(sprintf('%-8s %6d committed, %5d failed: %5d with 40001, %5d with 40P01',
+			$name, $r->{ok}, $r->{failed}, $r->{serialization}, $r->{deadlock}));
+}
+ok($runs{one}{ok} > 0 && $runs{one_large}{ok} > 0, 'mix: transactions of one payment were run');
+is($runs{one}{deadlock} + $runs{one_large}{deadlock},
+	0, 'mix: no transaction of one payment failed with 40P01');
+is($runs{one}{failed}, 0, 'mix: no transaction of one small payment failed at all');
+# A payment whose cycle-rule accounts keep changing under it may be asked to
+# retry (README, "Concurrency"), with 40001 only.
+is($runs{one_large}{failed}, $runs{one_large}{serialization},
+	'mix: every transaction of one large payment that failed, failed with 40001');
+for my $name (qw(two two_rows delete))
+{
+	is($runs{$name}{deadlock}, 0, "mix, $name.sql: no transaction failed with 40P01");
+	is($runs{$name}{failed}, $runs{$name}{serialization},
+		"mix, $name.sql: every transaction that failed, failed with 40001");
+}
+
+# The per-account state equals the aggregates over the committed payments.
+is( query(
+		q{
+WITH want_acct AS (
+  SELECT user_id, sum(oc)::bigint AS out_count, sum(os) AS out_sum,
+         sum(ic)::bigint AS in_count, sum(isum) AS in_sum
+    FROM (SELECT payer_id AS user_id, 1 AS oc, amount_base AS os, 0 AS ic, 0 AS isum
+            FROM p2pay.payments
+          UNION ALL
+          SELECT payee_id, 0, 0, 1, amount_base FROM p2pay.payments) x
+   GROUP BY user_id),
+have_acct AS (
+  SELECT user_id, out_count, out_sum, in_count, in_sum FROM p2pay.account_stats
+   WHERE out_count > 0 OR in_count > 0),
+want_pair AS (
+  SELECT payer_id, payee_id, min(created_at) AS first_at, max(created_at) AS last_at,
+         count(*) AS n, sum(amount_base) AS total
+    FROM p2pay.payments GROUP BY payer_id, payee_id),
+have_pair AS (
+  SELECT payer_id, payee_id, first_at, last_at, n, total FROM p2pay.pair_stats)
+SELECT count(*) FROM (
+  (TABLE want_acct EXCEPT TABLE have_acct) UNION ALL (TABLE have_acct EXCEPT TABLE want_acct)
+) a
+UNION ALL
+SELECT count(*) FROM (
+  (TABLE want_pair EXCEPT TABLE have_pair) UNION ALL (TABLE have_pair EXCEPT TABLE want_pair)
+) p
+}),
+	"0\n0",
+	'mix: account_stats and pair_stats equal the aggregates over the payments');
+
+my $log = slurp_file($node->logfile, $log_start);
+unlike($log, qr/deadlock detected/, 'the server never detected a deadlock');
+
+$node->stop;
+done_testing();
