@@ -1,4 +1,4 @@
-# t/008_deadlock.pl: a transaction of one payment is never aborted by a
+# t/009_deadlock.pl: a transaction of one payment is never aborted by a
 # deadlock on account locks, whatever runs beside it; a transaction that
 # already holds account locks may be asked to retry, with 40001 only.
 #
