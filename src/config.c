@@ -15,6 +15,7 @@
 #include "p2pay.h"
 
 #include "access/htup_details.h"
+#include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -97,6 +98,38 @@ config_value(HeapTuple tup, TupleDesc desc, int col, const char *table, const ch
 	return d;
 }
 
+/* The columns of the rule tables, of the types the code reads them as. */
+static const ColumnSpec rule_columns[] = {
+	COLUMN_NOT_NULL("name", TEXTOID),
+	{"mode", InvalidOid, "rule_mode", true},
+	COLUMN_NOT_NULL("enabled", BOOLOID),
+	COLUMN("weight", FLOAT8OID),
+	COLUMN("params", JSONBOID),
+	{NULL}
+};
+static const ColumnSpec settings_columns[] = {
+	COLUMN("review_threshold", FLOAT8OID),
+	COLUMN("decline_threshold", FLOAT8OID),
+	{NULL}
+};
+static const ColumnSpec ruleset_columns[] = {COLUMN("version", INT8OID), {NULL}};
+
+/*
+ * Check that a configuration table's columns are of the types they are
+ * read as: a weight of type real would score every payment with a weight
+ * rounded to float4.  The lock taken is kept to the end of the
+ * transaction, so no DDL changes the table before it is read.
+ */
+static void
+check_table(const char *table, const ColumnSpec *columns)
+{
+	Relation	rel = table_open(p2pay_relid(table), AccessShareLock);
+
+	for (const ColumnSpec *c = columns; c->name != NULL; c++)
+		(void) p2pay_column(rel, c);
+	table_close(rel, NoLock);
+}
+
 /* Read the rules and thresholds through SPI; the caller is connected, as the owner. */
 static void
 load_config(Oid nspid)
@@ -105,6 +138,9 @@ load_config(Oid nspid)
 	int			ret;
 
 	memset(&loaded, 0, sizeof(loaded));
+	check_table("rules", rule_columns);
+	check_table("settings", settings_columns);
+	check_table("ruleset", ruleset_columns);
 
 	ret = SPI_execute("SELECT r.name::pg_catalog.text, r.mode::pg_catalog.text,"
 					  " r.weight::pg_catalog.float8, r.params::pg_catalog.jsonb"
@@ -360,19 +396,12 @@ Datum
 p2pay_check_config(PG_FUNCTION_ARGS)
 {
 	static const char *const tables[] = {"rules", "settings", NULL};
-	static const ColumnSpec rule_columns[] = {
-		COLUMN_NOT_NULL("name", TEXTOID),
-		{"mode", InvalidOid, "rule_mode", true},
-		COLUMN_NOT_NULL("enabled", BOOLOID),
-		COLUMN("weight", FLOAT8OID),
-		COLUMN("params", JSONBOID),
-	};
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	bool		is_rules;
 	HeapTuple	newtup;
 	TupleDesc	desc;
 	bool		isnull;
-	AttrNumber	atts[lengthof(rule_columns)];
+	AttrNumber	atts[lengthof(rule_columns) - 1];
 	char	   *name;
 	int			rule;
 	Datum		d;
@@ -400,7 +429,7 @@ p2pay_check_config(PG_FUNCTION_ARGS)
 
 	newtup = TRIGGER_FIRED_BY_UPDATE(td->tg_event) ? td->tg_newtuple : td->tg_trigtuple;
 	desc = RelationGetDescr(td->tg_relation);
-	for (int i = 0; i < (int) lengthof(rule_columns); i++)
+	for (int i = 0; i < (int) lengthof(atts); i++)
 		atts[i] = p2pay_column(td->tg_relation, &rule_columns[i]);
 
 	name = SPI_getvalue(newtup, desc, atts[0]);
