@@ -47,12 +47,15 @@ my $ROLE = 'ddl_nobody';                # USAGE on schema p2pay, nothing else
 sub uid { return sprintf('00000000-0000-4000-8000-%012d', $_[0]); }
 
 # Fixed transaction ids: the payment under review that resolve() approves,
-# the one the DELETE removes, the two checked inserts.
+# the one the DELETE removes, the checked inserts.
 my $REVIEW  = '00000000-0000-4000-9000-000000000001';
 my $DOOMED  = '00000000-0000-4000-9000-000000000002';
 my $CHECK_1 = '00000000-0000-4000-9000-0000000000c1';
 my $CHECK_2 = '00000000-0000-4000-9000-0000000000c2';
 my $WARM    = '00000000-0000-4000-9000-0000000000a1';
+my $BLOCKED = '00000000-0000-4000-9000-0000000000b1';
+my $TRUSTED = '00000000-0000-4000-9000-0000000000b2';
+my $SNOOZED = '00000000-0000-4000-9000-0000000000b3';
 
 my $node = P2payNode::new_node('schema_changes', 'seed',
 	"restart_after_crash = on\nlog_statement = none\nshared_buffers = 32MB\n");
@@ -623,6 +626,10 @@ my @checks = (
 	[ prune_state   => 'SELECT * FROM p2pay.prune_state()' ],
 	[ rebuild_state => 'SELECT p2pay.rebuild_state()' ],
 	[ insert_after  => insert_sql($CHECK_2, 5, 6, 50, "timestamptz '$T0' + interval '2 minutes'") ],
+	# the lists: user 20 is blocked, 21 trusted, 22 has amount_limit snoozed
+	[ insert_blocked => insert_sql($BLOCKED, 20, 5, 50, "timestamptz '$T0' + interval '3 minutes'") ],
+	[ insert_trusted => insert_sql($TRUSTED, 21, 6, 15000, "timestamptz '$T0' + interval '3 minutes'") ],
+	[ insert_snoozed => insert_sql($SNOOZED, 22, 7, 15000, "timestamptz '$T0' + interval '3 minutes'") ],
 	[
 		history => 'SELECT (SELECT count(*) FROM p2pay.config_history),'
 		  . ' (SELECT max(version) FROM p2pay.config_history), (SELECT version FROM p2pay.ruleset)'
@@ -834,6 +841,14 @@ my %expected;
 		'amount_limit,cycle,new_payee_high_amount,pass_through',
 		'control: the checked payment fires amount_limit, new_payee_high_amount, pass_through and cycle'
 	);
+	my %listed = map { $_ => eval { decode_json($expected{"insert_$_"}) } || {} }
+	  qw(blocked trusted snoozed);
+	ok( $listed{blocked}{decision} eq 'decline' && grep({ $_ eq 'blocklist' } @{ $listed{blocked}{reasons} }),
+		'control: a blocked user\'s payment is declined by the blocklist');
+	ok( $listed{trusted}{decision} eq 'approve' && grep({ $_ eq 'amount_limit' } @{ $listed{trusted}{reasons} }),
+		'control: a trusted user\'s large payment is approved, amount_limit listed');
+	ok(!grep({ $_ eq 'amount_limit' } @{ $listed{snoozed}{reasons} || ['amount_limit'] }),
+		'control: amount_limit is snoozed for its user');
 	like($expected{stream},
 		qr/"event":"flagged".*"event":"decision_changed".*"event":"deleted".*"event":"approved"/s,
 		'control: the stream has the resolution, the inserts and the delete');
@@ -863,6 +878,11 @@ sub verdict_of
 	return \%v;
 }
 
+# The checks that change what later checks see.
+my %writes = map { $_ => 1 }
+  qw(insert resolve delete prune_state rebuild_state insert_after insert_blocked
+  insert_trusted insert_snoozed);
+
 # The lines of two outputs that differ, marked - (expected) and + (got).
 sub line_diff
 {
@@ -875,8 +895,11 @@ sub line_diff
 }
 
 my %compare = (
-	insert       => 'verdict',
-	insert_after => 'verdict',
+	insert         => 'verdict',
+	insert_after   => 'verdict',
+	insert_blocked => 'verdict',
+	insert_trusted => 'verdict',
+	insert_snoozed => 'verdict',
 	score        => 'verdict',
 	state        => 'state',
 	backtest     => 'backtest',
@@ -894,7 +917,7 @@ for my $step (@steps)
 			diag("$step->{name}: $bg->{message}");
 		}
 		# a check is compared with the unaltered database's only while all
-		# the checks before it worked, as they all do there
+		# the checks before it that write worked, as they all do there
 		my $all_worked = 1;
 		for my $i (0 .. $#$st)
 		{
@@ -902,7 +925,7 @@ for my $step (@steps)
 			my $r = $res->{$i} || { state => 'not run' };
 			my $what = "$step->{name}: $label";
 			my $compared = $all_worked;
-			$all_worked = 0 if $is_check && $r->{state} ne 'ok';
+			$all_worked = 0 if $writes{$label} && $r->{state} ne 'ok';
 
 			if ($r->{state} eq 'crash' || $r->{state} eq 'lost' || $r->{state} eq 'not run')
 			{
