@@ -1,4 +1,4 @@
-# t/008_schema_changes.pl: what a DBA does to p2pay's tables, and what a role
+# t/010_schema_changes.pl: what a DBA does to p2pay's tables, and what a role
 # does with p2pay's trigger functions, never crashes the server.
 #
 # What a user relies on: whatever DDL a DBA runs on p2pay's tables (columns
