@@ -92,7 +92,8 @@ CREATE TABLE p2pay.payer_hourly (payer_id uuid, hour timestamptz, n bigint, tota
 SELECT pay();
 ROLLBACK;
 
--- The rules' own trigger reads its table's columns by type too.
+-- The configuration is read by type too: by the payment, and by the rules'
+-- own trigger.
 BEGIN;
 ALTER TABLE p2pay.rules ALTER COLUMN params TYPE json;
 SELECT pay();
