@@ -464,6 +464,7 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	Verdict		verdict;
 	int64		version;
 	OwnerContext saved;
+	MemoryContext row_cxt;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
@@ -480,10 +481,11 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	memset(&facts, 0, sizeof(facts));
 	validate_input(tup, desc, attnums, &in);
 
-	/* 2. lock, 3. evaluate */
+	/* 2. lock, 3. evaluate; amount_base outlives SPI, in the row's context */
+	row_cxt = CurrentMemoryContext;
 	begin_as_owner(rel->rd_rel->relowner, &saved);
 	check_identity(tup, desc);
-	version = score(p2pay_schema(), &in, true, CurrentMemoryContext, &facts, &verdict);
+	version = score(p2pay_schema(), &in, true, row_cxt, &facts, &verdict);
 	end_as_owner(&saved);
 
 	/* 4. write */
@@ -537,9 +539,10 @@ p2pay_score(PG_FUNCTION_ARGS)
 	{
 		Relation	rel = table_open(payments, AccessShareLock);
 		OwnerContext saved;
+		MemoryContext call_cxt = CurrentMemoryContext;
 
 		begin_as_owner(rel->rd_rel->relowner, &saved);
-		version = score(nspid, &in, false, CurrentMemoryContext, &facts, &verdict);
+		version = score(nspid, &in, false, call_cxt, &facts, &verdict);
 		end_as_owner(&saved);
 		table_close(rel, AccessShareLock);
 	}
