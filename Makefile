@@ -67,11 +67,15 @@ uninstall: uninstall-tools
 uninstall-tools:
 	rm -f '$(DESTDIR)$(bindir)/p2pay-stream' '$(DESTDIR)$(bindir)/p2pay-forward'
 
-.PHONY: test demo eval bench
+.PHONY: test demo eval bench valgrind
 # Everything: installs what it needs, builds, installs, runs every suite on
-# a throwaway cluster.
+# a throwaway cluster.  With SANITIZE=1, under ASan and UBSan.
 test:
 	bash scripts/test.sh
+
+# The pg_regress suite against a server under valgrind's memcheck (slow).
+valgrind:
+	bash scripts/valgrind.sh
 
 # A throwaway cluster with a scripted P2P scenario, printed with decisions.
 demo:

@@ -84,7 +84,9 @@ has_output_plugin_libraries() {
 # log live in DIR, with p2pay preloaded; sets PGHOST, PGPORT, PGUSER,
 # PGDATABASE.  OUTPUT_PLUGINS lists the output plugins the server accepts
 # (pgoutput, test_decoding, p2pay); CLUSTER_CONF, settings to add, one per
-# line.
+# line; POSTGRES_PROGRAM, a program pg_ctl runs in place of postgres (a
+# wrapper that runs it under valgrind), and PG_CTL_TIMEOUT, how many seconds
+# pg_ctl waits for the server to start or stop (60).
 start_cluster() {
   local dir=$1 port=$2
   as_pg initdb -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 ||
@@ -104,7 +106,8 @@ start_cluster() {
     fi
     if [ -n "${CLUSTER_CONF:-}" ]; then echo "$CLUSTER_CONF"; fi
   } | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
-  as_pg pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null ||
+  as_pg pg_ctl -D "$dir/data" -l "$dir/server.log" ${POSTGRES_PROGRAM:+-p "$POSTGRES_PROGRAM"} \
+    -t "${PG_CTL_TIMEOUT:-60}" -w start >/dev/null ||
     { cat "$dir/server.log"; return 1; }
   export PGHOST=$dir PGPORT=$port PGUSER=postgres PGDATABASE=postgres
 }
@@ -116,7 +119,7 @@ pg_psql() {
 
 # stop_cluster DIR
 stop_cluster() {
-  as_pg pg_ctl -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
+  as_pg pg_ctl -D "$1/data" -m fast -t "${PG_CTL_TIMEOUT:-60}" -w stop >/dev/null 2>&1 || true
 }
 
 # Sanitizer mode (make test SANITIZE=1).  A p2pay.so built with ASan loads
