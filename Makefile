@@ -17,8 +17,23 @@ TAP_TESTS    = 1
 PG_CONFIG  ?= pg_config
 PG_CFLAGS  += -Wall -Wextra -Werror -Wno-unused-parameter
 
+# make SANITIZE=1 builds the extension and the tools with AddressSanitizer
+# and UndefinedBehaviorSanitizer (gcc's).  The library then loads only into
+# a server that has the ASan runtime preloaded: make test SANITIZE=1 sets
+# that up (README: Testing under sanitizers and valgrind).  In a server, UB
+# is reported and execution goes on, so that a run lists every finding (the
+# run fails on any report); a tool stops at the first, so that the test that
+# ran it fails.
+SANITIZE   ?=
+ifeq ($(SANITIZE),1)
+SANITIZE_FLAGS = -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer
+PG_CFLAGS  += $(SANITIZE_FLAGS)
+TOOL_SANITIZE_FLAGS = $(SANITIZE_FLAGS) -fno-sanitize-recover=undefined,float-cast-overflow
+endif
+
 # Client programs, built by make and installed next to PostgreSQL's own.
 SCRIPTS_built = tools/p2pay-stream tools/p2pay-forward
+EXTRA_CLEAN   = .build-mode
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -29,7 +44,15 @@ $(OBJS): src/p2pay.h src/compat.h src/json.h
 # libpq clients: warnings as errors like the extension.
 PG_INCLUDEDIR := $(shell $(PG_CONFIG) --includedir)
 PG_LIBDIR     := $(shell $(PG_CONFIG) --libdir)
-TOOL_CFLAGS    = -O2 -g -Wall -Wextra -Werror -I$(PG_INCLUDEDIR)
+TOOL_CFLAGS    = -O2 -g -Wall -Wextra -Werror -I$(PG_INCLUDEDIR) $(TOOL_SANITIZE_FLAGS)
+
+# Objects built with and without SANITIZE must never be linked together:
+# .build-mode records the mode of the last build, and a change rebuilds.
+BUILD_MODE = $(if $(SANITIZE_FLAGS),sanitize,plain)
+.build-mode: .FORCE
+	@[ "$$(cat $@ 2>/dev/null)" = $(BUILD_MODE) ] || echo $(BUILD_MODE) > $@
+.PHONY: .FORCE
+$(OBJS) tools/p2pay-stream tools/p2pay-forward: .build-mode
 
 tools/p2pay-stream: tools/p2pay-stream.c tools/replication.h
 	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq
@@ -44,11 +67,15 @@ uninstall: uninstall-tools
 uninstall-tools:
 	rm -f '$(DESTDIR)$(bindir)/p2pay-stream' '$(DESTDIR)$(bindir)/p2pay-forward'
 
-.PHONY: test demo eval bench
+.PHONY: test demo eval bench valgrind
 # Everything: installs what it needs, builds, installs, runs every suite on
-# a throwaway cluster.
+# a throwaway cluster.  With SANITIZE=1, under ASan and UBSan.
 test:
 	bash scripts/test.sh
+
+# The pg_regress suite against a server under valgrind's memcheck (slow).
+valgrind:
+	bash scripts/valgrind.sh
 
 # A throwaway cluster with a scripted P2P scenario, printed with decisions.
 demo:

@@ -22,7 +22,7 @@ pg_user() {
 as_pg() {
   if [ "$(id -u)" = 0 ]; then
     local vars=(PATH="$PATH") v
-    for v in PGHOST PGPORT PGUSER PGDATABASE PERL5LIB PGOPTIONS; do
+    for v in PGHOST PGPORT PGUSER PGDATABASE PERL5LIB PGOPTIONS ASAN_OPTIONS UBSAN_OPTIONS; do
       [ -n "${!v:-}" ] && vars+=("$v=${!v}")
     done
     runuser -u postgres -- env "${vars[@]}" "$@"
@@ -46,11 +46,13 @@ ensure_packages() {
 
 # Build p2pay with warnings as errors and install it into PostgreSQL.  make
 # also builds tools/p2pay-forward, which links librdkafka: every script that
-# builds gets it here, whatever its own package list says.
+# builds gets it here, whatever its own package list says.  The build is the
+# plain one even under make test SANITIZE=1 (which builds its sanitized copy
+# elsewhere): SANITIZE= overrides what make passes down.
 build_and_install() {
   ensure_packages librdkafka-dev
-  make -s PG_CONFIG="$PG_BIN/pg_config"
-  as_root make -s install PG_CONFIG="$PG_BIN/pg_config"
+  make -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE=
+  as_root make -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE=
 }
 
 # A TCP port nobody listens on.
@@ -82,7 +84,9 @@ has_output_plugin_libraries() {
 # log live in DIR, with p2pay preloaded; sets PGHOST, PGPORT, PGUSER,
 # PGDATABASE.  OUTPUT_PLUGINS lists the output plugins the server accepts
 # (pgoutput, test_decoding, p2pay); CLUSTER_CONF, settings to add, one per
-# line.
+# line; POSTGRES_PROGRAM, a program pg_ctl runs in place of postgres (a
+# wrapper that runs it under valgrind), and PG_CTL_TIMEOUT, how many seconds
+# pg_ctl waits for the server to start or stop (60).
 start_cluster() {
   local dir=$1 port=$2
   as_pg initdb -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 ||
@@ -102,7 +106,8 @@ start_cluster() {
     fi
     if [ -n "${CLUSTER_CONF:-}" ]; then echo "$CLUSTER_CONF"; fi
   } | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
-  as_pg pg_ctl -D "$dir/data" -l "$dir/server.log" -w start >/dev/null ||
+  as_pg pg_ctl -D "$dir/data" -l "$dir/server.log" ${POSTGRES_PROGRAM:+-p "$POSTGRES_PROGRAM"} \
+    -t "${PG_CTL_TIMEOUT:-60}" -w start >/dev/null ||
     { cat "$dir/server.log"; return 1; }
   export PGHOST=$dir PGPORT=$port PGUSER=postgres PGDATABASE=postgres
 }
@@ -114,5 +119,84 @@ pg_psql() {
 
 # stop_cluster DIR
 stop_cluster() {
-  as_pg pg_ctl -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
+  as_pg pg_ctl -D "$1/data" -m fast -t "${PG_CTL_TIMEOUT:-60}" -w stop >/dev/null 2>&1 || true
+}
+
+# Sanitizer mode (make test SANITIZE=1).  A p2pay.so built with ASan loads
+# only into a process whose first library is the ASan runtime, and Debian's
+# PostgreSQL is not built with it: servers get the runtime through
+# LD_PRELOAD.  PostgreSQL's test modules start servers with the pg_ctl they
+# find first on PATH, so a directory holding the installation's programs,
+# with pg_ctl replaced by a script that sets the preload and the sanitizers'
+# options, goes first on PATH (and is the bindir given to the TAP suite).
+# Only servers get the runtime that way: psql, perl and the rest run as
+# usual; the tools, built with the sanitizers, carry it themselves.  Every
+# report goes to a file of DIR/sanitizer/logs, one per process, which
+# sanitizer_reports checks.
+
+# sanitizer_setup DIR: make DIR/sanitizer/{logs,bin}, put bin first on PATH
+# (SANITIZER_BIN names it) and export the options the tools read.
+sanitizer_setup() {
+  local dir=$1/sanitizer prog asan
+  asan=$(realpath "$(gcc -print-file-name=libasan.so)")
+  [ -f "$asan" ] || { echo "sanitizer_setup: gcc has no libasan.so" >&2; return 1; }
+  mkdir -p "$dir/logs" "$dir/bin"
+  [ "$(id -u)" = 0 ] && chown "$(pg_user):" "$dir/logs"
+  # scripts/sanitizer-preload.c says why the runtimes need a companion.
+  gcc -shared -fPIC -O2 -Wall -Wextra -Werror -Wno-unused-parameter \
+    -DP2PAY_UBSAN_OPTIONS="\"print_stacktrace=1:log_path=$dir/logs/server\"" \
+    -o "$dir/preload.so" scripts/sanitizer-preload.c
+  for prog in "$PG_BIN"/*; do ln -sf "$prog" "$dir/bin/"; done
+  rm -f "$dir/bin/pg_ctl"
+  # detect_leaks=0 for servers: a backend frees by memory context, and much
+  # of what it holds at exit is meant to live as long as the process.
+  {
+    echo '#!/bin/sh'
+    echo '# A server under the sanitizers'"'"' runtime (scripts/lib.sh).'
+    echo "unset UBSAN_OPTIONS"
+    echo "LD_PRELOAD='$asan $dir/preload.so' \\"
+    echo "ASAN_OPTIONS='detect_leaks=0:log_path=$dir/logs/server' \\"
+    echo "exec '$PG_BIN/pg_ctl' \"\$@\""
+  } >"$dir/bin/pg_ctl"
+  chmod 755 "$dir/bin/pg_ctl"
+  export PATH="$dir/bin:$PATH"
+  export ASAN_OPTIONS="log_path=$dir/logs/tool"
+  export UBSAN_OPTIONS="print_stacktrace=1:log_path=$dir/logs/tool"
+  SANITIZER_BIN=$dir/bin
+}
+
+# sanitizer_check_server DIR: the running server of DIR has the ASan runtime
+# and a p2pay.so that needs it (which brings in the UBSan runtime).
+sanitizer_check_server() {
+  local pid maps
+  pid=$(as_pg head -n 1 "$1/data/postmaster.pid")
+  maps=$(as_pg cat "/proc/$pid/maps")
+  if [[ $maps != */libasan.so* || $maps != */libubsan.so* || $maps != */p2pay.so* ]]; then
+    echo "the server (pid $pid) runs without the sanitizers' runtime or p2pay" >&2
+    return 1
+  fi
+}
+
+# sanitizer_reports DIR: print every report the sanitizers wrote, to their
+# files or (had a runtime lost its options) to a server's log under DIR;
+# fails if there is one.
+sanitizer_reports() {
+  local f found=0
+  for f in "$1"/sanitizer/logs/*; do
+    [ -s "$f" ] || continue
+    found=$((found + 1))
+    echo "--- $f"
+    head -n 100 "$f"
+  done
+  # UBSan: "file:line:col: runtime error: ..."; ASan and LSan: "==pid==ERROR: ..."
+  for f in $(grep -rlE ': runtime error: |^==[0-9]+==ERROR: ' "$1"/server.log "$1"/src/tmp_check/log 2>/dev/null); do
+    found=$((found + 1))
+    echo "--- $f"
+    grep -E -A 20 ': runtime error: |^==[0-9]+==ERROR: ' "$f" | head -n 100
+  done
+  if [ "$found" -gt 0 ]; then
+    echo "$found files hold sanitizer reports" >&2
+    return 1
+  fi
+  echo "no sanitizer reports"
 }

@@ -1335,6 +1335,8 @@ main(int argc, char **argv)
 				break;
 			case 'h':
 				usage();
+				free(kafka_opts);
+				free(f.plugin_opts);
 				return 0;
 			case OPT_TO:
 				f.to = optarg;
@@ -1468,6 +1470,11 @@ main(int argc, char **argv)
 	c = run(&f);
 	if (f.rk != NULL)
 		rd_kafka_destroy(f.rk);
+	if (f.kconf != NULL)
+		rd_kafka_conf_destroy(f.kconf);
+	free(f.queue);
+	free(f.plugin_opts);
+	free(kafka_opts);
 	if (f.out != NULL && f.out != stdout && fclose(f.out) != 0)
 		die("could not close \"%s\": %s", f.to, strerror(errno));
 	if (f.mock_dump != NULL && fclose(f.mock_dump) != 0)

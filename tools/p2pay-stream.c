@@ -77,6 +77,21 @@ die_pq(const char *msg)
 	exit(1);
 }
 
+/*
+ * Print the error of a command that failed (the server's, else libpq's),
+ * end the connection and exit 1.
+ */
+static NORETURN void
+die_result(PGconn *conn, PGresult *res)
+{
+	const char *msg = PQresultErrorMessage(res);
+
+	fputs(msg[0] ? msg : PQerrorMessage(conn), stderr);
+	PQclear(res);
+	PQfinish(conn);
+	exit(1);
+}
+
 /* Complain about the command line, and exit 2. */
 static NORETURN void
 bad_usage(const char *what, const char *arg)
@@ -348,7 +363,7 @@ main(int argc, char **argv)
 	/* A missing slot or a bad plugin option fails here, in the server's words. */
 	res = PQexec(s.conn, cmd);
 	if (PQresultStatus(res) != PGRES_COPY_BOTH)
-		die_pq(PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(s.conn));
+		die_result(s.conn, res);
 	PQclear(res);
 	free(cmd);
 	free(opts);
@@ -380,7 +395,8 @@ main(int argc, char **argv)
 			/* the server ended the stream: an error, or it is shutting down */
 			res = PQgetResult(s.conn);
 			if (PQresultStatus(res) == PGRES_FATAL_ERROR)
-				die_pq(PQresultErrorMessage(res));
+				die_result(s.conn, res);
+			PQclear(res);
 			die("the server ended the stream");
 		}
 		if (len < 0)
