@@ -35,6 +35,7 @@
 #include "catalog/index.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_am.h"
+#include "catalog/partition.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_opclass.h"
 #include "catalog/pg_type.h"
@@ -122,7 +123,7 @@ p2pay_typid(const char *name)
 
 /*
  * Refuse to run trigger function fn on any table but p2pay's tables named
- * in tables (NULL-terminated), compared by OID.
+ * in tables (NULL-terminated), or partitions of them, compared by OID.
  */
 void
 p2pay_require_trigger_table(TriggerData *td, const char *fn, const char *const *tables)
@@ -134,6 +135,18 @@ p2pay_require_trigger_table(TriggerData *td, const char *fn, const char *const *
 	for (int i = 0; tables[i] != NULL; i++)
 		if (get_relname_relid(tables[i], nspid) == relid)
 			return;
+
+	/* a partition of one of them, at any depth */
+	if (td->tg_relation->rd_rel->relispartition)
+	{
+		List	   *ancestors = get_partition_ancestors(relid);
+		ListCell   *lc;
+
+		foreach(lc, ancestors)
+			for (int i = 0; tables[i] != NULL; i++)
+				if (get_relname_relid(tables[i], nspid) == lfirst_oid(lc))
+					return;
+	}
 
 	initStringInfo(&names);
 	for (int i = 0; tables[i] != NULL; i++)
@@ -207,61 +220,66 @@ p2pay_require_heap(Relation rel)
 				 errhint("Restore the table as p2pay's script creates it.")));
 }
 
-/* An index p2pay relies on, refused. */
-static void
-bad_index(Relation index, Relation heap, const char *why)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("index %s of p2pay.%s is not as p2pay created it",
-					RelationGetRelationName(index), RelationGetRelationName(heap)),
-			 errdetail("%s", why),
-			 errhint("p2pay scans this index directly; drop it and create it again as p2pay's script does.")));
-}
-
 /*
- * Check an index that p2pay scans with the default B-tree operators of its
- * key columns: a valid B-tree index on heap whose first keys are the
- * columns named (attnums), ascending, in their columns' collations, without
- * a predicate; unique if asked.
+ * What keeps an index from serving p2pay's scans with the default B-tree
+ * operators of its key columns, or NULL if nothing does: it must be a
+ * valid B-tree index on heap whose first keys are the columns named
+ * (attnums), ascending, in their columns' collations, without a predicate;
+ * unique if asked.
  */
-void
-p2pay_check_index(Relation index, Relation heap, const AttrNumber *attnums, int nkeys,
-				  bool unique)
+const char *
+p2pay_index_problem(Relation index, Relation heap, const AttrNumber *attnums, int nkeys,
+					bool unique)
 {
 	Form_pg_index ind = index->rd_index;
 
 	if (index->rd_rel->relkind != RELKIND_INDEX || ind == NULL)
-		bad_index(index, heap, "It is not a plain index.");
+		return "It is not a plain index.";
 	if (ind->indrelid != RelationGetRelid(heap))
-		bad_index(index, heap, "It belongs to another table.");
+		return "It belongs to another table.";
 	if (index->rd_rel->relam != BTREE_AM_OID)
-		bad_index(index, heap, "It is not a B-tree index.");
+		return "It is not a B-tree index.";
 	if (!ind->indisvalid || !ind->indisready || !ind->indislive)
-		bad_index(index, heap, "It is not valid (a failed or unfinished CREATE INDEX CONCURRENTLY or REINDEX).");
+		return "It is not valid (a failed or unfinished CREATE INDEX CONCURRENTLY or REINDEX).";
 	if (unique && !ind->indisunique)
-		bad_index(index, heap, "It is not unique.");
+		return "It is not unique.";
 	if (!heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL))
-		bad_index(index, heap, "It has a predicate.");
+		return "It has a predicate.";
 	if (ind->indnkeyatts < nkeys)
-		bad_index(index, heap, "It has fewer key columns than p2pay scans.");
+		return "It has fewer key columns than p2pay scans.";
 	for (int i = 0; i < nkeys; i++)
 	{
-		Oid			typid;
+		Form_pg_attribute att;
 		Oid			opclass;
 
 		if (ind->indkey.values[i] != attnums[i])
-			bad_index(index, heap, "Its key columns are not the ones p2pay scans.");
+			return "Its key columns are not the ones p2pay scans.";
+		att = TupleDescAttr(RelationGetDescr(heap), attnums[i] - 1);
 		if (index->rd_indoption[i] != 0)
-			bad_index(index, heap, "Its key columns are not in ascending order with nulls last.");
-		if (index->rd_indcollation[i] !=
-			TupleDescAttr(RelationGetDescr(heap), attnums[i] - 1)->attcollation)
-			bad_index(index, heap, "Its collation is not its column's.");
-		typid = TupleDescAttr(RelationGetDescr(heap), attnums[i] - 1)->atttypid;
-		opclass = GetDefaultOpClass(typid, BTREE_AM_OID);
+			return "Its key columns are not in ascending order with nulls last.";
+		if (index->rd_indcollation[i] != att->attcollation)
+			return "Its collation is not its column's.";
+		opclass = GetDefaultOpClass(att->atttypid, BTREE_AM_OID);
 		if (!OidIsValid(opclass) || get_opclass_family(opclass) != index->rd_opfamily[i])
-			bad_index(index, heap, "Its operator class is not the default one of its column's type.");
+			return "Its operator class is not the default one of its column's type.";
 	}
+	return NULL;
+}
+
+/* Refuse an index p2pay scans unless p2pay_index_problem finds nothing. */
+void
+p2pay_check_index(Relation index, Relation heap, const AttrNumber *attnums, int nkeys,
+				  bool unique)
+{
+	const char *problem = p2pay_index_problem(index, heap, attnums, nkeys, unique);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("index %s of p2pay.%s is not as p2pay created it",
+						RelationGetRelationName(index), RelationGetRelationName(heap)),
+				 errdetail("%s", problem),
+				 errhint("p2pay scans this index directly; drop it and create it again as p2pay's script does.")));
 }
 
 /*

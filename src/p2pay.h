@@ -210,6 +210,8 @@ extern void p2pay_require_trigger_table(struct TriggerData *td, const char *fn,
 										const char *const *tables);
 extern AttrNumber p2pay_column(struct RelationData *rel, const ColumnSpec *spec);
 extern void p2pay_require_heap(struct RelationData *rel);
+extern const char *p2pay_index_problem(struct RelationData *index, struct RelationData *heap,
+									   const AttrNumber *attnums, int nkeys, bool unique);
 extern void p2pay_check_index(struct RelationData *index, struct RelationData *heap,
 							  const AttrNumber *attnums, int nkeys, bool unique);
 extern void p2pay_begin_as_owner(Oid owner, OwnerContext *saved);

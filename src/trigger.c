@@ -40,6 +40,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 /* Columns the trigger reads or writes, by name. */
@@ -95,71 +96,123 @@ static const ColumnSpec payment_columns[NUM_COLUMNS] = {
 static const char *const payments_only[] = {"payments", NULL};
 
 /*
- * What the triggers know of p2pay.payments: where its columns are (their
- * types checked), and the sequence of its identity column; loaded again
- * after any change to the table.
+ * What the triggers know of each table they fire on, p2pay.payments or one
+ * of its partitions: where its columns are (their types checked, the
+ * table checked to be p2pay's), and the sequence of the identity of
+ * p2pay.payments; forgotten after any change to the table or to
+ * p2pay.payments.
  */
-static struct
+typedef struct PaymentLayout
 {
+	Oid			relid;			/* hash key */
 	bool		valid;
-	Oid			relid;
 	int			attnums[NUM_COLUMNS];
-	AttrNumber	id_att;			/* the identity column, or 0 */
-	Oid			id_seq;
-}			layout;
+	AttrNumber	id_att;			/* this table's id column, or 0 */
+	Oid			id_seq;			/* the identity sequence of p2pay.payments */
+	bool		is_partition;	/* a partition of p2pay.payments */
+} PaymentLayout;
 
-static bool layout_callback_registered = false;
+static HTAB *layouts = NULL;
+static Oid	layouts_root = InvalidOid;	/* p2pay.payments, for the entries */
 
 static void
 layout_invalidate(Datum arg, Oid relid)
 {
-	if (!OidIsValid(relid) || relid == layout.relid)
-		layout.valid = false;
+	HASH_SEQ_STATUS seq;
+	PaymentLayout *entry;
+
+	if (layouts == NULL)
+		return;
+	if (OidIsValid(relid) && relid != layouts_root)
+	{
+		entry = hash_search(layouts, &relid, HASH_FIND, NULL);
+		if (entry != NULL)
+			entry->valid = false;
+		return;
+	}
+	hash_seq_init(&seq, layouts);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+		entry->valid = false;
 }
 
 /* The decision enum's values, looked up once per backend. */
 static Oid	decision_typid = InvalidOid;
 static Datum decision_values[3];
 
+/* The kind of identity of a column (pg_attribute.attidentity), or '\0'. */
+static char
+identity_of(Oid relid, AttrNumber attnum)
+{
+	HeapTuple	tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(attnum));
+	char		identity = '\0';
+
+	if (HeapTupleIsValid(tup))
+	{
+		identity = ((Form_pg_attribute) GETSTRUCT(tup))->attidentity;
+		ReleaseSysCache(tup);
+	}
+	return identity;
+}
+
 /*
- * Refuse to run trigger function fn on anything but p2pay.payments, and
- * return the attribute numbers of its columns, their types checked.
+ * Refuse to run trigger function fn on anything but p2pay.payments or a
+ * partition of it, and return what is known of the table.
  */
-static const int *
+static const PaymentLayout *
 payment_layout(TriggerData *td, const char *fn)
 {
 	Relation	rel = td->tg_relation;
+	Oid			relid = RelationGetRelid(rel);
 	TupleDesc	desc = RelationGetDescr(rel);
+	PaymentLayout *entry;
+	bool		found;
+	Oid			root;
+	AttrNumber	root_id;
 
-	p2pay_require_trigger_table(td, fn, payments_only);
-	if (layout.valid && layout.relid == RelationGetRelid(rel))
-		return layout.attnums;
-
-	if (!layout_callback_registered)
+	if (layouts == NULL)
 	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(PaymentLayout);
+		ctl.hcxt = TopMemoryContext;
+		layouts = hash_create("p2pay payment layouts", 16, &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		CacheRegisterRelcacheCallback(layout_invalidate, (Datum) 0);
-		layout_callback_registered = true;
 	}
-	layout.valid = false;
-	layout.relid = RelationGetRelid(rel);
+	entry = hash_search(layouts, &relid, HASH_ENTER, &found);
+	if (found && entry->valid)
+		return entry;
+
+	entry->valid = false;
+	p2pay_require_trigger_table(td, fn, payments_only);
 	for (int i = 0; i < NUM_COLUMNS; i++)
-		layout.attnums[i] = p2pay_column(rel, &payment_columns[i]);
+		entry->attnums[i] = p2pay_column(rel, &payment_columns[i]);
 
-	/* the identity column, if the table still has one */
-	layout.id_att = InvalidAttrNumber;
-	layout.id_seq = InvalidOid;
-	for (int i = 0; i < desc->natts; i++)
+	/*
+	 * The identity of p2pay.payments (a partition has none of its own): the
+	 * sequence, and this table's id column.
+	 */
+	root = p2pay_relid("payments");
+	layouts_root = root;
+	entry->is_partition = relid != root;
+	entry->id_att = InvalidAttrNumber;
+	entry->id_seq = InvalidOid;
+	root_id = get_attnum(root, "id");
+	if (root_id != InvalidAttrNumber && identity_of(root, root_id) != '\0')
 	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && att->attidentity != '\0' && att->atttypid == INT8OID)
+		entry->id_seq = getIdentitySequence(root, root_id, true);
+		for (int i = 0; i < desc->natts; i++)
 		{
-			layout.id_att = att->attnum;
-			layout.id_seq = getIdentitySequence(layout.relid, att->attnum, true);
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!att->attisdropped && att->atttypid == INT8OID &&
+				strcmp(NameStr(att->attname), "id") == 0)
+				entry->id_att = att->attnum;
 		}
 	}
-	layout.valid = true;
-	return layout.attnums;
+	entry->valid = true;
+	return entry;
 }
 
 /* The value of a NOT NULL input column, or a not-null error naming it. */
@@ -366,24 +419,32 @@ write_verdict(HeapTuple tup, TupleDesc desc, const int *attnums,
  * that chooses its own (INSERT ... OVERRIDING SYSTEM VALUE, or COPY) could
  * take the id the sequence gives next, and every later insert would fail
  * on the primary key.  An id at or below the sequence's last value can't
- * collide with one to come.  Read as the owner, who may read the sequence.
+ * collide with one to come.  A row inserted straight into a partition of
+ * p2pay.payments, which has no identity of its own, gets its id from
+ * p2pay.payments' sequence here.  Run as the owner, who may use the
+ * sequence; returns the id to write, if one is to be written.
  */
-static void
-check_identity(HeapTuple tup, TupleDesc desc)
+static bool
+check_identity(const PaymentLayout *layout, HeapTuple tup, TupleDesc desc, Datum *assign)
 {
 	LOCAL_FCINFO(fcinfo, 1);
 	bool		isnull;
 	Datum		id;
 	Datum		last;
 
-	if (layout.id_att == InvalidAttrNumber || !OidIsValid(layout.id_seq))
-		return;
-	id = heap_getattr(tup, layout.id_att, desc, &isnull);
+	if (layout->id_att == InvalidAttrNumber || !OidIsValid(layout->id_seq))
+		return false;
+	id = heap_getattr(tup, layout->id_att, desc, &isnull);
 	if (isnull)
-		return;					/* the primary key refuses it */
+	{
+		if (!layout->is_partition)
+			return false;		/* the primary key refuses it */
+		*assign = DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(layout->id_seq));
+		return true;
+	}
 
 	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = ObjectIdGetDatum(layout.id_seq);
+	fcinfo->args[0].value = ObjectIdGetDatum(layout->id_seq);
 	fcinfo->args[0].isnull = false;
 	last = pg_sequence_last_value(fcinfo);
 	if (fcinfo->isnull || DatumGetInt64(id) > DatumGetInt64(last))
@@ -393,6 +454,7 @@ check_identity(HeapTuple tup, TupleDesc desc)
 				 errdetail("The id given was " INT64_FORMAT ", which the sequence has not handed out.",
 						   DatumGetInt64(id)),
 				 errhint("Leave id out of the INSERT (and don't use OVERRIDING SYSTEM VALUE).")));
+	return false;
 }
 
 /*
@@ -458,6 +520,7 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	Relation	rel;
 	TupleDesc	desc;
 	HeapTuple	tup;
+	const PaymentLayout *layout;
 	const int  *attnums;
 	PaymentInput in;
 	PaymentFacts facts;
@@ -465,6 +528,8 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	int64		version;
 	OwnerContext saved;
 	MemoryContext row_cxt;
+	Datum		id = (Datum) 0;
+	bool		assign_id;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
@@ -475,7 +540,8 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	rel = td->tg_relation;
 	desc = RelationGetDescr(rel);
 	tup = td->tg_trigtuple;
-	attnums = payment_layout(td, "score_payment");
+	layout = payment_layout(td, "score_payment");
+	attnums = layout->attnums;
 
 	/* 1. validate */
 	memset(&facts, 0, sizeof(facts));
@@ -484,12 +550,20 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	/* 2. lock, 3. evaluate; amount_base outlives SPI, in the row's context */
 	row_cxt = CurrentMemoryContext;
 	begin_as_owner(rel->rd_rel->relowner, &saved);
-	check_identity(tup, desc);
+	assign_id = check_identity(layout, tup, desc, &id);
 	version = score(p2pay_schema(), &in, true, row_cxt, &facts, &verdict);
 	end_as_owner(&saved);
 
 	/* 4. write */
-	return PointerGetDatum(write_verdict(tup, desc, attnums, &facts, &verdict, version));
+	tup = write_verdict(tup, desc, attnums, &facts, &verdict, version);
+	if (assign_id)
+	{
+		bool		null = false;
+		int			col = layout->id_att;
+
+		tup = heap_modify_tuple_by_cols(tup, desc, 1, &col, &id, &null);
+	}
+	return PointerGetDatum(tup);
 }
 
 /* An argument of p2pay.score, which must not be null. */
@@ -612,7 +686,7 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 				 errmsg("p2pay.guard_payment() must be fired BEFORE UPDATE FOR EACH ROW")));
 
 	desc = RelationGetDescr(td->tg_relation);
-	attnums = payment_layout(td, "guard_payment");
+	attnums = payment_layout(td, "guard_payment")->attnums;
 	require_full_identity(td->tg_relation, "updated");
 
 	for (size_t i = 0; i < lengthof(facts); i++)
@@ -695,7 +769,7 @@ p2pay_forget_payment_trigger(PG_FUNCTION_ARGS)
 	rel = td->tg_relation;
 	desc = RelationGetDescr(rel);
 	tup = td->tg_trigtuple;
-	attnums = payment_layout(td, "forget_payment");
+	attnums = payment_layout(td, "forget_payment")->attnums;
 	require_full_identity(rel, "deleted");
 
 	/*
