@@ -24,6 +24,11 @@
  * caller created (a type, domain, operator, function or cast in pg_temp or
  * in a schema first on its path) is resolved by p2pay's SQL.  The SQL text
  * names everything with its schema as well.
+ *
+ * Error fields: an error about a column of a payment names p2pay.payments
+ * and the column in the error report's fields, whichever relation the
+ * trigger fired on, so that an application finds the field without reading
+ * the message.
  */
 #include "postgres.h"
 
@@ -36,12 +41,14 @@
 #include "catalog/indexing.h"
 #include "catalog/pg_am.h"
 #include "catalog/partition.h"
+#include "catalog/pg_constraint.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_opclass.h"
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -111,6 +118,93 @@ p2pay_relid(const char *name)
 				 errmsg("relation \"%s.%s\" does not exist", get_namespace_name(nspid), name),
 				 errhint("It belongs to the p2pay extension, which expects its objects as it created them.")));
 	return relid;
+}
+
+/*
+ * The fields of an error report that name the column of a payment that is
+ * wrong (schema, table and column, as PostgreSQL's own not-null error
+ * fills them), for use in ereport() as errtablecol() is.  They name
+ * p2pay.payments, the table an application writes, whichever relation the
+ * trigger fired on, and need no relation at all: score() reports its
+ * arguments as the columns of the payment they stand for.
+ */
+int
+p2pay_errpaymentcol(const char *column)
+{
+	err_generic_string(PG_DIAG_SCHEMA_NAME, get_namespace_name(p2pay_schema()));
+	err_generic_string(PG_DIAG_TABLE_NAME, "payments");
+	err_generic_string(PG_DIAG_COLUMN_NAME, column);
+	return 0;					/* the value does not matter */
+}
+
+/*
+ * The name of the foreign key of p2pay.payments that makes column reference
+ * p2pay's table reftable, or NULL if there is none (a DBA dropped it).  Read
+ * from pg_constraint, so that a renamed constraint is named as it is now.
+ */
+static char *
+payment_foreign_key(const char *column, const char *reftable)
+{
+	Oid			nspid = p2pay_schema();
+	Oid			relid = get_relname_relid("payments", nspid);
+	Oid			refid = get_relname_relid(reftable, nspid);
+	AttrNumber	attnum;
+	Relation	conrel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *name = NULL;
+
+	if (!OidIsValid(relid) || !OidIsValid(refid))
+		return NULL;
+	attnum = get_attnum(relid, column);
+	if (attnum == InvalidAttrNumber)
+		return NULL;
+
+	conrel = table_open(ConstraintRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_constraint_conrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(conrel, ConstraintRelidTypidNameIndexId, true, NULL, 1, &key);
+	while (name == NULL && HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_constraint con = (Form_pg_constraint) GETSTRUCT(tup);
+		bool		isnull;
+		Datum		conkey;
+		Datum	   *keys;
+		bool	   *keynulls;
+		int			nkeys;
+
+		if (con->contype != CONSTRAINT_FOREIGN || con->confrelid != refid)
+			continue;
+		conkey = heap_getattr(tup, Anum_pg_constraint_conkey, RelationGetDescr(conrel), &isnull);
+		if (isnull)
+			continue;
+		deconstruct_array(DatumGetArrayTypeP(conkey), INT2OID, sizeof(int16), true,
+						  TYPALIGN_SHORT, &keys, &keynulls, &nkeys);
+		if (nkeys == 1 && !keynulls[0] && DatumGetInt16(keys[0]) == attnum)
+			name = pstrdup(NameStr(con->conname));
+	}
+	systable_endscan(scan);
+	table_close(conrel, AccessShareLock);
+	return name;
+}
+
+/*
+ * p2pay_errpaymentcol's fields for a column whose value p2pay found missing
+ * from the table it references, with the name of the payments foreign key
+ * on that column, as PostgreSQL's foreign-key violation names it: p2pay
+ * checks the reference before the constraint would, and an application
+ * that maps constraint names to its own errors sees the same one.
+ */
+int
+p2pay_errpaymentref(const char *column, const char *reftable)
+{
+	char	   *constraint = payment_foreign_key(column, reftable);
+
+	p2pay_errpaymentcol(column);
+	if (constraint != NULL)
+		err_generic_string(PG_DIAG_CONSTRAINT_NAME, constraint);
+	return 0;
 }
 
 /* The type called name in p2pay's schema (decision, rule_mode), or InvalidOid. */

@@ -1884,7 +1884,8 @@ p2pay_lookup_references(Oid nspid, const PaymentInput *in, PaymentFacts *facts,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("unknown currency \"%s\" in column currency",
 						p2pay_echo(TextDatumGetCString(in->currency))),
-				 errhint("Add it to p2pay.currencies with its rate_to_base first.")));
+				 errhint("Add it to p2pay.currencies with its rate_to_base first."),
+				 p2pay_errpaymentref("currency", "currencies")));
 	rate = ref_att(&ra, REF_CURRENCIES, tup, ATT_CURRENCY_RATE, &isnull);
 
 	tup = ref_by_uuid(&ra, REF_USERS, ATT_USER_ID, in->payer);
@@ -1892,20 +1893,23 @@ p2pay_lookup_references(Oid nspid, const PaymentInput *in, PaymentFacts *facts,
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("unknown user %s in column payer_id", uuid_text(in->payer)),
-				 errdetail("Payments are made between users of p2pay.users.")));
+				 errdetail("Payments are made between users of p2pay.users."),
+				 p2pay_errpaymentref("payer_id", "users")));
 	facts->payer_created_at =
 		DatumGetTimestampTz(ref_att(&ra, REF_USERS, tup, ATT_USER_CREATED_AT, &isnull));
 	if (ref_by_uuid(&ra, REF_USERS, ATT_USER_ID, in->payee) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("unknown user %s in column payee_id", uuid_text(in->payee)),
-				 errdetail("Payments are made between users of p2pay.users.")));
+				 errdetail("Payments are made between users of p2pay.users."),
+				 p2pay_errpaymentref("payee_id", "users")));
 	if (ref_by_uuid(&ra, REF_METHODS, ATT_METHOD_ID, in->method) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("unknown payment method %s in column payment_method_id",
 						uuid_text(in->method)),
-				 errhint("SELECT id, name FROM p2pay.payment_methods lists them.")));
+				 errhint("SELECT id, name FROM p2pay.payment_methods lists them."),
+				 p2pay_errpaymentref("payment_method_id", "payment_methods")));
 	{
 		RefAtt		atts[2] = {ATT_UPM_USER, ATT_UPM_METHOD};
 		RegProcedure procs[2] = {F_UUID_EQ, F_UUID_EQ};

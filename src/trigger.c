@@ -225,7 +225,8 @@ required(HeapTuple tup, TupleDesc desc, const int *attnums, PaymentColumn col)
 	if (isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
-				 errmsg("column %s of a payment must not be null", column_names(col))));
+				 errmsg("column %s of a payment must not be null", column_names(col)),
+				 p2pay_errpaymentcol(column_names(col))));
 	return d;
 }
 
@@ -250,19 +251,22 @@ validate_amount(Numeric amount)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("column amount must be a finite number"),
-				 errdetail("The amount given was %s.", amount_text(amount))));
+				 errdetail("The amount given was %s.", amount_text(amount)),
+				 p2pay_errpaymentcol("amount")));
 
 	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(amount), zero)) <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("column amount must be greater than zero"),
-				 errdetail("The amount given was %s.", amount_text(amount))));
+				 errdetail("The amount given was %s.", amount_text(amount)),
+				 p2pay_errpaymentcol("amount")));
 
 	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(amount), max_amount)) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("column amount must not exceed 10^15"),
-				 errdetail("The amount given was %s.", amount_text(amount))));
+				 errdetail("The amount given was %s.", amount_text(amount)),
+				 p2pay_errpaymentcol("amount")));
 
 	rounded = DatumGetNumeric(DirectFunctionCall2(numeric_round, NumericGetDatum(amount),
 												  Int32GetDatum(4)));
@@ -271,7 +275,8 @@ validate_amount(Numeric amount)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("column amount must have at most 4 decimal places"),
-				 errdetail("The amount given was %s.", amount_text(amount))));
+				 errdetail("The amount given was %s.", amount_text(amount)),
+				 p2pay_errpaymentcol("amount")));
 }
 
 /* Reject payment times that are not finite or lie too far in the future. */
@@ -283,7 +288,8 @@ validate_created_at(TimestampTz t)
 	if (TIMESTAMP_NOT_FINITE(t))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("column created_at must be a finite time")));
+				 errmsg("column created_at must be a finite time"),
+				 p2pay_errpaymentcol("created_at")));
 
 	limit = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 										(int64) p2pay_future_tolerance * 1000);
@@ -293,7 +299,8 @@ validate_created_at(TimestampTz t)
 				 errmsg("column created_at lies more than %d seconds in the future",
 						p2pay_future_tolerance),
 				 errdetail("The time given was %s.", timestamptz_to_str(t)),
-				 errhint("The tolerance is the setting p2pay.future_tolerance.")));
+				 errhint("The tolerance is the setting p2pay.future_tolerance."),
+				 p2pay_errpaymentcol("created_at")));
 }
 
 /* Check a payment's values, wherever they came from. */
@@ -305,7 +312,8 @@ validate_payment(const PaymentInput *in)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("columns payer_id and payee_id must differ"),
-				 errdetail("A user can't pay themselves.")));
+				 errdetail("A user can't pay themselves."),
+				 p2pay_errpaymentcol("payee_id")));
 	validate_created_at(in->created_at);
 }
 
@@ -333,7 +341,8 @@ validate_input(HeapTuple tup, TupleDesc desc, const int *attnums, PaymentInput *
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("column amount_base of a new payment must be left to p2pay"),
 				 errdetail("A payment that arrives with amount_base set was scored already, as the rows of a dump were."),
-				 errhint("Restore a dump of p2pay with session_replication_role = replica, which keeps each payment's verdict; new payments leave amount_base out.")));
+				 errhint("Restore a dump of p2pay with session_replication_role = replica, which keeps each payment's verdict; new payments leave amount_base out."),
+				 p2pay_errpaymentcol("amount_base")));
 }
 
 /* Connect to SPI and work as the owner of payments (see catalog.c). */
@@ -453,7 +462,8 @@ check_identity(const PaymentLayout *layout, HeapTuple tup, TupleDesc desc, Datum
 				 errmsg("column id of p2pay.payments can only be assigned by its identity sequence"),
 				 errdetail("The id given was " INT64_FORMAT ", which the sequence has not handed out.",
 						   DatumGetInt64(id)),
-				 errhint("Leave id out of the INSERT (and don't use OVERRIDING SYSTEM VALUE).")));
+				 errhint("Leave id out of the INSERT (and don't use OVERRIDING SYSTEM VALUE)."),
+				 p2pay_errpaymentcol("id")));
 	return false;
 }
 
@@ -566,14 +576,20 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	return PointerGetDatum(tup);
 }
 
-/* An argument of p2pay.score, which must not be null. */
+/*
+ * An argument of p2pay.score, which must not be null.  Its error names the
+ * column of payments it stands for, as every other error of score() does
+ * (they come from the code the trigger runs): an application that checks a
+ * payment with score() before inserting it maps both the same way.
+ */
 static Datum
-score_arg(FunctionCallInfo fcinfo, int n, const char *name)
+score_arg(FunctionCallInfo fcinfo, int n, const char *name, const char *column)
 {
 	if (PG_ARGISNULL(n))
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
-				 errmsg("argument %s of p2pay.score must not be null", name)));
+				 errmsg("argument %s of p2pay.score must not be null", name),
+				 p2pay_errpaymentcol(column)));
 	return PG_GETARG_DATUM(n);
 }
 
@@ -601,12 +617,12 @@ p2pay_score(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "p2pay_score: must return a row");
 
-	in.payer = DatumGetUUIDP(score_arg(fcinfo, 0, "payer_id"));
-	in.payee = DatumGetUUIDP(score_arg(fcinfo, 1, "payee_id"));
-	in.amount = DatumGetNumeric(score_arg(fcinfo, 2, "amount"));
-	in.currency = score_arg(fcinfo, 3, "currency");
-	in.method = DatumGetUUIDP(score_arg(fcinfo, 4, "payment_method_id"));
-	in.created_at = DatumGetTimestampTz(score_arg(fcinfo, 5, "at"));
+	in.payer = DatumGetUUIDP(score_arg(fcinfo, 0, "payer_id", "payer_id"));
+	in.payee = DatumGetUUIDP(score_arg(fcinfo, 1, "payee_id", "payee_id"));
+	in.amount = DatumGetNumeric(score_arg(fcinfo, 2, "amount", "amount"));
+	in.currency = score_arg(fcinfo, 3, "currency", "currency");
+	in.method = DatumGetUUIDP(score_arg(fcinfo, 4, "payment_method_id", "payment_method_id"));
+	in.created_at = DatumGetTimestampTz(score_arg(fcinfo, 5, "at", "created_at"));
 
 	memset(&facts, 0, sizeof(facts));
 	validate_payment(&in);
@@ -697,7 +713,8 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 					 errmsg("column %s of a scored payment cannot be changed",
 							column_names(facts[i])),
 					 errdetail("The payment was scored and counted in the account state with its original values."),
-					 errhint("Insert a correcting payment instead.")));
+					 errhint("Insert a correcting payment instead."),
+					 p2pay_errpaymentcol(column_names(facts[i]))));
 	}
 
 	/*
@@ -719,7 +736,8 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 						 errmsg("column %s of a payment is changed only by p2pay",
 								column_names(verdict_cols[i])),
 						 errdetail("The verdict is written by the scoring trigger; an analyst changes a decision under review with p2pay.resolve()."),
-						 errhint("SELECT p2pay.resolve(transaction_id, 'approve', 'note') resolves a review.")));
+						 errhint("SELECT p2pay.resolve(transaction_id, 'approve', 'note') resolves a review."),
+						 p2pay_errpaymentcol(column_names(verdict_cols[i]))));
 		}
 	}
 
