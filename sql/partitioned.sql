@@ -113,6 +113,18 @@ RETURNING id = currval(pg_get_serial_sequence('p2pay.payments', 'id')) AS id_fro
 INSERT INTO p2pay.payments_2026_11 (id, payer_id, payee_id, amount, currency, payment_method_id, created_at)
 VALUES (10000000, uid(1), uid(2), 15, 'USD', '00000000-0000-4000-8000-000000000001', '2026-11-20 12:00+00');
 
+-- Its errors name p2pay.payments, the table the application writes.
+DO $$
+DECLARE
+  s text; t text; c text;
+BEGIN
+  INSERT INTO p2pay.payments_2026_11 (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  VALUES (uid(1), uid(2), 0, 'USD', '00000000-0000-4000-8000-000000000001', '2026-11-20 12:00+00');
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS s = SCHEMA_NAME, t = TABLE_NAME, c = COLUMN_NAME;
+  RAISE NOTICE '% %: %.%.%', SQLSTATE, SQLERRM, s, t, c;
+END $$;
+
 -- A table with its columns in another order, attached as a partition.
 CREATE TABLE p2pay.payments_2026_12 (LIKE p2pay.payments);
 ALTER TABLE p2pay.payments_2026_12 DROP COLUMN payee_id;
