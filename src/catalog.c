@@ -24,6 +24,11 @@
  * caller created (a type, domain, operator, function or cast in pg_temp or
  * in a schema first on its path) is resolved by p2pay's SQL.  The SQL text
  * names everything with its schema as well.
+ *
+ * Error fields: an error about a column of a payment names p2pay.payments
+ * and the column in the error report's fields, whichever relation the
+ * trigger fired on, so that an application finds the field without reading
+ * the message.
  */
 #include "postgres.h"
 
@@ -35,12 +40,15 @@
 #include "catalog/index.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_am.h"
+#include "catalog/partition.h"
+#include "catalog/pg_constraint.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_opclass.h"
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -112,6 +120,93 @@ p2pay_relid(const char *name)
 	return relid;
 }
 
+/*
+ * The fields of an error report that name the column of a payment that is
+ * wrong (schema, table and column, as PostgreSQL's own not-null error
+ * fills them), for use in ereport() as errtablecol() is.  They name
+ * p2pay.payments, the table an application writes, whichever relation the
+ * trigger fired on, and need no relation at all: score() reports its
+ * arguments as the columns of the payment they stand for.
+ */
+int
+p2pay_errpaymentcol(const char *column)
+{
+	err_generic_string(PG_DIAG_SCHEMA_NAME, get_namespace_name(p2pay_schema()));
+	err_generic_string(PG_DIAG_TABLE_NAME, "payments");
+	err_generic_string(PG_DIAG_COLUMN_NAME, column);
+	return 0;					/* the value does not matter */
+}
+
+/*
+ * The name of the foreign key of p2pay.payments that makes column reference
+ * p2pay's table reftable, or NULL if there is none (a DBA dropped it).  Read
+ * from pg_constraint, so that a renamed constraint is named as it is now.
+ */
+static char *
+payment_foreign_key(const char *column, const char *reftable)
+{
+	Oid			nspid = p2pay_schema();
+	Oid			relid = get_relname_relid("payments", nspid);
+	Oid			refid = get_relname_relid(reftable, nspid);
+	AttrNumber	attnum;
+	Relation	conrel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	char	   *name = NULL;
+
+	if (!OidIsValid(relid) || !OidIsValid(refid))
+		return NULL;
+	attnum = get_attnum(relid, column);
+	if (attnum == InvalidAttrNumber)
+		return NULL;
+
+	conrel = table_open(ConstraintRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_constraint_conrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(conrel, ConstraintRelidTypidNameIndexId, true, NULL, 1, &key);
+	while (name == NULL && HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_constraint con = (Form_pg_constraint) GETSTRUCT(tup);
+		bool		isnull;
+		Datum		conkey;
+		Datum	   *keys;
+		bool	   *keynulls;
+		int			nkeys;
+
+		if (con->contype != CONSTRAINT_FOREIGN || con->confrelid != refid)
+			continue;
+		conkey = heap_getattr(tup, Anum_pg_constraint_conkey, RelationGetDescr(conrel), &isnull);
+		if (isnull)
+			continue;
+		deconstruct_array(DatumGetArrayTypeP(conkey), INT2OID, sizeof(int16), true,
+						  TYPALIGN_SHORT, &keys, &keynulls, &nkeys);
+		if (nkeys == 1 && !keynulls[0] && DatumGetInt16(keys[0]) == attnum)
+			name = pstrdup(NameStr(con->conname));
+	}
+	systable_endscan(scan);
+	table_close(conrel, AccessShareLock);
+	return name;
+}
+
+/*
+ * p2pay_errpaymentcol's fields for a column whose value p2pay found missing
+ * from the table it references, with the name of the payments foreign key
+ * on that column, as PostgreSQL's foreign-key violation names it: p2pay
+ * checks the reference before the constraint would, and an application
+ * that maps constraint names to its own errors sees the same one.
+ */
+int
+p2pay_errpaymentref(const char *column, const char *reftable)
+{
+	char	   *constraint = payment_foreign_key(column, reftable);
+
+	p2pay_errpaymentcol(column);
+	if (constraint != NULL)
+		err_generic_string(PG_DIAG_CONSTRAINT_NAME, constraint);
+	return 0;
+}
+
 /* The type called name in p2pay's schema (decision, rule_mode), or InvalidOid. */
 Oid
 p2pay_typid(const char *name)
@@ -122,7 +217,7 @@ p2pay_typid(const char *name)
 
 /*
  * Refuse to run trigger function fn on any table but p2pay's tables named
- * in tables (NULL-terminated), compared by OID.
+ * in tables (NULL-terminated), or partitions of them, compared by OID.
  */
 void
 p2pay_require_trigger_table(TriggerData *td, const char *fn, const char *const *tables)
@@ -134,6 +229,18 @@ p2pay_require_trigger_table(TriggerData *td, const char *fn, const char *const *
 	for (int i = 0; tables[i] != NULL; i++)
 		if (get_relname_relid(tables[i], nspid) == relid)
 			return;
+
+	/* a partition of one of them, at any depth */
+	if (td->tg_relation->rd_rel->relispartition)
+	{
+		List	   *ancestors = get_partition_ancestors(relid);
+		ListCell   *lc;
+
+		foreach(lc, ancestors)
+			for (int i = 0; tables[i] != NULL; i++)
+				if (get_relname_relid(tables[i], nspid) == lfirst_oid(lc))
+					return;
+	}
 
 	initStringInfo(&names);
 	for (int i = 0; tables[i] != NULL; i++)
@@ -207,61 +314,66 @@ p2pay_require_heap(Relation rel)
 				 errhint("Restore the table as p2pay's script creates it.")));
 }
 
-/* An index p2pay relies on, refused. */
-static void
-bad_index(Relation index, Relation heap, const char *why)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("index %s of p2pay.%s is not as p2pay created it",
-					RelationGetRelationName(index), RelationGetRelationName(heap)),
-			 errdetail("%s", why),
-			 errhint("p2pay scans this index directly; drop it and create it again as p2pay's script does.")));
-}
-
 /*
- * Check an index that p2pay scans with the default B-tree operators of its
- * key columns: a valid B-tree index on heap whose first keys are the
- * columns named (attnums), ascending, in their columns' collations, without
- * a predicate; unique if asked.
+ * What keeps an index from serving p2pay's scans with the default B-tree
+ * operators of its key columns, or NULL if nothing does: it must be a
+ * valid B-tree index on heap whose first keys are the columns named
+ * (attnums), ascending, in their columns' collations, without a predicate;
+ * unique if asked.
  */
-void
-p2pay_check_index(Relation index, Relation heap, const AttrNumber *attnums, int nkeys,
-				  bool unique)
+const char *
+p2pay_index_problem(Relation index, Relation heap, const AttrNumber *attnums, int nkeys,
+					bool unique)
 {
 	Form_pg_index ind = index->rd_index;
 
 	if (index->rd_rel->relkind != RELKIND_INDEX || ind == NULL)
-		bad_index(index, heap, "It is not a plain index.");
+		return "It is not a plain index.";
 	if (ind->indrelid != RelationGetRelid(heap))
-		bad_index(index, heap, "It belongs to another table.");
+		return "It belongs to another table.";
 	if (index->rd_rel->relam != BTREE_AM_OID)
-		bad_index(index, heap, "It is not a B-tree index.");
+		return "It is not a B-tree index.";
 	if (!ind->indisvalid || !ind->indisready || !ind->indislive)
-		bad_index(index, heap, "It is not valid (a failed or unfinished CREATE INDEX CONCURRENTLY or REINDEX).");
+		return "It is not valid (a failed or unfinished CREATE INDEX CONCURRENTLY or REINDEX).";
 	if (unique && !ind->indisunique)
-		bad_index(index, heap, "It is not unique.");
+		return "It is not unique.";
 	if (!heap_attisnull(index->rd_indextuple, Anum_pg_index_indpred, NULL))
-		bad_index(index, heap, "It has a predicate.");
+		return "It has a predicate.";
 	if (ind->indnkeyatts < nkeys)
-		bad_index(index, heap, "It has fewer key columns than p2pay scans.");
+		return "It has fewer key columns than p2pay scans.";
 	for (int i = 0; i < nkeys; i++)
 	{
-		Oid			typid;
+		Form_pg_attribute att;
 		Oid			opclass;
 
 		if (ind->indkey.values[i] != attnums[i])
-			bad_index(index, heap, "Its key columns are not the ones p2pay scans.");
+			return "Its key columns are not the ones p2pay scans.";
+		att = TupleDescAttr(RelationGetDescr(heap), attnums[i] - 1);
 		if (index->rd_indoption[i] != 0)
-			bad_index(index, heap, "Its key columns are not in ascending order with nulls last.");
-		if (index->rd_indcollation[i] !=
-			TupleDescAttr(RelationGetDescr(heap), attnums[i] - 1)->attcollation)
-			bad_index(index, heap, "Its collation is not its column's.");
-		typid = TupleDescAttr(RelationGetDescr(heap), attnums[i] - 1)->atttypid;
-		opclass = GetDefaultOpClass(typid, BTREE_AM_OID);
+			return "Its key columns are not in ascending order with nulls last.";
+		if (index->rd_indcollation[i] != att->attcollation)
+			return "Its collation is not its column's.";
+		opclass = GetDefaultOpClass(att->atttypid, BTREE_AM_OID);
 		if (!OidIsValid(opclass) || get_opclass_family(opclass) != index->rd_opfamily[i])
-			bad_index(index, heap, "Its operator class is not the default one of its column's type.");
+			return "Its operator class is not the default one of its column's type.";
 	}
+	return NULL;
+}
+
+/* Refuse an index p2pay scans unless p2pay_index_problem finds nothing. */
+void
+p2pay_check_index(Relation index, Relation heap, const AttrNumber *attnums, int nkeys,
+				  bool unique)
+{
+	const char *problem = p2pay_index_problem(index, heap, attnums, nkeys, unique);
+
+	if (problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("index %s of p2pay.%s is not as p2pay created it",
+						RelationGetRelationName(index), RelationGetRelationName(heap)),
+				 errdetail("%s", problem),
+				 errhint("p2pay scans this index directly; drop it and create it again as p2pay's script does.")));
 }
 
 /*

@@ -48,6 +48,7 @@
 #include "executor/tuptable.h"
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
+#include "partitioning/partdesc.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/fmgroids.h"
@@ -55,6 +56,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/partcache.h"
+#include "utils/syscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -73,7 +76,6 @@ typedef enum StateRel
 
 typedef enum StateIdx
 {
-	IDX_PAYER_TIME,				/* payments (payer_id, created_at) */
 	IDX_PAIR,					/* pair_stats (payer_id, payee_id) */
 	IDX_PAIR_PAYER_LAST,		/* pair_stats (payer_id, last_at) */
 	IDX_PAIR_PAYEE_LAST,		/* pair_stats (payee_id, last_at) */
@@ -83,25 +85,27 @@ typedef enum StateIdx
 	NUM_IDXS
 } StateIdx;
 
+/* For the counts that take a StateIdx: the payer's payments (see PaySource). */
+#define IDX_PAYMENTS NUM_IDXS
+
 static const char *const rel_names[NUM_RELS] = {
 	"payments", "pair_stats", "account_stats", "account_daily", "payer_hourly"
 };
 
 /*
- * The indexes scanned, each with the key columns the scans' keys are on
- * (by attribute number in its table: the state tables' positions, or the
- * payments columns found by name), and whether the code relies on it
- * being unique.
+ * The state tables' indexes scanned, each with the key columns the scans'
+ * keys are on (by attribute number in its table), and whether the code
+ * relies on it being unique.  Payments are scanned through each table that
+ * holds them (see PaySource).
  */
 static const struct
 {
 	const char *name;
 	StateRel	rel;
 	int			nkeys;
-	AttrNumber	keys[2];		/* in a state table; payments' are found by name */
+	AttrNumber	keys[2];
 	bool		unique;
 }			idx_defs[NUM_IDXS] = {
-	{"payments_payer_time_idx", REL_PAYMENTS, 2, {0}, false},
 	{"pair_stats_pkey", REL_PAIR, 2, {1, 2}, true},
 	{"pair_stats_payer_last_idx", REL_PAIR, 2, {1, 4}, false},
 	{"pair_stats_payee_last_idx", REL_PAIR, 2, {2, 4}, false},
@@ -257,6 +261,30 @@ typedef struct StateIndex
 } StateIndex;
 
 /*
+ * A table holding payments: p2pay.payments itself, or, when it is
+ * partitioned, each of its leaf partitions, scanned through its own index
+ * on (payer_id, created_at), with its own column numbers (a partition's
+ * may differ from its parent's).  When every level above a partition is
+ * range-partitioned on created_at, the partition holds only created_at in
+ * [lo, hi), and a scan of a window skips the partitions outside it.
+ */
+typedef struct PaySource
+{
+	Oid			relid;
+	Oid			index;
+	AttrNumber	payer,
+				payee,
+				created_at,
+				amount_base;
+	bool		bounded;
+	TimestampTz lo;
+	TimestampTz hi;
+} PaySource;
+
+/* The name of the index on (payer_id, created_at) of a plain payments. */
+#define PAYER_TIME_INDEX "payments_payer_time_idx"
+
+/*
  * What is known of the tables, per backend, for the schema in nspid;
  * valid is cleared by any relcache invalidation of one of them (DDL,
  * VACUUM, ANALYZE) and everything is looked up again.
@@ -271,10 +299,8 @@ static struct
 	Oid			idxs[NUM_IDXS];
 	int			nindexes[NUM_RELS];
 	StateIndex *indexes[NUM_RELS];	/* the ones the writes maintain */
-	AttrNumber	pay_payer,		/* payments' columns */
-				pay_payee,
-				pay_created_at,
-				pay_amount_base;
+	PaySource  *sources;		/* bounded ones by lo, latest first, then the rest */
+	int			nsources;
 	Oid			refs[NUM_REFS]; /* the tables the lookup reads */
 	Oid			ref_idxs[NUM_REFS];
 	AttrNumber	ref_atts[NUM_REF_ATTS];
@@ -307,6 +333,9 @@ state_relcache_callback(Datum arg, Oid relid)
 			cache.valid = false;
 	for (int i = 0; i < NUM_REFS; i++)
 		if (cache.refs[i] == relid || cache.ref_idxs[i] == relid)
+			cache.valid = false;
+	for (int i = 0; i < cache.nsources; i++)
+		if (cache.sources[i].relid == relid || cache.sources[i].index == relid)
 			cache.valid = false;
 }
 
@@ -423,20 +452,186 @@ load_state_table(StateRel r)
 	table_close(rel, AccessShareLock);
 }
 
-/* Check payments' columns and index as the scans of other payments read them. */
+/* Check a table holding payments: its columns, and an index to scan them by. */
+static void
+load_source(Relation rel, PaySource *src)
+{
+	List	   *indexes;
+	ListCell   *lc;
+	AttrNumber	keys[2];
+	const char *problem = "It has no index.";
+
+	p2pay_require_heap(rel);
+	src->relid = RelationGetRelid(rel);
+	src->payer = p2pay_column(rel, &pay_cols[0]);
+	src->payee = p2pay_column(rel, &pay_cols[1]);
+	src->created_at = p2pay_column(rel, &pay_cols[2]);
+	src->amount_base = p2pay_column(rel, &pay_cols[3]);
+	keys[0] = src->payer;
+	keys[1] = src->created_at;
+
+	/* a plain payments: the index p2pay created; a partition: any that fits */
+	src->index = InvalidOid;
+	if (!rel->rd_rel->relispartition)
+	{
+		src->index = relid_in(RelationGetNamespace(rel), PAYER_TIME_INDEX);
+		check_scanned_index(src->index, rel, keys, 2, false);
+		return;
+	}
+	indexes = RelationGetIndexList(rel);
+	foreach(lc, indexes)
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+
+		problem = p2pay_index_problem(index, rel, keys, 2, false);
+		index_close(index, AccessShareLock);
+		if (problem == NULL)
+		{
+			src->index = lfirst_oid(lc);
+			break;
+		}
+	}
+	list_free(indexes);
+	if (!OidIsValid(src->index))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("partition %s of p2pay.payments has no index p2pay can scan",
+						RelationGetRelationName(rel)),
+				 errdetail("p2pay reads each partition through a B-tree index on (payer_id, created_at), ascending, without a predicate. %s",
+						   problem),
+				 errhint("An index on p2pay.payments (payer_id, created_at) gives every partition one: CREATE INDEX ON p2pay.payments (payer_id, created_at) INCLUDE (payee_id, amount_base).")));
+}
+
+/*
+ * Narrow [*lo, *hi) to the created_at a partition of parent holds, when
+ * parent is range-partitioned on created_at alone; *bounded tells whether
+ * the range is known.  A default partition holds whatever its parent's
+ * other partitions don't, within its parent's range.
+ */
+static void
+narrow_bounds(Relation parent, AttrNumber created_at, Oid child, bool *bounded,
+			  TimestampTz *lo, TimestampTz *hi)
+{
+	PartitionKey key = RelationGetPartitionKey(parent);
+	HeapTuple	tup;
+	Datum		d;
+	bool		isnull;
+	PartitionBoundSpec *spec;
+
+	if (key == NULL || key->strategy != PARTITION_STRATEGY_RANGE || key->partnatts != 1 ||
+		key->partattrs[0] != created_at || key->parttypid[0] != TIMESTAMPTZOID)
+	{
+		*bounded = false;
+		return;
+	}
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(child));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "p2pay: cache lookup failed for relation %u", child);
+	d = SysCacheGetAttr(RELOID, tup, Anum_pg_class_relpartbound, &isnull);
+	spec = isnull ? NULL : (PartitionBoundSpec *) stringToNode(TextDatumGetCString(d));
+	ReleaseSysCache(tup);
+	if (spec == NULL || spec->is_default || spec->strategy != PARTITION_STRATEGY_RANGE)
+		return;
+
+	{
+		PartitionRangeDatum *lower = linitial_node(PartitionRangeDatum, spec->lowerdatums);
+		PartitionRangeDatum *upper = linitial_node(PartitionRangeDatum, spec->upperdatums);
+
+		if (lower->kind == PARTITION_RANGE_DATUM_VALUE)
+			*lo = Max(*lo, DatumGetTimestampTz(castNode(Const, lower->value)->constvalue));
+		else if (lower->kind == PARTITION_RANGE_DATUM_MAXVALUE)
+			*lo = DT_NOEND;
+		if (upper->kind == PARTITION_RANGE_DATUM_VALUE)
+			*hi = Min(*hi, DatumGetTimestampTz(castNode(Const, upper->value)->constvalue));
+		else if (upper->kind == PARTITION_RANGE_DATUM_MINVALUE)
+			*hi = DT_NOBEGIN;
+	}
+}
+
+/*
+ * Gather the leaf partitions under a partitioned rel (locked), each with
+ * the range of created_at it holds as far as the partitioning tells.
+ */
+static void
+gather_partitions(Relation rel, bool bounded, TimestampTz lo, TimestampTz hi, List **out)
+{
+	PartitionDesc pd = RelationGetPartitionDesc(rel, false);
+	AttrNumber	created_at = p2pay_column(rel, &pay_cols[2]);
+
+	for (int i = 0; i < pd->nparts; i++)
+	{
+		Relation	child = try_table_open(pd->oids[i], AccessShareLock);
+		bool		child_bounded = bounded;
+		TimestampTz child_lo = lo;
+		TimestampTz child_hi = hi;
+
+		if (child == NULL)
+			continue;			/* dropped since the partitions were listed */
+		narrow_bounds(rel, created_at, pd->oids[i], &child_bounded, &child_lo, &child_hi);
+		if (child->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+			gather_partitions(child, child_bounded, child_lo, child_hi, out);
+		else
+		{
+			PaySource  *src = MemoryContextAllocZero(cache.cxt, sizeof(PaySource));
+
+			load_source(child, src);
+			src->bounded = child_bounded;
+			src->lo = child_lo;
+			src->hi = child_hi;
+			*out = lappend(*out, src);
+		}
+		table_close(child, AccessShareLock);
+	}
+}
+
+/* Order of the payment sources: bounded ones, latest range first, then the rest. */
+static int
+source_cmp(const void *a, const void *b)
+{
+	const PaySource *sa = (const PaySource *) a;
+	const PaySource *sb = (const PaySource *) b;
+
+	if (sa->bounded != sb->bounded)
+		return sa->bounded ? -1 : 1;
+	if (!sa->bounded || sa->lo == sb->lo)
+		return 0;
+	return sa->lo > sb->lo ? -1 : 1;
+}
+
+/*
+ * Find the tables holding payments: p2pay.payments, or its leaf partitions;
+ * check each one's columns and the index it is scanned by.
+ */
 static void
 load_payments(void)
 {
-	Relation	rel = open_checked(cache.rels[REL_PAYMENTS]);
-	AttrNumber	keys[2];
+	Relation	rel = table_open(cache.rels[REL_PAYMENTS], AccessShareLock);
+	List	   *found = NIL;
+	ListCell   *lc;
+	int			n = 0;
 
-	cache.pay_payer = p2pay_column(rel, &pay_cols[0]);
-	cache.pay_payee = p2pay_column(rel, &pay_cols[1]);
-	cache.pay_created_at = p2pay_column(rel, &pay_cols[2]);
-	cache.pay_amount_base = p2pay_column(rel, &pay_cols[3]);
-	keys[0] = cache.pay_payer;
-	keys[1] = cache.pay_created_at;
-	check_scanned_index(cache.idxs[IDX_PAYER_TIME], rel, keys, 2, false);
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+	{
+		(void) p2pay_column(rel, &pay_cols[0]);
+		(void) p2pay_column(rel, &pay_cols[1]);
+		(void) p2pay_column(rel, &pay_cols[3]);
+		gather_partitions(rel, true, DT_NOBEGIN, DT_NOEND, &found);
+	}
+	else
+	{
+		PaySource  *src = MemoryContextAllocZero(cache.cxt, sizeof(PaySource));
+
+		load_source(rel, src);
+		src->bounded = false;
+		found = lappend(found, src);
+	}
+
+	cache.sources = MemoryContextAlloc(cache.cxt, sizeof(PaySource) * Max(list_length(found), 1));
+	foreach(lc, found)
+		cache.sources[n++] = *(PaySource *) lfirst(lc);
+	cache.nsources = n;
+	qsort(cache.sources, n, sizeof(PaySource), source_cmp);
+	list_free(found);
 	table_close(rel, AccessShareLock);
 }
 
@@ -516,7 +711,10 @@ typedef struct StateAccess
 {
 	Relation	rels[NUM_RELS];
 	Relation	idxs[NUM_IDXS];
-	TupleTableSlot *slots[NUM_RELS];
+	TupleTableSlot *slots[NUM_RELS];	/* none for payments */
+	Relation   *src_rels;		/* each PaySource, opened when first scanned */
+	Relation   *src_idxs;
+	TupleTableSlot **src_slots;
 	Relation   *writes[NUM_RELS];	/* each state table's indexes, as cache.indexes */
 	int			nwrites[NUM_RELS];	/* how many (0 for a dry run) */
 	Snapshot	snapshot;
@@ -532,9 +730,18 @@ release_state(StateAccess *sa)
 			index_close(sa->writes[r][k], NoLock);
 	for (int i = 0; i < NUM_IDXS; i++)
 		index_close(sa->idxs[i], NoLock);
+	for (int i = 0; i < cache.nsources; i++)
+	{
+		if (sa->src_rels[i] == NULL)
+			continue;
+		ExecDropSingleTupleTableSlot(sa->src_slots[i]);
+		index_close(sa->src_idxs[i], NoLock);
+		table_close(sa->src_rels[i], NoLock);
+	}
 	for (int i = 0; i < NUM_RELS; i++)
 	{
-		ExecDropSingleTupleTableSlot(sa->slots[i]);
+		if (sa->slots[i] != NULL)
+			ExecDropSingleTupleTableSlot(sa->slots[i]);
 		table_close(sa->rels[i], NoLock);
 	}
 }
@@ -549,9 +756,12 @@ open_state(StateAccess *sa, Oid nspid, bool record)
 		for (int i = 0; i < NUM_RELS; i++)
 		{
 			sa->rels[i] = table_open(cache.rels[i], sa->lockmode);
-			sa->slots[i] = table_slot_create(sa->rels[i], NULL);
+			sa->slots[i] = i == REL_PAYMENTS ? NULL : table_slot_create(sa->rels[i], NULL);
 			sa->nwrites[i] = 0;
 		}
+		sa->src_rels = palloc0(sizeof(Relation) * Max(cache.nsources, 1));
+		sa->src_idxs = palloc0(sizeof(Relation) * Max(cache.nsources, 1));
+		sa->src_slots = palloc0(sizeof(TupleTableSlot *) * Max(cache.nsources, 1));
 		for (int i = 0; i < NUM_IDXS; i++)
 			sa->idxs[i] = index_open(cache.idxs[i], sa->lockmode);
 		for (int r = REL_PAIR; record && r < NUM_RELS; r++)
@@ -667,6 +877,135 @@ numeric_to_double(Datum num)
 }
 
 /*
+ * Scans of payments: over each table holding them (one, or the leaf
+ * partitions) whose range of created_at can meet [from, until], through
+ * its index on (payer_id, created_at).  The order of the rows across
+ * tables is not a time order; the counts, sums and searches below don't
+ * need one.
+ */
+typedef struct PayScan
+{
+	StateAccess *sa;
+	ScanKeyData keys[3];
+	int			nkeys;
+	TimestampTz from;
+	TimestampTz until;
+	int			next;			/* the next source to look at */
+	int			cur;			/* the source scanned, or -1 */
+	IndexScanDesc scan;
+} PayScan;
+
+/* Open a source for this payment, once; false if it was dropped meanwhile. */
+static bool
+open_source(StateAccess *sa, int i)
+{
+	if (sa->src_rels[i] != NULL)
+		return true;
+	sa->src_rels[i] = try_table_open(cache.sources[i].relid, AccessShareLock);
+	if (sa->src_rels[i] == NULL)
+		return false;
+	sa->src_idxs[i] = index_open(cache.sources[i].index, AccessShareLock);
+	sa->src_slots[i] = table_slot_create(sa->src_rels[i], NULL);
+	return true;
+}
+
+/* Whether source i can hold a payment created in [from, until]. */
+static bool
+source_meets(int i, TimestampTz from, TimestampTz until)
+{
+	const PaySource *src = &cache.sources[i];
+
+	return !src->bounded || (src->hi > from && src->lo <= until);
+}
+
+/*
+ * Begin a scan of the payer's payments with created_at in the range the
+ * keys give (keys[1..]); from and until bound it for skipping sources.
+ */
+static void
+pay_scan_begin(PayScan *ps, StateAccess *sa, const pg_uuid_t *payer, ScanKey time_keys,
+			   int ntime_keys, TimestampTz from, TimestampTz until)
+{
+	ps->sa = sa;
+	key_account(&ps->keys[0], payer);
+	for (int i = 0; i < ntime_keys; i++)
+		ps->keys[1 + i] = time_keys[i];
+	ps->nkeys = 1 + ntime_keys;
+	ps->from = from;
+	ps->until = until;
+	ps->next = 0;
+	ps->cur = -1;
+	ps->scan = NULL;
+}
+
+/* The next payment of the scan, and its source; NULL at the end. */
+static TupleTableSlot *
+pay_scan_next(PayScan *ps, const PaySource **src)
+{
+	StateAccess *sa = ps->sa;
+
+	for (;;)
+	{
+		if (ps->scan != NULL)
+		{
+			TupleTableSlot *slot = sa->src_slots[ps->cur];
+
+			if (index_getnext_slot(ps->scan, ForwardScanDirection, slot))
+			{
+				*src = &cache.sources[ps->cur];
+				return slot;
+			}
+			index_endscan(ps->scan);
+			ps->scan = NULL;
+		}
+		while (ps->next < cache.nsources &&
+			   (!source_meets(ps->next, ps->from, ps->until) || !open_source(sa, ps->next)))
+			ps->next++;
+		if (ps->next >= cache.nsources)
+			return NULL;
+		ps->cur = ps->next++;
+		ps->scan = index_beginscan(sa->src_rels[ps->cur], sa->src_idxs[ps->cur],
+								   sa->snapshot, ps->nkeys, 0);
+		index_rescan(ps->scan, ps->keys, ps->nkeys, NULL, 0);
+	}
+}
+
+static void
+pay_scan_end(PayScan *ps)
+{
+	if (ps->scan != NULL)
+		index_endscan(ps->scan);
+	ps->scan = NULL;
+}
+
+/* A scan of the payer's payments created after an instant (exclusive). */
+static void
+pay_scan_since(PayScan *ps, StateAccess *sa, const pg_uuid_t *payer, TimestampTz after)
+{
+	ScanKeyData key;
+
+	ScanKeyInit(&key, 2, BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
+	pay_scan_begin(ps, sa, payer, &key, 1, after, DT_NOEND);
+}
+
+/* How many of the payer's payments since an instant there are, stopping at limit. */
+static int64
+count_payments(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after, int64 limit)
+{
+	PayScan		ps;
+	const PaySource *src;
+	int64		n = 0;
+
+	if (limit <= 0)
+		return 0;
+	pay_scan_since(&ps, sa, payer, after);
+	while (n < limit && pay_scan_next(&ps, &src) != NULL)
+		n++;
+	pay_scan_end(&ps);
+	return n;
+}
+
+/*
  * How many rows of an account's range the scan finds, stopping at limit;
  * those whose uuid column skip_att equals skip don't count.
  */
@@ -678,6 +1017,8 @@ count_range(StateAccess *sa, StateIdx ix, const pg_uuid_t *account, TimestampTz 
 	TupleTableSlot *slot;
 	int64		n = 0;
 
+	if (ix == IDX_PAYMENTS)
+		return count_payments(sa, account, after, limit);
 	if (limit <= 0)
 		return 0;
 	scan = scan_since(sa, ix, account, after);
@@ -853,23 +1194,23 @@ static Datum
 sum_payments(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after,
 			 TimestampTz before, Datum sum)
 {
-	ScanKeyData keys[3];
-	IndexScanDesc scan;
+	ScanKeyData keys[2];
+	PayScan		ps;
+	const PaySource *src;
 	TupleTableSlot *slot;
 
-	key_account(&keys[0], payer);
-	key_second(&keys[1], BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
-	key_second(&keys[2], BTLessStrategyNumber, F_TIMESTAMPTZ_LT, TimestampTzGetDatum(before));
-	scan = begin_scan(sa, IDX_PAYER_TIME, keys, 3);
-	while ((slot = next_row(sa, scan, IDX_PAYER_TIME, ForwardScanDirection)) != NULL)
+	ScanKeyInit(&keys[0], 2, BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
+	ScanKeyInit(&keys[1], 2, BTLessStrategyNumber, F_TIMESTAMPTZ_LT, TimestampTzGetDatum(before));
+	pay_scan_begin(&ps, sa, payer, keys, 2, after, before);
+	while ((slot = pay_scan_next(&ps, &src)) != NULL)
 	{
 		bool		isnull;
-		Datum		amount = slot_getattr(slot, cache.pay_amount_base, &isnull);
+		Datum		amount = slot_getattr(slot, src->amount_base, &isnull);
 
 		if (!isnull)
 			sum = DirectFunctionCall2(numeric_add, sum, amount);
 	}
-	index_endscan(scan);
+	pay_scan_end(&ps);
 	return sum;
 }
 
@@ -902,17 +1243,18 @@ static int64
 count_band(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after,
 		   double lo, double hi, int64 limit)
 {
-	IndexScanDesc scan;
+	PayScan		ps;
+	const PaySource *src;
 	TupleTableSlot *slot;
 	int64		n = 0;
 
 	if (limit <= 0)
 		return 0;
-	scan = scan_since(sa, IDX_PAYER_TIME, payer, after);
-	while (n < limit && (slot = next_row(sa, scan, IDX_PAYER_TIME, ForwardScanDirection)) != NULL)
+	pay_scan_since(&ps, sa, payer, after);
+	while (n < limit && (slot = pay_scan_next(&ps, &src)) != NULL)
 	{
 		bool		isnull;
-		Datum		amount = slot_getattr(slot, cache.pay_amount_base, &isnull);
+		Datum		amount = slot_getattr(slot, src->amount_base, &isnull);
 		double		a;
 
 		if (isnull)
@@ -921,7 +1263,7 @@ count_band(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after,
 		if (a >= lo && a < hi)
 			n++;
 	}
-	index_endscan(scan);
+	pay_scan_end(&ps);
 	return n;
 }
 
@@ -930,23 +1272,24 @@ static bool
 paid_since(StateAccess *sa, const pg_uuid_t *from, const pg_uuid_t *to,
 		   TimestampTz after, double min)
 {
-	IndexScanDesc scan;
+	PayScan		ps;
+	const PaySource *src;
 	TupleTableSlot *slot;
 	bool		found = false;
 
-	scan = scan_since(sa, IDX_PAYER_TIME, from, after);
-	while (!found && (slot = next_row(sa, scan, IDX_PAYER_TIME, ForwardScanDirection)) != NULL)
+	pay_scan_since(&ps, sa, from, after);
+	while (!found && (slot = pay_scan_next(&ps, &src)) != NULL)
 	{
 		bool		isnull;
-		pg_uuid_t  *payee = DatumGetUUIDP(slot_getattr(slot, cache.pay_payee, &isnull));
+		pg_uuid_t  *payee = DatumGetUUIDP(slot_getattr(slot, src->payee, &isnull));
 		Datum		amount;
 
 		if (memcmp(payee->data, to->data, UUID_LEN) != 0)
 			continue;
-		amount = slot_getattr(slot, cache.pay_amount_base, &isnull);
+		amount = slot_getattr(slot, src->amount_base, &isnull);
 		found = !isnull && numeric_to_double(amount) >= min;
 	}
-	index_endscan(scan);
+	pay_scan_end(&ps);
 	return found;
 }
 
@@ -955,29 +1298,35 @@ static bool
 paid_during(StateAccess *sa, const pg_uuid_t *payer, const pg_uuid_t *payee,
 			TimestampTz from, TimestampTz until)
 {
-	ScanKeyData keys[3];
-	IndexScanDesc scan;
+	ScanKeyData keys[2];
+	PayScan		ps;
+	const PaySource *src;
 	TupleTableSlot *slot;
 	bool		found = false;
 
-	key_account(&keys[0], payer);
-	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE, TimestampTzGetDatum(from));
-	key_second(&keys[2], BTLessStrategyNumber, F_TIMESTAMPTZ_LT, TimestampTzGetDatum(until));
-	scan = begin_scan(sa, IDX_PAYER_TIME, keys, 3);
-	while (!found && (slot = next_row(sa, scan, IDX_PAYER_TIME, ForwardScanDirection)) != NULL)
+	ScanKeyInit(&keys[0], 2, BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE, TimestampTzGetDatum(from));
+	ScanKeyInit(&keys[1], 2, BTLessStrategyNumber, F_TIMESTAMPTZ_LT, TimestampTzGetDatum(until));
+	pay_scan_begin(&ps, sa, payer, keys, 2, from, until);
+	while (!found && (slot = pay_scan_next(&ps, &src)) != NULL)
 	{
 		bool		isnull;
-		pg_uuid_t  *id = DatumGetUUIDP(slot_getattr(slot, cache.pay_payee, &isnull));
+		pg_uuid_t  *id = DatumGetUUIDP(slot_getattr(slot, src->payee, &isnull));
 
 		found = memcmp(id->data, payee->data, UUID_LEN) == 0;
 	}
-	index_endscan(scan);
+	pay_scan_end(&ps);
 	return found;
 }
 
-/* The payer's latest payment at or before t. */
+/*
+ * When none of the payer's payments at or before t is stored any more
+ * (archived: a partition dropped, or deleted under p2pay.delete_mode =
+ * archive), the state still knows the payer paid: the latest last payment
+ * at or before t among its pairs (exact unless a pair was also paid after
+ * t).
+ */
 static bool
-previous_payment(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, TimestampTz *at)
+previous_archived(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, TimestampTz *at)
 {
 	ScanKeyData keys[2];
 	IndexScanDesc scan;
@@ -985,12 +1334,51 @@ previous_payment(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, Timesta
 
 	key_account(&keys[0], payer);
 	key_second(&keys[1], BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE, TimestampTzGetDatum(t));
-	scan = begin_scan(sa, IDX_PAYER_TIME, keys, 2);
-	slot = next_row(sa, scan, IDX_PAYER_TIME, BackwardScanDirection);
+	scan = begin_scan(sa, IDX_PAIR_PAYER_LAST, keys, 2);
+	slot = next_row(sa, scan, IDX_PAIR_PAYER_LAST, BackwardScanDirection);
 	if (slot != NULL)
-		*at = get_ts(slot, cache.pay_created_at);
+		*at = get_ts(slot, PAIR_LAST_AT);
 	index_endscan(scan);
 	return slot != NULL;
+}
+
+/*
+ * The payer's latest payment at or before t: the last of the payer's rows
+ * at or before t in each table that can hold one, latest range first; once
+ * one is found, tables whose range ends before it can't hold a later one.
+ */
+static bool
+previous_payment(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, TimestampTz *at)
+{
+	ScanKeyData keys[2];
+	bool		found = false;
+
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE, TimestampTzGetDatum(t));
+	for (int i = 0; i < cache.nsources; i++)
+	{
+		const PaySource *src = &cache.sources[i];
+		IndexScanDesc scan;
+
+		if (!source_meets(i, DT_NOBEGIN, t) || (found && src->bounded && src->hi <= *at))
+			continue;
+		if (!open_source(sa, i))
+			continue;
+		scan = index_beginscan(sa->src_rels[i], sa->src_idxs[i], sa->snapshot, 2, 0);
+		index_rescan(scan, keys, 2, NULL, 0);
+		if (index_getnext_slot(scan, BackwardScanDirection, sa->src_slots[i]))
+		{
+			TimestampTz ts = get_ts(sa->src_slots[i], src->created_at);
+
+			if (!found || ts > *at)
+				*at = ts;
+			found = true;
+		}
+		index_endscan(scan);
+	}
+	if (!found)
+		found = previous_archived(sa, payer, t, at);
+	return found;
 }
 
 /*
@@ -1496,7 +1884,8 @@ p2pay_lookup_references(Oid nspid, const PaymentInput *in, PaymentFacts *facts,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("unknown currency \"%s\" in column currency",
 						p2pay_echo(TextDatumGetCString(in->currency))),
-				 errhint("Add it to p2pay.currencies with its rate_to_base first.")));
+				 errhint("Add it to p2pay.currencies with its rate_to_base first."),
+				 p2pay_errpaymentref("currency", "currencies")));
 	rate = ref_att(&ra, REF_CURRENCIES, tup, ATT_CURRENCY_RATE, &isnull);
 
 	tup = ref_by_uuid(&ra, REF_USERS, ATT_USER_ID, in->payer);
@@ -1504,20 +1893,23 @@ p2pay_lookup_references(Oid nspid, const PaymentInput *in, PaymentFacts *facts,
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("unknown user %s in column payer_id", uuid_text(in->payer)),
-				 errdetail("Payments are made between users of p2pay.users.")));
+				 errdetail("Payments are made between users of p2pay.users."),
+				 p2pay_errpaymentref("payer_id", "users")));
 	facts->payer_created_at =
 		DatumGetTimestampTz(ref_att(&ra, REF_USERS, tup, ATT_USER_CREATED_AT, &isnull));
 	if (ref_by_uuid(&ra, REF_USERS, ATT_USER_ID, in->payee) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("unknown user %s in column payee_id", uuid_text(in->payee)),
-				 errdetail("Payments are made between users of p2pay.users.")));
+				 errdetail("Payments are made between users of p2pay.users."),
+				 p2pay_errpaymentref("payee_id", "users")));
 	if (ref_by_uuid(&ra, REF_METHODS, ATT_METHOD_ID, in->method) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("unknown payment method %s in column payment_method_id",
 						uuid_text(in->method)),
-				 errhint("SELECT id, name FROM p2pay.payment_methods lists them.")));
+				 errhint("SELECT id, name FROM p2pay.payment_methods lists them."),
+				 p2pay_errpaymentref("payment_method_id", "payment_methods")));
 	{
 		RefAtt		atts[2] = {ATT_UPM_USER, ATT_UPM_METHOD};
 		RegProcedure procs[2] = {F_UUID_EQ, F_UUID_EQ};
@@ -1589,7 +1981,7 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 	/* each count and sum below includes the new payment */
 	facts->velocity_count = 1 +
 		count_to_limit(&sa, vc, vc->p.max_count, &payer_day, &payer_day.out_count,
-					   IDX_PAYER_TIME, in->payer, t - vc->p.window, 0, NULL);
+					   IDX_PAYMENTS, in->payer, t - vc->p.window, 0, NULL);
 	facts->velocity_amount = facts->amount;
 	if (RULE_EVALUATED(va))
 	{

@@ -206,10 +206,14 @@ struct RelationData;
 extern Oid	p2pay_schema(void);
 extern Oid	p2pay_relid(const char *name);
 extern Oid	p2pay_typid(const char *name);
+extern int	p2pay_errpaymentcol(const char *column);
+extern int	p2pay_errpaymentref(const char *column, const char *reftable);
 extern void p2pay_require_trigger_table(struct TriggerData *td, const char *fn,
 										const char *const *tables);
 extern AttrNumber p2pay_column(struct RelationData *rel, const ColumnSpec *spec);
 extern void p2pay_require_heap(struct RelationData *rel);
+extern const char *p2pay_index_problem(struct RelationData *index, struct RelationData *heap,
+									   const AttrNumber *attnums, int nkeys, bool unique);
 extern void p2pay_check_index(struct RelationData *index, struct RelationData *heap,
 							  const AttrNumber *attnums, int nkeys, bool unique);
 extern void p2pay_begin_as_owner(Oid owner, OwnerContext *saved);

@@ -40,6 +40,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 /* Columns the trigger reads or writes, by name. */
@@ -95,71 +96,123 @@ static const ColumnSpec payment_columns[NUM_COLUMNS] = {
 static const char *const payments_only[] = {"payments", NULL};
 
 /*
- * What the triggers know of p2pay.payments: where its columns are (their
- * types checked), and the sequence of its identity column; loaded again
- * after any change to the table.
+ * What the triggers know of each table they fire on, p2pay.payments or one
+ * of its partitions: where its columns are (their types checked, the
+ * table checked to be p2pay's), and the sequence of the identity of
+ * p2pay.payments; forgotten after any change to the table or to
+ * p2pay.payments.
  */
-static struct
+typedef struct PaymentLayout
 {
+	Oid			relid;			/* hash key */
 	bool		valid;
-	Oid			relid;
 	int			attnums[NUM_COLUMNS];
-	AttrNumber	id_att;			/* the identity column, or 0 */
-	Oid			id_seq;
-}			layout;
+	AttrNumber	id_att;			/* this table's id column, or 0 */
+	Oid			id_seq;			/* the identity sequence of p2pay.payments */
+	bool		is_partition;	/* a partition of p2pay.payments */
+} PaymentLayout;
 
-static bool layout_callback_registered = false;
+static HTAB *layouts = NULL;
+static Oid	layouts_root = InvalidOid;	/* p2pay.payments, for the entries */
 
 static void
 layout_invalidate(Datum arg, Oid relid)
 {
-	if (!OidIsValid(relid) || relid == layout.relid)
-		layout.valid = false;
+	HASH_SEQ_STATUS seq;
+	PaymentLayout *entry;
+
+	if (layouts == NULL)
+		return;
+	if (OidIsValid(relid) && relid != layouts_root)
+	{
+		entry = hash_search(layouts, &relid, HASH_FIND, NULL);
+		if (entry != NULL)
+			entry->valid = false;
+		return;
+	}
+	hash_seq_init(&seq, layouts);
+	while ((entry = hash_seq_search(&seq)) != NULL)
+		entry->valid = false;
 }
 
 /* The decision enum's values, looked up once per backend. */
 static Oid	decision_typid = InvalidOid;
 static Datum decision_values[3];
 
+/* The kind of identity of a column (pg_attribute.attidentity), or '\0'. */
+static char
+identity_of(Oid relid, AttrNumber attnum)
+{
+	HeapTuple	tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(attnum));
+	char		identity = '\0';
+
+	if (HeapTupleIsValid(tup))
+	{
+		identity = ((Form_pg_attribute) GETSTRUCT(tup))->attidentity;
+		ReleaseSysCache(tup);
+	}
+	return identity;
+}
+
 /*
- * Refuse to run trigger function fn on anything but p2pay.payments, and
- * return the attribute numbers of its columns, their types checked.
+ * Refuse to run trigger function fn on anything but p2pay.payments or a
+ * partition of it, and return what is known of the table.
  */
-static const int *
+static const PaymentLayout *
 payment_layout(TriggerData *td, const char *fn)
 {
 	Relation	rel = td->tg_relation;
+	Oid			relid = RelationGetRelid(rel);
 	TupleDesc	desc = RelationGetDescr(rel);
+	PaymentLayout *entry;
+	bool		found;
+	Oid			root;
+	AttrNumber	root_id;
 
-	p2pay_require_trigger_table(td, fn, payments_only);
-	if (layout.valid && layout.relid == RelationGetRelid(rel))
-		return layout.attnums;
-
-	if (!layout_callback_registered)
+	if (layouts == NULL)
 	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(Oid);
+		ctl.entrysize = sizeof(PaymentLayout);
+		ctl.hcxt = TopMemoryContext;
+		layouts = hash_create("p2pay payment layouts", 16, &ctl,
+							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 		CacheRegisterRelcacheCallback(layout_invalidate, (Datum) 0);
-		layout_callback_registered = true;
 	}
-	layout.valid = false;
-	layout.relid = RelationGetRelid(rel);
+	entry = hash_search(layouts, &relid, HASH_ENTER, &found);
+	if (found && entry->valid)
+		return entry;
+
+	entry->valid = false;
+	p2pay_require_trigger_table(td, fn, payments_only);
 	for (int i = 0; i < NUM_COLUMNS; i++)
-		layout.attnums[i] = p2pay_column(rel, &payment_columns[i]);
+		entry->attnums[i] = p2pay_column(rel, &payment_columns[i]);
 
-	/* the identity column, if the table still has one */
-	layout.id_att = InvalidAttrNumber;
-	layout.id_seq = InvalidOid;
-	for (int i = 0; i < desc->natts; i++)
+	/*
+	 * The identity of p2pay.payments (a partition has none of its own): the
+	 * sequence, and this table's id column.
+	 */
+	root = p2pay_relid("payments");
+	layouts_root = root;
+	entry->is_partition = relid != root;
+	entry->id_att = InvalidAttrNumber;
+	entry->id_seq = InvalidOid;
+	root_id = get_attnum(root, "id");
+	if (root_id != InvalidAttrNumber && identity_of(root, root_id) != '\0')
 	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
-
-		if (!att->attisdropped && att->attidentity != '\0' && att->atttypid == INT8OID)
+		entry->id_seq = getIdentitySequence(root, root_id, true);
+		for (int i = 0; i < desc->natts; i++)
 		{
-			layout.id_att = att->attnum;
-			layout.id_seq = getIdentitySequence(layout.relid, att->attnum, true);
+			Form_pg_attribute att = TupleDescAttr(desc, i);
+
+			if (!att->attisdropped && att->atttypid == INT8OID &&
+				strcmp(NameStr(att->attname), "id") == 0)
+				entry->id_att = att->attnum;
 		}
 	}
-	layout.valid = true;
-	return layout.attnums;
+	entry->valid = true;
+	return entry;
 }
 
 /* The value of a NOT NULL input column, or a not-null error naming it. */
@@ -172,7 +225,8 @@ required(HeapTuple tup, TupleDesc desc, const int *attnums, PaymentColumn col)
 	if (isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
-				 errmsg("column %s of a payment must not be null", column_names(col))));
+				 errmsg("column %s of a payment must not be null", column_names(col)),
+				 p2pay_errpaymentcol(column_names(col))));
 	return d;
 }
 
@@ -197,19 +251,22 @@ validate_amount(Numeric amount)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("column amount must be a finite number"),
-				 errdetail("The amount given was %s.", amount_text(amount))));
+				 errdetail("The amount given was %s.", amount_text(amount)),
+				 p2pay_errpaymentcol("amount")));
 
 	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(amount), zero)) <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("column amount must be greater than zero"),
-				 errdetail("The amount given was %s.", amount_text(amount))));
+				 errdetail("The amount given was %s.", amount_text(amount)),
+				 p2pay_errpaymentcol("amount")));
 
 	if (DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(amount), max_amount)) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
 				 errmsg("column amount must not exceed 10^15"),
-				 errdetail("The amount given was %s.", amount_text(amount))));
+				 errdetail("The amount given was %s.", amount_text(amount)),
+				 p2pay_errpaymentcol("amount")));
 
 	rounded = DatumGetNumeric(DirectFunctionCall2(numeric_round, NumericGetDatum(amount),
 												  Int32GetDatum(4)));
@@ -218,7 +275,8 @@ validate_amount(Numeric amount)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("column amount must have at most 4 decimal places"),
-				 errdetail("The amount given was %s.", amount_text(amount))));
+				 errdetail("The amount given was %s.", amount_text(amount)),
+				 p2pay_errpaymentcol("amount")));
 }
 
 /* Reject payment times that are not finite or lie too far in the future. */
@@ -230,7 +288,8 @@ validate_created_at(TimestampTz t)
 	if (TIMESTAMP_NOT_FINITE(t))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-				 errmsg("column created_at must be a finite time")));
+				 errmsg("column created_at must be a finite time"),
+				 p2pay_errpaymentcol("created_at")));
 
 	limit = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 										(int64) p2pay_future_tolerance * 1000);
@@ -240,7 +299,8 @@ validate_created_at(TimestampTz t)
 				 errmsg("column created_at lies more than %d seconds in the future",
 						p2pay_future_tolerance),
 				 errdetail("The time given was %s.", timestamptz_to_str(t)),
-				 errhint("The tolerance is the setting p2pay.future_tolerance.")));
+				 errhint("The tolerance is the setting p2pay.future_tolerance."),
+				 p2pay_errpaymentcol("created_at")));
 }
 
 /* Check a payment's values, wherever they came from. */
@@ -252,7 +312,8 @@ validate_payment(const PaymentInput *in)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("columns payer_id and payee_id must differ"),
-				 errdetail("A user can't pay themselves.")));
+				 errdetail("A user can't pay themselves."),
+				 p2pay_errpaymentcol("payee_id")));
 	validate_created_at(in->created_at);
 }
 
@@ -280,7 +341,8 @@ validate_input(HeapTuple tup, TupleDesc desc, const int *attnums, PaymentInput *
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("column amount_base of a new payment must be left to p2pay"),
 				 errdetail("A payment that arrives with amount_base set was scored already, as the rows of a dump were."),
-				 errhint("Restore a dump of p2pay with session_replication_role = replica, which keeps each payment's verdict; new payments leave amount_base out.")));
+				 errhint("Restore a dump of p2pay with session_replication_role = replica, which keeps each payment's verdict; new payments leave amount_base out."),
+				 p2pay_errpaymentcol("amount_base")));
 }
 
 /* Connect to SPI and work as the owner of payments (see catalog.c). */
@@ -366,24 +428,32 @@ write_verdict(HeapTuple tup, TupleDesc desc, const int *attnums,
  * that chooses its own (INSERT ... OVERRIDING SYSTEM VALUE, or COPY) could
  * take the id the sequence gives next, and every later insert would fail
  * on the primary key.  An id at or below the sequence's last value can't
- * collide with one to come.  Read as the owner, who may read the sequence.
+ * collide with one to come.  A row inserted straight into a partition of
+ * p2pay.payments, which has no identity of its own, gets its id from
+ * p2pay.payments' sequence here.  Run as the owner, who may use the
+ * sequence; returns the id to write, if one is to be written.
  */
-static void
-check_identity(HeapTuple tup, TupleDesc desc)
+static bool
+check_identity(const PaymentLayout *layout, HeapTuple tup, TupleDesc desc, Datum *assign)
 {
 	LOCAL_FCINFO(fcinfo, 1);
 	bool		isnull;
 	Datum		id;
 	Datum		last;
 
-	if (layout.id_att == InvalidAttrNumber || !OidIsValid(layout.id_seq))
-		return;
-	id = heap_getattr(tup, layout.id_att, desc, &isnull);
+	if (layout->id_att == InvalidAttrNumber || !OidIsValid(layout->id_seq))
+		return false;
+	id = heap_getattr(tup, layout->id_att, desc, &isnull);
 	if (isnull)
-		return;					/* the primary key refuses it */
+	{
+		if (!layout->is_partition)
+			return false;		/* the primary key refuses it */
+		*assign = DirectFunctionCall1(nextval_oid, ObjectIdGetDatum(layout->id_seq));
+		return true;
+	}
 
 	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = ObjectIdGetDatum(layout.id_seq);
+	fcinfo->args[0].value = ObjectIdGetDatum(layout->id_seq);
 	fcinfo->args[0].isnull = false;
 	last = pg_sequence_last_value(fcinfo);
 	if (fcinfo->isnull || DatumGetInt64(id) > DatumGetInt64(last))
@@ -392,7 +462,9 @@ check_identity(HeapTuple tup, TupleDesc desc)
 				 errmsg("column id of p2pay.payments can only be assigned by its identity sequence"),
 				 errdetail("The id given was " INT64_FORMAT ", which the sequence has not handed out.",
 						   DatumGetInt64(id)),
-				 errhint("Leave id out of the INSERT (and don't use OVERRIDING SYSTEM VALUE).")));
+				 errhint("Leave id out of the INSERT (and don't use OVERRIDING SYSTEM VALUE)."),
+				 p2pay_errpaymentcol("id")));
+	return false;
 }
 
 /*
@@ -458,6 +530,7 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	Relation	rel;
 	TupleDesc	desc;
 	HeapTuple	tup;
+	const PaymentLayout *layout;
 	const int  *attnums;
 	PaymentInput in;
 	PaymentFacts facts;
@@ -465,6 +538,8 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	int64		version;
 	OwnerContext saved;
 	MemoryContext row_cxt;
+	Datum		id = (Datum) 0;
+	bool		assign_id;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
@@ -475,7 +550,8 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	rel = td->tg_relation;
 	desc = RelationGetDescr(rel);
 	tup = td->tg_trigtuple;
-	attnums = payment_layout(td, "score_payment");
+	layout = payment_layout(td, "score_payment");
+	attnums = layout->attnums;
 
 	/* 1. validate */
 	memset(&facts, 0, sizeof(facts));
@@ -484,22 +560,36 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	/* 2. lock, 3. evaluate; amount_base outlives SPI, in the row's context */
 	row_cxt = CurrentMemoryContext;
 	begin_as_owner(rel->rd_rel->relowner, &saved);
-	check_identity(tup, desc);
+	assign_id = check_identity(layout, tup, desc, &id);
 	version = score(p2pay_schema(), &in, true, row_cxt, &facts, &verdict);
 	end_as_owner(&saved);
 
 	/* 4. write */
-	return PointerGetDatum(write_verdict(tup, desc, attnums, &facts, &verdict, version));
+	tup = write_verdict(tup, desc, attnums, &facts, &verdict, version);
+	if (assign_id)
+	{
+		bool		null = false;
+		int			col = layout->id_att;
+
+		tup = heap_modify_tuple_by_cols(tup, desc, 1, &col, &id, &null);
+	}
+	return PointerGetDatum(tup);
 }
 
-/* An argument of p2pay.score, which must not be null. */
+/*
+ * An argument of p2pay.score, which must not be null.  Its error names the
+ * column of payments it stands for, as every other error of score() does
+ * (they come from the code the trigger runs): an application that checks a
+ * payment with score() before inserting it maps both the same way.
+ */
 static Datum
-score_arg(FunctionCallInfo fcinfo, int n, const char *name)
+score_arg(FunctionCallInfo fcinfo, int n, const char *name, const char *column)
 {
 	if (PG_ARGISNULL(n))
 		ereport(ERROR,
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
-				 errmsg("argument %s of p2pay.score must not be null", name)));
+				 errmsg("argument %s of p2pay.score must not be null", name),
+				 p2pay_errpaymentcol(column)));
 	return PG_GETARG_DATUM(n);
 }
 
@@ -527,12 +617,12 @@ p2pay_score(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "p2pay_score: must return a row");
 
-	in.payer = DatumGetUUIDP(score_arg(fcinfo, 0, "payer_id"));
-	in.payee = DatumGetUUIDP(score_arg(fcinfo, 1, "payee_id"));
-	in.amount = DatumGetNumeric(score_arg(fcinfo, 2, "amount"));
-	in.currency = score_arg(fcinfo, 3, "currency");
-	in.method = DatumGetUUIDP(score_arg(fcinfo, 4, "payment_method_id"));
-	in.created_at = DatumGetTimestampTz(score_arg(fcinfo, 5, "at"));
+	in.payer = DatumGetUUIDP(score_arg(fcinfo, 0, "payer_id", "payer_id"));
+	in.payee = DatumGetUUIDP(score_arg(fcinfo, 1, "payee_id", "payee_id"));
+	in.amount = DatumGetNumeric(score_arg(fcinfo, 2, "amount", "amount"));
+	in.currency = score_arg(fcinfo, 3, "currency", "currency");
+	in.method = DatumGetUUIDP(score_arg(fcinfo, 4, "payment_method_id", "payment_method_id"));
+	in.created_at = DatumGetTimestampTz(score_arg(fcinfo, 5, "at", "created_at"));
 
 	memset(&facts, 0, sizeof(facts));
 	validate_payment(&in);
@@ -612,7 +702,7 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 				 errmsg("p2pay.guard_payment() must be fired BEFORE UPDATE FOR EACH ROW")));
 
 	desc = RelationGetDescr(td->tg_relation);
-	attnums = payment_layout(td, "guard_payment");
+	attnums = payment_layout(td, "guard_payment")->attnums;
 	require_full_identity(td->tg_relation, "updated");
 
 	for (size_t i = 0; i < lengthof(facts); i++)
@@ -623,7 +713,8 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 					 errmsg("column %s of a scored payment cannot be changed",
 							column_names(facts[i])),
 					 errdetail("The payment was scored and counted in the account state with its original values."),
-					 errhint("Insert a correcting payment instead.")));
+					 errhint("Insert a correcting payment instead."),
+					 p2pay_errpaymentcol(column_names(facts[i]))));
 	}
 
 	/*
@@ -645,7 +736,8 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 						 errmsg("column %s of a payment is changed only by p2pay",
 								column_names(verdict_cols[i])),
 						 errdetail("The verdict is written by the scoring trigger; an analyst changes a decision under review with p2pay.resolve()."),
-						 errhint("SELECT p2pay.resolve(transaction_id, 'approve', 'note') resolves a review.")));
+						 errhint("SELECT p2pay.resolve(transaction_id, 'approve', 'note') resolves a review."),
+						 p2pay_errpaymentcol(column_names(verdict_cols[i]))));
 		}
 	}
 
@@ -695,7 +787,7 @@ p2pay_forget_payment_trigger(PG_FUNCTION_ARGS)
 	rel = td->tg_relation;
 	desc = RelationGetDescr(rel);
 	tup = td->tg_trigtuple;
-	attnums = payment_layout(td, "forget_payment");
+	attnums = payment_layout(td, "forget_payment")->attnums;
 	require_full_identity(rel, "deleted");
 
 	/*
