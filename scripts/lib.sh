@@ -44,6 +44,26 @@ ensure_packages() {
   fi
 }
 
+# install_package_extension PACKAGE: Debian installs an extension package
+# (postgresql-15-partman) into the system's PostgreSQL; when PG_BIN is
+# another installation, copy the package's extension scripts and libraries
+# into it too, unless they are there already.
+install_package_extension() {
+  local sharedir pkglibdir f dest
+  sharedir=$("$PG_BIN/pg_config" --sharedir)
+  pkglibdir=$("$PG_BIN/pg_config" --pkglibdir)
+  [ "$sharedir" = "/usr/share/postgresql/$PG_MAJOR" ] && return 0
+  for f in $(dpkg -L "$1"); do
+    case $f in
+      /usr/share/postgresql/$PG_MAJOR/extension/*) dest=$sharedir/extension ;;
+      /usr/lib/postgresql/$PG_MAJOR/lib/*.so) dest=$pkglibdir ;;
+      *) continue ;;
+    esac
+    [ -f "$f" ] && ! cmp -s "$f" "$dest/${f##*/}" && as_root cp "$f" "$dest/"
+  done
+  return 0
+}
+
 # Build p2pay with warnings as errors and install it into PostgreSQL.  make
 # also builds tools/p2pay-forward, which links librdkafka: every script that
 # builds gets it here, whatever its own package list says.  The build is the

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # make test: install what is needed, build and install p2pay, then run every
-# suite (pg_regress, pgTAP, TAP) against throwaway clusters.  Exits non-zero
-# on any failure.
+# suite (pg_regress, isolation, TAP, pgTAP) against throwaway clusters,
+# twice: once on a plain p2pay.payments, once with payments partitioned
+# after each CREATE EXTENSION p2pay and managed by pg_partman
+# (scripts/partition-on-create.sql).  Exits non-zero on any failure.
+# P2PAY_RUNS=plain or P2PAY_RUNS=partitioned runs one of the two.
 #
 # make test SANITIZE=1 (or SANITIZE=1 bash scripts/test.sh): the same suites
 # with p2pay.so and the tools built with ASan and UBSan, every server started
@@ -14,7 +17,8 @@ cd "$(dirname "$0")/.."
 
 ensure_packages build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
   postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl python3-psycopg2 \
-  librdkafka-dev
+  librdkafka-dev postgresql-$PG_MAJOR-partman
+install_package_extension postgresql-$PG_MAJOR-partman
 case ${SANITIZE:-} in
   ''|0) SANITIZE= ;;
   1) ;;
@@ -51,9 +55,10 @@ export PERL5LIB=$("$PG_BIN/pg_config" --pkglibdir)/pgxs/src/test/perl
 passed=0 failed=0
 # run_suite NAME COMMAND...: run one suite, count it, keep going on failure.
 run_suite() {
-  local name=$1; shift
+  local name="$run: $1" start=$SECONDS; shift
   echo "== $name"
   if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "== $name: FAILED"; fi
+  echo "== $name: $((SECONDS - start)) s"
 }
 show_failures() {
   cat "$WORK/src/regression.diffs" 2>/dev/null || true
@@ -61,13 +66,51 @@ show_failures() {
   for f in "$WORK"/src/tmp_check/log/regress_log_*; do [ -f "$f" ] && tail -n 60 "$f"; done
   return 1
 }
-check() { as_pg make -C "$WORK/src" -s installcheck PG_CONFIG="$PG_BIN/pg_config" "$@" || show_failures; }
+check() {
+  as_pg env ${P2PAY_PARTITIONED:+P2PAY_PARTITIONED=1} make -C "$WORK/src" -s installcheck \
+    PG_CONFIG="$PG_BIN/pg_config" ${P2PAY_PARTITIONED:+EXTRA_REGRESS_OPTS=--use-existing} "$@" ||
+    show_failures
+}
 
-run_suite "pg_regress (sql/)" check ISOLATION= TAP_TESTS=
-run_suite "isolation (specs/)" check REGRESS= TAP_TESTS=
-run_suite "TAP (t/)" check REGRESS= ISOLATION= "${bindir[@]}"
-as_pg psql -q -X -c 'CREATE DATABASE p2pay_pgtap' >/dev/null
-run_suite "pgTAP (test/pgtap/)" as_pg env PGDATABASE=p2pay_pgtap pg_prove --ext .sql -r "$WORK/src/test/pgtap"
+# regress_database NAME: a database made from template1 (which holds the
+# second run's event trigger) with the settings pg_regress gives the
+# databases it makes itself, for pg_regress --use-existing.
+regress_database() {
+  local s
+  pg_psql -d postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
+  for s in "lc_messages TO 'C'" "lc_monetary TO 'C'" "lc_numeric TO 'C'" "lc_time TO 'C'" \
+    "bytea_output TO 'hex'" "timezone_abbreviations TO 'Default'"; do
+    pg_psql -d postgres -c "ALTER DATABASE $1 SET $s" >/dev/null
+  done
+}
+
+# run_suites: the four suites, against the running cluster.
+run_suites() {
+  local start=$SECONDS
+  run_suite "pg_regress (sql/)" check ISOLATION= TAP_TESTS=
+  run_suite "isolation (specs/)" check REGRESS= TAP_TESTS=
+  run_suite "TAP (t/)" check REGRESS= ISOLATION= "${bindir[@]}"
+  pg_psql -d postgres -c "DROP DATABASE IF EXISTS p2pay_pgtap" -c "CREATE DATABASE p2pay_pgtap" >/dev/null
+  run_suite "pgTAP (test/pgtap/)" as_pg env PGDATABASE=p2pay_pgtap pg_prove --ext .sql -r "$WORK/src/test/pgtap"
+  echo "== $run: every suite in $((SECONDS - start)) s"
+}
+
+runs=${P2PAY_RUNS:-plain partitioned}
+for run in $runs; do
+  case $run in
+    plain) P2PAY_PARTITIONED= ;;
+    partitioned)
+      # TAP nodes load the event trigger themselves (t/lib/P2payNode.pm);
+      # pg_regress and pg_isolation_regress use databases made here.
+      P2PAY_PARTITIONED=1
+      pg_psql -d template1 -f "$WORK/src/scripts/partition-on-create.sql" >/dev/null
+      regress_database contrib_regression
+      regress_database isolation_regression
+      ;;
+    *) echo "make test: P2PAY_RUNS takes plain and partitioned, not '$run'" >&2; exit 2 ;;
+  esac
+  run_suites
+done
 
 if [ -n "$SANITIZE" ]; then
   stop_cluster "$WORK"

@@ -13,7 +13,11 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::RealBin/lib";
+
 use IPC::Run;
+use P2payNode;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -27,6 +31,7 @@ $node->init;
 # Detect a deadlock quickly: a build that has one must fail fast, not hang.
 $node->append_conf('postgresql.conf', "deadlock_timeout = 100ms");
 $node->start;
+P2payNode::partition_on_create($node);
 
 my $db = 'p2pay_conc';
 $node->safe_psql('postgres', "CREATE DATABASE $db");

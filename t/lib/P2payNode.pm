@@ -2,14 +2,38 @@
 # tests: p2pay preloaded (p2pay.rule_stats needs its shared memory), logical
 # decoding on, the p2pay output plugin allowed where the server knows
 # output_plugin_libraries (15.19 and later), a database with the extension
-# created.
+# created.  In make test's second run (P2PAY_PARTITIONED=1 in the
+# environment), p2pay.payments is partitioned and managed by pg_partman
+# right after each CREATE EXTENSION p2pay (scripts/partition-on-create.sql).
 package P2payNode;
 
 use strict;
 use warnings;
 
+use File::Basename qw(dirname);
+use File::Spec;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+
+# The second run's event trigger, read once.
+my $partition_sql = slurp_file(
+	File::Spec->catfile(dirname(__FILE__), '..', '..', 'scripts', 'partition-on-create.sql'));
+
+# Whether this is make test's second run, on a partitioned payments.
+sub partitioned
+{
+	return ($ENV{P2PAY_PARTITIONED} // '') eq '1';
+}
+
+# partition_on_create(NODE): in the second run, every database NODE makes
+# afterwards from template1 partitions payments after CREATE EXTENSION
+# p2pay; nothing otherwise.
+sub partition_on_create
+{
+	my ($node) = @_;
+	$node->safe_psql('template1', $partition_sql) if partitioned();
+	return;
+}
 
 # new_node(NAME, DB, EXTRA_CONF): a started node with database DB holding
 # the extension.  EXTRA_CONF is appended to postgresql.conf after the
@@ -31,6 +55,7 @@ sub new_node
 			"output_plugin_libraries = 'pgoutput, test_decoding, p2pay'");
 		$node->restart;
 	}
+	partition_on_create($node);
 	$node->safe_psql('postgres', "CREATE DATABASE $db");
 	$node->safe_psql($db, 'CREATE EXTENSION p2pay');
 	return $node;
