@@ -18,15 +18,23 @@ INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate
 UPDATE p2pay.rules SET mode = 'off';
 \set T '''2026-03-20 12:00:00+00'''::timestamptz
 
+-- Scans of the (payer_id, created_at) index of payments, or of its
+-- partitions' indexes when payments is partitioned.
+CREATE FUNCTION payer_time_scans() RETURNS bigint LANGUAGE sql AS $$
+  SELECT coalesce(sum(pg_stat_get_xact_numscans(i.indexrelid)), 0)::bigint
+    FROM pg_partition_tree('p2pay.payments') t
+    JOIN pg_index i ON i.indrelid = t.relid
+   WHERE t.isleaf AND pg_get_indexdef(i.indexrelid) LIKE '%(payer_id, created_at)%'
+$$;
 -- Insert a payment; return how many scans of the payer's payments it took.
 CREATE FUNCTION pay(payer int, payee int, at timestamptz) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-  before bigint := pg_stat_get_xact_numscans('p2pay.payments_payer_time_idx'::regclass);
+  before bigint := payer_time_scans();
 BEGIN
   INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
   VALUES (u(payer), u(payee), 10, 'USD', '00000000-0000-4000-8000-000000000001', at);
-  RETURN pg_stat_get_xact_numscans('p2pay.payments_payer_time_idx'::regclass) - before;
+  RETURN payer_time_scans() - before;
 END $$;
 
 -- The state as kept, against what rebuild_state() counts: one line per
@@ -155,5 +163,6 @@ SELECT rule, payments, fired, fired_at_time
 DROP VIEW days;
 DROP FUNCTION state_vs_recount();
 DROP FUNCTION pay(int, int, timestamptz);
+DROP FUNCTION payer_time_scans();
 DROP FUNCTION u(int);
 DROP EXTENSION p2pay;

@@ -366,7 +366,9 @@ is( query(
 	'0', 'rollback: none of the 40 rolled-back payments is stored');
 
 # A payment undone by ROLLBACK TO SAVEPOINT, and one whose insert fails after
-# the trigger ran (duplicate transaction_id), inside a committed transaction.
+# the trigger ran (a transaction_id already stored, at the same created_at:
+# unique on a plain and on a partitioned payments), inside a committed
+# transaction.
 query(
 	qq{
 BEGIN;
@@ -377,8 +379,8 @@ ROLLBACK TO SAVEPOINT one;
 DO \$\$
 BEGIN
   INSERT INTO p2pay.payments (transaction_id, payer_id, payee_id, amount, currency,
-                              payment_method_id)
-    SELECT transaction_id, uid(2010), uid(2002), 5000, 'USD', '$BANK'
+                              payment_method_id, created_at)
+    SELECT transaction_id, uid(2010), uid(2002), 5000, 'USD', '$BANK', created_at
       FROM p2pay.payments LIMIT 1;
   RAISE 'the duplicate transaction_id was accepted';
 EXCEPTION WHEN unique_violation THEN
