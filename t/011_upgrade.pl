@@ -1,10 +1,12 @@
 # t/011_upgrade.pl: every upgrade path to the default version.
 #
 # The versions come from the scripts in the tree: install scripts
-# p2pay--V.sql and update scripts p2pay--A--B.sql.  Every version named by
-# one, other than the control file's default_version, is a version someone
-# may have installed; for each, in its own database, with the current
-# library (the only one installed, as after a package upgrade and a restart):
+# p2pay--V.sql and update scripts p2pay--A--B.sql.  Every version one of
+# them names that is older than the control file's default_version is a
+# version someone may have installed (make checks that update scripts lead
+# from each to the default, and so does this test, through the server); for
+# each, in its own database, with the current library (the only one
+# installed, as after a package upgrade and a restart):
 #
 # a. CREATE EXTENSION p2pay VERSION 'V', a logical slot on the p2pay output
 #    plugin, and the ledger filled as one in use would be: users and their
@@ -16,8 +18,8 @@
 #    replays them as they were scored, resolve(), DELETE, prune_state() and
 #    rebuild_state() work, the state equals a recount, the stream decodes.
 # c. ALTER EXTENSION p2pay UPDATE: the extension is at the default version,
-#    every row of every table is kept (columns the update adds aside), the
-#    sequences are where they were.
+#    every row of every table is kept (columns the update adds aside), no
+#    sequence has gone back.
 # d. After the update: new payments are scored exactly as in a database
 #    that was created at the default version and went through the same
 #    steps (the fresh database below), score() agrees, the state equals a
