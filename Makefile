@@ -38,6 +38,14 @@ EXTRA_CLEAN   = .build-mode
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# Every installation of an older version can be updated to EXTVERSION, and
+# EXTVERSION can be installed: the scripts' names are checked before every
+# build (scripts/check-update-chain.sh; t/011_upgrade.pl walks the paths).
+all: check-update-chain
+.PHONY: check-update-chain
+check-update-chain:
+	@bash $(srcdir)/scripts/check-update-chain.sh $(srcdir) $(EXTENSION) $(EXTVERSION)
+
 # Every object depends on the shared headers (PGXS tracks only the .c files).
 $(OBJS): src/p2pay.h src/compat.h src/json.h
 
