@@ -285,6 +285,14 @@ SELECT count(*) FROM p2pay.payments WHERE amount IN (77, 78);
 
 -- A misspelt mode is refused.
 SET p2pay.delete_mode = archived;
+-- The new trigger function is p2pay's own, like the others: on any other
+-- table it refuses to run.
+CREATE TABLE not_payments (id int);
+INSERT INTO not_payments VALUES (1);
+CREATE TRIGGER mark BEFORE DELETE ON not_payments FOR EACH ROW EXECUTE FUNCTION p2pay.mark_delete();
+DELETE FROM not_payments;
+DROP TABLE not_payments;
+SELECT has_function_privilege('public', 'p2pay.mark_delete()', 'execute') AS public_may_run;
 
 ------------------------------------------------------------------------------
 -- A 1.0 installation with this library: no trigger writes the mark, so
