@@ -7,7 +7,7 @@ OBJS        = src/p2pay.o src/catalog.o src/config.o src/rules.o src/state.o src
 DATA        = $(wildcard $(EXTENSION)--*.sql)
 
 # pg_regress: one file per behaviour, run in this order.
-REGRESS      = schema rules bad_input error_fields config insert_paths rollback guard security schema_changes stream stream_toast stream_types operations rule_stats backtest money_flow baselines bulk_load state_indexes prune_state backdated partition_payments partitioned
+REGRESS      = schema rules bad_input error_fields config insert_paths rollback guard security schema_changes stream stream_toast stream_types operations rule_stats backtest money_flow baselines bulk_load state_indexes prune_state backdated retention stream_partitions partition_payments partitioned
 
 # isolation tests (specs/): what concurrent sessions see of each other
 ISOLATION    = config_reload account_lock cycle_lock lock_order multi_payment_lock cycle_newcomer
@@ -37,6 +37,14 @@ EXTRA_CLEAN   = .build-mode
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Every installation of an older version can be updated to EXTVERSION, and
+# EXTVERSION can be installed: the scripts' names are checked before every
+# build (scripts/check-update-chain.sh; t/011_upgrade.pl walks the paths).
+all: check-update-chain
+.PHONY: check-update-chain
+check-update-chain:
+	@bash $(srcdir)/scripts/check-update-chain.sh $(srcdir) $(EXTENSION) $(EXTVERSION)
 
 # Every object depends on the shared headers (PGXS tracks only the .c files).
 $(OBJS): src/p2pay.h src/compat.h src/json.h

@@ -21,7 +21,9 @@ CREATE TABLE partman.p2pay_test_template ();
 CREATE FUNCTION public.p2pay_test_partition() RETURNS event_trigger
   LANGUAGE plpgsql SET client_min_messages = warning AS $$
 BEGIN
+  -- an older version, installed to be updated, has nothing to partition with
   IF pg_catalog.current_setting('p2pay_test.keep_plain', true) = 'on'
+     OR pg_catalog.to_regproc('p2pay.partition_payments') IS NULL
      OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_ddl_commands() c
                       JOIN pg_catalog.pg_extension e ON e.oid = c.objid
                      WHERE c.classid = 'pg_catalog.pg_extension'::pg_catalog.regclass

@@ -170,6 +170,8 @@ INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method
 VALUES (uid(1), uid(2), 5, 'USD', '00000000-0000-4000-8000-000000000001', '2026-12-03 10:00+00')
 RETURNING decision;
 
-DROP EXTENSION p2pay CASCADE;
+-- the hand-made table is not the extension's: it goes first
+DROP TABLE p2pay.payments;
+DROP EXTENSION p2pay;
 DROP TABLE plan, outcome, state_before;
 DROP FUNCTION uid(int), run_plan(), keep(text);

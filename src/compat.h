@@ -48,6 +48,18 @@
 #endif
 
 /*
+ * A transactional logical decoding message (trigger.c): 17 added the
+ * argument that flushes a non-transactional one at once.
+ */
+#if PG_VERSION_NUM >= 170000
+#define p2pay_log_message(prefix, message) \
+	LogLogicalMessage((prefix), (message), strlen(message), true, false)
+#else
+#define p2pay_log_message(prefix, message) \
+	LogLogicalMessage((prefix), (message), strlen(message), true)
+#endif
+
+/*
  * Shared memory of a preloaded library (stats.c): 15 added
  * shmem_request_hook and takes RequestAddinShmemSpace only from it; 13 and
  * 14 take the request straight from _PG_init.

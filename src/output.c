@@ -8,12 +8,26 @@
  * every other table emit nothing, and progress is reported through them so
  * that a quiet stream doesn't hold WAL back.
  *
+ * Partitions: p2pay.payments is found by OID in the extension's schema.  A
+ * change of one of its partitions, at any depth, is a change of payments,
+ * its columns read by name from the partition's own descriptor.  A
+ * TRUNCATE is an event only when it names payments itself, whose
+ * partitions it truncates with it: truncating a partition, as dropping or
+ * detaching one, is archiving.
+ *
+ * Archiving: the delete triggers mark a transaction in the WAL with
+ * p2pay's logical decoding messages (trigger.c); a delete of a payment
+ * that follows an archive mark in its transaction, with no reverse mark
+ * since, is archived and emits nothing.
+ *
  * Memory: each change is formatted in a context reset after the change, so
  * a transaction of any size decodes in flat memory.  What is known about a
- * relation (is it p2pay.payments, where its columns are, of which types,
- * which enum values its decisions are) is cached per relation id in a
- * context that lives as long as the backend, and forgotten when the
- * relation changes.
+ * relation (is it p2pay.payments or one of its partitions, where its
+ * columns are, of which types, which enum values its decisions are) is
+ * cached per relation id in a context that lives as long as the backend,
+ * and forgotten when the relation or one of its ancestors changes (a
+ * partition attached or detached).  The catalogs are read with decoding's
+ * historic snapshot, as they were when the change was made.
  *
  * Trust: nothing about the table's shape is taken for granted.  A column is
  * read directly only when its type is the one p2pay created it with; any
@@ -33,9 +47,11 @@
 #include "json.h"
 
 #include "access/htup_details.h"
+#include "catalog/partition.h"
 #include "catalog/pg_enum.h"
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
+#include "commands/extension.h"
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
 #include "utils/builtins.h"
@@ -92,7 +108,10 @@ typedef struct RelInfo
 {
 	Oid			relid;			/* hash key */
 	bool		valid;			/* false once the relation changed */
-	bool		is_payments;
+	bool		is_payments;	/* p2pay.payments or one of its partitions */
+	bool		is_root;		/* p2pay.payments itself */
+	Oid		   *ancestors;		/* a partition's, in CacheMemoryContext */
+	int			nancestors;
 	/* the rest is set for p2pay.payments only */
 	MemoryContext cxt;			/* the output functions' state */
 	int			natts;			/* attributes of the descriptor cached */
@@ -121,6 +140,7 @@ typedef struct StreamState
 	bool		include_timestamp;
 	MemoryContext change_cxt;	/* reset after every change */
 	bool		wrote_in_txn;
+	bool		archiving;		/* the transaction's deletes of payments are archived */
 	int			skipped;		/* changes emitted nothing since the last report */
 } StreamState;
 
@@ -129,7 +149,12 @@ static bool relinfo_callback_registered = false;
 
 void		_PG_output_plugin_init(OutputPluginCallbacks *cb);
 
-/* Forget what is known about a relation when it changes. */
+/*
+ * Forget what is known about a relation when it changes, and about every
+ * partition it is an ancestor of: whether a partition belongs to payments
+ * changes when a table above it is attached or detached, whether or not
+ * PostgreSQL invalidates the partition itself then.
+ */
 static void
 relinfo_invalidate(Datum arg, Oid relid)
 {
@@ -138,16 +163,15 @@ relinfo_invalidate(Datum arg, Oid relid)
 
 	if (relinfo_cache == NULL)
 		return;
-	if (OidIsValid(relid))
-	{
-		info = hash_search(relinfo_cache, &relid, HASH_FIND, NULL);
-		if (info != NULL)
-			info->valid = false;
-		return;
-	}
 	hash_seq_init(&seq, relinfo_cache);
 	while ((info = hash_seq_search(&seq)) != NULL)
-		info->valid = false;
+	{
+		if (!OidIsValid(relid) || info->relid == relid)
+			info->valid = false;
+		for (int i = 0; i < info->nancestors && info->valid; i++)
+			if (info->ancestors[i] == relid)
+				info->valid = false;
+	}
 }
 
 /*
@@ -256,14 +280,60 @@ relinfo_read_columns(RelInfo *info, TupleDesc desc)
 	}
 }
 
-/* Whether rel is p2pay.payments, and how to read its columns; cached. */
+/*
+ * The OID of p2pay.payments, or InvalidOid in a database without the
+ * extension (or without the table): read through the catalogs as the
+ * historic snapshot shows them.
+ */
+static Oid
+payments_relid(void)
+{
+	if (!OidIsValid(get_extension_oid("p2pay", true)))
+		return InvalidOid;
+	return get_relname_relid("payments", p2pay_schema());
+}
+
+/*
+ * Whether rel is p2pay.payments or a partition of it, at any depth: the
+ * partition's ancestors, which are kept to tell when one of them changes.
+ */
+static void
+relinfo_classify(Relation rel, RelInfo *info)
+{
+	Oid			payments = payments_relid();
+
+	info->is_root = OidIsValid(payments) && info->relid == payments;
+	info->is_payments = info->is_root;
+	if (rel->rd_rel->relispartition)
+	{
+		List	   *ancestors = get_partition_ancestors(info->relid);
+		ListCell   *lc;
+
+		info->ancestors = MemoryContextAlloc(CacheMemoryContext,
+											 Max(list_length(ancestors), 1) * sizeof(Oid));
+		foreach(lc, ancestors)
+		{
+			Oid			ancestor = lfirst_oid(lc);
+
+			info->ancestors[info->nancestors++] = ancestor;
+			if (OidIsValid(payments) && ancestor == payments)
+				info->is_payments = true;
+		}
+		list_free(ancestors);
+	}
+}
+
+/*
+ * Whether rel is p2pay.payments or one of its partitions, and how to read
+ * its columns; cached.  Catalog lookups allocate in the caller's context,
+ * the change's.
+ */
 static RelInfo *
 relinfo_get(Relation rel)
 {
 	Oid			relid = RelationGetRelid(rel);
 	RelInfo    *info;
 	bool		found;
-	char	   *nspname;
 
 	if (relinfo_cache == NULL)
 	{
@@ -289,12 +359,12 @@ relinfo_get(Relation rel)
 
 	if (found && info->cxt != NULL)
 		MemoryContextDelete(info->cxt);
+	if (found && info->ancestors != NULL)
+		pfree(info->ancestors);
 	/* valid only once complete: an error half way leaves it to be redone */
 	memset(((char *) info) + sizeof(Oid), 0, sizeof(RelInfo) - sizeof(Oid));
 
-	nspname = get_namespace_name(RelationGetNamespace(rel));
-	info->is_payments = nspname != NULL && strcmp(nspname, "p2pay") == 0 &&
-		strcmp(RelationGetRelationName(rel), "payments") == 0;
+	relinfo_classify(rel, info);
 	if (info->is_payments)
 		relinfo_read_columns(info, RelationGetDescr(rel));
 	info->valid = true;
@@ -439,6 +509,7 @@ stream_begin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 	StreamState *state = ctx->output_plugin_private;
 
 	state->wrote_in_txn = false;
+	state->archiving = false;
 }
 
 /*
@@ -723,9 +794,9 @@ stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 			  ReorderBufferChange *change)
 {
 	StreamState *state = ctx->output_plugin_private;
-	RelInfo    *info = relinfo_get(rel);
+	RelInfo    *info;
 	TupleDesc	desc = RelationGetDescr(rel);
-	MemoryContext old_cxt;
+	MemoryContext old_cxt = MemoryContextSwitchTo(state->change_cxt);
 	HeapTuple	newtup = p2pay_change_newtuple(change);
 	HeapTuple	oldtup = p2pay_change_oldtuple(change);
 	bool		old_whole = rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL;
@@ -735,13 +806,14 @@ stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	const char *old_label;
 	bool		emitted = false;
 
+	info = relinfo_get(rel);
 	if (!info->is_payments)
 	{
+		MemoryContextSwitchTo(old_cxt);
+		MemoryContextReset(state->change_cxt);
 		note_skipped(ctx, state);
 		return;
 	}
-
-	old_cxt = MemoryContextSwitchTo(state->change_cxt);
 
 	switch (change->action)
 	{
@@ -785,7 +857,9 @@ stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 				break;
 			}
 		case REORDER_BUFFER_CHANGE_DELETE:
-			/* every delete, with as much of the row as the WAL holds */
+			/* every reversal, with as much of the row as the WAL holds */
+			if (state->archiving)
+				break;
 			read_row(info, desc, oldtup, old_whole, NULL, &row);
 			decision_rank(info, &row, &label);
 			emit_payment(ctx, state, txn, change->lsn, info, "deleted", &row, label, NULL, NULL);
@@ -801,7 +875,11 @@ stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 		note_skipped(ctx, state);
 }
 
-/* A TRUNCATE that includes p2pay.payments is an event of its own. */
+/*
+ * A TRUNCATE of p2pay.payments is an event of its own.  Its partitions,
+ * which it truncates with it, are listed beside it; a partition truncated
+ * alone is not an event.
+ */
 static void
 stream_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations,
 				Relation relations[], ReorderBufferChange *change)
@@ -812,7 +890,7 @@ stream_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelatio
 
 	for (int i = 0; i < nrelations && !emitted; i++)
 	{
-		if (relinfo_get(relations[i])->is_payments)
+		if (relinfo_get(relations[i])->is_root)
 		{
 			JsonWriter	w;
 
@@ -834,6 +912,29 @@ stream_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelatio
 		note_skipped(ctx, state);
 }
 
+/*
+ * A message of p2pay's delete triggers: whether the deletes of payments
+ * that follow in the transaction are archived.  Other messages, and
+ * non-transactional ones, are not p2pay's.
+ */
+static void
+stream_message(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn,
+			   bool transactional, const char *prefix, Size size, const char *message)
+{
+	StreamState *state = ctx->output_plugin_private;
+
+	if (transactional && strcmp(prefix, P2PAY_MESSAGE_PREFIX) == 0)
+	{
+		if (size == strlen(P2PAY_MESSAGE_ARCHIVE) &&
+			memcmp(message, P2PAY_MESSAGE_ARCHIVE, size) == 0)
+			state->archiving = true;
+		else if (size == strlen(P2PAY_MESSAGE_REVERSE) &&
+				 memcmp(message, P2PAY_MESSAGE_REVERSE, size) == 0)
+			state->archiving = false;
+	}
+	note_skipped(ctx, state);
+}
+
 /* Entry point: PostgreSQL looks this up when a slot names plugin p2pay. */
 void
 _PG_output_plugin_init(OutputPluginCallbacks *cb)
@@ -842,6 +943,7 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->begin_cb = stream_begin;
 	cb->change_cb = stream_change;
 	cb->truncate_cb = stream_truncate;
+	cb->message_cb = stream_message;
 	cb->commit_cb = stream_commit;
 	cb->shutdown_cb = stream_shutdown;
 }

@@ -26,6 +26,19 @@ int			p2pay_future_tolerance = 300;
  */
 int			p2pay_multi_payment_lock_timeout = 10;
 
+/*
+ * What a delete of a payment does (DELETE_MODE_*): reverse it, or archive
+ * it (trigger.c).  A transaction deletes payments in one mode, the one of
+ * its first delete.
+ */
+int			p2pay_delete_mode = DELETE_MODE_REVERSE;
+
+static const struct config_enum_entry delete_mode_options[] = {
+	{"reverse", DELETE_MODE_REVERSE, false},
+	{"archive", DELETE_MODE_ARCHIVE, false},
+	{NULL, 0, false}
+};
+
 void		_PG_init(void);
 
 /*
@@ -50,9 +63,32 @@ p2pay_echo(const char *value)
 }
 
 /*
+ * Refuse a SET of p2pay.delete_mode to another mode than the one this
+ * transaction has deleted payments in, so that a statement never deletes
+ * some rows in one mode and some in the other.  The values restored at the
+ * end of a function or a subtransaction are not checked here: the delete
+ * triggers refuse a delete in another mode.
+ */
+static bool
+check_delete_mode(int *newval, void **extra, GucSource source)
+{
+	int			fixed = p2pay_delete_mode_fixed();
+
+	if (source != PGC_S_SESSION || fixed < 0 || *newval == fixed)
+		return true;
+	GUC_check_errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE);
+	GUC_check_errmsg("p2pay.delete_mode can't change in a transaction that has deleted payments");
+	GUC_check_errdetail("This transaction deleted payments with p2pay.delete_mode = %s; a transaction deletes payments in one mode, the one of its first delete.",
+						fixed == DELETE_MODE_ARCHIVE ? "archive" : "reverse");
+	GUC_check_errhint("Set p2pay.delete_mode before the transaction deletes its first payment, or delete in another transaction.");
+	return false;
+}
+
+/*
  * Define the settings, register the cache invalidation callbacks and the
- * transaction callbacks that follow the account locks held and, when
- * preloaded, reserve the statistics' shared memory.
+ * transaction callbacks that follow the account locks held and the mode of
+ * the transaction's deletes and, when preloaded, reserve the statistics'
+ * shared memory.
  */
 void
 _PG_init(void)
@@ -75,9 +111,20 @@ _PG_init(void)
 							PGC_USERSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomEnumVariable("p2pay.delete_mode",
+							 "What deleting a payment means: reversing it, or archiving it.",
+							 "reverse takes the payment out of the per-account state and streams a deleted event; "
+							 "archive (for the owner of p2pay.payments) keeps it in the state, as history the rules "
+							 "still count, and streams nothing.",
+							 &p2pay_delete_mode,
+							 DELETE_MODE_REVERSE, delete_mode_options,
+							 PGC_USERSET,
+							 0,
+							 check_delete_mode, NULL, NULL);
 	MarkGUCPrefixReserved("p2pay");
 
 	p2pay_config_register_callbacks();
 	p2pay_lock_register_callbacks();
+	p2pay_delete_mode_register_callbacks();
 	p2pay_stats_init();
 }

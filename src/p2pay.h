@@ -172,6 +172,25 @@ typedef struct Verdict
 /* p2pay.c: settings, and how messages quote input */
 extern int	p2pay_future_tolerance;
 extern int	p2pay_multi_payment_lock_timeout;
+extern int	p2pay_delete_mode;
+
+/*
+ * What deleting a payment means (p2pay.delete_mode): a reversal, which
+ * takes it out of the per-account state and is a deleted event on the
+ * stream, or archiving, which keeps it in the state and is no event.
+ */
+#define DELETE_MODE_REVERSE 0
+#define DELETE_MODE_ARCHIVE 1
+
+/*
+ * The transactional logical decoding messages the delete triggers write
+ * (trigger.c) and the stream reads (output.c): the payment deletes that
+ * follow an archive mark in its transaction, up to a reverse mark, are
+ * archived.
+ */
+#define P2PAY_MESSAGE_PREFIX "p2pay"
+#define P2PAY_MESSAGE_ARCHIVE "archive"
+#define P2PAY_MESSAGE_REVERSE "reverse"
 
 #define P2PAY_ECHO_MAX 64
 extern char *p2pay_echo(const char *value);
@@ -276,5 +295,9 @@ extern TimestampTz p2pay_hour_of(TimestampTz ts);
 extern TimestampTz p2pay_day_of(TimestampTz ts);
 extern void p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 								 TimestampTz created_at, Numeric amount_base);
+
+/* trigger.c: the mode this transaction deletes payments in */
+extern int	p2pay_delete_mode_fixed(void);
+extern void p2pay_delete_mode_register_callbacks(void);
 
 #endif							/* P2PAY_H */

@@ -25,7 +25,7 @@
  * Cost: the lookup, the facts and the writes of an ordinary payment are
  * facts.c's, through the indexes directly.  What stays SQL here is rarer:
  * the money-flow facts of a large payment, the cycle rule's candidates and
- * its REPEATABLE READ check, and forgetting a deleted payment; each
+ * its REPEATABLE READ check, and forgetting a reversed payment; each
  * statement is prepared once per backend.  The money-flow reads are bounded
  * by the accounts' activity in a window, capped (PASS_THROUGH_PAYERS,
  * CYCLE_FANOUT), never by the length of an account's history.
@@ -136,18 +136,38 @@ static const char *cycle_sql =
 "                WHERE " CYCLE_BACK("d.d", "$1", "$3", "$4") ")";
 
 /*
- * Takes a deleted payment out of the state: the inverse of state_sql's
- * writes.  A bucket that held only this payment goes, and so does a pair
- * none of whose payments remain (in a multi-row DELETE every row is gone
- * before the first of these triggers runs); a pair's first and last times
- * are read again from the payments that remain (a scan of the payer's
- * payments, as deletes are rare).  The payment's UTC day in account_daily
- * is counted again from the payments that remain that day: the payer's
- * through its index, the payee's distinct payers through the pairs paid
- * since that day began.  Counting again rather than subtracting keeps a
- * multi-row DELETE of one pair's payments exact.
+ * Takes a reversed payment out of the state: the inverse of the insert's
+ * writes, exact whatever else was archived (deleted with p2pay.delete_mode
+ * = archive, which leaves the state as it was).  The counts and sums
+ * subtract the payment: a bucket that held only it goes, and so does a
+ * pair whose count reaches 0 (archived payments still count in it).  A
+ * pair's first and last times are read again only when the payment was its
+ * first or its last, from the pair's payments that remain (the first one
+ * at or after it, or the last one at or before it, through the payer's
+ * index); when none remains, as when the pair's other payments were all
+ * archived, whose exact times are not known any more, the bound moves to
+ * the other one.  A multi-row DELETE has removed every row before the
+ * first of these statements runs, and each row's statement sees the pair
+ * as the previous one left it, so the times come out as if the rows had
+ * been deleted one by one.
+ *
+ * The payment's UTC day in account_daily: out_count goes down by one, and
+ * out_payees (the payer's distinct payees that day) and in_payers (the
+ * payee's distinct payers that day) go down by one when no payment of the
+ * pair remains that day; none of them below what the payments that remain
+ * that day count (the payee's distinct payers through the pairs paid since
+ * the day began).  Without archived payments that day this is exact,
+ * including after a multi-row DELETE, whose rows' statements all see what
+ * the whole statement left.  With archived payments that day, which the
+ * payments that remain can't show, the distinct counts are never higher
+ * than they should be and at most one lower per payment reversed: a pair
+ * whose only payments left that day are archived stops counting.
  */
 #define WHEN_IS(col, param, then) "CASE WHEN " col SQL_EQ param " THEN " then " ELSE 0 END"
+#define PAIR_PAYMENT(cmp, dir) \
+"(SELECT p.created_at FROM p2pay.payments p" \
+"   WHERE p.payer_id" SQL_EQ "$1 AND p.payee_id" SQL_EQ "$2 AND p.created_at" cmp "$8" \
+"   ORDER BY p.created_at " dir " LIMIT 1)"
 static const char *forget_sql =
 "WITH acct AS ("
 "  UPDATE p2pay.account_stats a"
@@ -162,41 +182,48 @@ static const char *forget_sql =
 " bucket AS ("
 "  UPDATE p2pay.payer_hourly h SET n = h.n" SQL_MINUS "1, total = h.total" SQL_MINUS "$4"
 "   WHERE h.payer_id" SQL_EQ "$1 AND h.hour" SQL_EQ "$3 AND h.n" SQL_GT "1),"
-" remaining AS ("
-"  SELECT pg_catalog.min(p.created_at) AS first_at, pg_catalog.max(p.created_at) AS last_at"
-"    FROM p2pay.payments p WHERE p.payer_id" SQL_EQ "$1 AND p.payee_id" SQL_EQ "$2),"
 " pair_gone AS ("
-"  DELETE FROM p2pay.pair_stats s USING remaining r"
-"   WHERE s.payer_id" SQL_EQ "$1 AND s.payee_id" SQL_EQ "$2 AND r.first_at IS NULL),"
+"  DELETE FROM p2pay.pair_stats s"
+"   WHERE s.payer_id" SQL_EQ "$1 AND s.payee_id" SQL_EQ "$2 AND s.n" SQL_LE "1),"
+" day_left AS ("
+"  SELECT pg_catalog.count(*) AS n, pg_catalog.count(DISTINCT p.payee_id) AS payees,"
+"         CASE WHEN pg_catalog.bool_or(p.payee_id" SQL_EQ "$2) THEN 0 ELSE 1 END AS pair_gone"
+"    FROM p2pay.payments p"
+"   WHERE p.payer_id" SQL_EQ "$1 AND p.created_at" SQL_GE "$5 AND p.created_at" SQL_LT "$6),"
 " payer_day AS ("
 "  UPDATE p2pay.account_daily d"
-"     SET out_count = t.n, out_payees = t.payees"
-"    FROM (SELECT pg_catalog.count(*) AS n, pg_catalog.count(DISTINCT p.payee_id) AS payees"
-"            FROM p2pay.payments p"
-"           WHERE p.payer_id" SQL_EQ "$1 AND p.created_at" SQL_GE "$5"
-"             AND p.created_at" SQL_LT "$6) t"
+"     SET out_count = GREATEST(t.n, d.out_count" SQL_MINUS "1),"
+"         out_payees = GREATEST(t.payees, d.out_payees" SQL_MINUS "t.pair_gone)"
+"    FROM day_left t"
 "   WHERE d.user_id" SQL_EQ "$1 AND d.day" SQL_EQ "$7),"
 " payee_day AS ("
 "  UPDATE p2pay.account_daily d"
-"     SET in_payers = (SELECT pg_catalog.count(*) FROM p2pay.pair_stats s"
-"                       WHERE s.payee_id" SQL_EQ "$2 AND s.last_at" SQL_GE "$5"
-"                         AND EXISTS (SELECT 1 FROM p2pay.payments p"
-"                                      WHERE p.payer_id" SQL_EQ "s.payer_id"
-"                                        AND p.payee_id" SQL_EQ "$2"
-"                                        AND p.created_at" SQL_GE "$5"
-"                                        AND p.created_at" SQL_LT "$6))"
+"     SET in_payers = GREATEST((SELECT pg_catalog.count(*) FROM p2pay.pair_stats s"
+"                                WHERE s.payee_id" SQL_EQ "$2 AND s.last_at" SQL_GE "$5"
+"                                  AND EXISTS (SELECT 1 FROM p2pay.payments p"
+"                                               WHERE p.payer_id" SQL_EQ "s.payer_id"
+"                                                 AND p.payee_id" SQL_EQ "$2"
+"                                                 AND p.created_at" SQL_GE "$5"
+"                                                 AND p.created_at" SQL_LT "$6)),"
+"                              d.in_payers" SQL_MINUS "t.pair_gone)"
+"    FROM day_left t"
 "   WHERE d.user_id" SQL_EQ "$2 AND d.day" SQL_EQ "$7)"
 "UPDATE p2pay.pair_stats s"
 "   SET n = s.n" SQL_MINUS "1, total = s.total" SQL_MINUS "$4,"
-"       first_at = r.first_at, last_at = r.last_at"
-"  FROM remaining r"
-" WHERE s.payer_id" SQL_EQ "$1 AND s.payee_id" SQL_EQ "$2 AND r.first_at IS NOT NULL";
+"       first_at = CASE WHEN s.first_at" SQL_EQ "$8"
+"                  THEN COALESCE(" PAIR_PAYMENT(SQL_GE, "ASC") ", s.last_at)"
+"                  ELSE s.first_at END,"
+"       last_at = CASE WHEN s.last_at" SQL_EQ "$8"
+"                 THEN COALESCE(" PAIR_PAYMENT(SQL_LE, "DESC") ", s.first_at)"
+"                 ELSE s.last_at END"
+" WHERE s.payer_id" SQL_EQ "$1 AND s.payee_id" SQL_EQ "$2 AND s.n" SQL_GT "1";
 
 /*
- * After forget_sql: the payer's and payee's rows that no payment remains
- * in go, their row of the payment's day ($3) and their running totals, as
- * rebuild_state() would count none.  An empty day would otherwise still
- * count in the history that an account's normal needs.
+ * After forget_sql: the payer's and payee's rows that no payment counts in
+ * any more go, their row of the payment's day ($3) and their running
+ * totals, as rebuild_state() would count none.  An empty day would
+ * otherwise still count in the history that an account's normal needs.
+ * Archived payments still count, so their rows stay.
  */
 static const char *forget_empty_sql =
 "WITH day_gone AS ("
@@ -653,24 +680,24 @@ check_cycle_snapshot(const PaymentInput *in, TimestampTz since, double min_amoun
 }
 
 /*
- * Take a deleted payment out of the per-account state, so that no rule
+ * Take a reversed payment out of the per-account state, so that no rule
  * counts it any more.  The accounts are locked.
  */
 void
 p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 					 TimestampTz created_at, Numeric amount_base)
 {
-	Datum		values[7];
+	Datum		values[8];
 	Datum		empty_keys[3];
 	int			ret;
 	TimestampTz day_start = p2pay_day_of(created_at);
 
 	if (forget_plan == NULL)
 	{
-		Oid			types[7] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, NUMERICOID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, DATEOID};
+		Oid			types[8] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, NUMERICOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, DATEOID, TIMESTAMPTZOID};
 
-		forget_plan = prepare_kept(forget_sql, 7, types);
+		forget_plan = prepare_kept(forget_sql, 8, types);
 	}
 	if (forget_empty_plan == NULL)
 	{
@@ -686,6 +713,7 @@ p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 	values[4] = TimestampTzGetDatum(day_start);
 	values[5] = TimestampTzGetDatum(day_start + USECS_PER_DAY);
 	values[6] = DateADTGetDatum((DateADT) (day_start / USECS_PER_DAY));
+	values[7] = TimestampTzGetDatum(created_at);
 	empty_keys[0] = values[0];
 	empty_keys[1] = values[1];
 	empty_keys[2] = values[6];

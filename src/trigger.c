@@ -1,7 +1,7 @@
 /*
  * trigger.c: the triggers on p2pay.payments: scoring each insert, keeping a
  * scored payment's facts fixed, and taking a deleted payment out of the
- * per-account state.
+ * per-account state, unless it is archived.
  *
  * Every inserted row goes through four steps in the inserting transaction:
  * validate the input (nothing is read or locked for a bad row), lock the
@@ -12,6 +12,19 @@
  * The SPI work runs as the owner of payments (as foreign-key checks do), so
  * an application role needs INSERT on payments and nothing else.  The
  * returned tuple is built in the executor's per-row context, outside SPI.
+ *
+ * Deletes: p2pay.delete_mode says what a delete means.  A reversal takes
+ * the payment out of the state and is a deleted event on the stream; an
+ * archived payment stays in the state, as history the rules still count,
+ * and the stream passes over its delete.  The stream can't read the
+ * deleting session's settings, so the BEFORE DELETE trigger marks the
+ * transaction in the WAL before the delete is logged: an archive mark
+ * once, before its first archived delete, and a reverse mark before every
+ * reversal, so that no mark a client wrote itself (pg_logical_emit_message
+ * is anyone's) can hide a reversal from the stream.  A transaction
+ * deletes payments in one mode, fixed by its first delete: a mark, and the
+ * deletes after it, go with the subtransaction that wrote them if it rolls
+ * back, and so does the fixed mode (transaction callbacks follow it).
  */
 #include "postgres.h"
 
@@ -22,6 +35,7 @@
 
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
@@ -31,6 +45,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "funcapi.h"
+#include "replication/message.h"
 #include "portability/instr_time.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -759,8 +774,162 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 }
 
 /*
- * AFTER DELETE ROW trigger on p2pay.payments: a deleted payment stops
- * counting in the per-account state, as if it had never been inserted.
+ * The mode this transaction deletes payments in (DELETE_MODE_*), fixed by
+ * its first delete of a payment, or -1; and the lowest subtransaction
+ * nesting level a delete fixed it at, whose rollback takes the deletes,
+ * the archive mark and the fixed mode with it.
+ */
+static int	fixed_mode = -1;
+static int	fixed_level = 0;
+
+/* The mode this transaction deletes payments in, or -1: p2pay.c's check. */
+int
+p2pay_delete_mode_fixed(void)
+{
+	return fixed_mode;
+}
+
+/* The transaction ended: the next one fixes its own mode. */
+static void
+delete_mode_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			fixed_mode = -1;
+			break;
+		default:
+			break;
+	}
+}
+
+/*
+ * A subtransaction ended (the callback runs at its nesting level): rolled
+ * back, the deletes that fixed the mode are undone, and so is the archive
+ * mark it wrote; committed, they pass to its parent.
+ */
+static void
+delete_mode_subxact_callback(SubXactEvent event, SubTransactionId subid,
+							 SubTransactionId parent_subid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	if (fixed_mode < 0 || fixed_level < level)
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		fixed_mode = -1;
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+		fixed_level = level - 1;
+}
+
+/* Follow the mode of the transaction's deletes through its subtransactions. */
+void
+p2pay_delete_mode_register_callbacks(void)
+{
+	RegisterXactCallback(delete_mode_xact_callback, NULL);
+	RegisterSubXactCallback(delete_mode_subxact_callback, NULL);
+}
+
+/* Record that this transaction deletes payments in mode. */
+static void
+fix_delete_mode(int mode)
+{
+	int			level = GetCurrentTransactionNestLevel();
+
+	if (fixed_mode < 0)
+	{
+		fixed_mode = mode;
+		fixed_level = level;
+	}
+	else
+		fixed_level = Min(fixed_level, level);
+}
+
+/* Refuse a delete in another mode than the one this transaction deletes in. */
+static void
+require_delete_mode(int mode)
+{
+	if (fixed_mode < 0 || fixed_mode == mode)
+		return;
+	if (fixed_mode == DELETE_MODE_ARCHIVE)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("payments can't be reversed in a transaction that archived payments"),
+				 errdetail("The stream passes over the deletes of payments that follow an archive in its transaction: a reversal there would not reach it."),
+				 errhint("Reverse payments in a transaction of their own, or roll back to a savepoint taken before the archiving.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("payments can't be archived in a transaction that reversed payments"),
+			 errdetail("A transaction deletes payments in one p2pay.delete_mode, the one of its first delete."),
+			 errhint("Archive payments in a transaction of their own.")));
+}
+
+/*
+ * Only the owner of p2pay.payments (or a member of its role) archives: an
+ * archived delete reaches no consumer of the stream, and a role that may
+ * delete payments to reverse them must not be able to hide a reversal.
+ */
+static void
+require_archiver(void)
+{
+	Oid			payments = p2pay_relid("payments");
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(payments));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "p2pay: cache lookup failed for relation %u", payments);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	if (!has_privs_of_role(GetUserId(), owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("payments can be archived only by the owner of p2pay.payments"),
+				 errdetail("An archived payment stays in the per-account state and its delete is no event on the stream."),
+				 errhint("Archive as the owner of p2pay.payments; with p2pay.delete_mode = reverse a delete reverses the payment.")));
+}
+
+/*
+ * BEFORE DELETE ROW trigger on p2pay.payments: fix the transaction's delete
+ * mode at its first delete, refuse a delete in the other mode, and mark
+ * the transaction in the WAL for the stream before the delete is logged:
+ * an archive mark once, before the first archived payment; a reverse mark
+ * before each reversed one.
+ */
+PG_FUNCTION_INFO_V1(p2pay_mark_delete_trigger);
+Datum
+p2pay_mark_delete_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	int			mode = p2pay_delete_mode;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("p2pay.mark_delete() must be fired BEFORE DELETE FOR EACH ROW")));
+
+	(void) payment_layout(td, "mark_delete");
+	require_delete_mode(mode);
+	if (mode == DELETE_MODE_ARCHIVE)
+	{
+		require_archiver();
+		if (fixed_mode < 0 && XLogLogicalInfoActive())
+			(void) p2pay_log_message(P2PAY_MESSAGE_PREFIX, P2PAY_MESSAGE_ARCHIVE);
+	}
+	else if (XLogLogicalInfoActive())
+		(void) p2pay_log_message(P2PAY_MESSAGE_PREFIX, P2PAY_MESSAGE_REVERSE);
+	fix_delete_mode(mode);
+	return PointerGetDatum(td->tg_trigtuple);
+}
+
+/*
+ * AFTER DELETE ROW trigger on p2pay.payments: a reversed payment stops
+ * counting in the per-account state, as if it had never been inserted; an
+ * archived one changes nothing.
  */
 PG_FUNCTION_INFO_V1(p2pay_forget_payment_trigger);
 Datum
@@ -777,6 +946,7 @@ p2pay_forget_payment_trigger(PG_FUNCTION_ARGS)
 				payee,
 				created_at;
 	OwnerContext saved;
+	int			mode = p2pay_delete_mode;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_DELETE(td->tg_event))
@@ -788,6 +958,24 @@ p2pay_forget_payment_trigger(PG_FUNCTION_ARGS)
 	desc = RelationGetDescr(rel);
 	tup = td->tg_trigtuple;
 	attnums = payment_layout(td, "forget_payment")->attnums;
+
+	/*
+	 * An archived payment needs the mark that keeps its delete off the
+	 * stream: p2pay 1.0 has no trigger to write it, and a DBA may have
+	 * disabled it.
+	 */
+	if (mode == DELETE_MODE_ARCHIVE)
+	{
+		if (fixed_mode != DELETE_MODE_ARCHIVE)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("payments can't be archived without p2pay's trigger payments_mark_delete"),
+					 errdetail("With p2pay.delete_mode = archive, the BEFORE DELETE trigger marks the transaction for the stream; it did not run: the extension is at version 1.0, or the trigger is disabled."),
+					 errhint("ALTER EXTENSION p2pay UPDATE installs it; with p2pay.delete_mode = reverse a delete reverses the payment.")));
+		return PointerGetDatum(NULL);
+	}
+	require_delete_mode(mode);
+	fix_delete_mode(mode);
 	require_full_identity(rel, "deleted");
 
 	/*

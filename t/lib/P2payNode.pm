@@ -1,10 +1,11 @@
 # t/lib/P2payNode.pm: a PostgreSQL::Test::Cluster set up for p2pay's TAP
 # tests: p2pay preloaded (p2pay.rule_stats needs its shared memory), logical
 # decoding on, the p2pay output plugin allowed where the server knows
-# output_plugin_libraries (15.19 and later), a database with the extension
-# created.  In make test's second run (P2PAY_PARTITIONED=1 in the
-# environment), p2pay.payments is partitioned and managed by pg_partman
-# right after each CREATE EXTENSION p2pay (scripts/partition-on-create.sql).
+# output_plugin_libraries (15.19 and later), databases with the extension
+# created at its default version or at an older one.  In make test's second
+# run (P2PAY_PARTITIONED=1 in the environment), p2pay.payments is
+# partitioned and managed by pg_partman right after each CREATE EXTENSION
+# p2pay (scripts/partition-on-create.sql).
 package P2payNode;
 
 use strict;
@@ -35,12 +36,12 @@ sub partition_on_create
 	return;
 }
 
-# new_node(NAME, DB, EXTRA_CONF): a started node with database DB holding
-# the extension.  EXTRA_CONF is appended to postgresql.conf after the
-# preload, so it can override it (shared_preload_libraries = '').
-sub new_node
+# start_node(NAME, EXTRA_CONF): a started node set up as above, with no
+# database of p2pay's yet.  EXTRA_CONF is appended to postgresql.conf after
+# the preload, so it can override it (shared_preload_libraries = '').
+sub start_node
 {
-	my ($name, $db, $extra) = @_;
+	my ($name, $extra) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(allows_streaming => 'logical');
 	$node->append_conf('postgresql.conf', "shared_preload_libraries = 'p2pay'");
@@ -56,9 +57,49 @@ sub new_node
 		$node->restart;
 	}
 	partition_on_create($node);
-	$node->safe_psql('postgres', "CREATE DATABASE $db");
-	$node->safe_psql($db, 'CREATE EXTENSION p2pay');
 	return $node;
+}
+
+# create_db(NODE, DB, VERSION): database DB holding the extension at
+# VERSION (CREATE EXTENSION ... VERSION), or at the control file's
+# default_version when VERSION is undef.
+sub create_db
+{
+	my ($node, $db, $version) = @_;
+	$node->safe_psql('postgres', "CREATE DATABASE $db");
+	$node->safe_psql($db,
+		defined $version
+		? 'CREATE EXTENSION p2pay VERSION ' . quote_literal($version)
+		: 'CREATE EXTENSION p2pay');
+	return;
+}
+
+# new_node(NAME, DB, EXTRA_CONF): start_node, and database DB holding the
+# extension at its default version.
+sub new_node
+{
+	my ($name, $db, $extra) = @_;
+	my $node = start_node($name, $extra);
+	create_db($node, $db);
+	return $node;
+}
+
+# default_version(): default_version of p2pay.control in the tree the tests
+# run from (the version CREATE EXTENSION p2pay installs).
+sub default_version
+{
+	my $control = slurp_file('p2pay.control');
+	$control =~ /^default_version\s*=\s*'([^']*)'/m
+	  or die "p2pay.control: no default_version";
+	return $1;
+}
+
+# quote_literal(TEXT): TEXT as an SQL string literal.
+sub quote_literal
+{
+	my ($text) = @_;
+	$text =~ s/'/''/g;
+	return "'$text'";
 }
 
 # seed_users(NODE, DB, N): users 1..N (public.uid(n) gives user n's id),
