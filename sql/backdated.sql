@@ -22,9 +22,10 @@ UPDATE p2pay.rules SET mode = 'off';
 -- partitions' indexes when payments is partitioned.
 CREATE FUNCTION payer_time_scans() RETURNS bigint LANGUAGE sql AS $$
   SELECT coalesce(sum(pg_stat_get_xact_numscans(i.indexrelid)), 0)::bigint
-    FROM pg_partition_tree('p2pay.payments') t
+    FROM (SELECT 'p2pay.payments'::regclass AS relid
+          UNION SELECT t.relid FROM pg_partition_tree('p2pay.payments') t) t
     JOIN pg_index i ON i.indrelid = t.relid
-   WHERE t.isleaf AND pg_get_indexdef(i.indexrelid) LIKE '%(payer_id, created_at)%'
+   WHERE pg_get_indexdef(i.indexrelid) LIKE '%(payer_id, created_at)%'
 $$;
 -- Insert a payment; return how many scans of the payer's payments it took.
 CREATE FUNCTION pay(payer int, payee int, at timestamptz) RETURNS bigint
