@@ -49,6 +49,7 @@
 #include "miscadmin.h"
 #include "nodes/execnodes.h"
 #include "partitioning/partdesc.h"
+#include "storage/bufmgr.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/fmgroids.h"
@@ -734,7 +735,8 @@ release_state(StateAccess *sa)
 	{
 		if (sa->src_rels[i] == NULL)
 			continue;
-		ExecDropSingleTupleTableSlot(sa->src_slots[i]);
+		if (sa->src_slots[i] != NULL)
+			ExecDropSingleTupleTableSlot(sa->src_slots[i]);
 		index_close(sa->src_idxs[i], NoLock);
 		table_close(sa->src_rels[i], NoLock);
 	}
@@ -895,16 +897,22 @@ typedef struct PayScan
 	IndexScanDesc scan;
 } PayScan;
 
-/* Open a source for this payment, once; false if it was dropped meanwhile. */
+/*
+ * Open a source for this payment, once; false if it holds nothing: dropped
+ * meanwhile, or never written (a default partition that no payment fell
+ * into costs no index descent).
+ */
 static bool
 open_source(StateAccess *sa, int i)
 {
 	if (sa->src_rels[i] != NULL)
-		return true;
+		return sa->src_slots[i] != NULL;
 	sa->src_rels[i] = try_table_open(cache.sources[i].relid, AccessShareLock);
 	if (sa->src_rels[i] == NULL)
 		return false;
 	sa->src_idxs[i] = index_open(cache.sources[i].index, AccessShareLock);
+	if (RelationGetNumberOfBlocks(sa->src_rels[i]) == 0)
+		return false;
 	sa->src_slots[i] = table_slot_create(sa->src_rels[i], NULL);
 	return true;
 }
