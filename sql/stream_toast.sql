@@ -66,8 +66,9 @@ VALUES (tid(1), '00000000-0000-4000-8000-00000000000a', '00000000-0000-4000-8000
         42.50, 'EUR', '00000000-0000-4000-8000-000000000001', '2026-03-01 09:00:00+00',
         0.75, 'review', big_reasons());
 RESET session_replication_role;
+-- (in the TOAST table of the table holding it: payments, or its partition)
 SELECT pg_relation_size(reltoastrelid) > 0 AS out_of_line
-  FROM pg_class WHERE oid = 'p2pay.payments'::regclass;
+  FROM pg_class WHERE oid = (SELECT tableoid FROM p2pay.payments WHERE transaction_id = tid(1));
 SELECT * FROM events();
 
 -- Payments scored by the trigger, whose reasons the owner then makes large:

@@ -692,14 +692,24 @@ is_deeply([ map { summary($_) } @{ (parse_lines(lines_of("$basedir/bad.jsonl")))
 query("SELECT 'created' FROM pg_create_logical_replication_slot('identity', 'p2pay')");
 my ($big, $keyed, $after) = split /\n/,
   query("SELECT transaction_id FROM p2pay.payments WHERE decision <> 'decline' ORDER BY id LIMIT 3");
+# The table that holds the keyed payment (payments, or its partition on a
+# partitioned payments: a partition's WAL records carry its own identity),
+# and its unique index led by transaction_id.
+my ($holder, $key_index) = split /\|/, query(qq{
+SELECT c.oid::regclass, i.indexrelid::regclass
+  FROM p2pay.payments p JOIN pg_class c ON c.oid = p.tableoid
+  JOIN pg_index i ON i.indrelid = c.oid AND i.indisunique
+ WHERE p.transaction_id = '$keyed'
+   AND i.indkey[0] = (SELECT attnum FROM pg_attribute
+                       WHERE attrelid = c.oid AND attname = 'transaction_id')});
 query(qq{
 UPDATE p2pay.payments SET reasons = ARRAY(SELECT md5(i::text) FROM generate_series(1, 1000) i)
  WHERE transaction_id = '$big';
 UPDATE p2pay.payments SET decision = 'decline' WHERE transaction_id = '$big';
 ALTER TABLE p2pay.payments DISABLE TRIGGER USER;
-ALTER TABLE p2pay.payments REPLICA IDENTITY USING INDEX payments_transaction_id_key;
+ALTER TABLE $holder REPLICA IDENTITY USING INDEX $key_index;
 DELETE FROM p2pay.payments WHERE transaction_id = '$keyed';
-ALTER TABLE p2pay.payments REPLICA IDENTITY FULL;
+ALTER TABLE $holder REPLICA IDENTITY FULL;
 ALTER TABLE p2pay.payments ENABLE TRIGGER USER;
 UPDATE p2pay.payments SET decision = 'decline' WHERE transaction_id = '$after';
 });
