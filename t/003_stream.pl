@@ -696,9 +696,10 @@ my ($big, $keyed, $after) = split /\n/,
 # partitioned payments: a partition's WAL records carry its own identity),
 # and its unique index led by transaction_id.
 my ($holder, $key_index) = split /\|/, query(qq{
-SELECT c.oid::regclass, i.indexrelid::regclass
+SELECT c.oid::regclass, quote_ident(ix.relname)
   FROM p2pay.payments p JOIN pg_class c ON c.oid = p.tableoid
   JOIN pg_index i ON i.indrelid = c.oid AND i.indisunique
+  JOIN pg_class ix ON ix.oid = i.indexrelid
  WHERE p.transaction_id = '$keyed'
    AND i.indkey[0] = (SELECT attnum FROM pg_attribute
                        WHERE attrelid = c.oid AND attname = 'transaction_id')});

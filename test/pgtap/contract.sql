@@ -63,12 +63,21 @@ SELECT fk_ok('p2pay', 'user_payment_methods', 'payment_method_id', 'p2pay', 'pay
 -- payments
 SELECT has_table('p2pay', 'payments', 'table p2pay.payments exists');
 SELECT col_type_is('p2pay', 'payments', 'id', 'bigint', 'payments.id is bigint');
-SELECT col_is_pk('p2pay', 'payments', 'id', 'payments.id is the primary key');
+-- a partitioned payments' keys also hold its partition key, created_at
+SELECT col_is_pk('p2pay', 'payments',
+                 CASE WHEN (SELECT relkind FROM pg_catalog.pg_class
+                             WHERE oid = 'p2pay.payments'::regclass) = 'p'
+                      THEN ARRAY['id', 'created_at'] ELSE ARRAY['id'] END,
+                 'payments.id is the primary key (with created_at, when partitioned)');
 SELECT is((SELECT attidentity::text FROM pg_catalog.pg_attribute
             WHERE attrelid = 'p2pay.payments'::regclass AND attname = 'id'),
           'a', 'payments.id is GENERATED ALWAYS AS IDENTITY');
 SELECT col_type_is('p2pay', 'payments', 'transaction_id', 'uuid', 'payments.transaction_id is uuid');
-SELECT col_is_unique('p2pay', 'payments', 'transaction_id', 'payments.transaction_id is unique');
+SELECT col_is_unique('p2pay', 'payments',
+                     CASE WHEN (SELECT relkind FROM pg_catalog.pg_class
+                                 WHERE oid = 'p2pay.payments'::regclass) = 'p'
+                          THEN ARRAY['transaction_id', 'created_at'] ELSE ARRAY['transaction_id'] END,
+                     'payments.transaction_id is unique (with created_at, when partitioned)');
 SELECT col_not_null('p2pay', 'payments', 'transaction_id', 'payments.transaction_id is not null');
 SELECT col_has_default('p2pay', 'payments', 'transaction_id', 'payments.transaction_id has a default');
 SELECT col_type_is('p2pay', 'payments', 'payer_id', 'uuid', 'payments.payer_id is uuid');
