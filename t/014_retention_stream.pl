@@ -1,4 +1,4 @@
-# t/013_retention_stream.pl: archiving and partitions on the stream as a
+# t/014_retention_stream.pl: archiving and partitions on the stream as a
 # consumer reads it through the walsender (pg_recvlogical), which decodes
 # every transaction in one process and finds p2pay.payments through the
 # catalogs with decoding's historic snapshot.
