@@ -1327,11 +1327,11 @@ paid_during(StateAccess *sa, const pg_uuid_t *payer, const pg_uuid_t *payee,
 }
 
 /*
- * When none of the payer's payments at or before t is stored any more
- * (archived: a partition dropped, or deleted under p2pay.delete_mode =
- * archive), the state still knows the payer paid: the latest last payment
- * at or before t among its pairs (exact unless a pair was also paid after
- * t).
+ * The state's view of the payer's previous payment, which survives
+ * archiving (a partition dropped, or payments deleted under
+ * p2pay.delete_mode = archive): the latest last payment at or before t
+ * among its pairs.  A real payment's time, so never later than the true
+ * previous payment, and equal to it unless a pair was also paid after t.
  */
 static bool
 previous_archived(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, TimestampTz *at)
@@ -1352,8 +1352,9 @@ previous_archived(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, Timest
 
 /*
  * The payer's latest payment at or before t: the last of the payer's rows
- * at or before t in each table that can hold one, latest range first; once
- * one is found, tables whose range ends before it can't hold a later one.
+ * at or before t in each table that can hold one, latest range first (once
+ * one is found, tables whose range ends before it can't hold a later one);
+ * or, when the latest were archived, what the pairs' last payments say.
  */
 static bool
 previous_payment(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, TimestampTz *at)
@@ -1384,8 +1385,15 @@ previous_payment(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, Timesta
 		}
 		index_endscan(scan);
 	}
-	if (!found)
-		found = previous_archived(sa, payer, t, at);
+	{
+		TimestampTz archived;
+
+		if (previous_archived(sa, payer, t, &archived) && (!found || archived > *at))
+		{
+			*at = archived;
+			found = true;
+		}
+	}
 	return found;
 }
 
