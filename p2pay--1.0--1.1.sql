@@ -342,35 +342,26 @@ BEGIN
   END LOOP;
   -- Grants on the table, its columns, its sequence and the view, given
   -- again by the current user (a superuser) in the name of the owner.
-  FOR r IN SELECT a.privilege_type, a.grantee, a.is_grantable
-             FROM aclexplode(old_acl) a WHERE a.grantee <> (SELECT c.relowner FROM pg_class c WHERE c.oid = old)
-  LOOP
-    grants := grants || format('GRANT %s ON @extschema@.payments TO %s%s', r.privilege_type,
-                               CASE r.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END,
-                               CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-  END LOOP;
-  FOR r IN SELECT a.attname, x.privilege_type, x.grantee, x.is_grantable
-             FROM pg_attribute a, aclexplode(a.attacl) x
-            WHERE a.attrelid = old AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
-  LOOP
-    grants := grants || format('GRANT %s (%I) ON @extschema@.payments TO %s%s', r.privilege_type, r.attname,
-                               CASE r.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END,
-                               CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-  END LOOP;
-  FOR r IN SELECT a.privilege_type, a.grantee, a.is_grantable FROM aclexplode(seq_acl) a
-            WHERE a.grantee <> (SELECT c.relowner FROM pg_class c WHERE c.oid = old)
-  LOOP
-    grants := grants || format('GRANT %s ON SEQUENCE @extschema@.payments_id_seq TO %s%s', r.privilege_type,
-                               CASE r.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END,
-                               CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-  END LOOP;
-  FOR r IN SELECT a.privilege_type, a.grantee, a.is_grantable FROM aclexplode(view_acl) a
-            WHERE a.grantee <> (SELECT c.relowner FROM pg_class c WHERE c.oid = old)
-  LOOP
-    grants := grants || format('GRANT %s ON @extschema@.review_queue TO %s%s', r.privilege_type,
-                               CASE r.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r.grantee)) END,
-                               CASE WHEN r.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
-  END LOOP;
+  SELECT array_agg(format('GRANT %s%s ON %s TO %s%s', g.privilege_type,
+                          coalesce(' (' || quote_ident(g.attname) || ')', ''), g.target,
+                          CASE g.grantee WHEN 0 THEN 'PUBLIC'
+                                         ELSE quote_ident(pg_get_userbyid(g.grantee)) END,
+                          CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END))
+    INTO grants
+    FROM (SELECT '@extschema@.payments' AS target, NULL::name AS attname, a.*
+            FROM aclexplode(old_acl) a
+          UNION ALL
+          SELECT '@extschema@.payments', c.attname, a.*
+            FROM pg_attribute c, aclexplode(c.attacl) a
+           WHERE c.attrelid = old AND c.attnum > 0 AND NOT c.attisdropped AND c.attacl IS NOT NULL
+          UNION ALL
+          SELECT 'SEQUENCE @extschema@.payments_id_seq', NULL, a.* FROM aclexplode(seq_acl) a
+          UNION ALL
+          SELECT '@extschema@.review_queue', NULL, a.* FROM aclexplode(view_acl) a) g
+   -- an owner's own privileges on the table, sequence or view come with ownership
+   WHERE g.attname IS NOT NULL
+      OR g.grantee <> (SELECT c.relowner FROM pg_class c WHERE c.oid = old);
+  grants := coalesce(grants, '{}');
 
   -- The new table: the same columns in the same order (so that a column
   -- keeps its number where none was dropped), defaults, identity, CHECKs,

@@ -132,7 +132,8 @@ SELECT pg_describe_object(classid, objid, objsubid) FROM pg_depend
  ORDER BY 1;
 SELECT c.relname
   FROM pg_extension e, unnest(e.extconfig) AS cfg(oid) JOIN pg_class c ON c.oid = cfg.oid
- WHERE e.extname = 'p2pay' AND c.relname ~ '^payments';
+ WHERE e.extname = 'p2pay' AND c.relname ~ '^payments'
+ ORDER BY 1;
 
 -- Partitioned already: refused.
 SELECT * FROM p2pay.partition_payments();

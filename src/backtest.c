@@ -491,13 +491,7 @@ static void
 check_layout(void)
 {
 	for (int i = 0; i < (int) lengthof(layout); i++)
-	{
-		Relation	rel = table_open(p2pay_relid(layout[i].table), AccessShareLock);
-
-		for (const ColumnSpec *c = layout[i].columns; c->name != NULL; c++)
-			(void) p2pay_column(rel, c);
-		table_close(rel, NoLock);
-	}
+		p2pay_check_columns(layout[i].table, layout[i].columns);
 }
 
 /* The account with this id, which the accounts statement loaded. */

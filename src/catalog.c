@@ -68,9 +68,12 @@ schema_invalidate(Datum arg, int cacheid, uint32 hashvalue)
 	schema_oid = InvalidOid;
 }
 
-/* The schema of extension p2pay in this database, or an error. */
+/*
+ * The schema of extension p2pay in this database, or InvalidOid when it is
+ * not installed.
+ */
 Oid
-p2pay_schema(void)
+p2pay_schema_if_installed(void)
 {
 	Relation	rel;
 	ScanKeyData key;
@@ -96,12 +99,21 @@ p2pay_schema(void)
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 
+	schema_oid = nspid;
+	return nspid;
+}
+
+/* The schema of extension p2pay in this database, or an error. */
+Oid
+p2pay_schema(void)
+{
+	Oid			nspid = p2pay_schema_if_installed();
+
 	if (!OidIsValid(nspid))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("extension p2pay is not installed in this database"),
 				 errhint("CREATE EXTENSION p2pay installs it.")));
-	schema_oid = nspid;
 	return nspid;
 }
 
@@ -300,6 +312,22 @@ p2pay_column(Relation rel, const ColumnSpec *spec)
 			 errmsg("p2pay.%s has no column \"%s\"", RelationGetRelationName(rel), spec->name),
 			 errhint("p2pay expects its tables as the extension created them.")));
 	return InvalidAttrNumber;	/* keep the compiler quiet */
+}
+
+/*
+ * Check the columns (a list ending with a NULL name) of p2pay's table
+ * called table, which code reads through SPI as those types.  The lock
+ * taken is kept to the end of the transaction, so that no DDL changes the
+ * table between the check and the reading.
+ */
+void
+p2pay_check_columns(const char *table, const ColumnSpec *columns)
+{
+	Relation	rel = table_open(p2pay_relid(table), AccessShareLock);
+
+	for (const ColumnSpec *c = columns; c->name != NULL; c++)
+		(void) p2pay_column(rel, c);
+	table_close(rel, NoLock);
 }
 
 /* Refuse a table p2pay reads or writes directly unless it is a plain heap table. */

@@ -15,7 +15,6 @@
 #include "p2pay.h"
 
 #include "access/htup_details.h"
-#include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -114,22 +113,6 @@ static const ColumnSpec settings_columns[] = {
 };
 static const ColumnSpec ruleset_columns[] = {COLUMN("version", INT8OID), {NULL}};
 
-/*
- * Check that a configuration table's columns are of the types they are
- * read as: a weight of type real would score every payment with a weight
- * rounded to float4.  The lock taken is kept to the end of the
- * transaction, so no DDL changes the table before it is read.
- */
-static void
-check_table(const char *table, const ColumnSpec *columns)
-{
-	Relation	rel = table_open(p2pay_relid(table), AccessShareLock);
-
-	for (const ColumnSpec *c = columns; c->name != NULL; c++)
-		(void) p2pay_column(rel, c);
-	table_close(rel, NoLock);
-}
-
 /* Read the rules and thresholds through SPI; the caller is connected, as the owner. */
 static void
 load_config(Oid nspid)
@@ -138,9 +121,10 @@ load_config(Oid nspid)
 	int			ret;
 
 	memset(&loaded, 0, sizeof(loaded));
-	check_table("rules", rule_columns);
-	check_table("settings", settings_columns);
-	check_table("ruleset", ruleset_columns);
+	/* of the types read: a weight of type real would score with float4 weights */
+	p2pay_check_columns("rules", rule_columns);
+	p2pay_check_columns("settings", settings_columns);
+	p2pay_check_columns("ruleset", ruleset_columns);
 
 	ret = SPI_execute("SELECT r.name::pg_catalog.text, r.mode::pg_catalog.text,"
 					  " r.weight::pg_catalog.float8, r.params::pg_catalog.jsonb"

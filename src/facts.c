@@ -340,21 +340,6 @@ state_relcache_callback(Datum arg, Oid relid)
 			cache.valid = false;
 }
 
-/* The relation called name in p2pay's schema, or an error. */
-static Oid
-relid_in(Oid nspid, const char *name)
-{
-	Oid			relid = get_relname_relid(name, nspid);
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"%s.%s\" does not exist",
-						get_namespace_name(nspid), name),
-				 errhint("It belongs to the p2pay extension, which expects its tables as it created them.")));
-	return relid;
-}
-
 /* Open a table p2pay reads directly, checking that it is a heap table. */
 static Relation
 open_checked(Oid relid)
@@ -475,7 +460,7 @@ load_source(Relation rel, PaySource *src)
 	src->index = InvalidOid;
 	if (!rel->rd_rel->relispartition)
 	{
-		src->index = relid_in(RelationGetNamespace(rel), PAYER_TIME_INDEX);
+		src->index = p2pay_relid(PAYER_TIME_INDEX);
 		check_scanned_index(src->index, rel, keys, 2, false);
 		return;
 	}
@@ -644,8 +629,8 @@ load_refs(Oid nspid)
 
 	for (int i = 0; i < NUM_REFS; i++)
 	{
-		cache.refs[i] = relid_in(nspid, ref_defs[i].name);
-		cache.ref_idxs[i] = ref_defs[i].pkey ? relid_in(nspid, ref_defs[i].pkey) : InvalidOid;
+		cache.refs[i] = p2pay_relid(ref_defs[i].name);
+		cache.ref_idxs[i] = ref_defs[i].pkey ? p2pay_relid(ref_defs[i].pkey) : InvalidOid;
 		rels[i] = open_checked(cache.refs[i]);
 	}
 	for (int i = 0; i < NUM_REF_ATTS; i++)
@@ -696,9 +681,9 @@ load_cache(Oid nspid)
 	cache.stale = false;
 	cache.nspid = nspid;
 	for (int i = 0; i < NUM_RELS; i++)
-		cache.rels[i] = relid_in(nspid, rel_names[i]);
+		cache.rels[i] = p2pay_relid(rel_names[i]);
 	for (int i = 0; i < NUM_IDXS; i++)
-		cache.idxs[i] = relid_in(nspid, idx_defs[i].name);
+		cache.idxs[i] = p2pay_relid(idx_defs[i].name);
 	load_payments();
 	load_refs(nspid);
 	for (int r = REL_PAIR; r < NUM_RELS; r++)

@@ -51,7 +51,6 @@
 #include "catalog/pg_enum.h"
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
-#include "commands/extension.h"
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
 #include "utils/builtins.h"
@@ -288,9 +287,9 @@ relinfo_read_columns(RelInfo *info, TupleDesc desc)
 static Oid
 payments_relid(void)
 {
-	if (!OidIsValid(get_extension_oid("p2pay", true)))
-		return InvalidOid;
-	return get_relname_relid("payments", p2pay_schema());
+	Oid			nspid = p2pay_schema_if_installed();
+
+	return OidIsValid(nspid) ? get_relname_relid("payments", nspid) : InvalidOid;
 }
 
 /*

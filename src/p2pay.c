@@ -42,6 +42,28 @@ static const struct config_enum_entry delete_mode_options[] = {
 void		_PG_init(void);
 
 /*
+ * Whether a transaction callback's event ends the transaction: its locks
+ * are released (or handed to a prepared transaction), and what p2pay
+ * follows through a transaction (the account locks it holds, the mode it
+ * deletes payments in) starts again with the next.
+ */
+bool
+p2pay_xact_ends(XactEvent event)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
  * An input value as a message quotes it: at most P2PAY_ECHO_MAX bytes, cut
  * on a character boundary, with "..." where it was cut.  A message never
  * grows with what a client sent (an amount of 1e131071 is 8 characters

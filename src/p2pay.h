@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "access/attnum.h"
+#include "access/xact.h"
 #include "datatype/timestamp.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -194,6 +195,7 @@ extern int	p2pay_delete_mode;
 
 #define P2PAY_ECHO_MAX 64
 extern char *p2pay_echo(const char *value);
+extern bool p2pay_xact_ends(XactEvent event);
 
 /*
  * catalog.c: p2pay's own objects, the layout the C relies on, and working
@@ -223,6 +225,7 @@ struct TriggerData;
 struct RelationData;
 
 extern Oid	p2pay_schema(void);
+extern Oid	p2pay_schema_if_installed(void);
 extern Oid	p2pay_relid(const char *name);
 extern Oid	p2pay_typid(const char *name);
 extern int	p2pay_errpaymentcol(const char *column);
@@ -230,6 +233,7 @@ extern int	p2pay_errpaymentref(const char *column, const char *reftable);
 extern void p2pay_require_trigger_table(struct TriggerData *td, const char *fn,
 										const char *const *tables);
 extern AttrNumber p2pay_column(struct RelationData *rel, const ColumnSpec *spec);
+extern void p2pay_check_columns(const char *table, const ColumnSpec *columns);
 extern void p2pay_require_heap(struct RelationData *rel);
 extern const char *p2pay_index_problem(struct RelationData *index, struct RelationData *heap,
 									   const AttrNumber *attnums, int nkeys, bool unique);

@@ -327,18 +327,8 @@ note_held_at(int level, uint64 key)
 static void
 held_xact_callback(XactEvent event, void *arg)
 {
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			held_depth = 0;
-			break;
-		default:
-			break;
-	}
+	if (p2pay_xact_ends(event))
+		held_depth = 0;
 }
 
 /*

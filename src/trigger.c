@@ -793,18 +793,8 @@ p2pay_delete_mode_fixed(void)
 static void
 delete_mode_xact_callback(XactEvent event, void *arg)
 {
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			fixed_mode = -1;
-			break;
-		default:
-			break;
-	}
+	if (p2pay_xact_ends(event))
+		fixed_mode = -1;
 }
 
 /*

@@ -47,8 +47,7 @@ my $BANK   = '00000000-0000-4000-8000-000000000001';    # registered by every us
 my $CARD   = '00000000-0000-4000-8000-000000000002';    # registered by no one
 my $WALLET = '00000000-0000-4000-8000-0000000000aa';    # added by fill()
 
-# The per-account state, which rebuild_state() counts from the payments.
-my @STATE_TABLES = qw(account_stats pair_stats payer_hourly account_daily);
+my @STATE_TABLES = @P2payNode::STATE_TABLES;
 
 # Rows an update script is meant to add or change, which the check that
 # every row is kept leaves out: TABLE => SQL condition on its row t.  An
@@ -273,39 +272,12 @@ sub is_same
 	return;
 }
 
-# state_vs_recount(DB, NAME, BEFORE): the per-account state as the trigger
-# kept it equals what rebuild_state() counts from the payments, row for
-# row both ways (numbers compared as numbers).  BEFORE, if given, is SQL
-# run between taking the copy and the recount; its output is returned.
-# The state kept is put back, so that later checks see the trigger's own.
+# state_vs_recount(DB, NAME, BEFORE): P2payNode's, on this node, named by DB.
 sub state_vs_recount
 {
 	my ($db, $name, $before) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	my $copy    = join('', map { "CREATE TEMP TABLE kept_$_ AS TABLE p2pay.$_;\n" } @STATE_TABLES);
-	my $compare = join(
-		"\nUNION ALL ",
-		map {
-			"SELECT 'diff|$_ kept only: ' || r::text FROM (TABLE kept_$_ EXCEPT ALL TABLE p2pay.$_) r "
-			  . "UNION ALL SELECT 'diff|$_ recounted only: ' || r::text FROM (TABLE p2pay.$_ EXCEPT ALL TABLE kept_$_) r"
-		} @STATE_TABLES);
-	my $restore = join('',
-		map { "INSERT INTO p2pay.$_ SELECT * FROM kept_$_;\n" } @STATE_TABLES);
-	my $out = query(
-		$db, qq{
-$copy
-SELECT 'rows|' || (SELECT count(*) FROM kept_account_stats) + (SELECT count(*) FROM kept_pair_stats);
-@{[ defined $before ? $before : '' ]}
-DO \$\$ BEGIN PERFORM p2pay.rebuild_state(); END \$\$;
-$compare;
-TRUNCATE @{[ join(', ', map { "p2pay.$_" } @STATE_TABLES) ]};
-$restore});
-	my @lines = split /\n/, $out;
-	my ($count) = map { /^rows\|(\d+)$/ ? $1 : () } @lines;
-	ok($count > 0, "$db: $name: the state has rows");
-	is(join("\n", map { /^diff\|(.*)/ ? $1 : () } @lines),
-		'', "$db: $name: the state equals a recount");
-	return grep { !/^(rows|diff)\|/ } @lines;
+	return P2payNode::state_vs_recount($node, $db, "$db: $name", $before);
 }
 
 # snapshot(DB): every table's columns and rows, every sequence's position.

@@ -15,6 +15,7 @@ use File::Basename qw(dirname);
 use File::Spec;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
+use Test::More;
 
 # The second run's event trigger, read once.
 my $partition_sql = slurp_file(
@@ -166,6 +167,43 @@ COMMIT;
 \\endif
 });
 	return;
+}
+
+# The per-account state tables, which rebuild_state() counts from the payments.
+our @STATE_TABLES = qw(account_stats pair_stats payer_hourly account_daily);
+
+# state_vs_recount(NODE, DB, NAME, BEFORE): two checks, that the per-account
+# state as the trigger kept it has rows and equals what rebuild_state()
+# counts from the payments, row for row both ways.  BEFORE, if given, is
+# SQL run between taking the copy and the recount; its output lines are
+# returned.  The state kept is put back, so that later checks see the
+# trigger's own.
+sub state_vs_recount
+{
+	my ($node, $db, $name, $before) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my $copy = join('', map { "CREATE TEMP TABLE kept_$_ AS TABLE p2pay.$_;\n" } @STATE_TABLES);
+	my $compare = join(
+		"\nUNION ALL ",
+		map {
+			"SELECT 'diff|$_ kept only: ' || r::text FROM (TABLE kept_$_ EXCEPT ALL TABLE p2pay.$_) r "
+			  . "UNION ALL SELECT 'diff|$_ recounted only: ' || r::text FROM (TABLE p2pay.$_ EXCEPT ALL TABLE kept_$_) r"
+		} @STATE_TABLES);
+	my $restore = join('', map { "INSERT INTO p2pay.$_ SELECT * FROM kept_$_;\n" } @STATE_TABLES);
+	my $out = $node->safe_psql(
+		$db, qq{
+$copy
+SELECT 'rows|' || (SELECT count(*) FROM kept_account_stats) + (SELECT count(*) FROM kept_pair_stats);
+@{[ defined $before ? $before : '' ]}
+DO \$\$ BEGIN PERFORM p2pay.rebuild_state(); END \$\$;
+$compare;
+TRUNCATE @{[ join(', ', map { "p2pay.$_" } @STATE_TABLES) ]};
+$restore});
+	my @lines = split /\n/, $out;
+	my ($count) = map { /^rows\|(\d+)$/ ? $1 : () } @lines;
+	ok($count > 0, "$name: the state has rows");
+	is(join("\n", map { /^diff\|(.*)/ ? $1 : () } @lines), '', "$name: the state equals a recount");
+	return grep { !/^(rows|diff)\|/ } @lines;
 }
 
 1;
