@@ -115,6 +115,14 @@ def parse_args(argv):
     p.add_argument("--businesses", type=int, default=5, help="small businesses whose customers are people of the network")
     p.add_argument("--customers", default="40-60",
                    help="distinct customers per business per ordinary weekday, MIN-MAX")
+    p.add_argument("--busy-businesses", type=int, default=2,
+                   help="established businesses with --busy-customers a weekday")
+    p.add_argument("--busy-customers", default="100-180",
+                   help="distinct customers per busy business per ordinary weekday, MIN-MAX")
+    p.add_argument("--new-businesses", type=int, default=3,
+                   help="businesses that open during the period, busy from their first day")
+    p.add_argument("--new-customers", default="50-150",
+                   help="distinct customers per new business per ordinary weekday, MIN-MAX")
     p.add_argument("--friend-rate", type=float, default=1.0,
                    help="multiplier on how often friends pay each other")
     p.add_argument("--large-per-day", type=float, default=1.5,
@@ -130,12 +138,15 @@ def parse_args(argv):
     p.add_argument("--instances-of", default="",
                    help="per-typology counts overriding --instances, e.g. mule=30,layering_cycle=10")
     a = p.parse_args(argv)
-    try:
-        lo, hi = (int(x) for x in a.customers.split("-"))
-        assert 0 < lo <= hi
-    except (ValueError, AssertionError):
-        p.error("--customers must be MIN-MAX, e.g. 40-60")
-    a.customers_min, a.customers_max = lo, hi
+    for opt in ("customers", "busy_customers", "new_customers"):
+        try:
+            lo, hi = (int(x) for x in getattr(a, opt).split("-"))
+            assert 0 < lo <= hi
+        except (ValueError, AssertionError):
+            p.error("--%s must be MIN-MAX, e.g. 40-60" % opt.replace("_", "-"))
+        setattr(a, opt + "_range", (lo, hi))
+    if min(a.busy_businesses, a.new_businesses) < 0:
+        p.error("--busy-businesses and --new-businesses can't be negative")
     a.counts = {t: a.instances for t in TYPOLOGIES}
     for item in filter(None, a.instances_of.split(",")):
         name, _, n = item.partition("=")
@@ -281,17 +292,25 @@ class Sim:
             habit = rng.choices([0, -1, -2, -3, 1, 2, 3, 5], [55, 10, 8, 7, 8, 6, 4, 2])[0]
             self.tenancies.append((t, landlord, rent, habit, rng.random() < 0.3))
 
-        # Small businesses, each with a pool of customers from the network.
+        # Businesses, each with a pool of customers from the network: small
+        # ones, busy ones, and ones that open during the period and are busy
+        # from their first day.
         self.businesses = []
-        for b in range(a.businesses):
+        specs = ([("business", a.customers_range, None)] * a.businesses +
+                 [("busy_business", a.busy_customers_range, None)] * a.busy_businesses +
+                 [("new_business", a.new_customers_range, True)] * a.new_businesses)
+        for b, (role, customers, opens) in enumerate(specs):
             kind = BUSINESS_KINDS[b % len(BUSINESS_KINDS)]
             name = kind[0] if b < len(BUSINESS_KINDS) else "%s %d" % (kind[0], b // len(BUSINESS_KINDS) + 1)
-            acct = self.add_account("business", self.start - rng.uniform(300, 2500) * DAY,
-                                    methods=["bank"], first=name, last="LLC")
-            pool_size = min(len(regular), rng.randint(5, 9) * (a.customers_min + a.customers_max) // 2)
+            if opens:
+                created = rng.uniform(self.start, self.end - 7 * DAY)
+            else:
+                created = self.start - rng.uniform(300, 2500) * DAY
+            acct = self.add_account(role, created, methods=["bank"], first=name, last="LLC")
+            pool_size = min(len(regular), rng.randint(5, 9) * sum(customers) // 2)
             pool = rng.sample(regular, pool_size)
             loyalty = [math.exp(rng.gauss(0, 1)) for _ in pool]
-            self.businesses.append((acct, kind, pool, loyalty))
+            self.businesses.append((acct, kind, pool, loyalty, customers))
 
         # The fraud side's standing accounts: collectors of mule money, drops
         # that receive stolen money, accomplices.
@@ -367,21 +386,21 @@ class Sim:
                 usd = self.lognormal(70, 1.0, 5, 2500)
                 self.pay(self.hour_in(d, hours), buyer, seller, usd, "marketplace",
                          prefer="card", whole=rng.random() < 0.6)
-            # Businesses: 40-60 distinct customers a weekday, their own weekly rhythm.
-            for acct, kind, pool, loyalty in self.businesses:
+            # Businesses: their customers a weekday, their own weekly rhythm.
+            for acct, kind, pool, loyalty, customers in self.businesses:
                 factor = kind[1][wd]
-                if factor == 0:
+                if factor == 0 or acct.created >= d + DAY:
                     continue
-                n = int(round(rng.uniform(a.customers_min, a.customers_max) * factor))
+                n = int(round(rng.uniform(*customers) * factor))
                 open_pool = [(c, w) for c, w in zip(pool, loyalty) if c.created <= d]
                 for c in self.weighted_sample([c for c, _ in open_pool], [w for _, w in open_pool], n):
                     usd = self.lognormal(kind[3], kind[4], kind[5], kind[6])
                     t = self.hour_in(d, kind[2])
-                    self.pay(t, c, acct, usd, "business", prefer="card")
+                    self.pay(t, c, acct, usd, acct.role, prefer="card")
                     if rng.random() < 0.03:       # back for another one
                         self.pay(t + rng.randint(20, 240) * MINUTE, c, acct,
                                  self.lognormal(kind[3], kind[4], kind[5], kind[6]),
-                                 "business", prefer="card")
+                                 acct.role, prefer="card")
             # Occasional users, now and then.
             for p in self.people:
                 if p.occasional and rng.random() < 0.006:
@@ -735,7 +754,9 @@ class Sim:
             ("period_start", stamp(self.start)), ("period_end", stamp(self.end)),
             ("warmup_days", a.warmup_days), ("people", a.people), ("tenants", len(self.tenancies)),
             ("landlords", a.landlords), ("businesses", a.businesses),
-            ("customers", a.customers), ("friend_rate", a.friend_rate),
+            ("customers", a.customers), ("busy_businesses", a.busy_businesses),
+            ("busy_customers", a.busy_customers), ("new_businesses", a.new_businesses),
+            ("new_customers", a.new_customers), ("friend_rate", a.friend_rate),
             ("large_per_day", a.large_per_day), ("marketplace_rate", a.marketplace_rate),
             ("occasional_share", a.occasional_share), ("unregistered_share", a.unregistered_share),
             ("eur_share", a.eur_share),

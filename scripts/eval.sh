@@ -27,6 +27,7 @@ BATCH=${EVAL_BATCH:-2500}
 RULES_SQL=${EVAL_RULES_SQL:-}
 RESULTS=${EVAL_RESULTS:-eval/results/latest.md}
 KEEP=${EVAL_KEEP:-}
+COLD=${EVAL_COLD_START:-}
 
 sim_args=()
 add_opt() { if [ -n "${2:-}" ]; then sim_args+=("$1" "$2"); fi; }
@@ -51,6 +52,7 @@ while [ $# -gt 0 ]; do
     --rules-sql) RULES_SQL=$2; shift 2 ;;
     --results) RESULTS=$2; shift 2 ;;
     --keep) KEEP=1; shift ;;
+    --cold-start) COLD=1; shift ;;
     -h|--help)
       sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
       echo
@@ -179,7 +181,10 @@ CREATE TEMP TABLE raw (
 \copy raw FROM '$GEN/payments.csv' WITH (FORMAT csv, HEADER true)
 
 INSERT INTO eval.input
-  SELECT seq, transaction_id, payer_id, payee_id, amount, currency, payment_method_id, created_at FROM raw;
+  SELECT row_number() OVER (ORDER BY seq), transaction_id, payer_id, payee_id, amount, currency,
+         payment_method_id, created_at
+    FROM raw
+   WHERE in_period OR '$COLD' <> '1';
 INSERT INTO eval.labels
   SELECT transaction_id, typology, instance, step, is_fraud, in_period FROM raw;
 ANALYZE eval.input;
