@@ -6,7 +6,8 @@
 #
 # The suppressions are src/tools/valgrind.supp of the installed PostgreSQL's
 # Debian source package, downloaded for the run through a private apt state
-# (the system's apt configuration is left alone), or VALGRIND_SUPP=FILE.
+# (the system's apt configuration is left alone), or VALGRIND_SUPP=FILE,
+# and scripts/valgrind-uninstrumented.supp.
 # VALGRIND_TESTS="schema rules" runs only those pg_regress tests; with
 # P2PAY_KEEP=1 the work directory, with valgrind's logs, is kept.
 set -euo pipefail
@@ -63,6 +64,7 @@ else
   rm -rf "$WORK/apt"
 fi
 grep -q '^{' "$WORK/valgrind.supp" || { echo "valgrind: $WORK/valgrind.supp holds no suppression" >&2; exit 1; }
+cat scripts/valgrind-uninstrumented.supp >>"$WORK/valgrind.supp"
 
 # The suites write results into the tree: run them in a copy the cluster
 # user owns.
