@@ -150,11 +150,15 @@ def side_by_side(runs):
     names = [MODE_NAMES[r.mode] for r in runs]
     out = ['## Cold start and warm, side by side' if len(runs) > 1
            else '## The primary network, ' + names[0], '']
-    out.append('Cold start: only the payments of the scored period are replayed, so that no account '
-               'has any history in p2pay before its first payment in it, as on the day p2pay is '
-               'installed on a live system (account ages are the true ones).  Warm: the months '
-               'before are replayed first, unscored, so that accounts have the history the rules '
-               'read.  The same network, the same payments scored.')
+    about = {
+        'cold': 'Cold start: only the payments of the scored period are replayed, so that no account '
+                'has any history in p2pay before its first payment in it, as on the day p2pay is '
+                'installed on a live system (account ages are the true ones).',
+        'warm': 'Warm: the months before the period are replayed first, unscored, so that accounts '
+                'have the history the rules read.',
+    }
+    out.append('  '.join(about[r.mode] for r in runs)
+               + ('  The same network, the same payments scored.' if len(runs) > 1 else ''))
     out.append('')
     out.append('### Fraud caught, per typology')
     out.append('')
@@ -212,11 +216,12 @@ def across_networks(runs):
                % (TARGET_FALSE_POSITIVES, TARGET_REVIEW_LOAD, TARGET_CAUGHT, MISS.strip()))
     out.append('')
     typologies = ordered_typologies(runs)
-    columns = ['network', 'seed', 'options', 'mode', 'payments scored', 'false positives %',
+    columns = ['seed', 'options', 'mode', 'payments scored', 'false positives %',
                'flagged per 1,000'] + typologies + ['targets met']
     rows = []
     for r in runs:
-        rows.append(['primary' if r.network == 0 else str(r.network), r.meta['seed'], r.options(),
+        options = r.options() + (' (primary)' if r.network == 0 else '')
+        rows.append([r.meta['seed'], options,
                      MODE_NAMES[r.mode], str(r.payments),
                      show(r.false_positives, r.fp_missed()), show(r.review_load, r.load_missed())]
                     + [show(r.caught(t), r.caught_missed(t)) for t in typologies]

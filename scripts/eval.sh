@@ -38,7 +38,8 @@ cd "$(dirname "$0")/.."
 DEFAULT_NETWORKS='--seed 2 --people 800;
 --seed 3 --start 2024-11-01;
 --seed 4 --people 3000 --customers 80-120;
---seed 5 --people 2500 --friend-rate 2 --unregistered-share 0.03 --eur-share 0.3 --new-businesses 6'
+--seed 5 --people 2500 --friend-rate 2 --unregistered-share 0.03 --eur-share 0.3 --new-businesses 6;
+--seed 6 --days 45 --busy-businesses 4 --busy-customers 150-250 --marketplace-rate 0.02 --occasional-share 0.15'
 
 BATCH=${EVAL_BATCH:-2500}
 RULES_SQL=${EVAL_RULES_SQL:-}
