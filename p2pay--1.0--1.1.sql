@@ -594,3 +594,35 @@ REVOKE ALL ON FUNCTION @extschema@.payments_partition_identity() FROM PUBLIC;
 CREATE EVENT TRIGGER p2pay_payments_partition_identity ON ddl_command_end
   WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
   EXECUTE FUNCTION @extschema@.payments_partition_identity();
+
+-- Detection from day one: accounts with no history in p2pay.  While an
+-- account has fewer than baseline_days of history, the rules with a normal
+-- compare with the days there are, with baseline_days / days times the
+-- room, and payee_fan_in looks only at payments of at least
+-- short_history_min_amount: many small payments are a new shop's, many
+-- larger ones a mule's.  new_payee_high_amount takes an unseen pair for a
+-- new payee only once p2pay has known the payer for min_known_days.
+-- young_payee_high_amount weighs a first large payment to an account
+-- opened within max_age, which needs no history.
+COMMENT ON COLUMN @extschema@.rules.params IS
+  'The rule''s parameters: every key the rule takes, each of its type (numbers, or intervals as text such as ''24 hours''); an optional key left out is 0 (off).';
+
+UPDATE @extschema@.rules
+   SET description = 'More than max_count payments by the payer in the window, and more than baseline_factor times its normal for such a window (with fewer than baseline_days of history: the days there are, with baseline_days / days times the room; optionally only payments of at least short_history_min_amount).'
+ WHERE name = 'payer_velocity_count';
+UPDATE @extschema@.rules
+   SET description = 'Payer paid more than max_payees distinct payees in the window, and more than baseline_factor times its normal (with fewer than baseline_days of history: the days there are, with baseline_days / days times the room; optionally only payments of at least short_history_min_amount).'
+ WHERE name = 'payer_fan_out';
+UPDATE @extschema@.rules
+   SET params = params || '{"short_history_min_amount": 100}',
+       description = 'Payee received from more than max_payers distinct payers in the window (mule accounts), and more than baseline_factor times its normal; with fewer than baseline_days of history, payments of at least short_history_min_amount only, against the days there are with baseline_days / days times the room.'
+ WHERE name = 'payee_fan_in';
+
+UPDATE @extschema@.rules
+   SET params = params || '{"min_known_days": 30}',
+       description = 'First ever payment from payer to payee, above min_amount, by a payer p2pay has known for at least min_known_days (so that it would have seen a monthly payment to the payee).'
+ WHERE name = 'new_payee_high_amount';
+
+INSERT INTO @extschema@.rules (name, weight, params, description) VALUES
+  ('young_payee_high_amount', 0.3, '{"max_age": "180 days", "min_amount": 1000}',
+   'First ever payment from payer to a payee whose account is younger than max_age, above min_amount: where mules and drops are paid.');

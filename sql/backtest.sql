@@ -102,7 +102,9 @@ SELECT row_number() OVER (), payer, payee, amount, at, coalesce(cur, 'USD'), coa
   (22, 23, 9500, :F - interval '3 hours', NULL, NULL, 'structuring'),
   (22, 23, 9600, :F - interval '2 hours', NULL, NULL, 'structuring'),
   (22, 23, 9700, :F + interval '1 hour', NULL, NULL, 'structuring'),
-  -- new_payee_high_amount, new_account_high_amount
+  -- new_payee_high_amount (24 is known to p2pay from a payment 40 days
+  -- before: min_known_days 30), new_account_high_amount
+  (24, 34, 10, :F - interval '40 days', NULL, NULL, 'new_payee'),
   (24, 25, 1500, :F + interval '1 hour', NULL, NULL, 'new_payee'),
   (201, 26, 1500, :F + interval '2 hours', NULL, NULL, 'new_account'),
   -- round_trip: 28 paid 27 1000 two hours before
@@ -133,13 +135,15 @@ SELECT row_number() OVER (), payer, payee, amount, at, coalesce(cur, 'USD'), coa
   (43, 44, 20000, :TO, NULL, NULL, 'after'),
   (3, 4, 10, :TO + interval '1 hour', NULL, NULL, 'after')
   ) AS v (payer, payee, amount, at, cur, meth, scenario);
--- payer_fan_out: 9 pays 11 payees two hours apart; the 11th, after F, fires
+-- payer_fan_out: 9 pays 11 payees 55 minutes apart on its first day (no
+-- history: the absolute limit decides); the 11th, after F, fires
 INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario)
-  SELECT 100 + k, 9, 10 + k, 10, :F - interval '19 hours' + k * interval '2 hours', 'USD', 1, 'fan_out'
+  SELECT 100 + k, 9, 10 + k, 10, :F - interval '9 hours' + k * interval '55 minutes', 'USD', 1, 'fan_out'
     FROM generate_series(0, 10) k;
--- payee_fan_in: 21 payers into 21 an hour apart; the 21st, after F, fires
+-- payee_fan_in: 21 payers pay 100 (short_history_min_amount) into 21, 28
+-- minutes apart on its first day; the 21st, after F, fires
 INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario)
-  SELECT 200 + k, 100 + k, 21, 10, :F - interval '15 hours' + k * interval '1 hour', 'USD', 1, 'fan_in'
+  SELECT 200 + k, 100 + k, 21, 100, :F - interval '9 hours' + k * interval '28 minutes', 'USD', 1, 'fan_in'
     FROM generate_series(0, 20) k;
 -- The money-flow rules, their facts reaching back before F.  pass_through:
 -- five payers (50..54) pay 400 each into 55 before F; after F, 55 moves
@@ -176,20 +180,25 @@ INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario)
                  (343, 74, 71, 1000, interval '2 hours 50 minutes', 'cycle_short_leg'))
          AS v (seq, payer, payee, amount, at, scenario);
 -- Each account's normal: payer_velocity_count, payer_fan_out and
--- payee_fan_in compare with its totals per UTC day once it has 7 days of
--- history (D is the start of the day of F).  The shop 1000 is paid by the
--- same 25 customers (1100..1124) every day from ten days before F through
--- the range, twice on the day of F (before F and after it): its first
--- seven days fire payee_fan_in, the range does not.  The personal account
+-- payee_fan_in compare with its totals per UTC day, with more room while
+-- it has fewer than 7 days of history (D is the start of the day of F).
+-- The shop 1000 is paid 12 by the same 25 customers (1100..1124) every day
+-- from ten days before F through the range, twice on the day of F (before
+-- F and after it): under short_history_min_amount in its first seven days,
+-- within its normal after them, it never fires.  The personal account
 -- 1001 was paid by one friend a day for the week before F; in the range 25
 -- strangers (1130..1154) pay it, and the 21st to the 25th fire.  The
 -- payroll account 1002 pays the same 12 people (1160..1171) ten minutes
--- apart every day: its first days fire payer_fan_out, the range does not.
+-- apart every day: on its first day the 11th and 12th fire payer_fan_out,
+-- and after that, compared with the days it has, nothing.
+-- young_payee_high_amount: 1301 pays 2000 to 1300, opened 30 days before.
 \set D '''2026-03-02 00:00:00+00'''::timestamptz
 INSERT INTO p2pay.users (id, created_at)
-  SELECT u(n), '2020-01-01' FROM generate_series(1000, 1199) n;
+  SELECT u(n), '2020-01-01' FROM generate_series(1000, 1199) n
+  UNION ALL VALUES (u(1300), :F - interval '30 days'), (u(1301), '2020-01-01');
 INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
-  SELECT u(n), method(1) FROM generate_series(1000, 1199) n;
+  SELECT u(n), method(1) FROM generate_series(1000, 1199) n
+  UNION ALL VALUES (u(1301), method(1));
 INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario)
   SELECT 10000 + (d + 10) * 100 + c, 1100 + c, 1000, 12,
          :D + d * interval '1 day' + interval '12 hours' + c * interval '1 minute', 'USD', 1, 'shop'
@@ -209,7 +218,9 @@ INSERT INTO plan (seq, payer, payee, amount, at, cur, meth, scenario)
   UNION ALL
   SELECT 14000 + (d + 10) * 100 + c, 1002, 1160 + c, 12,
          :D + d * interval '1 day' + interval '14 hours' + c * interval '10 minutes', 'USD', 1, 'payroll'
-    FROM generate_series(-10, 1) d, generate_series(0, 11) c;
+    FROM generate_series(-10, 1) d, generate_series(0, 11) c
+  UNION ALL
+  VALUES (16000, 1301, 1300, 2000, :F + interval '5 hours', 'USD', 1, 'young_payee');
 
 -- Through the trigger, in created_at order.
 INSERT INTO p2pay.payments (transaction_id, payer_id, payee_id, amount, currency,
@@ -230,10 +241,9 @@ SELECT pl.scenario, p.amount, p.created_at - :F AS after_from, p.decision, p.rea
  WHERE pl.seq BETWEEN 300 AND 399 AND p.created_at >= :F
  ORDER BY p.created_at, p.id;
 
--- The accounts with a normal: before F, without 7 days of history, the
--- shop's customers past the 20th and the payroll's payees past the 10th
--- fired; in the range only the personal account's strangers past the 20th
--- do.
+-- The accounts with a normal: before F, the payroll's payees past the 10th
+-- on its first day fired; in the range only the personal account's
+-- strangers past the 20th do.
 SELECT pl.scenario, p.created_at >= :F AS in_range, count(*) AS payments,
        count(*) FILTER (WHERE 'payee_fan_in' = ANY (p.reasons)) AS fan_in,
        count(*) FILTER (WHERE 'payer_fan_out' = ANY (p.reasons)) AS fan_out,
@@ -300,11 +310,12 @@ SELECT rule, fired, fired_at_time, would_review, reviewed_at_time
 -- The normals are the replay's own.  Held to the absolute limits alone
 -- (baseline_factor 0), all the shop's 50 payments in the range (25 payers
 -- in 24 hours) and all the payroll's 24 (12 payees) fire too.  Asking for
--- 11 days of history: the shop and the payroll have 10 on the day of F and
--- 11 the day after, so their 25 and 12 payments of the day of F fire.
--- Asking for 8: the shop and the payroll stay silent, and the personal
--- account (7 days) is held to the limit alone, past which its 21st to 25th
--- payers were anyway.
+-- 11 days of history: the shop, the payroll (10 days on the day of F) and
+-- the personal account (7) are short of it, so payee_fan_in looks only at
+-- payments of 100 or more (theirs are of 12 and 20), and the payroll's
+-- payees stay inside 11/10 times its room: only the fan_in and fan_out
+-- scenarios fire.  Asking for 8: the shop and the payroll have a full
+-- normal and stay silent, and the personal account's strangers pay 12.
 SELECT b.params, rule, fired, fired_at_time
   FROM (VALUES ('{"baseline_factor": 0}'), ('{"baseline_days": 11}'),
                ('{"baseline_days": 8}')) AS b (params),
@@ -336,11 +347,12 @@ INSERT INTO p2pay.fraud_labels (transaction_id, is_fraud, source)
 -- Expected: labelled_fraud 3 on every row.  amount_limit fired 3 times (the
 -- 12000, the allowlisted 15000, the 10044 in EUR), once on fraud: precision
 -- 1/3, recall 1/3.  round_trip fired once, on fraud: precision 1, recall
--- 1/3.  new_payee_high_amount fired 5 times, once on the 1500 (fraud):
--- precision 1/5.  unregistered_method fired on the Cash payment only:
--- precision 0, recall 0.  Overall 2 flagged payments are fraud (the new
--- payee's was approved): recall 2/3, precision 2 / flagged (19 reviewed and
--- 2 declined: 2/21).
+-- 1/3.  new_payee_high_amount fired once, on the 1500 (fraud): precision
+-- 1 (the range's other first large payments are by payers p2pay has known
+-- for less than 30 days).  unregistered_method fired on the Cash payment
+-- only: precision 0, recall 0.  Overall 2 flagged payments are fraud (the
+-- new payee's was approved): recall 2/3, precision 2 / flagged (20 reviewed
+-- and 2 declined: 2/22).
 SELECT rule, fired, labelled_fraud, fired_on_fraud,
        round(precision::numeric, 4) AS precision, round(recall::numeric, 4) AS recall
   FROM p2pay.backtest(:F, :TO)

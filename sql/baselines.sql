@@ -1,7 +1,10 @@
 -- Velocity, fan-out and fan-in against each account's normal: a shop that
 -- takes payments from many customers every day is not flagged for doing so
--- again, while a personal account that suddenly receives from many is; an
--- account with too little history keeps the absolute limits.
+-- again, while a personal account that suddenly receives from many is.  An
+-- account with less than baseline_days of history is compared with the days
+-- it has, with more room the fewer they are; payee_fan_in then looks only at
+-- payments of at least short_history_min_amount, so that a new shop's
+-- customers are not flagged while a new mule's payers are.
 CREATE EXTENSION p2pay;
 SET TimeZone = 'UTC';
 
@@ -16,9 +19,9 @@ UPDATE p2pay.rules SET mode = 'off'
 
 -- The shop (1) has taken payments from 30 customers (100..129) a day for
 -- the ten days before; the personal account (2) from one friend a day.
--- In its first seven days the shop has no normal yet, and the absolute
--- limit flags its customers past the 20th in 24 hours; from the eighth day
--- (the last three before today), none.
+-- In its first seven days the shop has no full normal, and its customers
+-- pay 12, under short_history_min_amount (100): none is flagged, on its
+-- first day either.
 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
 SELECT u(100 + c), u(1), 12, 'USD', '00000000-0000-4000-8000-000000000001',
        :T - (11 - day) * interval '1 day' + c * interval '10 minutes'
@@ -54,9 +57,44 @@ SELECT shop, count(*) AS payments,
        min(n) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS first_flagged
   FROM today GROUP BY shop ORDER BY shop DESC;
 
--- An account with less than baseline_days of history keeps the absolute
--- limit: 3 has been paid by 30 a day for five days only, and each day the
--- payers past the 20th in 24 hours are flagged.
+-- With less than baseline_days of history and payments of at least
+-- short_history_min_amount: on its first day an account has no normal, and
+-- the absolute limit decides (10, a new account paid 250 by 25 strangers:
+-- a mule's first day, flagged from the 21st payer).  An account with days
+-- of history is compared with them, with baseline_days / days times the
+-- room: 11, paid by one friend a day for the three days before, has a
+-- normal of 1 a day and a limit of 3 x 7/3 x 1 = 7, so the absolute limit
+-- of 20 decides again; 12, a new shop paid by 30 a day for two days, has a
+-- limit of 3 x 7/2 x 30 = 315, and its 25 customers paying 250 today are
+-- not flagged.
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(300 + day), u(11), 20, 'USD', '00000000-0000-4000-8000-000000000001',
+       :T - (4 - day) * interval '1 day'
+  FROM generate_series(1, 3) day;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(100 + c), u(12), 12, 'USD', '00000000-0000-4000-8000-000000000001',
+       :T - (3 - day) * interval '1 day' + c * interval '10 minutes'
+  FROM generate_series(1, 2) day, generate_series(0, 29) c
+ ORDER BY 6;
+CREATE TABLE short (n int, payee int, reasons text[]);
+WITH ins AS (
+  INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  SELECT u(200 + n), u(a), 250, 'USD', '00000000-0000-4000-8000-000000000001',
+         :T + n * interval '1 minute'
+    FROM generate_series(0, 24) n, (VALUES (10), (11), (12)) a(a)
+   ORDER BY n, a
+  RETURNING created_at, payee_id, reasons)
+INSERT INTO short
+SELECT extract(minute FROM created_at - :T)::int, right(payee_id::text, 2)::int, reasons FROM ins;
+SELECT payee, count(*) AS payments,
+       count(*) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS fan_in,
+       min(n) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) + 1 AS first_flagged_payer
+  FROM short GROUP BY payee ORDER BY payee;
+
+-- short_history_min_amount 0: every payment counts, and the new shop 3,
+-- paid 12 by 30 a day for five days, is flagged past the 20th payer on its
+-- first day only; from its second, it is compared with the days it has.
+UPDATE p2pay.rules SET params = params || '{"short_history_min_amount": 0}' WHERE name = 'payee_fan_in';
 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
 SELECT u(100 + c), u(3), 12, 'USD', '00000000-0000-4000-8000-000000000001',
        :T - (6 - day) * interval '1 day' + c * interval '10 minutes'
@@ -64,6 +102,10 @@ SELECT u(100 + c), u(3), 12, 'USD', '00000000-0000-4000-8000-000000000001',
  ORDER BY 6;
 SELECT created_at::date AS day, count(*) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS fan_in
   FROM p2pay.payments WHERE payee_id = u(3) GROUP BY 1 ORDER BY 1;
+-- Left out of params, the key is 0 too.
+UPDATE p2pay.rules SET params = params - 'short_history_min_amount' WHERE name = 'payee_fan_in';
+SELECT params FROM p2pay.rules WHERE name = 'payee_fan_in';
+UPDATE p2pay.rules SET params = params || '{"short_history_min_amount": 100}' WHERE name = 'payee_fan_in';
 
 -- With baseline_factor 0 the shop is held to the absolute limit again.
 UPDATE p2pay.rules SET params = params || '{"baseline_factor": 0}' WHERE name = 'payee_fan_in';
@@ -72,7 +114,10 @@ VALUES (u(399), u(1), 12, 'USD', '00000000-0000-4000-8000-000000000001', :T + in
 RETURNING reasons;
 
 -- The same on the payer side: a payroll account (4) pays the same 12
--- people every day; from its eighth day it is no longer flagged.
+-- people every day.  payer_fan_out asks no amount of a new account
+-- (short_history_min_amount 0): on its first day the absolute limit of 10
+-- flags the 11th and 12th payees; from its second, it is compared with the
+-- days it has, and is not flagged again.
 UPDATE p2pay.rules SET params = params || '{"baseline_factor": 3}' WHERE name = 'payee_fan_in';
 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
 SELECT u(4), u(130 + c), 12, 'USD', '00000000-0000-4000-8000-000000000001',
@@ -117,6 +162,6 @@ DELETE FROM p2pay.payments WHERE payer_id = u(5) AND payee_id = u(6);
 SELECT user_id = u(5) AS payer, out_count, out_payees, in_payers
   FROM p2pay.account_daily WHERE user_id IN (u(5), u(6)) ORDER BY 1 DESC;
 
-DROP TABLE today;
+DROP TABLE today, short;
 DROP FUNCTION u(int);
 DROP EXTENSION p2pay;

@@ -43,8 +43,9 @@ SELECT 'account_daily', count(*) FROM
   ((TABLE kept_daily EXCEPT TABLE p2pay.account_daily) UNION ALL (TABLE p2pay.account_daily EXCEPT TABLE kept_daily)) d;
 
 -- A history loaded pre-scored with the trigger off: 30 earlier payments
--- from 1 to 10 are not counted until the state is rebuilt; then the pair is
--- known, and a large payment from 1 to 10 is no longer to a new payee.
+-- from 1 to 10 are not counted until the state is rebuilt.  Then the pair
+-- is known, and so is payer 1, since January (min_known_days 30): a large
+-- payment from 1 to 10 is not to a new payee, one from 1 to 11 is.
 SET session_replication_role = replica;
 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at,
                             risk_score, decision, is_approved, reasons, amount_base)
@@ -53,12 +54,16 @@ SELECT u(1), u(10), 50, 'USD', '00000000-0000-4000-8000-000000000001',
   FROM generate_series(1, 30) n;
 RESET session_replication_role;
 SELECT count(*) FROM p2pay.pair_stats WHERE payer_id = u(1) AND payee_id = u(10);
-SELECT reasons FROM p2pay.score(u(1), u(10), 2000, 'USD', '00000000-0000-4000-8000-000000000001',
-                                '2026-03-05 00:00+00');
+SELECT payee, reasons
+  FROM (VALUES (10), (11)) v (payee),
+       p2pay.score(u(1), u(payee), 2000, 'USD', '00000000-0000-4000-8000-000000000001',
+                   '2026-03-05 00:00+00');
 SELECT p2pay.rebuild_state();
 SELECT n, total, first_at FROM p2pay.pair_stats WHERE payer_id = u(1) AND payee_id = u(10);
-SELECT reasons FROM p2pay.score(u(1), u(10), 2000, 'USD', '00000000-0000-4000-8000-000000000001',
-                                '2026-03-05 00:00+00');
+SELECT payee, reasons
+  FROM (VALUES (10), (11)) v (payee),
+       p2pay.score(u(1), u(payee), 2000, 'USD', '00000000-0000-4000-8000-000000000001',
+                   '2026-03-05 00:00+00');
 
 -- A payment without amount_base can't be counted: an error, and the state
 -- is left as it was.

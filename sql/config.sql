@@ -73,7 +73,13 @@ SELECT change, try_detail(format('UPDATE p2pay.rules SET params = params || %L W
   ('amount_limit', '{"max_amount": 1e400}'),
   ('amount_limit', '{"max_amount": 1000000000000000}'),
   ('amount_deviation', '{"factor": 1000.5}'),
-  ('amount_deviation', '{"min_history": 1e20}')
+  ('amount_deviation', '{"min_history": 1e20}'),
+  ('payee_fan_in', '{"short_history_min_amount": -1}'),
+  ('payee_fan_in', '{"short_history_min_amount": "100"}'),
+  ('payer_fan_out', '{"short_history_min_amount": 50}'),
+  ('amount_limit', '{"short_history_min_amount": 50}'),
+  ('young_payee_high_amount', '{"max_age": "3651 days"}'),
+  ('young_payee_high_amount', '{"max_age": "1 month"}')
 ) AS t(rule, change);
 -- prune_state() reads payer_velocity_amount's window: the longest works.
 SELECT hours, days FROM p2pay.prune_state();

@@ -50,7 +50,16 @@ SELECT * FROM p2pay.partition_payments(partition_interval => '2 years');
 SELECT * FROM p2pay.partition_payments(premake => -1);
 SELECT * FROM p2pay.partition_payments(default_partition => NULL);
 SELECT * FROM p2pay.partition_payments(start_at => 'infinity');
-SELECT * FROM p2pay.partition_payments(partition_interval => '1 day', start_at => '2000-01-01');
+-- Daily partitions from 2000 are too many: one a day through today, and the
+-- four premade (the count grows by one a day, so it is checked, not shown).
+DO $$
+BEGIN
+  PERFORM p2pay.partition_payments(partition_interval => '1 day', start_at => '2000-01-01');
+EXCEPTION WHEN invalid_parameter_value THEN
+  RAISE WARNING '% (%)', regexp_replace(SQLERRM, '\d+ partitions', 'N partitions'),
+    (substring(SQLERRM FROM '(\d+) partitions'))::int
+      = (current_date - date '2000-01-01') + 1 + 4;
+END $$;
 SELECT * FROM p2pay.partition_payments(start_at => '2024-02-01', default_partition => false);
 GRANT EXECUTE ON FUNCTION p2pay.partition_payments(interval, integer, boolean, timestamptz) TO part_app;
 SET ROLE part_app;

@@ -58,17 +58,22 @@ SELECT * FROM pay(5, 6, 9000, :T - interval '1 hour');
 SELECT * FROM pay(5, 6, 2000, :T);
 SELECT * FROM pay(5, 6, 0.01, :T + interval '1 minute');
 
--- payer_fan_out: more than 10 distinct payees in 24 hours.
+-- payer_fan_out: more than 10 distinct payees in 24 hours.  Payer 7 has
+-- no history: on its first day the absolute limit decides (on a later day
+-- it would be compared with the days it has; sql/baselines.sql).
 SELECT p.n AS payee, v.reasons
   FROM generate_series(8, 18) p(n),
-       LATERAL pay(7, p.n, 10, :T - interval '22 hours' + (p.n - 8) * interval '2 hours') v;
+       LATERAL pay(7, p.n, 10, :T - interval '10 hours' + (p.n - 8) * interval '50 minutes') v;
 -- paying a payee already counted adds no new one
 SELECT * FROM pay(7, 8, 10, :T + interval '1 minute');
 
 -- payee_fan_in: more than 20 distinct payers into one payee in 24 hours.
+-- Payee 41 has no history, so only payments of at least
+-- short_history_min_amount (100) count: a mule's first day, not a shop's.
 SELECT p.n AS payer, v.reasons
   FROM generate_series(20, 40) p(n),
-       LATERAL pay(p.n, 41, 10, :T - (40 - p.n) * interval '1 minute') v;
+       LATERAL pay(p.n, 41, 100, :T - (40 - p.n) * interval '1 minute') v;
+SELECT * FROM pay(19, 41, 99.99, :T + interval '1 minute');
 
 -- structuring: in [9000, 10000) with 3 such payments in 24 hours.
 SELECT * FROM pay(42, 43, 9500, :T - interval '3 hours');
@@ -77,10 +82,17 @@ SELECT * FROM pay(42, 43, 9500, :T - interval '2 hours');
 SELECT * FROM pay(42, 43, 9999.99, :T - interval '1 hour');
 SELECT * FROM pay(42, 43, 10000, :T);
 
--- new_payee_high_amount: first payment to this payee, above 1000.
+-- new_payee_high_amount: first payment to this payee, above 1000, by a
+-- payer p2pay has known for 30 days (min_known_days): 44 paid 48 thirty
+-- days before.  99, first seen 29 days before, is too new to p2pay for a
+-- pair it has not seen to be a new payee (a monthly payment might not have
+-- come round yet).
+SELECT * FROM pay(44, 48, 10, :T - interval '30 days');
 SELECT * FROM pay(44, 45, 1000, :T);
 SELECT * FROM pay(44, 46, 1000.01, :T);
 SELECT * FROM pay(44, 46, 1000.01, :T + interval '1 minute');
+SELECT * FROM pay(99, 48, 10, :T - interval '29 days');
+SELECT * FROM pay(99, 46, 1000.01, :T);
 
 -- new_account_high_amount: payer opened less than 7 days before, above 1000.
 INSERT INTO p2pay.users (id, created_at) VALUES

@@ -6,8 +6,11 @@ SET TimeZone = 'Pacific/Auckland';
 SET DateStyle = 'SQL, DMY';
 SET extra_float_digits = -3;
 -- An unregistered method alone is flagged here (0.3 reaches review), which
--- gives small flagged payments to stream.
+-- gives small flagged payments to stream; and a first large payment to a
+-- payee is a new payee's though p2pay has just met the payer, which gives
+-- a decline.
 UPDATE p2pay.rules SET weight = 0.3 WHERE name = 'unregistered_method';
+UPDATE p2pay.rules SET params = params || '{"min_known_days": 0}' WHERE name = 'new_payee_high_amount';
 
 SELECT 'created' FROM pg_create_logical_replication_slot('p2pay_regress', 'p2pay');
 

@@ -66,7 +66,8 @@
  * day comes from account_daily's rows before the day of from, which hold
  * payments before from only, or from that history.  The replay moves both
  * forward, with each pair's last_at.  They are read only when one of those
- * rules is evaluated with a baseline_factor.
+ * rules is evaluated with a baseline_factor, or new_payee_high_amount with
+ * a min_known_days (the payer's days known).
  *
  * Memory: everything the replay keeps (the hash tables of accounts and
  * pairs, per-account lists of payments inside the longest window, the exact
@@ -1179,6 +1180,7 @@ read_facts(Backtest *bt, Account *payer, Account *payee, Pair *pair,
 
 	/* the lookup statement */
 	f->payer_created_at = payer->created_at;
+	f->payee_created_at = payee->created_at;
 	f->method_registered = method_registered(payer, method);
 	f->payer_blocked = listed_at(payer->blocked, payer->blocked_until, t);
 	f->payee_blocked = listed_at(payee->blocked, payee->blocked_until, t);
@@ -1702,6 +1704,9 @@ plan_windows(Backtest *bt)
 		if (RULE_EVALUATED(&rules[baseline_rule[i]]) &&
 			rules[baseline_rule[i]].p.baseline_factor > 0)
 			bt->baseline_on = true;
+	if (RULE_EVALUATED(&rules[RULE_NEW_PAYEE_HIGH_AMOUNT]) &&
+		rules[RULE_NEW_PAYEE_HIGH_AMOUNT].p.min_known_days > 0)
+		bt->baseline_on = true;
 }
 
 /* Where a window's history before from starts: from less the window. */

@@ -1131,24 +1131,20 @@ read_daily(StateAccess *sa, DailyFacts *out)
 }
 
 /*
- * How far a count compared with an account's normal must go: past
- * baseline_factor times the account's typical level for the window (its
- * mean per day over the days it has, at most 30, times the window in
- * days), with one to spare for rounding; 0 while the account has fewer
- * than baseline_days or the rule doesn't compare with a normal.
- * rules.c's above_normal() decides with the same figures.
+ * How far a count compared with an account's normal must go: one past the
+ * count above which the rule fires (p2pay_normal_limit), with one to spare
+ * for rounding; 0 while the account has no day of history or the rule
+ * doesn't compare with a normal.  rules.c's above_normal() decides with
+ * the same figures.
  */
 static int64
 baseline_cap(const RuleConfig *rc, int64 days, int64 total)
 {
 	double		m;
 
-	if (!RULE_EVALUATED(rc) || rc->p.baseline_factor <= 0)
+	if (!RULE_EVALUATED(rc) || rc->p.baseline_factor <= 0 || days <= 0)
 		return 0;
-	m = rc->p.baseline_factor * ((double) rc->p.window / (double) USECS_PER_DAY);
-	if (m <= 0 || days < Max(rc->p.baseline_days, 1))
-		return 0;
-	m = floor((double) total / (double) days * m);
+	m = floor(p2pay_normal_limit(&rc->p, days, total));
 	/* a count stops long before this, whatever the state holds */
 	return m < 1e15 ? (int64) m + 2 : INT64CONST(1000000000000000);
 }
@@ -1898,12 +1894,15 @@ p2pay_lookup_references(Oid nspid, const PaymentInput *in, PaymentFacts *facts,
 				 p2pay_errpaymentref("payer_id", "users")));
 	facts->payer_created_at =
 		DatumGetTimestampTz(ref_att(&ra, REF_USERS, tup, ATT_USER_CREATED_AT, &isnull));
-	if (ref_by_uuid(&ra, REF_USERS, ATT_USER_ID, in->payee) == NULL)
+	tup = ref_by_uuid(&ra, REF_USERS, ATT_USER_ID, in->payee);
+	if (tup == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
 				 errmsg("unknown user %s in column payee_id", uuid_text(in->payee)),
 				 errdetail("Payments are made between users of p2pay.users."),
 				 p2pay_errpaymentref("payee_id", "users")));
+	facts->payee_created_at =
+		DatumGetTimestampTz(ref_att(&ra, REF_USERS, tup, ATT_USER_CREATED_AT, &isnull));
 	if (ref_by_uuid(&ra, REF_METHODS, ATT_METHOD_ID, in->method) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FOREIGN_KEY_VIOLATION),
@@ -1958,6 +1957,7 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 	const RuleConfig *dr = &rules[RULE_DORMANT_REACTIVATION];
 	const RuleConfig *pt = &rules[RULE_PASS_THROUGH];
 	const RuleConfig *cy = &rules[RULE_CYCLE];
+	const RuleConfig *np = &rules[RULE_NEW_PAYEE_HIGH_AMOUNT];
 	bool		pt_on,
 				cy_on;
 	TimestampTz t = in->created_at;
@@ -2010,6 +2010,16 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 	key_pair(keys, in->payer, in->payee);
 	pair = fetch_row(&sa, IDX_PAIR, keys, 2);
 	facts->pair_seen = pair != NULL;
+
+	/* how long p2pay has known the payer, where new_payee_high_amount asks */
+	if (pair == NULL && RULE_EVALUATED(np) && np->p.min_known_days > 0 &&
+		facts->amount > np->p.min_amount)
+	{
+		read_daily(&sa, &payer_day);
+		facts->payer_days = payer_day.days;
+		facts->payer_day_payments = payer_day.out_count;
+		facts->payer_day_payees = payer_day.out_payees;
+	}
 
 	facts->paid_back = RULE_EVALUATED(rt) && facts->amount >= rt->p.min_amount &&
 		paid_since(&sa, in->payee, in->payer, t - rt->p.window, rt->p.min_amount);

@@ -37,6 +37,7 @@ typedef enum RuleId
 	RULE_BLOCKLIST,
 	RULE_PASS_THROUGH,
 	RULE_CYCLE,
+	RULE_YOUNG_PAYEE_HIGH_AMOUNT,
 	RULE_COUNT
 } RuleId;
 
@@ -53,6 +54,7 @@ typedef struct RuleParams
 	double		factor;
 	double		share;
 	double		baseline_factor;	/* 0: absolute limits only */
+	double		short_history_min_amount;	/* 0: no amount asked of a new account */
 	int64		max_count;
 	int64		max_payees;
 	int64		max_payers;
@@ -64,6 +66,7 @@ typedef struct RuleParams
 	int64		min_payers;
 	int64		max_length;
 	int64		baseline_days;	/* history needed before the baseline applies */
+	int64		min_known_days; /* days the payer must be known: 0, off */
 } RuleParams;
 
 /*
@@ -117,6 +120,7 @@ typedef struct PaymentFacts
 	double		amount;			/* the same, for comparisons */
 	TimestampTz created_at;
 	TimestampTz payer_created_at;
+	TimestampTz payee_created_at;
 	bool		method_registered;
 	bool		payer_blocked;
 	bool		payee_blocked;
@@ -262,6 +266,7 @@ extern void p2pay_parse_params(RuleId rule, Jsonb *params, RuleParams *out,
 							   bool partial);
 extern void p2pay_check_weight(const char *rule, double weight);
 extern bool p2pay_in_structuring_band(const RuleParams *p, double amount);
+extern double p2pay_normal_limit(const RuleParams *p, int64 days, int64 day_total);
 extern void p2pay_evaluate(const P2payConfig *cfg, const PaymentFacts *facts,
 						   Verdict *verdict, bool count);
 extern const char *p2pay_decision_label(int decision);

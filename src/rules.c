@@ -52,6 +52,7 @@ typedef struct ParamDef
 	const char *key;
 	RuleParamKind	kind;
 	size_t		offset;			/* in RuleParams */
+	bool		optional;		/* may be left out: then 0, which is off */
 } ParamDef;
 
 typedef bool (*RuleFn) (const RuleParams *p, const PaymentFacts *f);
@@ -60,11 +61,12 @@ typedef struct RuleDef
 {
 	const char *name;
 	RuleFn		fires;
-	ParamDef	params[4];
+	ParamDef	params[5];
 	int			nparams;
 } RuleDef;
 
-#define P(key, kind) {#key, kind, offsetof(RuleParams, key)}
+#define P(key, kind) {#key, kind, offsetof(RuleParams, key), false}
+#define P_OPTIONAL(key, kind) {#key, kind, offsetof(RuleParams, key), true}
 
 static bool
 amount_limit(const RuleParams *p, const PaymentFacts *f)
@@ -73,27 +75,55 @@ amount_limit(const RuleParams *p, const PaymentFacts *f)
 }
 
 /*
- * Whether count is above the account's normal for a window: factor times
- * its mean per day over the days it has (scaled to the window), once it has
- * at least baseline_days of them.  Without enough history, or with factor
- * 0, every count is (the absolute limit alone decides).
+ * Whether count is above the account's normal for a window, for a payment
+ * of amount.  The normal is the account's mean per day over the days it
+ * has (at most BASELINE_DAYS), scaled to the window.  With baseline_days
+ * of them, the count must exceed baseline_factor times the normal.  With
+ * fewer, the history is too short to tell a new shop from a mule by counts
+ * alone: the payment must be of at least short_history_min_amount (many
+ * small payments are a shop's, many larger ones a mule's), and, once the
+ * account has a day, the count must exceed the normal of the days there
+ * are with baseline_days / days times the room.  With baseline_factor 0
+ * the absolute limit alone decides.
  */
 static bool
-above_normal(const RuleParams *p, int64 count, int64 days, int64 day_total)
+above_normal(const RuleParams *p, int64 count, int64 days, int64 day_total, double amount)
 {
-	double		typical;
-
-	if (p->baseline_factor <= 0 || days < p->baseline_days || days <= 0)
+	if (p->baseline_factor <= 0)
 		return true;
-	typical = (double) day_total / (double) days * ((double) p->window / (double) USECS_PER_DAY);
-	return (double) count > p->baseline_factor * typical;
+	if (days < p->baseline_days)
+	{
+		if (amount < p->short_history_min_amount)
+			return false;
+		if (days <= 0)
+			return true;
+	}
+	return (double) count > p2pay_normal_limit(p, days, day_total);
+}
+
+/*
+ * The count above which a rule with a normal fires, for an account with
+ * days of history (at least 1) and day_total of the counted figure over
+ * them: baseline_factor times its mean per day scaled to the window, with
+ * baseline_days / days times the room while days < baseline_days.  facts.c
+ * counts up to it (baseline_cap).
+ */
+double
+p2pay_normal_limit(const RuleParams *p, int64 days, int64 day_total)
+{
+	double		room = p->baseline_factor;
+
+	if (days < p->baseline_days)
+		room *= (double) p->baseline_days / (double) days;
+	return (double) day_total / (double) days * ((double) p->window / (double) USECS_PER_DAY) * room;
 }
 
 static bool
 payer_velocity_count(const RuleParams *p, const PaymentFacts *f)
 {
 	return f->velocity_count > p->max_count &&
-		above_normal(p, f->velocity_count, f->payer_days, f->payer_day_payments);
+		above_normal(p, f->velocity_count, f->payer_days, f->payer_day_payments,
+					 f->amount);
 }
 
 static bool
@@ -106,14 +136,14 @@ static bool
 payer_fan_out(const RuleParams *p, const PaymentFacts *f)
 {
 	return f->fan_out > p->max_payees &&
-		above_normal(p, f->fan_out, f->payer_days, f->payer_day_payees);
+		above_normal(p, f->fan_out, f->payer_days, f->payer_day_payees, f->amount);
 }
 
 static bool
 payee_fan_in(const RuleParams *p, const PaymentFacts *f)
 {
 	return f->fan_in > p->max_payers &&
-		above_normal(p, f->fan_in, f->payee_days, f->payee_day_payers);
+		above_normal(p, f->fan_in, f->payee_days, f->payee_day_payers, f->amount);
 }
 
 static bool
@@ -122,10 +152,16 @@ structuring(const RuleParams *p, const PaymentFacts *f)
 	return p2pay_in_structuring_band(p, f->amount) && f->band_count >= p->min_count;
 }
 
+/*
+ * A pair p2pay has not seen is a new payee only if p2pay has known the
+ * payer long enough to have seen it (min_known_days): a monthly rent shows
+ * within 30 days.  payer_days is read for exactly the payments that could
+ * fire (facts.c).
+ */
 static bool
 new_payee_high_amount(const RuleParams *p, const PaymentFacts *f)
 {
-	return !f->pair_seen && f->amount > p->min_amount;
+	return !f->pair_seen && f->amount > p->min_amount && f->payer_days >= p->min_known_days;
 }
 
 static bool
@@ -180,23 +216,38 @@ cycle(const RuleParams *p, const PaymentFacts *f)
 	return f->amount >= p->min_amount && f->closes_cycle;
 }
 
+/*
+ * A first large payment to an account opened recently: where money leaves
+ * for mules and drops, whatever the payer's history in p2pay.
+ */
+static bool
+young_payee_high_amount(const RuleParams *p, const PaymentFacts *f)
+{
+	return !f->pair_seen && f->payee_created_at > f->created_at - p->max_age &&
+		f->amount > p->min_amount;
+}
+
 static const RuleDef rule_defs[RULE_COUNT] = {
 	{"amount_limit", amount_limit, {P(max_amount, PARAM_AMOUNT)}, 1},
 	{"payer_velocity_count", payer_velocity_count,
 		{P(max_count, PARAM_COUNT), P(window, PARAM_INTERVAL),
-	P(baseline_factor, PARAM_MULTIPLE), P(baseline_days, PARAM_DAYS)}, 4},
+	P(baseline_factor, PARAM_MULTIPLE), P(baseline_days, PARAM_DAYS),
+	P_OPTIONAL(short_history_min_amount, PARAM_AMOUNT)}, 5},
 	{"payer_velocity_amount", payer_velocity_amount,
 	{P(max_amount, PARAM_AMOUNT), P(window, PARAM_INTERVAL)}, 2},
 	{"payer_fan_out", payer_fan_out,
 		{P(max_payees, PARAM_COUNT), P(window, PARAM_INTERVAL),
-	P(baseline_factor, PARAM_MULTIPLE), P(baseline_days, PARAM_DAYS)}, 4},
+	P(baseline_factor, PARAM_MULTIPLE), P(baseline_days, PARAM_DAYS),
+	P_OPTIONAL(short_history_min_amount, PARAM_AMOUNT)}, 5},
 	{"payee_fan_in", payee_fan_in,
 		{P(max_payers, PARAM_COUNT), P(window, PARAM_INTERVAL),
-	P(baseline_factor, PARAM_MULTIPLE), P(baseline_days, PARAM_DAYS)}, 4},
+	P(baseline_factor, PARAM_MULTIPLE), P(baseline_days, PARAM_DAYS),
+	P_OPTIONAL(short_history_min_amount, PARAM_AMOUNT)}, 5},
 	{"structuring", structuring,
 		{P(threshold, PARAM_AMOUNT), P(band, PARAM_FRACTION),
 	P(min_count, PARAM_COUNT), P(window, PARAM_INTERVAL)}, 4},
-	{"new_payee_high_amount", new_payee_high_amount, {P(min_amount, PARAM_AMOUNT)}, 1},
+	{"new_payee_high_amount", new_payee_high_amount,
+	{P(min_amount, PARAM_AMOUNT), P_OPTIONAL(min_known_days, PARAM_DAYS)}, 2},
 	{"new_account_high_amount", new_account_high_amount,
 	{P(max_age, PARAM_INTERVAL), P(min_amount, PARAM_AMOUNT)}, 2},
 	{"round_trip", round_trip,
@@ -213,6 +264,8 @@ static const RuleDef rule_defs[RULE_COUNT] = {
 	{"cycle", cycle,
 		{P(window, PARAM_INTERVAL), P(min_amount, PARAM_AMOUNT),
 	P(max_length, PARAM_LENGTH)}, 3},
+	{"young_payee_high_amount", young_payee_high_amount,
+	{P(max_age, PARAM_INTERVAL), P(min_amount, PARAM_AMOUNT)}, 2},
 };
 
 /* Name of a rule, for reasons and messages. */
@@ -480,7 +533,7 @@ p2pay_parse_params(RuleId rule, Jsonb *params, RuleParams *out, bool partial)
 		JsonbValue *found;
 
 		found = getKeyJsonValueFromContainer(&params->root, pd->key, strlen(pd->key), NULL);
-		if (found == NULL && partial)
+		if (found == NULL && (partial || pd->optional))
 			continue;
 		if (found == NULL)
 			ereport(ERROR,

@@ -231,7 +231,8 @@ is(query("SELECT out_count FROM p2pay.account_stats WHERE user_id = uid(1)"),
 state_is_exact('velocity');
 
 ###########################################################################
-# b. payee_fan_in: 48 distinct payers pay one payee at once, max_payers 20.
+# b. payee_fan_in: 48 distinct payers pay one payee at once, max_payers 20;
+#    100 each, as the payee has no history (short_history_min_amount).
 ###########################################################################
 enable_only('payee_fan_in');
 is( query(
@@ -243,13 +244,13 @@ is( query(
 $gate->query_safe('BEGIN');
 $gate->query_safe(
 	"INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
-	 VALUES (uid(299), uid(2), 10, 'USD', '$BANK')");
+	 VALUES (uid(299), uid(2), 100, 'USD', '$BANK')");
 
 $run = start_pgbench(
 	6, qq{
 BEGIN;
 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
-  SELECT uid(200 + nextval('public.fan_in_payer')::integer), uid(2), 10, 'USD', '$BANK';
+  SELECT uid(200 + nextval('public.fan_in_payer')::integer), uid(2), 100, 'USD', '$BANK';
 SELECT pg_sleep(0.002);
 COMMIT;
 });

@@ -80,7 +80,7 @@ SELECT p.payer_id = '$u{A}', p.payee_id = '$u{C}', round(p.risk_score::numeric, 
 		't|f|0.4|review|{payer_velocity_count}',
 		't|t|1|decline|{payer_velocity_count,blocklist}',
 		'f|f|0.28|review|{unregistered_method}',
-		'f|f|0.2|approve|{new_payee_high_amount}',
+		'f|f|0.3|review|{young_payee_high_amount}',
 		'f|f|0|approve|{}',
 		'f|f|0|approve|{}',
 		'f|f|0|approve|{}'),
@@ -149,7 +149,8 @@ my $at = $node->safe_psql('src', 'SELECT now()');
 my @new = (
 	# velocity counts A's six restored payments in the hour (max_count 3),
 	# amount_deviation reads A's restored account_stats (mean 160/6), and the
-	# restored pair_stats keep new_payee_high_amount quiet (1500 > 1000);
+	# restored pair_stats keep young_payee_high_amount quiet (B's account is
+	# new, 1500 > 1000);
 	# new_account_high_amount would fire if it were enabled again.
 	[
 		"'$u{A}', '$u{B}', 1500, 'USD', '$BANK'",

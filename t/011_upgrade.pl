@@ -52,7 +52,14 @@ my @STATE_TABLES = @P2payNode::STATE_TABLES;
 # Rows an update script is meant to add or change, which the check that
 # every row is kept leaves out: TABLE => SQL condition on its row t.  An
 # update that seeds a table (a new rule, say) declares it here.
-my %UPDATE_CHANGES_ROWS = ();
+my $RULES_1_1 =
+  "'payer_velocity_count', 'payer_fan_out', 'payee_fan_in', 'new_payee_high_amount', 'young_payee_high_amount'";
+my %UPDATE_CHANGES_ROWS = (
+	# 1.1: four rules learn about accounts with little history, one is new,
+	# and the update records that as a rule-set version of its own
+	'p2pay.rules'          => "t.name IN ($RULES_1_1)",
+	'p2pay.config_history' => "t.table_name = 'rules' AND coalesce(t.new_row, t.old_row)->>'name' IN ($RULES_1_1)",
+	'p2pay.ruleset'        => 'true');
 
 # The rules fill() must make fire (as a reason or a shadow reason), so that
 # the state and the history an update must keep are those of a ledger in
@@ -514,8 +521,11 @@ SELECT p2pay.snooze('amount_limit', uid(32), now() + interval '30 days', 'known 
 	pay($db, [ 1, 27, 28, 100, 'USD', $BANK, -80 * 1440 ]);
 	pay($db, [ 2, 27, 28, 100, 'USD', $BANK, -79 * 1440 ]);
 	pay($db, [ 3, 28, 27, 50,  'USD', $BANK, -78 * 1440 ]);
-	pay($db, [ 10, 1, 2, 15000, 'USD', $BANK, 0 ]);    # amount_limit, new payee
-	pay($db, [ 11, 3, 4, 1500,  'USD', $BANK, 1 ]);    # new payee
+	# amount_limit; a new payee under 1.0 (1.1 waits until p2pay has known
+	# the payer for 30 days)
+	pay($db, [ 10, 1, 2, 15000, 'USD', $BANK, 0 ]);
+	pay($db, [ 11, 3, 4, 1500,  'USD', $BANK, 1 ]);
+	pay($db, [ 41, 27, 29, 1500, 'USD', $BANK, 2 ]);    # new payee of a payer known 80 days
 	# pass_through: five payers into 10 (one multi-row INSERT), 10 pays on
 	pay($db, map { [ 11 + $_, 4 + $_, 10, 400, 'USD', $BANK, 10 + $_ ] } 1 .. 5);
 	pay($db, [ 17, 10, 11, 1000, 'USD', $BANK, 20 ]);
@@ -757,9 +767,23 @@ for my $v (@from)
 		"$db: before the update, the stream decodes inserts, a decision change and a delete");
 
 	my $before = snapshot($db);
+	my $version_before = query($db, 'SELECT version FROM p2pay.ruleset');
 	query($db, 'ALTER EXTENSION p2pay UPDATE');
 	is(query($db, "SELECT extversion FROM pg_extension WHERE extname = 'p2pay'"),
 		$default, "$db: ALTER EXTENSION p2pay UPDATE brings it to $default");
+	if ($v eq '1.0')
+	{
+		is( query(
+				$db, "SELECT r.name, r.params->'short_history_min_amount', r.params->'min_known_days',
+				             r.params->'max_count'
+				        FROM p2pay.rules r WHERE r.name IN ($RULES_1_1) ORDER BY r.name"),
+			"new_payee_high_amount||30|\npayee_fan_in|100||\npayer_fan_out|||\npayer_velocity_count|||3\nyoung_payee_high_amount|||",
+			"$db: the update adds short_history_min_amount, min_known_days and young_payee_high_amount, keeping the params it doesn't touch");
+		is( query(
+				$db, "SELECT r.version - $version_before, count(*) FROM p2pay.ruleset r
+				        JOIN p2pay.config_history c ON c.version = r.version GROUP BY r.version"),
+			'1|5', "$db: the update's five rule changes are one new rule-set version");
+	}
 
 	# Every row kept; only added columns differ.
 	my $after_tables = { map { $_ => 1 } ext_relations($db, "'r', 'p'") };

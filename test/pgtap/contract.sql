@@ -165,7 +165,7 @@ SELECT set_eq(
   ARRAY['amount_limit', 'payer_velocity_count', 'payer_velocity_amount', 'payer_fan_out',
         'payee_fan_in', 'structuring', 'new_payee_high_amount', 'new_account_high_amount',
         'round_trip', 'unregistered_method', 'amount_deviation', 'dormant_reactivation',
-        'blocklist', 'pass_through', 'cycle'],
+        'blocklist', 'pass_through', 'cycle', 'young_payee_high_amount'],
   'the rules of the catalogue are seeded');
 SELECT is_empty('SELECT name FROM p2pay.rules WHERE NOT enabled',
                 'every seeded rule is enabled');
@@ -173,7 +173,8 @@ SELECT results_eq(
   $$SELECT name, weight, params FROM p2pay.rules
      WHERE name IN ('payer_velocity_count', 'payee_fan_in', 'blocklist') ORDER BY name$$,
   $$VALUES ('blocklist', 1.0::float8, '{}'::jsonb),
-           ('payee_fan_in', 0.4, '{"max_payers": 20, "window": "24 hours", "baseline_factor": 3, "baseline_days": 7}'),
+           ('payee_fan_in', 0.4, '{"max_payers": 20, "window": "24 hours", "baseline_factor": 3, "baseline_days": 7,
+                                    "short_history_min_amount": 100}'),
            ('payer_velocity_count', 0.4, '{"max_count": 10, "window": "1 hour", "baseline_factor": 3, "baseline_days": 7}')$$,
   'velocity, fan-in and blocklist rules have their documented weights and params');
 SELECT results_eq(
@@ -244,7 +245,7 @@ SELECT results_eq(
   'the trigger recorded the application role''s payment in account_stats');
 SELECT results_eq(
   $$SELECT count(*)::integer FROM p2pay.rules WHERE enabled$$,
-  $$VALUES (15)$$,
+  $$VALUES (16)$$,
   'the rules are unchanged');
 
 SELECT * FROM finish();

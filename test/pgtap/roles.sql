@@ -16,7 +16,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION p2pay;
 
-SELECT plan(74);
+SELECT plan(75);
 
 ------------------------------------------------------------------------------
 -- The roles, as the README grants them (copied verbatim)
@@ -67,8 +67,9 @@ SET LOCAL ROLE p2pay_app;
 
 -- users[1] pays; users[2..4] are paid; users[4] is blocklisted and users[5]
 -- allowlisted by the admin further down.  All accounts are new, so a
--- payment above 1000 to a new payee fires new_payee_high_amount (0.2) and
--- new_account_high_amount (0.3): 1 - 0.8 * 0.7 = 0.44, a review.
+-- payment above 1000 to a new payee fires new_account_high_amount (0.3)
+-- and young_payee_high_amount (0.3): 1 - 0.7 * 0.7 = 0.51, a review
+-- (new_payee_high_amount waits until p2pay has known the payer 30 days).
 SELECT lives_ok(
   $$INSERT INTO p2pay.users (id, first_name) VALUES
       ('00000000-0000-4000-8000-0000000e0001', 'payer'),
@@ -101,11 +102,11 @@ SELECT results_eq(
   $$SELECT transaction_id, risk_score, decision, is_approved, reasons, ruleset_version
       FROM p2pay.payments ORDER BY id$$,
   $$VALUES ('00000000-0000-4000-8000-0000000ea001'::uuid, 0::float8, 'approve'::p2pay.decision, true,
-            '{}'::text[], 1::bigint),
-           ('00000000-0000-4000-8000-0000000ea002', 0.44, 'review', false,
-            '{new_payee_high_amount,new_account_high_amount}', 1),
-           ('00000000-0000-4000-8000-0000000ea003', 0.44, 'review', false,
-            '{new_payee_high_amount,new_account_high_amount}', 1)$$,
+            '{}'::text[], 2::bigint),
+           ('00000000-0000-4000-8000-0000000ea002', 0.51, 'review', false,
+            '{new_account_high_amount,young_payee_high_amount}', 2),
+           ('00000000-0000-4000-8000-0000000ea003', 0.51, 'review', false,
+            '{new_account_high_amount,young_payee_high_amount}', 2)$$,
   'the application reads its payments back, scored by the trigger (not as the client claimed)');
 SELECT results_eq(
   $$SELECT count(*)::integer FROM p2pay.currencies$$, $$VALUES (3)$$,
@@ -206,10 +207,10 @@ SELECT results_eq(
   'the analyst reads payments');
 SELECT results_eq(
   $$SELECT transaction_id, risk_score, reasons FROM p2pay.review_queue$$,
-  $$VALUES ('00000000-0000-4000-8000-0000000ea002'::uuid, 0.44::float8,
-            '{new_payee_high_amount,new_account_high_amount}'::text[]),
-           ('00000000-0000-4000-8000-0000000ea003', 0.44,
-            '{new_payee_high_amount,new_account_high_amount}')$$,
+  $$VALUES ('00000000-0000-4000-8000-0000000ea002'::uuid, 0.51::float8,
+            '{new_account_high_amount,young_payee_high_amount}'::text[]),
+           ('00000000-0000-4000-8000-0000000ea003', 0.51,
+            '{new_account_high_amount,young_payee_high_amount}')$$,
   'the analyst reads the review queue, oldest first');
 SELECT results_eq(
   $$SELECT count(*)::integer FROM p2pay.decision_log$$, $$VALUES (0)$$,
@@ -218,9 +219,9 @@ SELECT results_eq(
   $$SELECT table_name, count(*)::integer FROM p2pay.config_history
      WHERE version = 1 GROUP BY table_name ORDER BY table_name$$,
   $$VALUES ('rules', 15), ('settings', 1)$$,
-  'the analyst reads config_history: version 1 is the catalogue as installed');
+  'the analyst reads config_history: version 1 is the catalogue of 1.0');
 SELECT results_eq(
-  $$SELECT count(*)::integer FROM p2pay.rules WHERE mode = 'active'$$, $$VALUES (15)$$,
+  $$SELECT count(*)::integer FROM p2pay.rules WHERE mode = 'active'$$, $$VALUES (16)$$,
   'the analyst reads the rules');
 
 SELECT lives_ok(
@@ -229,7 +230,7 @@ SELECT lives_ok(
 SELECT results_eq(
   $$SELECT decision, is_approved, risk_score, reasons FROM p2pay.payments
      WHERE transaction_id = '00000000-0000-4000-8000-0000000ea002'$$,
-  $$VALUES ('approve'::p2pay.decision, true, 0.44::float8, '{new_payee_high_amount,new_account_high_amount}'::text[])$$,
+  $$VALUES ('approve'::p2pay.decision, true, 0.51::float8, '{new_account_high_amount,young_payee_high_amount}'::text[])$$,
   'resolve() approved the payment, keeping its score and reasons');
 SELECT results_eq(
   $$SELECT transaction_id FROM p2pay.review_queue$$,
@@ -297,8 +298,8 @@ SELECT results_eq(
 ------------------------------------------------------------------------------
 -- The admin
 ------------------------------------------------------------------------------
-SELECT results_eq($$SELECT version FROM p2pay.ruleset$$, $$VALUES (1::bigint)$$,
-                  'nothing has changed the rule set yet: version 1');
+SELECT results_eq($$SELECT version FROM p2pay.ruleset$$, $$VALUES (2::bigint)$$,
+                  'nothing has changed the rule set since it was installed: version 2 (1.0, then 1.1)');
 
 SET LOCAL ROLE p2pay_admin;
 
@@ -328,14 +329,16 @@ SELECT results_eq(
   $$SELECT rule, user_id, reason FROM p2pay.snoozes$$,
   $$VALUES ('amount_limit', '00000000-0000-4000-8000-0000000e0001'::uuid, 'known large payer')$$,
   'the snooze is stored');
--- One transaction makes one version, however many changes it holds.
+-- One transaction makes one version, however many changes it holds (the
+-- update to 1.1 ran in this transaction too: its rule rows are left out).
 SELECT results_eq(
   $$SELECT version, changed_by FROM p2pay.ruleset$$,
   $$VALUES (2::bigint, session_user)$$,
   'the admin''s changes made rule-set version 2, by the role that logged in');
 SELECT results_eq(
   $$SELECT version, changed_by, table_name, operation FROM p2pay.config_history
-     WHERE version > 1 ORDER BY id$$,
+     WHERE version > 1 AND table_name <> 'rules' OR version > 1 AND new_row->>'name' = 'unregistered_method'
+     ORDER BY id$$,
   $$VALUES (2::bigint, session_user, 'rules', 'UPDATE'),
            (2, session_user, 'settings', 'UPDATE'),
            (2, session_user, 'blocklist', 'INSERT'),
@@ -344,7 +347,7 @@ SELECT results_eq(
   'config_history holds one row per change, under version 2');
 SELECT results_eq(
   $$SELECT old_row->>'mode', new_row->>'mode' FROM p2pay.config_history
-     WHERE version = 2 AND table_name = 'rules'$$,
+     WHERE version = 2 AND table_name = 'rules' AND new_row->>'name' = 'unregistered_method'$$,
   $$VALUES ('active', 'shadow')$$,
   'config_history keeps the rule row before and after');
 SELECT results_eq(
@@ -353,6 +356,14 @@ SELECT results_eq(
     SELECT e->>'mode' FROM jsonb_array_elements(p2pay.rules_at(2)) e WHERE e->>'name' = 'unregistered_method'$$,
   $$VALUES ('active'), ('shadow')$$,
   'rules_at() gives the rule as it was at versions 1 and 2');
+SELECT results_eq(
+  $$SELECT count(*)::integer FROM jsonb_array_elements(p2pay.rules_at(1)) e
+     WHERE e->>'name' = 'young_payee_high_amount'
+    UNION ALL
+    SELECT count(*)::integer FROM jsonb_array_elements(p2pay.rules_at(2)) e
+     WHERE e->>'name' = 'young_payee_high_amount'$$,
+  $$VALUES (0), (1)$$,
+  'rules_at(): young_payee_high_amount came with 1.1 (version 2), not with 1.0 (version 1)');
 
 SELECT throws_ok($$UPDATE p2pay.payments SET decision = 'approve'
                     WHERE transaction_id = '00000000-0000-4000-8000-0000000ea003'$$,
