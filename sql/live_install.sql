@@ -8,6 +8,8 @@ SET TimeZone = 'UTC';
 
 CREATE FUNCTION u(n int) RETURNS uuid LANGUAGE sql IMMUTABLE
   AS $$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid $$;
+CREATE FUNCTION tx(seq int) RETURNS uuid LANGUAGE sql IMMUTABLE
+  AS $$ SELECT ('aaaaaaaa-0000-4000-8000-' || lpad(seq::text, 12, '0'))::uuid $$;
 INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(1, 99) n;
 INSERT INTO p2pay.user_payment_methods
   SELECT u(n), '00000000-0000-4000-8000-000000000001' FROM generate_series(1, 99) n;
@@ -46,13 +48,13 @@ CREATE TABLE verdicts (run text, seq int, decision p2pay.decision, reasons text[
 CREATE PROCEDURE replay(run text, "from" timestamptz) LANGUAGE sql AS $$
   INSERT INTO p2pay.payments (transaction_id, payer_id, payee_id, amount, currency,
                               payment_method_id, created_at)
-    SELECT ('00000000-0000-4000-8000-' || lpad(seq::text, 12, '0'))::uuid, u(payer), u(payee),
+    SELECT tx(seq), u(payer), u(payee),
            amount, 'USD', '00000000-0000-4000-8000-000000000001', at
       FROM ledger WHERE at >= "from" ORDER BY at, seq;
   INSERT INTO verdicts
     SELECT run, l.seq, p.decision, p.reasons
       FROM ledger l JOIN p2pay.payments p
-        ON p.transaction_id = ('00000000-0000-4000-8000-' || lpad(l.seq::text, 12, '0'))::uuid
+        ON p.transaction_id = tx(l.seq)
      WHERE l.at >= '2026-03-20 00:00:00+00';
 $$;
 -- Empty the ledger and its state for the next run.
@@ -75,7 +77,7 @@ CALL reset();
 SET session_replication_role = replica;
 INSERT INTO p2pay.payments (transaction_id, payer_id, payee_id, amount, currency,
                             payment_method_id, created_at, amount_base)
-  SELECT ('00000000-0000-4000-8000-' || lpad(l.seq::text, 12, '0'))::uuid, u(l.payer), u(l.payee),
+  SELECT tx(l.seq), u(l.payer), u(l.payee),
          l.amount, 'USD', '00000000-0000-4000-8000-000000000001', l.at, l.amount * c.rate_to_base
     FROM ledger l JOIN p2pay.currencies c ON c.code = 'USD'
    WHERE l.at < :T ORDER BY l.at, l.seq;
@@ -108,5 +110,5 @@ SELECT l.scenario, v.run, count(DISTINCT v.seq) AS payments,
 
 DROP PROCEDURE replay(text, timestamptz), reset();
 DROP TABLE ledger, verdicts;
-DROP FUNCTION u(int);
+DROP FUNCTION u(int), tx(int);
 DROP EXTENSION p2pay;

@@ -170,19 +170,35 @@ identity_of(Oid relid, AttrNumber attnum)
 }
 
 /*
- * Refuse to run trigger function fn on anything but p2pay.payments or a
+ * Refuse to run trigger function fn but as the row trigger it is (before
+ * or after, on event: TRIGGER_EVENT_INSERT, ...), on p2pay.payments or a
  * partition of it, and return what is known of the table.
  */
 static const PaymentLayout *
-payment_layout(TriggerData *td, const char *fn)
+payment_layout(FunctionCallInfo fcinfo, const char *fn, bool before, uint32 event)
 {
-	Relation	rel = td->tg_relation;
-	Oid			relid = RelationGetRelid(rel);
-	TupleDesc	desc = RelationGetDescr(rel);
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	Oid			relid;
+	TupleDesc	desc;
 	PaymentLayout *entry;
 	bool		found;
 	Oid			root;
 	AttrNumber	root_id;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) ||
+		(before ? !TRIGGER_FIRED_BEFORE(td->tg_event) : !TRIGGER_FIRED_AFTER(td->tg_event)) ||
+		!TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		(td->tg_event & TRIGGER_EVENT_OPMASK) != event)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("p2pay.%s() must be fired %s %s FOR EACH ROW", fn,
+						before ? "BEFORE" : "AFTER",
+						event == TRIGGER_EVENT_INSERT ? "INSERT" :
+						event == TRIGGER_EVENT_UPDATE ? "UPDATE" : "DELETE")));
+	rel = td->tg_relation;
+	relid = RelationGetRelid(rel);
+	desc = RelationGetDescr(rel);
 
 	if (layouts == NULL)
 	{
@@ -556,16 +572,10 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	Datum		id = (Datum) 0;
 	bool		assign_id;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("p2pay.score_payment() must be fired BEFORE INSERT FOR EACH ROW")));
-
+	layout = payment_layout(fcinfo, "score_payment", true, TRIGGER_EVENT_INSERT);
 	rel = td->tg_relation;
 	desc = RelationGetDescr(rel);
 	tup = td->tg_trigtuple;
-	layout = payment_layout(td, "score_payment");
 	attnums = layout->attnums;
 
 	/* 1. validate */
@@ -710,14 +720,8 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 	TupleDesc	desc;
 	const int  *attnums;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("p2pay.guard_payment() must be fired BEFORE UPDATE FOR EACH ROW")));
-
+	attnums = payment_layout(fcinfo, "guard_payment", true, TRIGGER_EVENT_UPDATE)->attnums;
 	desc = RelationGetDescr(td->tg_relation);
-	attnums = payment_layout(td, "guard_payment")->attnums;
 	require_full_identity(td->tg_relation, "updated");
 
 	for (size_t i = 0; i < lengthof(facts); i++)
@@ -896,13 +900,7 @@ p2pay_mark_delete_trigger(PG_FUNCTION_ARGS)
 	TriggerData *td = (TriggerData *) fcinfo->context;
 	int			mode = p2pay_delete_mode;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_DELETE(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("p2pay.mark_delete() must be fired BEFORE DELETE FOR EACH ROW")));
-
-	(void) payment_layout(td, "mark_delete");
+	(void) payment_layout(fcinfo, "mark_delete", true, TRIGGER_EVENT_DELETE);
 	require_delete_mode(mode);
 	if (mode == DELETE_MODE_ARCHIVE)
 	{
@@ -938,16 +936,10 @@ p2pay_forget_payment_trigger(PG_FUNCTION_ARGS)
 	OwnerContext saved;
 	int			mode = p2pay_delete_mode;
 
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(td->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(td->tg_event) || !TRIGGER_FIRED_BY_DELETE(td->tg_event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("p2pay.forget_payment() must be fired AFTER DELETE FOR EACH ROW")));
-
+	attnums = payment_layout(fcinfo, "forget_payment", false, TRIGGER_EVENT_DELETE)->attnums;
 	rel = td->tg_relation;
 	desc = RelationGetDescr(rel);
 	tup = td->tg_trigtuple;
-	attnums = payment_layout(td, "forget_payment")->attnums;
 
 	/*
 	 * An archived payment needs the mark that keeps its delete off the
