@@ -32,7 +32,7 @@ TOOL_SANITIZE_FLAGS = $(SANITIZE_FLAGS) -fno-sanitize-recover=undefined,float-ca
 endif
 
 # Client programs, built by make and installed next to PostgreSQL's own.
-SCRIPTS_built = tools/p2pay-stream tools/p2pay-forward
+SCRIPTS_built = tools/p2pay-stream tools/p2pay-forward tools/p2pay-http
 EXTRA_CLEAN   = .build-mode
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -60,7 +60,7 @@ BUILD_MODE = $(if $(SANITIZE_FLAGS),sanitize,plain)
 .build-mode: .FORCE
 	@[ "$$(cat $@ 2>/dev/null)" = $(BUILD_MODE) ] || echo $(BUILD_MODE) > $@
 .PHONY: .FORCE
-$(OBJS) tools/p2pay-stream tools/p2pay-forward: .build-mode
+$(OBJS) tools/p2pay-stream tools/p2pay-forward tools/p2pay-http: .build-mode
 
 tools/p2pay-stream: tools/p2pay-stream.c tools/replication.h
 	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq
@@ -69,11 +69,15 @@ tools/p2pay-stream: tools/p2pay-stream.c tools/replication.h
 tools/p2pay-forward: tools/p2pay-forward.c tools/replication.h
 	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq -lrdkafka
 
+# The HTTP daemon also needs libmicrohttpd (Debian: libmicrohttpd-dev).
+tools/p2pay-http: tools/p2pay-http.c
+	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq -lmicrohttpd
+
 # PGXS uninstalls SCRIPTS_built by their path in the tree (bin/tools/...).
 uninstall: uninstall-tools
 .PHONY: uninstall-tools
 uninstall-tools:
-	rm -f '$(DESTDIR)$(bindir)/p2pay-stream' '$(DESTDIR)$(bindir)/p2pay-forward'
+	rm -f '$(DESTDIR)$(bindir)/p2pay-stream' '$(DESTDIR)$(bindir)/p2pay-forward' '$(DESTDIR)$(bindir)/p2pay-http'
 
 .PHONY: test demo eval bench valgrind
 # Everything: installs what it needs, builds, installs, runs every suite on

@@ -70,7 +70,7 @@ install_package_extension() {
 # plain one even under make test SANITIZE=1 (which builds its sanitized copy
 # elsewhere): SANITIZE= overrides what make passes down.
 build_and_install() {
-  ensure_packages librdkafka-dev
+  ensure_packages librdkafka-dev libmicrohttpd-dev
   make -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE=
   as_root make -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE=
 }
