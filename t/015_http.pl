@@ -81,15 +81,13 @@ my %password = (
 	analyst_ann => 'ann: secret',
 	analyst_bob => 'bob secret',
 	admin_ada   => 'ada secret',
-	outsider    => 'outsider secret',
-	dba         => 'dba secret');
+	outsider    => 'outsider secret');
 $node->safe_psql($db, qq{
 CREATE ROLE app_user LOGIN PASSWORD 'app secret' IN ROLE p2pay_app;
 CREATE ROLE analyst_ann LOGIN PASSWORD 'ann: secret' IN ROLE p2pay_analyst;
 CREATE ROLE analyst_bob LOGIN PASSWORD 'bob secret' IN ROLE p2pay_analyst;
 CREATE ROLE admin_ada LOGIN PASSWORD 'ada secret' IN ROLE p2pay_admin;
 CREATE ROLE outsider LOGIN PASSWORD 'outsider secret';
-CREATE ROLE dba LOGIN SUPERUSER PASSWORD 'dba secret';
 });
 is( query(
 		"SELECT count(*) FROM pg_authid WHERE rolname IN ('app_user', 'analyst_ann', 'outsider') "
@@ -287,15 +285,18 @@ sub count_of { return query("SELECT count(*) FROM $_[0]"); }
 
 	my $gbp = { code => 'GBP', name => 'Pound Sterling', rate_to_base => 1.27 };
 	is_error('the app adds a currency', 403, '42501', undef, call('POST', '/api/v1/currencies', 'app_user', $gbp));
-	($st, $json) = call('POST', '/api/v1/currencies', 'dba', $gbp);
+	is_error('an analyst adds a currency', 403, '42501', undef, call('POST', '/api/v1/currencies', 'analyst_ann', $gbp));
+	($st, $json) = call('POST', '/api/v1/currencies', 'admin_ada', $gbp);
 	is($st, 201, 'POST a currency: 201');
 	is_deeply($json, $gbp, 'POST a currency: the currency');
 	is(differs('p2pay.currencies', 'code', $gbp, qw(name rate_to_base)), '', 'POST a currency: stored');
-	is_error('POST a currency twice', 409, '23505', undef, call('POST', '/api/v1/currencies', 'dba', $gbp));
+	is_error('POST a currency twice', 409, '23505', undef, call('POST', '/api/v1/currencies', 'admin_ada', $gbp));
 	is_error('POST a currency with an unknown field', 400, '22023', 'symbol',
-		call('POST', '/api/v1/currencies', 'dba', { %$gbp, code => 'CHF', symbol => 'Fr' }));
+		call('POST', '/api/v1/currencies', 'admin_ada', { %$gbp, code => 'CHF', symbol => 'Fr' }));
 	is_error('POST a currency without a rate', 400, '23502', 'rate_to_base',
-		call('POST', '/api/v1/currencies', 'dba', { code => 'CHF', name => 'Swiss Franc' }));
+		call('POST', '/api/v1/currencies', 'admin_ada', { code => 'CHF', name => 'Swiss Franc' }));
+	is_error('POST a currency with a lower-case code', 400, '22023', 'code',
+		call('POST', '/api/v1/currencies', 'admin_ada', { code => 'chf', name => 'Swiss Franc', rate_to_base => 1.1 }));
 	is(count_of("p2pay.currencies WHERE code = 'CHF'"), 0, 'refused currencies: nothing stored');
 
 	($st, $json) = call('GET', '/api/v1/payment-methods', 'app_user');
@@ -312,11 +313,16 @@ sub count_of { return query("SELECT count(*) FROM $_[0]"); }
 	is_error('GET a payment method by a bad id', 400, '22P02', undef,
 		call('GET', '/api/v1/payment-methods/not-a-uuid', 'app_user'));
 
-	($st, $json) = call('POST', '/api/v1/payment-methods', 'dba', { name => 'Mobile wallet' });
+	is_error('the app adds a payment method', 403, '42501', undef,
+		call('POST', '/api/v1/payment-methods', 'app_user', { name => 'Mobile wallet' }));
+	($st, $json) = call('POST', '/api/v1/payment-methods', 'admin_ada', { name => 'Mobile wallet' });
 	is($st, 201, 'POST a payment method: 201');
 	is(differs('p2pay.payment_methods', 'id', obj($json), qw(name)), '', 'POST a payment method: stored');
 	is_error('POST a payment method twice', 409, '23505', undef,
-		call('POST', '/api/v1/payment-methods', 'dba', { name => 'Mobile wallet' }));
+		call('POST', '/api/v1/payment-methods', 'admin_ada', { name => 'Mobile wallet' }));
+	is_error('POST a payment method without a name', 400, '23502', 'name',
+		call('POST', '/api/v1/payment-methods', 'admin_ada', { id => '00000000-0000-4000-8000-0000000000ab' }));
+	is(count_of('p2pay.payment_methods'), 5, 'refused payment methods: nothing stored');
 }
 
 #
@@ -577,6 +583,8 @@ my %tid;
 		call('GET', '/api/v1/payments?payer_id=nobody', 'analyst_ann'));
 	is_error('GET payments with a bad from', 400, qr/^22/, 'from',
 		call('GET', '/api/v1/payments?from=someday', 'analyst_ann'));
+	is_error('GET payments after an unknown payment', 400, '22023', 'after',
+		call('GET', '/api/v1/payments?after=00000000-0000-4000-8000-0000000000ee', 'analyst_ann'));
 	is_error('GET payments with an unknown argument', 400, '22023', 'colour',
 		call('GET', '/api/v1/payments?colour=red', 'analyst_ann'));
 	is_error('GET payments as a role without SELECT', 403, '42501', undef,
@@ -638,6 +646,7 @@ my %tid;
 	same_list('GET reviews?after: the rest of the queue', [ $first, map { $_->{transaction_id} } items($json) ],
 		ids($queue_sql));
 	is_error('GET reviews with limit 0', 400, qr/^22/, 'limit', call('GET', '/api/v1/reviews?limit=0', 'analyst_ann'));
+	is_error('GET reviews as the app', 403, '42501', undef, call('GET', '/api/v1/reviews', 'app_user'));
 	is_error('GET reviews with an unknown argument', 400, '22023', 'colour',
 		call('GET', '/api/v1/reviews?colour=red', 'analyst_ann'));
 
@@ -770,9 +779,9 @@ my %tid;
 	is(join(' ', @rules ? () : 'no rules', map { differs('p2pay.rules', 'name', $_, qw(mode weight params description)) || () } @rules),
 		'', 'GET rules: as p2pay.rules holds them');
 	my ($limit) = grep { $_->{name} eq 'amount_limit' } @rules;
-	is(join(' ', map { $limit->{$_} // 'null' } qw(evaluated fired)),
+	is(join(' ', map { $limit->{$_} // 'null' } qw(evaluations fires)),
 		query("SELECT evaluations || ' ' || fires FROM p2pay.rule_stats WHERE rule = 'amount_limit'"),
-		'GET rules: evaluated and fired as rule_stats counts them');
+		'GET rules: evaluations and fires as rule_stats counts them');
 	is_error('GET rules as the app', 403, '42501', undef, call('GET', '/api/v1/rules', 'app_user'));
 
 	my $period = { from => '2026-11-01T00:00:00Z', to => '2026-11-02T00:00:00Z' };
