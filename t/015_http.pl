@@ -88,6 +88,7 @@ CREATE ROLE analyst_ann LOGIN PASSWORD 'ann: secret' IN ROLE p2pay_analyst;
 CREATE ROLE analyst_bob LOGIN PASSWORD 'bob secret' IN ROLE p2pay_analyst;
 CREATE ROLE admin_ada LOGIN PASSWORD 'ada secret' IN ROLE p2pay_admin;
 CREATE ROLE outsider LOGIN PASSWORD 'outsider secret';
+CREATE ROLE feeder LOGIN REPLICATION PASSWORD 'feeder-secret';
 });
 is( query(
 		"SELECT count(*) FROM pg_authid WHERE rolname IN ('app_user', 'analyst_ann', 'outsider') "
@@ -111,10 +112,14 @@ UPDATE p2pay.rules SET weight = 0.9 WHERE name = 'unregistered_method';
 my $port    = PostgreSQL::Test::Cluster::get_free_port();
 my $base    = "http://127.0.0.1:$port";
 my $dsn     = 'host=' . $node->host . ' port=' . $node->port . " dbname=$db";
+my $feed_dsn = "$dsn user=feeder password=feeder-secret";
 my $log     = $node->basedir . '/p2pay-http.log';
 my $max_body = 4096;
 my $daemon = IPC::Run::start(
-	[ $daemon_bin, '--dsn', $dsn, '--listen', "127.0.0.1:$port", '--max-body', $max_body ],
+	[
+		$daemon_bin, '--dsn', $dsn, '--listen', "127.0.0.1:$port", '--max-body', $max_body,
+		'--feed-dsn', $feed_dsn, '--create-slot'
+	],
 	'<', '/dev/null', '>>', $log, '2>>', $log);
 my $daemon_stopped = 0;
 END { $daemon->kill_kill if $daemon && !$daemon_stopped; }
@@ -225,7 +230,7 @@ sub count_of { return query("SELECT count(*) FROM $_[0]"); }
 {
 	my ($st, $json, $r) = call('GET', '/api/v1/health');
 	is($st, 200, 'health: 200 without credentials');
-	is_deeply($json, { status => 'ok' }, 'health: status ok');
+	is(obj($json)->{status}, 'ok', 'health: status ok');
 
 	($st, $json, $r) = call('GET', '/api/v1/openapi.json');
 	is($st, 200, 'openapi.json: 200 without credentials');
@@ -929,7 +934,21 @@ sub flag
 	return obj($json)->{transaction_id} // 'none';
 }
 
+# feed_streaming(): wait until health says the feed streams; whether it does.
+sub feed_streaming
 {
+	my $deadline = time + $timeout;
+	while (time < $deadline)
+	{
+		my ($st, $json) = call('GET', '/api/v1/health');
+		return 1 if (obj($json)->{feed} // '') eq 'streaming';
+		usleep(100_000);
+	}
+	return 0;
+}
+
+{
+	ok(feed_streaming(), 'health: the feed streams');
 	my $refused = sse_open('outsider');
 	is($refused->{status}, 403, 'the feed refuses a role without SELECT on payments');
 	close $refused->{sock};
@@ -998,6 +1017,7 @@ sub flag
 	is($st, 200, 'GET a payment after the database restarted: 200');
 	payment_is_stored('GET a payment after the database restarted', $json);
 
+	ok(feed_streaming(), 'health after the database restarted: the feed streams again');
 	$feed = sse_open('analyst_ann');
 	is($feed->{status}, 200, 'the feed after the database restarted: 200');
 	my $d = flag(4);
