@@ -8,7 +8,12 @@
 # that sends half a request doesn't hold up another one.  The live feed
 # (Server-Sent Events) is read on a raw socket: a flagged payment arrives
 # with its id, a reconnection with Last-Event-ID doesn't send again what came
-# before, and a role that may not read payments is refused.
+# before (and after an id the daemon no longer holds, a gap and then the
+# current position), and a role that may not read payments is refused.
+#
+# The roles are created by the SQL of the README's "Privileges" section,
+# read from README.md, so that the test checks the grants users are told to
+# run.
 use strict;
 use warnings;
 
@@ -155,7 +160,25 @@ sub call
 	}
 	my $r = $http->request($method, "$base$path", \%opt);
 	my $json = eval { decode_json($r->{content}) };
+	record($method, $path, $r, defined $json);
 	return ($r->{status}, $json, $r);
+}
+
+# record(METHOD, PATH, RESPONSE, IS_JSON): a line of $responses, for
+# test/http/check-responses.mjs to check against http/openapi.json.
+my $responses = $node->basedir . '/responses.jsonl';
+sub record
+{
+	my ($method, $path, $r, $is_json) = @_;
+	return if $r->{status} == 599;
+	(my $body = $is_json ? $r->{content} : 'null') =~ s/[\r\n]+/ /g;
+	$path =~ s/\?.*//s;
+	append_to_file($responses,
+		'{"method": ' . encode_json($method) . ', "path": ' . encode_json($path)
+		  . ', "status": ' . ($r->{status} + 0)
+		  . ', "content_type": ' . encode_json($r->{headers}{'content-type'} // '')
+		  . ', "body": ' . $body . "}\n");
+	return;
 }
 
 # items(JSON): the elements of a JSON array, none for anything else;
@@ -552,7 +575,8 @@ my %tid;
 		[ 'from=2026-11-01T10:05:00Z&to=2026-11-01T10:20:00Z',
 		  "created_at >= '2026-11-01T10:05:00Z' AND created_at < '2026-11-01T10:20:00Z'" ],
 		[ "user_id=$user{bob}&decision=approve",      "'$user{bob}' IN (payer_id, payee_id) AND decision = 'approve'" ],
-		[ 'limit=3',                                  "TRUE $order LIMIT 3" ]);
+		[ 'limit=3',                                  "TRUE $order LIMIT 3" ],
+		[ 'limit=0&limit=2',                          "TRUE $order LIMIT 2" ]);
 	for my $l (@lists)
 	{
 		my ($args, $where) = @$l;
@@ -981,6 +1005,19 @@ sub feed_streaming
 	is_deeply([ @events ? () : 'no events', grep { ($_->{event} // '') eq 'gap' } @events ], [],
 		'the feed with Last-Event-ID: no gap');
 	close $again->{sock};
+
+	# Reconnect after an event the daemon no longer holds: a gap, then the
+	# stream from the current position.
+	my $lost = sse_open('analyst_ann', '0/1');
+	is($lost->{status}, 200, 'the feed with a Last-Event-ID it no longer holds: 200');
+	my $fourth = flag(4);
+	@events = sse_until($lost, $fourth);
+	is(($events[0] // {})->{event}, 'gap', 'the feed with a Last-Event-ID it no longer holds: a gap first');
+	ok((grep { index($_->{data} // '', $fourth) >= 0 } @events),
+		'the feed with a Last-Event-ID it no longer holds: a new payment arrives');
+	is_deeply([ map { $_->{id} } grep { my $e = $_; grep { index($e->{data} // '', $_) >= 0 } $first, $second, $third } @events ],
+		[], 'the feed with a Last-Event-ID it no longer holds: then the current position, nothing older');
+	close $lost->{sock};
 }
 
 #
@@ -1020,10 +1057,26 @@ sub feed_streaming
 	ok(feed_streaming(), 'health after the database restarted: the feed streams again');
 	$feed = sse_open('analyst_ann');
 	is($feed->{status}, 200, 'the feed after the database restarted: 200');
-	my $d = flag(4);
+	my $d = flag(5);
 	ok((grep { index($_->{data} // '', $d) >= 0 } sse_until($feed, $d)),
 		'the feed after the database restarted: a flagged payment arrives');
 	close $feed->{sock};
+}
+
+#
+# Every response above, against the OpenAPI document.
+#
+SKIP:
+{
+	my $checker = "$FindBin::RealBin/../test/http/check-responses.mjs";
+	my $have_node = grep { -x "$_/node" } split /:/, $ENV{PATH} // '';
+	skip 'node and http/node_modules (make runs npm ci) are needed to check responses against http/openapi.json', 1
+	  if !$have_node || !-d "$FindBin::RealBin/../http/node_modules/\@apidevtools/swagger-parser";
+	my ($stdout, $stderr) = ('', '');
+	IPC::Run::run([ 'node', $checker, $responses ], '>', \$stdout, '2>', \$stderr);
+	is($? >> 8, 0, 'every response matches http/openapi.json')
+	  or diag($stderr);
+	note($stdout);
 }
 
 $daemon->signal('TERM');
