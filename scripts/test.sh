@@ -17,8 +17,12 @@ cd "$(dirname "$0")/.."
 
 ensure_packages build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
   postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl python3-psycopg2 \
-  librdkafka-dev postgresql-$PG_MAJOR-partman
+  librdkafka-dev libmicrohttpd-dev postgresql-$PG_MAJOR-partman curl chromium
 install_package_extension postgresql-$PG_MAJOR-partman
+# Node.js and npm: the OpenAPI validator, Swagger UI and the browser tests'
+# driver (http/package.json).  A machine that has them from elsewhere keeps
+# them.
+command -v npm >/dev/null || ensure_packages nodejs npm
 case ${SANITIZE:-} in
   ''|0) SANITIZE= ;;
   1) ;;
@@ -51,6 +55,11 @@ fi
 start_cluster "$WORK" "$(free_port)"
 if [ -n "$SANITIZE" ]; then sanitizer_check_server "$WORK"; fi
 export PERL5LIB=$("$PG_BIN/pg_config" --pkglibdir)/pgxs/src/test/perl
+
+# Screenshots and logs the browser tests keep, in the checkout.
+ARTIFACTS=$PWD/test-artifacts
+rm -rf "$ARTIFACTS"; mkdir -p "$ARTIFACTS"
+[ "$(id -u)" = 0 ] && chown postgres: "$ARTIFACTS"
 
 passed=0 failed=0
 # run_suite NAME COMMAND...: run one suite, count it, keep going on failure.
@@ -92,8 +101,17 @@ run_suites() {
   run_suite "TAP (t/)" check REGRESS= ISOLATION= "${bindir[@]}"
   pg_psql -d postgres -c "DROP DATABASE IF EXISTS p2pay_pgtap" -c "CREATE DATABASE p2pay_pgtap" >/dev/null
   run_suite "pgTAP (test/pgtap/)" as_pg env PGDATABASE=p2pay_pgtap pg_prove --ext .sql -r "$WORK/src/test/pgtap"
+  # The pages in a real browser, once (the payments' layout does not change
+  # what a page shows).
+  if [ "$run" = plain ]; then
+    run_suite "browser (test/browser/)" as_pg env P2PAY_ARTIFACTS="$ARTIFACTS" \
+      bash "$WORK/src/test/browser/run.sh"
+  fi
   echo "== $run: every suite in $((SECONDS - start)) s"
 }
+
+run=once
+run_suite "OpenAPI (http/openapi.json)" node "$WORK/src/test/http/validate-openapi.mjs"
 
 runs=${P2PAY_RUNS:-plain partitioned}
 for run in $runs; do
