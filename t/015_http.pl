@@ -11,9 +11,9 @@
 # before (and after an id the daemon no longer holds, a gap and then the
 # current position), and a role that may not read payments is refused.
 #
-# The roles are created by the SQL of the README's "Privileges" section,
-# read from README.md, so that the test checks the grants users are told to
-# run.
+# The roles are those of the README's "Privileges" section, created by
+# scripts/roles.sql (as make demo creates them), and the README is checked
+# to grant the same, so that the test runs the grants users are told to run.
 use strict;
 use warnings;
 
@@ -71,16 +71,26 @@ sub query
 }
 sub ql { return P2payNode::quote_literal($_[0]); }
 
-# The roles exactly as README's "Privileges" grants them: its SQL block,
-# read from the README itself.
-sub readme_grants
+# The roles of README's "Privileges" section, as scripts/roles.sql creates
+# them; the README shows the same statements (checked below).
+my $roles_sql = slurp_file("$FindBin::RealBin/../scripts/roles.sql");
+$node->safe_psql($db, $roles_sql);
+
+# statements(SQL): its statements without comments, blank lines and
+# indentation, one a line.
+sub statements
+{
+	my ($sql) = @_;
+	$sql =~ s/--[^\n]*//g;
+	$sql =~ s/\s+/ /g;
+	return join("\n", map { s/^ | $//gr } grep { /\S/ } split /;/, $sql);
+}
 {
 	my $readme = slurp_file("$FindBin::RealBin/../README.md");
-	$readme =~ /^## Privileges\n.*?Three roles cover the usual split.*?^```sql\n(.*?)^```/ms
-	  or die 'README.md: no SQL block of roles under "Privileges"';
-	return $1;
+	my ($block) = $readme =~ /^## Privileges\n.*?Three roles cover the usual split.*?^```sql\n(.*?)^```/ms;
+	is(statements($block // ''), statements($roles_sql),
+		'README "Privileges" grants what scripts/roles.sql grants');
 }
-$node->safe_psql($db, readme_grants());
 my %password = (
 	app_user    => 'app secret',
 	analyst_ann => 'ann: secret',
