@@ -275,6 +275,22 @@ sub count_of { return query("SELECT count(*) FROM $_[0]"); }
 	is($st, 200, 'docs: 200 without credentials');
 	like($r->{headers}{'content-type'} // '', qr{^text/html}, 'docs: an HTML page');
 	like($r->{content}, qr{swagger-ui}i, 'docs: Swagger UI');
+	($st, $json, $r) = call('GET', '/api/v1/docs/swagger-ui-bundle.js');
+	is($st, 200, 'docs: Swagger UI is served from the daemon');
+	like($r->{headers}{'content-type'} // '', qr{^text/javascript}, 'docs: Swagger UI is a script');
+
+	# the pages (README: the payment form and the analysts' console)
+	for my $page ('/', '/console')
+	{
+		($st, $json, $r) = call('GET', $page);
+		is($st, 200, "page $page: 200 without credentials");
+		like($r->{headers}{'content-type'} // '', qr{^text/html}, "page $page: HTML");
+	}
+	for my $outside ('/static/..%2fopenapi.json', '/static/%2e%2e%2f%2e%2e%2fREADME.md', '/static/.gitignore')
+	{
+		($st, $json, $r) = call('GET', $outside);
+		is($st, 404, "$outside: 404, nothing outside the pages is served");
+	}
 }
 
 #
