@@ -2,12 +2,136 @@
 \echo Use "ALTER EXTENSION p2pay UPDATE TO '1.2'" to load this file. \quit
 
 ------------------------------------------------------------------------------
--- The HTTP API's payments (p2pay-http).  The daemon passes a request's body
--- as jsonb and sends back the jsonb these return: the database checks the
--- fields, and the caller's privileges apply as to any SQL, since the
--- functions run as the caller (the role the request authenticated as).
--- Errors name the field in the column field of the error, which p2pay-http
--- reports as "column".
+-- The HTTP API (p2pay-http).  For each request the daemon runs one
+-- statement, SELECT p2pay.api_X(...), as the role the request authenticated
+-- as, and sends back the JSON it returns: the path's segment as text or
+-- uuid, the query string as a jsonb object of strings, the body as jsonb.
+-- The functions check every name and value, build the JSON, and run as the
+-- caller (SECURITY INVOKER), so that the caller's privileges apply as to
+-- any SQL.  A refusal names the field or query argument in the error's
+-- column field, which p2pay-http reports as "column"; null means no such
+-- row (404).
+------------------------------------------------------------------------------
+
+-- A body's fields, by name: an object, no field but those of fields, each
+-- of its JSON kind (kinds[i], alternatives separated by '|'), the first
+-- required of them present and not null.  22023 for an unknown field or one
+-- of the wrong kind, 23502 for a missing one, each naming the field.
+CREATE FUNCTION @extschema@.api_check_body(body jsonb, what text, fields text[], kinds text[],
+                                           required integer)
+  RETURNS void
+  LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  k     text;
+  i     integer;
+  field text;
+  kind  text;
+BEGIN
+  IF body IS NULL OR jsonb_typeof(body) OPERATOR(pg_catalog.<>) 'object' THEN
+    RAISE EXCEPTION 'p2pay: % is a JSON object', what
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Its fields are ' || array_to_string(fields, ', ') || '.';
+  END IF;
+  FOR k IN SELECT jsonb_object_keys(body) LOOP
+    IF NOT k OPERATOR(pg_catalog.=) ANY (fields) THEN
+      RAISE EXCEPTION 'p2pay: % has no field "%"', what, left(k, 64)
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = left(k, 64),
+              HINT = 'Its fields are ' || array_to_string(fields, ', ') || '.';
+    END IF;
+  END LOOP;
+  FOR i IN 1 .. coalesce(array_length(fields, 1), 0) LOOP
+    field := fields[i];
+    kind := jsonb_typeof(body -> field);
+    IF kind IS NULL OR kind OPERATOR(pg_catalog.=) 'null' THEN
+      CONTINUE WHEN i OPERATOR(pg_catalog.>) required;
+      RAISE EXCEPTION 'p2pay: field "%" of % is missing', field, what
+        USING ERRCODE = 'not_null_violation', COLUMN = field;
+    END IF;
+    IF NOT kind OPERATOR(pg_catalog.=) ANY (string_to_array(kinds[i], '|')) THEN
+      RAISE EXCEPTION 'p2pay: field "%" of % must be a JSON %', field, what,
+                      replace(kinds[i], '|', ' or ')
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = field,
+              DETAIL = 'It is a JSON ' || kind || '.';
+    END IF;
+  END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_check_body(jsonb, text, text[], text[], integer) IS
+  'Internal to the HTTP API: checks a request body against its fields, their JSON kinds and how many of the first are required (22023, 23502, naming the field).';
+
+-- A query string's arguments, by name: an object of strings whose names
+-- are among names (22023 naming the argument).
+CREATE FUNCTION @extschema@.api_check_query(query jsonb, what text, names text[])
+  RETURNS void
+  LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  k    text;
+  hint text := CASE WHEN cardinality(names) OPERATOR(pg_catalog.=) 0 THEN 'It takes none.'
+                    ELSE 'It takes ' || array_to_string(names, ', ') || '.' END;
+BEGIN
+  IF query IS NULL THEN
+    RETURN;
+  END IF;
+  IF jsonb_typeof(query) OPERATOR(pg_catalog.<>) 'object' THEN
+    RAISE EXCEPTION 'p2pay: the query arguments of % are a JSON object', what
+      USING ERRCODE = 'invalid_parameter_value', HINT = hint;
+  END IF;
+  FOR k IN SELECT jsonb_object_keys(query) LOOP
+    IF NOT k OPERATOR(pg_catalog.=) ANY (names) THEN
+      RAISE EXCEPTION 'p2pay: % takes no query argument "%"', what, left(k, 64)
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = left(k, 64), HINT = hint;
+    END IF;
+    IF jsonb_typeof(query -> k) OPERATOR(pg_catalog.<>) 'string' THEN
+      RAISE EXCEPTION 'p2pay: query argument "%" of % must be a string', k, what
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = k;
+    END IF;
+  END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_check_query(jsonb, text, text[]) IS
+  'Internal to the HTTP API: checks that a query string''s arguments (a JSON object of strings) have known names (22023, naming the argument).';
+
+-- A value that is not of its field's type: the type's own error, under the
+-- field's name.  what is "a ..." for a body, "the ..." (a list) for a query.
+CREATE FUNCTION @extschema@.api_field_error(what text, field text, state text, message text)
+  RETURNS void
+  LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  RAISE EXCEPTION 'p2pay: % "%" of %: %', CASE WHEN what LIKE 'the %' THEN 'query argument' ELSE 'field' END,
+                  field, what, message
+    USING ERRCODE = state, COLUMN = field;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_field_error(text, text, text, text) IS
+  'Internal to the HTTP API: raises the error of a value that is not of its field''s type, with its SQLSTATE, naming the field.';
+
+-- A list's page size: the query argument limit, 1 to 1000, or dflt.
+CREATE FUNCTION @extschema@.api_query_limit(query jsonb, what text, dflt integer)
+  RETURNS integer
+  LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  lim   integer;
+  state text;
+  msg   text;
+BEGIN
+  IF query ->> 'limit' IS NULL THEN
+    RETURN dflt;
+  END IF;
+  BEGIN
+    lim := (query ->> 'limit')::integer;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, 'limit', state, msg);
+  END;
+  IF lim OPERATOR(pg_catalog.<) 1 OR lim OPERATOR(pg_catalog.>) 1000 THEN
+    RAISE EXCEPTION 'p2pay: query argument "limit" of % must be from 1 to 1000', what
+      USING ERRCODE = 'invalid_parameter_value', COLUMN = 'limit',
+            DETAIL = 'It is ' || lim || '.';
+  END IF;
+  RETURN lim;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_query_limit(jsonb, text, integer) IS
+  'Internal to the HTTP API: the query argument limit (1 to 1000), or the list''s default.';
+
+------------------------------------------------------------------------------
+-- Payments
 ------------------------------------------------------------------------------
 
 -- A stored payment as the API shows it: the columns a client sees.
@@ -22,61 +146,29 @@ CREATE FUNCTION @extschema@.api_payment(transaction_id uuid) RETURNS jsonb
    WHERE p.transaction_id OPERATOR(pg_catalog.=) $1
 $$;
 COMMENT ON FUNCTION @extschema@.api_payment(uuid) IS
-  'HTTP API: the payment with this transaction_id as JSON (its columns a client sees), or null.';
+  'HTTP API (GET /api/v1/payments/{transaction_id}): the payment with this transaction_id as JSON (its columns a client sees), or null.';
 
 -- Insert a payment given as a JSON object of its columns, and return it
--- scored.  Every field is checked before anything is stored: an unknown
--- field or one of the wrong JSON type is 22023, a missing required one
--- 23502, a value that is not of the column's type 22P02 (or the type's own
--- error), each naming the field.
+-- scored.  Every field is checked before anything is stored.
 CREATE FUNCTION @extschema@.api_create_payment(body jsonb) RETURNS jsonb
   LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  fields  CONSTANT text[] := ARRAY['payer_id', 'payee_id', 'amount', 'currency',
-                                   'payment_method_id', 'transaction_id', 'created_at'];
-  kinds   CONSTANT text[] := ARRAY['string', 'string', 'number', 'string',
-                                   'string', 'string', 'string'];
-  required CONSTANT int := 5;  -- the first five
-  k       text;
-  i       int;
-  field   text;
-  payer   uuid;
-  payee   uuid;
-  amount  numeric;
+  what     CONSTANT text := 'a payment';
+  field    text;
+  payer    uuid;
+  payee    uuid;
+  amount   numeric;
   currency char(3);
-  method  uuid;
-  tid     uuid;
-  at      timestamptz;
+  method   uuid;
+  tid      uuid;
+  at       timestamptz;
+  state    text;
+  msg      text;
 BEGIN
-  IF body IS NULL OR jsonb_typeof(body) <> 'object' THEN
-    RAISE EXCEPTION 'p2pay: a payment is a JSON object'
-      USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'Give {"payer_id": ..., "payee_id": ..., "amount": ..., "currency": ..., "payment_method_id": ...}.';
-  END IF;
-  FOR k IN SELECT jsonb_object_keys(body) LOOP
-    IF NOT k = ANY (fields) THEN
-      RAISE EXCEPTION 'p2pay: a payment has no field "%"', left(k, 64)
-        USING ERRCODE = 'invalid_parameter_value', COLUMN = left(k, 64),
-              HINT = 'Its fields are ' || array_to_string(fields, ', ') || '.';
-    END IF;
-  END LOOP;
-  FOR i IN 1 .. array_length(fields, 1) LOOP
-    field := fields[i];
-    IF NOT body ? field OR jsonb_typeof(body -> field) = 'null' THEN
-      CONTINUE WHEN i > required;
-      RAISE EXCEPTION 'p2pay: field "%" of a payment is missing', field
-        USING ERRCODE = 'not_null_violation', COLUMN = field;
-    END IF;
-    -- an amount may be a JSON number or a string, as numeric's text is exact
-    IF jsonb_typeof(body -> field) <> kinds[i]
-       AND NOT (field = 'amount' AND jsonb_typeof(body -> field) = 'string') THEN
-      RAISE EXCEPTION 'p2pay: field "%" of a payment must be a JSON %', field, kinds[i]
-        USING ERRCODE = 'invalid_parameter_value', COLUMN = field,
-              DETAIL = 'It is a JSON ' || jsonb_typeof(body -> field) || '.';
-    END IF;
-  END LOOP;
-
-  -- The values, each in its column's type; an error names the field.
+  -- an amount may be a JSON number or a string, as numeric's text is exact
+  PERFORM @extschema@.api_check_body(body, what,
+    ARRAY['payer_id', 'payee_id', 'amount', 'currency', 'payment_method_id', 'transaction_id', 'created_at'],
+    ARRAY['string', 'string', 'number|string', 'string', 'string', 'string', 'string'], 5);
   BEGIN
     field := 'payer_id';          payer := (body ->> 'payer_id')::uuid;
     field := 'payee_id';          payee := (body ->> 'payee_id')::uuid;
@@ -86,16 +178,11 @@ BEGIN
     field := 'transaction_id';    tid := (body ->> 'transaction_id')::uuid;
     field := 'created_at';        at := (body ->> 'created_at')::timestamptz;
   EXCEPTION WHEN data_exception THEN
-    DECLARE
-      state text;
-      msg   text;
-    BEGIN
-      GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-      RAISE EXCEPTION 'p2pay: field "%" of a payment: %', field, msg
-        USING ERRCODE = state, COLUMN = field;
-    END;
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, field, state, msg);
   END;
-  IF length(body ->> 'currency') <> 3 THEN
+  -- char(3) would cut a longer code to three letters
+  IF length(body ->> 'currency') OPERATOR(pg_catalog.<>) 3 THEN
     RAISE EXCEPTION 'p2pay: field "currency" of a payment must be a three-letter code'
       USING ERRCODE = 'invalid_parameter_value', COLUMN = 'currency';
   END IF;
@@ -108,29 +195,539 @@ BEGIN
   RETURN @extschema@.api_payment(tid);
 END $$;
 COMMENT ON FUNCTION @extschema@.api_create_payment(jsonb) IS
-  'HTTP API: insert the payment given as a JSON object of its columns (payer_id, payee_id, amount, currency, payment_method_id; transaction_id and created_at optional), scored by the trigger, and return it as api_payment() shows it.';
+  'HTTP API (POST /api/v1/payments): insert the payment given as a JSON object of its columns (payer_id, payee_id, amount, currency, payment_method_id; transaction_id and created_at optional), scored by the trigger, and return it as api_payment() shows it.';
 
--- The review queue, oldest first, a page at a time: up to lim payments
--- after the one whose transaction_id is after (keyset on created_at and
--- transaction_id, so that a page stays right while others are resolved),
--- each with its reasons.
-CREATE FUNCTION @extschema@.api_reviews(lim integer DEFAULT 50, after uuid DEFAULT NULL)
-  RETURNS jsonb
+-- Payments newest first (created_at, then transaction_id, descending), a
+-- page at a time, filtered by payer_id, payee_id, user_id (payer or
+-- payee), decision and a time range [from, to); after is the last
+-- transaction_id of the page before.  The statement is built with only the
+-- filters given, so that each call is planned for them: a payer's
+-- payments are read backwards along payments_payer_time_idx, the review
+-- queue along payments_review_idx, a time range through the BRIN index,
+-- and user_id is the union of its payer's and its payee's pages.  A
+-- partitioned payments is pruned by the time bounds.
+CREATE FUNCTION @extschema@.api_payments(query jsonb DEFAULT '{}') RETURNS jsonb
   LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+  what     CONSTANT text := 'the payment list';
+  lim      integer;
+  field    text;
+  payer    uuid;
+  payee    uuid;
+  usr      uuid;
+  dec      @extschema@.decision;
+  lo       timestamptz;
+  hi       timestamptz;
+  after    uuid;
   after_at timestamptz;
+  conds    text[] := ARRAY['true'];
+  cols     CONSTANT text := 'p.transaction_id, p.payer_id, p.payee_id, p.amount, p.currency, '
+                            'p.payment_method_id, p.created_at, p.risk_score, p.decision, '
+                            'p.is_approved, p.reasons, p.ruleset_version';
+  page     CONSTANT text := ' ORDER BY p.created_at DESC, p.transaction_id DESC LIMIT $9';
+  sel      text;
+  rows     text;
   result   jsonb;
+  state    text;
+  msg      text;
 BEGIN
-  IF lim IS NULL OR lim < 1 OR lim > 1000 THEN
-    RAISE EXCEPTION 'p2pay: limit must be from 1 to 1000'
-      USING ERRCODE = 'invalid_parameter_value', COLUMN = 'limit';
-  END IF;
+  PERFORM @extschema@.api_check_query(query, what,
+    ARRAY['payer_id', 'payee_id', 'user_id', 'decision', 'from', 'to', 'limit', 'after']);
+  lim := @extschema@.api_query_limit(query, what, 50);
+  BEGIN
+    field := 'payer_id'; payer := (query ->> 'payer_id')::uuid;
+    field := 'payee_id'; payee := (query ->> 'payee_id')::uuid;
+    field := 'user_id';  usr := (query ->> 'user_id')::uuid;
+    field := 'decision'; dec := (query ->> 'decision')::@extschema@.decision;
+    field := 'from';     lo := (query ->> 'from')::timestamptz;
+    field := 'to';       hi := (query ->> 'to')::timestamptz;
+    field := 'after';    after := (query ->> 'after')::uuid;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, field, state, msg);
+  END;
   IF after IS NOT NULL THEN
     SELECT p.created_at INTO after_at
       FROM @extschema@.payments p WHERE p.transaction_id OPERATOR(pg_catalog.=) after;
     IF NOT FOUND THEN
-      RAISE EXCEPTION 'p2pay: no payment has transaction_id %', after
-        USING ERRCODE = 'no_data_found', COLUMN = 'after';
+      RAISE EXCEPTION 'p2pay: query argument "after" of %: no payment has transaction_id %', what, after
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = 'after';
+    END IF;
+    conds := conds || ARRAY['p.created_at OPERATOR(pg_catalog.<=) $6',
+                            '(p.created_at OPERATOR(pg_catalog.<) $6 OR p.transaction_id OPERATOR(pg_catalog.<) $7)'];
+  END IF;
+  IF payer IS NOT NULL THEN conds := array_append(conds, 'p.payer_id OPERATOR(pg_catalog.=) $1'); END IF;
+  IF payee IS NOT NULL THEN conds := array_append(conds, 'p.payee_id OPERATOR(pg_catalog.=) $2'); END IF;
+  IF dec IS NOT NULL THEN conds := array_append(conds, 'p.decision OPERATOR(pg_catalog.=) $3'); END IF;
+  IF lo IS NOT NULL THEN conds := array_append(conds, 'p.created_at OPERATOR(pg_catalog.>=) $4'); END IF;
+  IF hi IS NOT NULL THEN conds := array_append(conds, 'p.created_at OPERATOR(pg_catalog.<) $5'); END IF;
+
+  sel := 'SELECT ' || cols || ' FROM @extschema@.payments p WHERE ' || array_to_string(conds, ' AND ');
+  IF usr IS NULL THEN
+    rows := sel || page;
+  ELSE
+    rows := 'SELECT p.* FROM ((' || sel || ' AND p.payer_id OPERATOR(pg_catalog.=) $8' || page
+            || ') UNION (' || sel || ' AND p.payee_id OPERATOR(pg_catalog.=) $8' || page
+            || ')) p' || page;
+  END IF;
+  EXECUTE 'SELECT coalesce(jsonb_agg(jsonb_build_object('
+          '''transaction_id'', p.transaction_id, ''payer_id'', p.payer_id, ''payee_id'', p.payee_id, '
+          '''amount'', p.amount, ''currency'', p.currency, ''payment_method_id'', p.payment_method_id, '
+          '''created_at'', p.created_at, ''risk_score'', p.risk_score, ''decision'', p.decision, '
+          '''is_approved'', p.is_approved, ''reasons'', p.reasons, ''ruleset_version'', p.ruleset_version) '
+          'ORDER BY p.created_at DESC, p.transaction_id DESC), ''[]''::jsonb) FROM (' || rows || ') p'
+    INTO result
+    USING payer, payee, dec, lo, hi, after_at, after, usr, lim;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_payments(jsonb) IS
+  'HTTP API (GET /api/v1/payments): payments newest first as a JSON array, filtered by the query arguments payer_id, payee_id, user_id (payer or payee), decision, from and to (created_at in [from, to)); limit (1 to 1000, 50) of them after the transaction_id after.';
+
+------------------------------------------------------------------------------
+-- Reference data: currencies and payment methods
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.api_currency(code text) RETURNS jsonb
+  LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+  SELECT jsonb_build_object('code', c.code, 'name', c.name, 'rate_to_base', c.rate_to_base)
+    FROM @extschema@.currencies c
+   WHERE c.code OPERATOR(pg_catalog.=) $1::pg_catalog.bpchar
+$$;
+COMMENT ON FUNCTION @extschema@.api_currency(text) IS
+  'HTTP API (GET /api/v1/currencies/{code}): the currency with this code as JSON, or null.';
+
+CREATE FUNCTION @extschema@.api_currencies(query jsonb DEFAULT '{}') RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what   CONSTANT text := 'the currency list';
+  lim    integer;
+  result jsonb;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
+  lim := @extschema@.api_query_limit(query, what, 1000);
+  SELECT coalesce(jsonb_agg(jsonb_build_object('code', c.code, 'name', c.name,
+                                               'rate_to_base', c.rate_to_base)
+                            ORDER BY c.code), '[]')
+    INTO result
+    FROM (SELECT * FROM @extschema@.currencies c
+           WHERE query ->> 'after' IS NULL
+              OR c.code OPERATOR(pg_catalog.>) (query ->> 'after')::pg_catalog.bpchar
+           ORDER BY c.code LIMIT lim) c;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_currencies(jsonb) IS
+  'HTTP API (GET /api/v1/currencies): currencies by code as a JSON array; limit (1 to 1000, 1000) of them after the code after.';
+
+-- currencies_merge turns the insert of an existing code into an update of
+-- it (that is how pg_restore brings rates back): an existing code is
+-- refused here first, and an insert that stored nothing (a currency of the
+-- code committed meanwhile) is refused as well, undoing the update.
+CREATE FUNCTION @extschema@.api_create_currency(body jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what  CONSTANT text := 'a currency';
+  field text;
+  rate  numeric;
+  code  char(3);
+  state text;
+  msg   text;
+BEGIN
+  PERFORM @extschema@.api_check_body(body, what, ARRAY['code', 'name', 'rate_to_base'],
+                                     ARRAY['string', 'string', 'number|string'], 3);
+  IF (body ->> 'code') OPERATOR(pg_catalog.!~) '^[A-Z]{3}$' THEN
+    RAISE EXCEPTION 'p2pay: field "code" of a currency must be three capital letters'
+      USING ERRCODE = 'invalid_parameter_value', COLUMN = 'code',
+            DETAIL = 'It is "' || left(body ->> 'code', 64) || '".';
+  END IF;
+  BEGIN
+    field := 'rate_to_base'; rate := (body ->> 'rate_to_base')::numeric;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, field, state, msg);
+  END;
+  IF EXISTS (SELECT 1 FROM @extschema@.currencies c
+              WHERE c.code OPERATOR(pg_catalog.=) (body ->> 'code')::pg_catalog.bpchar) THEN
+    RAISE EXCEPTION 'p2pay: currency % exists', body ->> 'code'
+      USING ERRCODE = 'unique_violation', COLUMN = 'code';
+  END IF;
+  INSERT INTO @extschema@.currencies AS c (code, name, rate_to_base)
+  VALUES (body ->> 'code', body ->> 'name', rate)
+  RETURNING c.code INTO code;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'p2pay: currency % exists', body ->> 'code'
+      USING ERRCODE = 'unique_violation', COLUMN = 'code';
+  END IF;
+  RETURN @extschema@.api_currency(code);
+END $$;
+COMMENT ON FUNCTION @extschema@.api_create_currency(jsonb) IS
+  'HTTP API (POST /api/v1/currencies): insert the currency given as {"code", "name", "rate_to_base"} and return it; an existing code is 23505.';
+
+CREATE FUNCTION @extschema@.api_payment_method(id uuid) RETURNS jsonb
+  LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+  SELECT jsonb_build_object('id', m.id, 'name', m.name)
+    FROM @extschema@.payment_methods m
+   WHERE m.id OPERATOR(pg_catalog.=) $1
+$$;
+COMMENT ON FUNCTION @extschema@.api_payment_method(uuid) IS
+  'HTTP API (GET /api/v1/payment-methods/{id}): the payment method with this id as JSON, or null.';
+
+CREATE FUNCTION @extschema@.api_payment_methods(query jsonb DEFAULT '{}') RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what   CONSTANT text := 'the payment method list';
+  lim    integer;
+  after  uuid;
+  result jsonb;
+  state  text;
+  msg    text;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
+  lim := @extschema@.api_query_limit(query, what, 1000);
+  BEGIN
+    after := (query ->> 'after')::uuid;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, 'after', state, msg);
+  END;
+  SELECT coalesce(jsonb_agg(jsonb_build_object('id', m.id, 'name', m.name) ORDER BY m.id), '[]')
+    INTO result
+    FROM (SELECT * FROM @extschema@.payment_methods m
+           WHERE after IS NULL OR m.id OPERATOR(pg_catalog.>) after
+           ORDER BY m.id LIMIT lim) m;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_payment_methods(jsonb) IS
+  'HTTP API (GET /api/v1/payment-methods): payment methods by id as a JSON array; limit (1 to 1000, 1000) of them after the id after.';
+
+-- payment_methods_merge turns the insert of an existing id into an update
+-- of its name: refused here as for currencies.
+CREATE FUNCTION @extschema@.api_create_payment_method(body jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what  CONSTANT text := 'a payment method';
+  method_id uuid;
+  state text;
+  msg   text;
+BEGIN
+  PERFORM @extschema@.api_check_body(body, what, ARRAY['name', 'id'], ARRAY['string', 'string'], 1);
+  BEGIN
+    method_id := (body ->> 'id')::uuid;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, 'id', state, msg);
+  END;
+  IF EXISTS (SELECT 1 FROM @extschema@.payment_methods m WHERE m.id OPERATOR(pg_catalog.=) method_id) THEN
+    RAISE EXCEPTION 'p2pay: payment method % exists', method_id
+      USING ERRCODE = 'unique_violation', COLUMN = 'id';
+  END IF;
+  INSERT INTO @extschema@.payment_methods AS m (id, name)
+  VALUES (coalesce(method_id, gen_random_uuid()), body ->> 'name')
+  RETURNING m.id INTO method_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'p2pay: payment method % exists', body ->> 'id'
+      USING ERRCODE = 'unique_violation', COLUMN = 'id';
+  END IF;
+  RETURN @extschema@.api_payment_method(method_id);
+END $$;
+COMMENT ON FUNCTION @extschema@.api_create_payment_method(jsonb) IS
+  'HTTP API (POST /api/v1/payment-methods): insert the payment method given as {"name"} (id optional) and return it; an existing id or name is 23505.';
+
+------------------------------------------------------------------------------
+-- Users and their payment methods
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.api_user(id uuid) RETURNS jsonb
+  LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+  SELECT jsonb_build_object('id', u.id, 'first_name', u.first_name, 'last_name', u.last_name,
+                            'email_address', u.email_address, 'created_at', u.created_at)
+    FROM @extschema@.users u
+   WHERE u.id OPERATOR(pg_catalog.=) $1
+$$;
+COMMENT ON FUNCTION @extschema@.api_user(uuid) IS
+  'HTTP API (GET /api/v1/users/{id}): the user with this id as JSON, or null.';
+
+CREATE FUNCTION @extschema@.api_users(query jsonb DEFAULT '{}') RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what   CONSTANT text := 'the user list';
+  lim    integer;
+  after  uuid;
+  result jsonb;
+  state  text;
+  msg    text;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
+  lim := @extschema@.api_query_limit(query, what, 50);
+  BEGIN
+    after := (query ->> 'after')::uuid;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, 'after', state, msg);
+  END;
+  SELECT coalesce(jsonb_agg(jsonb_build_object('id', u.id, 'first_name', u.first_name,
+                                               'last_name', u.last_name,
+                                               'email_address', u.email_address,
+                                               'created_at', u.created_at)
+                            ORDER BY u.id), '[]')
+    INTO result
+    FROM (SELECT * FROM @extschema@.users u
+           WHERE after IS NULL OR u.id OPERATOR(pg_catalog.>) after
+           ORDER BY u.id LIMIT lim) u;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_users(jsonb) IS
+  'HTTP API (GET /api/v1/users): users by id as a JSON array; limit (1 to 1000, 50) of them after the id after.';
+
+CREATE FUNCTION @extschema@.api_create_user(body jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what  CONSTANT text := 'a user';
+  field text;
+  user_id uuid;
+  at    timestamptz;
+  state text;
+  msg   text;
+BEGIN
+  PERFORM @extschema@.api_check_body(body, what,
+    ARRAY['first_name', 'last_name', 'email_address', 'id', 'created_at'],
+    ARRAY['string', 'string', 'string', 'string', 'string'], 0);
+  BEGIN
+    field := 'id';         user_id := (body ->> 'id')::uuid;
+    field := 'created_at'; at := (body ->> 'created_at')::timestamptz;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, field, state, msg);
+  END;
+  INSERT INTO @extschema@.users AS u (id, first_name, last_name, email_address, created_at)
+  VALUES (coalesce(user_id, gen_random_uuid()), body ->> 'first_name', body ->> 'last_name',
+          body ->> 'email_address', coalesce(at, now()))
+  RETURNING u.id INTO user_id;
+  RETURN @extschema@.api_user(user_id);
+END $$;
+COMMENT ON FUNCTION @extschema@.api_create_user(jsonb) IS
+  'HTTP API (POST /api/v1/users): insert the user given as {"first_name", "last_name", "email_address"} (each optional, as are id and created_at) and return it; an existing id is 23505.';
+
+CREATE FUNCTION @extschema@.api_user_payment_methods(user_id uuid, query jsonb DEFAULT '{}')
+  RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what   CONSTANT text := 'the list of a user''s payment methods';
+  lim    integer;
+  after  uuid;
+  result jsonb;
+  state  text;
+  msg    text;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
+  lim := @extschema@.api_query_limit(query, what, 1000);
+  BEGIN
+    after := (query ->> 'after')::uuid;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, 'after', state, msg);
+  END;
+  IF NOT EXISTS (SELECT 1 FROM @extschema@.users u
+                  WHERE u.id OPERATOR(pg_catalog.=) api_user_payment_methods.user_id) THEN
+    RETURN NULL;
+  END IF;
+  SELECT coalesce(jsonb_agg(jsonb_build_object('user_id', m.user_id,
+                                               'payment_method_id', m.payment_method_id,
+                                               'details', m.details)
+                            ORDER BY m.payment_method_id), '[]')
+    INTO result
+    FROM (SELECT * FROM @extschema@.user_payment_methods m
+           WHERE m.user_id OPERATOR(pg_catalog.=) api_user_payment_methods.user_id
+             AND (after IS NULL OR m.payment_method_id OPERATOR(pg_catalog.>) after)
+           ORDER BY m.payment_method_id LIMIT lim) m;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_user_payment_methods(uuid, jsonb) IS
+  'HTTP API (GET /api/v1/users/{id}/payment-methods): the payment methods the user registered, by payment_method_id, as a JSON array (limit, 1000 by default, after the payment_method_id after); null if there is no such user.';
+
+CREATE FUNCTION @extschema@.api_create_user_payment_method(user_id uuid, body jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what   CONSTANT text := 'a user''s payment method';
+  method uuid;
+  result jsonb;
+  state  text;
+  msg    text;
+BEGIN
+  PERFORM @extschema@.api_check_body(body, what, ARRAY['payment_method_id', 'details'],
+                                     ARRAY['string', 'string'], 1);
+  BEGIN
+    method := (body ->> 'payment_method_id')::uuid;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, 'payment_method_id', state, msg);
+  END;
+  INSERT INTO @extschema@.user_payment_methods AS m (user_id, payment_method_id, details)
+  VALUES (api_create_user_payment_method.user_id, method, body ->> 'details')
+  RETURNING jsonb_build_object('user_id', m.user_id, 'payment_method_id', m.payment_method_id,
+                               'details', m.details) INTO result;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_create_user_payment_method(uuid, jsonb) IS
+  'HTTP API (POST /api/v1/users/{id}/payment-methods): register the payment method given as {"payment_method_id", "details"} to the user and return it; an unknown user or method is 23503, one registered already 23505.';
+
+------------------------------------------------------------------------------
+-- The review queue: claims and resolutions
+------------------------------------------------------------------------------
+
+-- An analyst claims a review while working on it, so that another does
+-- not resolve it meanwhile; a claim lapses at expires_at.  No foreign key:
+-- a transaction_id is unique in payments only with its created_at once
+-- payments is partitioned.  A claim outlives its review only when the
+-- payment is resolved outside the API; nothing reads it then.
+CREATE TABLE @extschema@.review_claims (
+  transaction_id uuid PRIMARY KEY,
+  claimed_by     name NOT NULL DEFAULT SESSION_USER,
+  claimed_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  expires_at     timestamptz NOT NULL,
+  CONSTRAINT review_claims_expire_later CHECK (expires_at > claimed_at)
+);
+COMMENT ON TABLE @extschema@.review_claims IS
+  'Reviews claimed by an analyst (the role that logged in) until expires_at: api_resolve() refuses anyone else meanwhile.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.review_claims', '');
+
+-- Take the claim on a review for session_user until until_at: a new claim,
+-- the caller's own extended, or another's that has expired taken over.
+-- The upsert locks the claim's key, so that two sessions claiming or
+-- resolving one review run one after the other.  The claim as JSON, or
+-- null when another role holds an unexpired claim.  (No function takes or
+-- returns the table's row type: a DROP TABLE ... CASCADE of it would
+-- follow such a function to the extension.)
+CREATE FUNCTION @extschema@.api_take_claim(transaction_id uuid, until_at timestamptz)
+  RETURNS jsonb
+  LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+  INSERT INTO @extschema@.review_claims AS c (transaction_id, claimed_by, claimed_at, expires_at)
+  VALUES ($1, SESSION_USER, now(), $2)
+  ON CONFLICT (transaction_id) DO UPDATE
+     SET claimed_by = excluded.claimed_by,
+         claimed_at = CASE WHEN c.claimed_by OPERATOR(pg_catalog.=) excluded.claimed_by
+                            AND c.expires_at OPERATOR(pg_catalog.>) now()
+                           THEN c.claimed_at ELSE excluded.claimed_at END,
+         expires_at = excluded.expires_at
+   WHERE c.claimed_by OPERATOR(pg_catalog.=) excluded.claimed_by
+      OR c.expires_at OPERATOR(pg_catalog.<=) now()
+  RETURNING jsonb_build_object('transaction_id', c.transaction_id, 'claimed_by', c.claimed_by,
+                               'claimed_at', c.claimed_at, 'expires_at', c.expires_at)
+$$;
+COMMENT ON FUNCTION @extschema@.api_take_claim(uuid, timestamptz) IS
+  'Internal to the HTTP API: claims a review for session_user until a time (new, own extended, or another''s expired); null if another role holds it.';
+
+-- 55000 naming who holds the claim, if anyone but the caller does.
+CREATE FUNCTION @extschema@.api_claim_refused(transaction_id uuid) RETURNS void
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  holder name;
+  until  timestamptz;
+BEGIN
+  SELECT r.claimed_by, r.expires_at INTO holder, until
+    FROM @extschema@.review_claims r
+   WHERE r.transaction_id OPERATOR(pg_catalog.=) api_claim_refused.transaction_id;
+  RAISE EXCEPTION 'p2pay: review % is claimed by %', api_claim_refused.transaction_id, holder
+    USING ERRCODE = 'object_not_in_prerequisite_state',
+          DETAIL = format('The claim expires at %s.', until),
+          HINT = 'Wait until it expires or is released.';
+END $$;
+COMMENT ON FUNCTION @extschema@.api_claim_refused(uuid) IS
+  'Internal to the HTTP API: raises 55000 naming the role that holds a review''s claim and when it expires.';
+
+CREATE FUNCTION @extschema@.api_claim(transaction_id uuid, body jsonb DEFAULT NULL) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what     CONSTANT text := 'a claim';
+  minutes  integer := 15;
+  claim    jsonb;
+  decision @extschema@.decision;
+  state    text;
+  msg      text;
+BEGIN
+  IF api_claim.transaction_id IS NULL THEN
+    RAISE EXCEPTION 'p2pay: transaction_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  body := coalesce(body, '{}');
+  PERFORM @extschema@.api_check_body(body, what, ARRAY['minutes'], ARRAY['number'], 0);
+  IF body ? 'minutes' AND jsonb_typeof(body -> 'minutes') OPERATOR(pg_catalog.<>) 'null' THEN
+    BEGIN
+      minutes := (body ->> 'minutes')::integer;
+    EXCEPTION WHEN data_exception THEN
+      GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+      PERFORM @extschema@.api_field_error(what, 'minutes', state, msg);
+    END;
+    IF minutes OPERATOR(pg_catalog.<) 1 OR minutes OPERATOR(pg_catalog.>) 240 THEN
+      RAISE EXCEPTION 'p2pay: field "minutes" of a claim must be from 1 to 240'
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = 'minutes',
+              DETAIL = 'It is ' || minutes || '.';
+    END IF;
+  END IF;
+
+  -- The claim first: a role that may not write claims is refused whatever
+  -- the payment, and the review is read after the claim's key is locked,
+  -- so that a resolution that committed meanwhile is seen.
+  claim := @extschema@.api_take_claim(api_claim.transaction_id,
+                                      now() + make_interval(mins => minutes));
+  IF claim IS NULL THEN
+    PERFORM @extschema@.api_claim_refused(api_claim.transaction_id);
+  END IF;
+  SELECT p.decision INTO decision
+    FROM @extschema@.payments p
+   WHERE p.transaction_id OPERATOR(pg_catalog.=) api_claim.transaction_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'p2pay: no payment has transaction_id %', api_claim.transaction_id
+      USING ERRCODE = 'no_data_found';
+  END IF;
+  IF decision IS DISTINCT FROM 'review' THEN
+    RAISE EXCEPTION 'p2pay: payment % is not under review', api_claim.transaction_id
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = format('Its decision is %s.', coalesce(decision::text, 'null'));
+  END IF;
+  RETURN claim;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_claim(uuid, jsonb) IS
+  'HTTP API (POST /api/v1/reviews/{transaction_id}/claim): claim a review for session_user for {"minutes": 1 to 240} (15), or extend one''s own claim; 55000 if another role''s claim has not expired or the payment is not under review, P0002 if there is no such payment.  Returns the claim.';
+
+CREATE FUNCTION @extschema@.api_release(transaction_id uuid) RETURNS jsonb
+  LANGUAGE sql VOLATILE STRICT SET search_path = pg_catalog, pg_temp AS $$
+  DELETE FROM @extschema@.review_claims c
+   WHERE c.transaction_id OPERATOR(pg_catalog.=) $1
+     AND c.claimed_by OPERATOR(pg_catalog.=) SESSION_USER
+  RETURNING jsonb_build_object('transaction_id', c.transaction_id, 'claimed_by', c.claimed_by,
+                               'claimed_at', c.claimed_at, 'expires_at', c.expires_at)
+$$;
+COMMENT ON FUNCTION @extschema@.api_release(uuid) IS
+  'HTTP API (DELETE /api/v1/reviews/{transaction_id}/claim): release session_user''s claim on a review and return it; null if it holds none.';
+
+-- The review queue, oldest first, a page at a time: limit payments after
+-- the one whose transaction_id is after (keyset on created_at and
+-- transaction_id, so that a page stays right while others are resolved),
+-- with who has claimed each.
+CREATE FUNCTION @extschema@.api_reviews(query jsonb DEFAULT '{}') RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what     CONSTANT text := 'the review queue';
+  lim      integer;
+  after    uuid;
+  after_at timestamptz;
+  result   jsonb;
+  state    text;
+  msg      text;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
+  lim := @extschema@.api_query_limit(query, what, 50);
+  BEGIN
+    after := (query ->> 'after')::uuid;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, 'after', state, msg);
+  END;
+  IF after IS NOT NULL THEN
+    SELECT p.created_at INTO after_at
+      FROM @extschema@.payments p WHERE p.transaction_id OPERATOR(pg_catalog.=) after;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'p2pay: query argument "after" of %: no payment has transaction_id %', what, after
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = 'after';
     END IF;
   END IF;
   SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -138,55 +735,127 @@ BEGIN
            'payer_id', q.payer_id, 'payee_id', q.payee_id, 'amount', q.amount,
            'currency', q.currency, 'amount_base', q.amount_base, 'risk_score', q.risk_score,
            'reasons', q.reasons, 'ruleset_version', q.ruleset_version,
-           'waiting_seconds', extract(epoch FROM q.waiting))
+           'waiting_seconds', extract(epoch FROM q.waiting),
+           'claimed_by', c.claimed_by, 'claim_expires_at', c.expires_at)
            ORDER BY q.created_at, q.transaction_id), '[]')
     INTO result
     FROM (SELECT r.* FROM @extschema@.review_queue r
            WHERE after IS NULL
-              OR (r.created_at, r.transaction_id) > (after_at, after)
+              OR r.created_at OPERATOR(pg_catalog.>) after_at
+              OR r.created_at OPERATOR(pg_catalog.=) after_at
+                 AND r.transaction_id OPERATOR(pg_catalog.>) after
            ORDER BY r.created_at, r.transaction_id
-           LIMIT lim) q;
+           LIMIT lim) q
+    LEFT JOIN @extschema@.review_claims c
+      ON c.transaction_id OPERATOR(pg_catalog.=) q.transaction_id
+     AND c.expires_at OPERATOR(pg_catalog.>) now();
   RETURN result;
 END $$;
-COMMENT ON FUNCTION @extschema@.api_reviews(integer, uuid) IS
-  'HTTP API: the review queue as a JSON array, oldest first, lim payments after the transaction_id after.';
+COMMENT ON FUNCTION @extschema@.api_reviews(jsonb) IS
+  'HTTP API (GET /api/v1/reviews): the review queue as a JSON array, oldest first, limit (1 to 1000, 50) payments after the transaction_id after, each with claimed_by and claim_expires_at of an unexpired claim.';
 
--- Resolve a review with a JSON body {"decision": "approve" | "decline",
--- "note": "..."}: resolve(), which refuses a payment no longer under review
--- (55000), so two analysts can't both resolve one.  Returns the payment.
+-- Resolve a review with {"decision": "approve" | "decline", "note": "..."}
+-- through resolve(), which refuses a payment no longer under review
+-- (55000).  The resolution takes the review's claim for its own
+-- transaction first (refused, 55000, while another role's has not
+-- expired), so that it runs after any claim being made, and removes it.
 CREATE FUNCTION @extschema@.api_resolve(transaction_id uuid, body jsonb) RETURNS jsonb
   LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-  k text;
+  what  CONSTANT text := 'a resolution';
+  claim jsonb;
 BEGIN
-  IF body IS NULL OR jsonb_typeof(body) <> 'object' THEN
-    RAISE EXCEPTION 'p2pay: a resolution is a JSON object'
-      USING ERRCODE = 'invalid_parameter_value',
-            HINT = 'Give {"decision": "approve" or "decline", "note": "..."}.';
-  END IF;
-  FOR k IN SELECT jsonb_object_keys(body) LOOP
-    IF k NOT IN ('decision', 'note') THEN
-      RAISE EXCEPTION 'p2pay: a resolution has no field "%"', left(k, 64)
-        USING ERRCODE = 'invalid_parameter_value', COLUMN = left(k, 64),
-              HINT = 'Its fields are decision and note.';
-    END IF;
-  END LOOP;
-  IF jsonb_typeof(body -> 'decision') IS DISTINCT FROM 'string' THEN
-    RAISE EXCEPTION 'p2pay: field "decision" of a resolution must be "approve" or "decline"'
-      USING ERRCODE = 'invalid_parameter_value', COLUMN = 'decision';
-  END IF;
-  IF body ? 'note' AND jsonb_typeof(body -> 'note') NOT IN ('string', 'null') THEN
-    RAISE EXCEPTION 'p2pay: field "note" of a resolution must be a JSON string'
-      USING ERRCODE = 'invalid_parameter_value', COLUMN = 'note';
-  END IF;
+  PERFORM @extschema@.api_check_body(body, what, ARRAY['decision', 'note'], ARRAY['string', 'string'], 1);
   IF body ->> 'decision' NOT IN ('approve', 'decline') THEN
     RAISE EXCEPTION 'p2pay: field "decision" of a resolution must be "approve" or "decline"'
       USING ERRCODE = 'invalid_parameter_value', COLUMN = 'decision',
             DETAIL = 'It is "' || left(body ->> 'decision', 64) || '".';
   END IF;
+  IF api_resolve.transaction_id IS NULL THEN
+    RAISE EXCEPTION 'p2pay: transaction_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  claim := @extschema@.api_take_claim(api_resolve.transaction_id, now() + interval '1 minute');
+  IF claim IS NULL THEN
+    PERFORM @extschema@.api_claim_refused(api_resolve.transaction_id);
+  END IF;
   PERFORM @extschema@.resolve(api_resolve.transaction_id,
                               (body ->> 'decision')::@extschema@.decision, body ->> 'note');
+  DELETE FROM @extschema@.review_claims c
+   WHERE c.transaction_id OPERATOR(pg_catalog.=) api_resolve.transaction_id;
   RETURN @extschema@.api_payment(api_resolve.transaction_id);
 END $$;
 COMMENT ON FUNCTION @extschema@.api_resolve(uuid, jsonb) IS
-  'HTTP API: resolve a review with {"decision": "approve" | "decline", "note": "..."} through resolve() (55000 once it is no longer under review), and return the payment.';
+  'HTTP API (POST /api/v1/reviews/{transaction_id}): resolve a review with {"decision": "approve" | "decline", "note": "..."} through resolve() (55000 once it is no longer under review, or while another role''s claim has not expired), remove its claim, and return the payment.';
+
+------------------------------------------------------------------------------
+-- Rules and backtests
+------------------------------------------------------------------------------
+
+-- Every rule with its statistics.  rule_stats counts across the whole
+-- server (every database's inserts), since its start or the last reset;
+-- without p2pay in shared_preload_libraries there are none, and the
+-- statistics are null.
+CREATE FUNCTION @extschema@.api_rules(query jsonb DEFAULT '{}') RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  stats  jsonb;
+  result jsonb;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, 'the rule list', '{}');
+  BEGIN
+    SELECT jsonb_object_agg(s.rule, jsonb_build_object(
+             'evaluations', s.evaluations, 'fires', s.fires, 'mean_us', s.mean_us,
+             'max_us', s.max_us, 'since', s.since))
+      INTO stats
+      FROM @extschema@.rule_stats s;
+  EXCEPTION WHEN object_not_in_prerequisite_state THEN
+    stats := NULL;
+  END;
+  SELECT coalesce(jsonb_agg(jsonb_build_object(
+           'name', r.name, 'mode', r.mode, 'enabled', r.enabled, 'weight', r.weight,
+           'params', r.params, 'description', r.description)
+           || coalesce(stats -> r.name, '{"evaluations": null, "fires": null, "mean_us": null, "max_us": null, "since": null}')
+           ORDER BY r.name), '[]')
+    INTO result
+    FROM @extschema@.rules r;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_rules(jsonb) IS
+  'HTTP API (GET /api/v1/rules): every rule (name, mode, enabled, weight, params, description) with its rule_stats figures (evaluations, fires, mean_us, max_us, since: server-wide, null without p2pay in shared_preload_libraries), by name, as a JSON array.';
+
+CREATE FUNCTION @extschema@.api_backtest(body jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what   CONSTANT text := 'a backtest';
+  field  text;
+  lo     timestamptz;
+  hi     timestamptz;
+  result jsonb;
+  state  text;
+  msg    text;
+BEGIN
+  PERFORM @extschema@.api_check_body(body, what, ARRAY['from', 'to', 'rules'],
+                                     ARRAY['string', 'string', 'array'], 2);
+  BEGIN
+    field := 'from'; lo := (body ->> 'from')::timestamptz;
+    field := 'to';   hi := (body ->> 'to')::timestamptz;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, field, state, msg);
+  END;
+  IF hi OPERATOR(pg_catalog.<=) lo THEN
+    RAISE EXCEPTION 'p2pay: field "to" of a backtest must be later than "from"'
+      USING ERRCODE = 'invalid_parameter_value', COLUMN = 'to';
+  END IF;
+  -- from and to are right: backtest()'s own refusals of data are the rules'
+  BEGIN
+    SELECT coalesce(jsonb_agg(to_jsonb(b) - 'ordinality' ORDER BY b.ordinality), '[]') INTO result
+      FROM @extschema@.backtest(lo, hi, nullif(body -> 'rules', 'null')) WITH ORDINALITY b;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, 'rules', state, msg);
+  END;
+  RETURN jsonb_build_object('from', lo, 'to', hi, 'rules', result);
+END $$;
+COMMENT ON FUNCTION @extschema@.api_backtest(jsonb) IS
+  'HTTP API (POST /api/v1/backtest): backtest() of {"from", "to", "rules"} (rules optional: the rule rows backtest() takes), returned as {"from", "to", "rules": [its rows as objects]}.';

@@ -16,7 +16,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION p2pay;
 
-SELECT plan(75);
+SELECT plan(90);
 
 ------------------------------------------------------------------------------
 -- The roles, as the README grants them (copied verbatim)
@@ -34,6 +34,7 @@ CREATE ROLE p2pay_analyst NOLOGIN;
 GRANT USAGE ON SCHEMA p2pay TO p2pay_analyst;
 GRANT SELECT ON ALL TABLES IN SCHEMA p2pay TO p2pay_analyst;
 GRANT SELECT, INSERT, UPDATE ON p2pay.fraud_labels TO p2pay_analyst;
+GRANT SELECT, INSERT, UPDATE, DELETE ON p2pay.review_claims TO p2pay_analyst;
 GRANT EXECUTE ON FUNCTION p2pay.resolve(uuid, p2pay.decision, text),
                           p2pay.score(uuid, uuid, numeric, char, uuid, timestamptz),
                           p2pay.backtest(timestamptz, timestamptz, jsonb),
@@ -43,6 +44,7 @@ GRANT EXECUTE ON FUNCTION p2pay.resolve(uuid, p2pay.decision, text),
 CREATE ROLE p2pay_admin NOLOGIN IN ROLE p2pay_analyst;
 GRANT UPDATE ON p2pay.rules, p2pay.settings TO p2pay_admin;
 GRANT INSERT, UPDATE, DELETE ON p2pay.blocklist, p2pay.allowlist, p2pay.snoozes TO p2pay_admin;
+GRANT INSERT ON p2pay.currencies, p2pay.payment_methods TO p2pay_admin;
 GRANT EXECUTE ON FUNCTION p2pay.snooze(text, uuid, timestamptz, text),
                           p2pay.rule_stats_reset() TO p2pay_admin;
 
@@ -152,6 +154,23 @@ SELECT throws_ok($$INSERT INTO p2pay.fraud_labels (transaction_id, is_fraud)
                    VALUES ('00000000-0000-4000-8000-0000000ea002', false)$$,
                  '42501', NULL, 'the application cannot label fraud');
 
+-- The HTTP API's functions run as the caller: the same rights, the same
+-- refusals.
+SELECT is(p2pay.api_create_user('{"id": "00000000-0000-4000-8000-0000000e0006"}') ->> 'id',
+          '00000000-0000-4000-8000-0000000e0006', 'the application creates a user through the API');
+SELECT is(jsonb_array_length(p2pay.api_payments('{"payer_id": "00000000-0000-4000-8000-0000000e0001"}')), 3,
+          'the application lists its payments through the API');
+SELECT throws_ok($$SELECT p2pay.api_claim('00000000-0000-4000-8000-0000000ea002')$$,
+                 '42501', NULL, 'the application cannot claim a review');
+SELECT throws_ok($$SELECT p2pay.api_resolve('00000000-0000-4000-8000-0000000ea002', '{"decision": "approve"}')$$,
+                 '42501', NULL, 'the application cannot resolve a review through the API');
+SELECT throws_ok($$SELECT p2pay.api_reviews()$$,
+                 '42501', NULL, 'the application cannot read the review queue through the API');
+SELECT throws_ok($$SELECT p2pay.api_rules()$$,
+                 '42501', NULL, 'the application cannot read the rules through the API');
+SELECT throws_ok($$SELECT p2pay.api_create_currency('{"code": "CHF", "name": "Swiss franc", "rate_to_base": 1.1}')$$,
+                 '42501', NULL, 'the application cannot add a currency');
+
 RESET ROLE;
 
 -- Even granted UPDATE on payments, a non-owner is refused the verdict
@@ -224,6 +243,16 @@ SELECT results_eq(
   $$SELECT count(*)::integer FROM p2pay.rules WHERE mode = 'active'$$, $$VALUES (16)$$,
   'the analyst reads the rules');
 
+SELECT is(jsonb_array_length(p2pay.api_reviews()), 2, 'the analyst reads the review queue through the API');
+SELECT is(jsonb_array_length(p2pay.api_rules()), (SELECT count(*)::integer FROM p2pay.rules),
+          'the analyst reads the rules and their statistics through the API');
+SELECT is(p2pay.api_claim('00000000-0000-4000-8000-0000000ea002', '{"minutes": 5}') ->> 'claimed_by',
+          session_user::text, 'the analyst claims a review, under the role that logged in');
+SELECT is(p2pay.api_release('00000000-0000-4000-8000-0000000ea002') ->> 'transaction_id',
+          '00000000-0000-4000-8000-0000000ea002', 'the analyst releases the claim');
+SELECT throws_ok($$SELECT p2pay.api_create_currency('{"code": "CHF", "name": "Swiss franc", "rate_to_base": 1.1}')$$,
+                 '42501', NULL, 'the analyst cannot add a currency');
+
 SELECT lives_ok(
   $$SELECT p2pay.resolve('00000000-0000-4000-8000-0000000ea002', 'approve', 'known customer')$$,
   'the analyst resolves a review with resolve()');
@@ -278,6 +307,18 @@ SELECT throws_ok($$INSERT INTO p2pay.decision_log (transaction_id, old_decision,
 
 RESET ROLE;
 
+-- An analyst who logged in as herself claims a review: no other analyst
+-- may resolve it meanwhile.
+SET LOCAL SESSION AUTHORIZATION p2pay_roles_alice;
+SELECT is(p2pay.api_claim('00000000-0000-4000-8000-0000000ea003') ->> 'claimed_by',
+          'p2pay_roles_alice', 'an analyst who logged in as herself claims a review');
+RESET SESSION AUTHORIZATION;
+SET LOCAL ROLE p2pay_analyst;
+SELECT throws_ok($$SELECT p2pay.api_resolve('00000000-0000-4000-8000-0000000ea003', '{"decision": "approve"}')$$,
+                 '55000', 'p2pay: review 00000000-0000-4000-8000-0000000ea003 is claimed by p2pay_roles_alice',
+                 'another analyst cannot resolve a review she has claimed');
+RESET ROLE;
+
 -- An analyst who logged in as herself is named in the log.
 SET LOCAL SESSION AUTHORIZATION p2pay_roles_alice;
 SELECT lives_ok(
@@ -316,6 +357,9 @@ SELECT lives_ok($$INSERT INTO p2pay.allowlist (user_id, reason)
 SELECT lives_ok($$SELECT p2pay.snooze('amount_limit', '00000000-0000-4000-8000-0000000e0001',
                                       now() + interval '1 day', 'known large payer')$$,
                 'the admin snoozes a rule for a user');
+
+SELECT is(p2pay.api_create_currency('{"code": "CHF", "name": "Swiss franc", "rate_to_base": 1.1}') ->> 'code',
+          'CHF', 'the admin adds a currency through the API');
 
 SELECT results_eq(
   $$SELECT mode::text, enabled FROM p2pay.rules WHERE name = 'unregistered_method'$$,
