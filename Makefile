@@ -10,7 +10,7 @@ DATA        = $(wildcard $(EXTENSION)--*.sql)
 REGRESS      = schema rules bad_input error_fields config insert_paths rollback guard security schema_changes stream stream_toast stream_types operations rule_stats backtest money_flow baselines live_install bulk_load state_indexes prune_state backdated retention stream_partitions partition_payments partitioned http_api
 
 # isolation tests (specs/): what concurrent sessions see of each other
-ISOLATION    = config_reload account_lock cycle_lock lock_order multi_payment_lock cycle_newcomer
+ISOLATION    = config_reload account_lock cycle_lock lock_order multi_payment_lock cycle_newcomer review_claims
 
 TAP_TESTS    = 1
 
