@@ -165,6 +165,8 @@ function formatWait(seconds) {
   return Math.floor(h / 24) + ' d ' + (h % 24) + ' h';
 }
 
+/* An id short enough for a table cell (the whole id goes in its title). */
 function shortId(id) {
-  return id ? String(id).slice(0, 8) : '';
+  const s = id ? String(id) : '';
+  return s.length > 16 ? s.slice(0, 8) + '…' + s.slice(-4) : s;
 }

@@ -63,9 +63,9 @@ function renderQueue() {
   fill(body, state.items.map((r) => {
     const selected = r.transaction_id === state.selected;
     return el('tr', { 'data-testid': 'review-row', 'data-transaction-id': r.transaction_id, class: selected ? 'selected' : null },
-      el('td', { text: formatWait(r.waiting_seconds), title: formatTime(r.created_at) }),
-      el('td', { class: 'mono', title: r.transaction_id, text: shortId(r.transaction_id) }),
-      el('td', { class: 'num', text: r.amount + ' ' + r.currency }),
+      el('td', { class: 'nowrap', text: formatWait(r.waiting_seconds), title: formatTime(r.created_at) }),
+      el('td', { class: 'mono nowrap', title: r.transaction_id, text: shortId(r.transaction_id) }),
+      el('td', { class: 'num nowrap', text: r.amount + ' ' + r.currency }),
       el('td', { class: 'num', 'data-testid': 'review-score', text: formatScore(r.risk_score) }),
       el('td', {}, reasonsList(r.reasons, 'review-reasons')),
       el('td', {}, claimText(r)),
@@ -104,7 +104,7 @@ function renderDetailFacts() {
 
 function historyTable(payments, userId) {
   if (!payments || payments.length === 0) return el('p', { class: 'muted', text: 'No payments.' });
-  return el('table', {},
+  return el('div', { class: 'table-wrap' }, el('table', {},
     el('thead', {}, el('tr', {}, ['When', 'Direction', 'Other party', 'Amount', 'Decision', 'Score'].map((h) => el('th', { scope: 'col', text: h })))),
     el('tbody', {}, payments.map((p) => {
       const out = p.payer_id === userId;
@@ -112,10 +112,10 @@ function historyTable(payments, userId) {
         el('td', { text: formatTime(p.created_at) }),
         el('td', { text: out ? 'paid' : 'received' }),
         el('td', { class: 'mono', title: out ? p.payee_id : p.payer_id, text: shortId(out ? p.payee_id : p.payer_id) }),
-        el('td', { class: 'num', text: p.amount + ' ' + p.currency }),
+        el('td', { class: 'num nowrap', text: p.amount + ' ' + p.currency }),
         el('td', {}, decisionBadge(p.decision)),
         el('td', { class: 'num', text: formatScore(p.risk_score) }));
-    })));
+    }))));
 }
 
 async function loadHistory(target, userId) {
@@ -184,8 +184,7 @@ async function act(what) {
       state.selected = null;
       $('detail-body').hidden = true;
       $('detail-empty').hidden = false;
-      $('detail-empty').textContent = 'Resolved ' + p.transaction_id + ' as ' + p.decision + '. Select another payment in the queue.';
-      $('detail-empty').dataset.resolved = p.transaction_id;
+      $('detail-empty').textContent = 'Select another payment in the queue.';
     }
   } catch (err) {
     showError(errBox, err);
@@ -276,11 +275,11 @@ async function loadRules() {
     const rules = await api('GET', '/rules');
     clearError($('rules-error'));
     fill($('rules-body'), (rules || []).map((r) => el('tr', { 'data-testid': 'rule-row', 'data-rule': r.name },
-      el('td', { title: r.description || '' }, el('strong', { text: r.name }),
+      el('td', { class: 'rule-name' }, el('strong', { text: r.name }),
         r.description ? el('div', { class: 'hint', text: r.description }) : null),
       el('td', { text: r.mode }),
       el('td', { class: 'num', text: r.weight }),
-      el('td', { class: 'mono', text: r.params === undefined ? '' : JSON.stringify(r.params) }),
+      el('td', { class: 'mono params', text: r.params === undefined ? '' : JSON.stringify(r.params) }),
       el('td', { class: 'num', 'data-testid': 'rule-evaluated', text: firstOf(r, 'evaluated', 'evaluations') }),
       el('td', { class: 'num', 'data-testid': 'rule-fired', text: firstOf(r, 'fired', 'fires') }))));
   } catch (err) {
@@ -305,7 +304,7 @@ async function runBacktest(ev) {
   Object.values(fields).forEach((f) => f.removeAttribute('aria-invalid'));
   let rules;
   try {
-    rules = JSON.parse($('bt-rules').value || '{}');
+    rules = $('bt-rules').value.trim() === '' ? null : JSON.parse($('bt-rules').value);
   } catch (e) {
     showError(errBox, new ApiError(400, { message: 'The changed rules are not valid JSON.', detail: e.message, column: 'rules' }));
     fields.rules.setAttribute('aria-invalid', 'true');
@@ -322,7 +321,7 @@ async function runBacktest(ev) {
     fill($('bt-result'),
       el('p', { class: 'muted', text: 'Payments from ' + formatTime(res.from) + ' to ' + formatTime(res.to) + ': ' + rows.length + ' rows.' }),
       rows.length === 0 ? null : el('table', { 'data-testid': 'bt-table' },
-        el('thead', {}, el('tr', {}, cols.map((c) => el('th', { scope: 'col', text: c })))),
+        el('thead', {}, el('tr', {}, cols.map((c) => el('th', { scope: 'col', class: typeof rows[0][c] === 'number' ? 'num' : null, text: c })))),
         el('tbody', {}, rows.map((r) => el('tr', { 'data-rule': r.rule || '' },
           cols.map((c) => el('td', { class: typeof r[c] === 'number' ? 'num' : null, text: cell(r[c]) })))))));
   } catch (err) {
