@@ -4,9 +4,9 @@
  * resolving it, the live feed of flagged payments (Server-Sent Events), the
  * rules with their counters, and the backtest form.
  *
- * The live feed opens only after a first API call has succeeded, so that the
- * browser asks for the credentials once, for that call, and EventSource then
- * sends them like any same-origin request.
+ * The live feed opens only after the first API call has been answered, so
+ * that the browser asks for the credentials once, for that call, and
+ * EventSource then sends them like any same-origin request.
  */
 'use strict';
 
@@ -35,6 +35,7 @@ function claimText(r) {
 
 /* ---------- review queue ---------- */
 
+/* Load the current page of the queue; resolves to null, or the ApiError. */
 async function loadQueue() {
   const after = state.pages[state.pages.length - 1];
   const box = $('queue-error');
@@ -51,11 +52,11 @@ async function loadQueue() {
     }
     showError(box, err);
     noteAuth(err);
-    return false;
+    return err;
   }
   state.items = items || [];
   renderQueue();
-  return true;
+  return null;
 }
 
 function renderQueue() {
@@ -356,10 +357,12 @@ document.addEventListener('DOMContentLoaded', async () => {
   $('bt-from').value = new Date(now.getTime() - 7 * 86400e3).toISOString();
 
   state.pages = [null];
-  const ok = await loadQueue();
+  const err = await loadQueue();
   loadRules();
-  /* Only with credentials accepted: a 401 here would have the feed ask again. */
-  if (ok) openFeed();
-  else feedState('error', 'not connected: the API refused the first request');
+  /* Not after a 401 or 403: the feed would only be refused the same way. */
+  if (err && (err.status === 401 || err.status === 403))
+    feedState('error', 'not connected: ' + (err.status === 401 ? 'not signed in' : 'not allowed'));
+  else
+    openFeed();
   setInterval(() => { if (!document.hidden) loadQueue(); }, 30000);
 });
