@@ -5,20 +5,23 @@
 # PGPORT unset, a throwaway cluster of its own: makes database
 # p2pay_browser with the extension, README's grants, login roles with
 # passwords that the server checks (scram-sha-256 over TCP) and a little
-# data (test/browser/setup.sql); starts tools/p2pay-http on a free port;
+# data (test/browser/setup.sql); starts tools/p2pay-http on a free port,
+# serving this tree's pages, its live feed on a slot of its own;
 # runs test/browser/*.test.mjs in Debian's chromium through playwright-core
 # (http/node_modules); stops the daemon.  Exits non-zero on any failure.
 #
 # P2PAY_BROWSER_ARTIFACTS: where the screenshots go (default: a new
 # directory under /tmp, printed at the end).  P2PAY_HTTP: the daemon's
-# command (default tools/p2pay-http), given --dsn and --listen.
+# command (default tools/p2pay-http), given the options that one takes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/lib.sh
 
 DB=p2pay_browser
+SLOT=p2pay_browser
 APP_PASSWORD=app-$RANDOM$RANDOM
 ANALYST_PASSWORD=analyst-$RANDOM$RANDOM
+FEED_PASSWORD=feed-$RANDOM$RANDOM
 ARTIFACTS=${P2PAY_BROWSER_ARTIFACTS:-$(mktemp -d /tmp/p2pay-browser-artifacts.XXXXXX)}
 mkdir -p "$ARTIFACTS"
 
@@ -38,6 +41,8 @@ daemon_pid=
 hba_saved=
 cleanup() {
   if [ -n "$daemon_pid" ]; then kill "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; fi
+  # A slot left behind would hold WAL on a cluster that outlives the tests.
+  drop_slot 2>/dev/null || true
   if [ -n "$hba_saved" ]; then
     as_pg cp "$WORK/pg_hba.conf.saved" "$hba_saved"
     pg_psql -d postgres -c 'SELECT pg_reload_conf()' >/dev/null 2>&1 || true
@@ -46,6 +51,10 @@ cleanup() {
   [ -n "${P2PAY_KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
+drop_slot() {
+  pg_psql -d postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                          WHERE slot_name = '$SLOT'" >/dev/null
+}
 
 if [ -z "${PGPORT:-}" ]; then
   own_cluster=1
@@ -53,11 +62,13 @@ if [ -z "${PGPORT:-}" ]; then
 fi
 export PGUSER=${PGUSER:-postgres}
 
+drop_slot
 pg_psql -d postgres -c 'SET client_min_messages = warning' -c "DROP DATABASE IF EXISTS $DB" \
-  -c 'DROP ROLE IF EXISTS p2pay_browser_app, p2pay_browser_analyst, p2pay_browser_analyst2' >/dev/null
+  -c 'DROP ROLE IF EXISTS p2pay_browser_app, p2pay_browser_analyst, p2pay_browser_analyst2, p2pay_browser_feed' >/dev/null
 pg_psql -d postgres -c "CREATE DATABASE $DB" >/dev/null
 pg_psql -d "$DB" -c 'CREATE EXTENSION p2pay' >/dev/null
 pg_psql -d "$DB" -v app_password="$APP_PASSWORD" -v analyst_password="$ANALYST_PASSWORD" \
+  -v feed_password="$FEED_PASSWORD" \
   -f test/browser/setup.sql >/dev/null
 
 # The login roles' passwords are checked over TCP, whatever the rest of
@@ -65,7 +76,8 @@ pg_psql -d "$DB" -v app_password="$APP_PASSWORD" -v analyst_password="$ANALYST_P
 hba=$(pg_psql -d postgres -At -c 'SHOW hba_file')
 as_pg cp "$hba" "$WORK/pg_hba.conf.saved"
 {
-  echo "host $DB p2pay_browser_app,p2pay_browser_analyst,p2pay_browser_analyst2 127.0.0.1/32 scram-sha-256"
+  echo "host $DB p2pay_browser_app,p2pay_browser_analyst,p2pay_browser_analyst2,p2pay_browser_feed 127.0.0.1/32 scram-sha-256"
+  echo "host replication p2pay_browser_feed 127.0.0.1/32 scram-sha-256"
   as_pg cat "$WORK/pg_hba.conf.saved"
 } | as_pg tee "$hba" >/dev/null
 hba_saved=$hba
@@ -73,8 +85,11 @@ pg_psql -d postgres -c 'SELECT pg_reload_conf()' >/dev/null
 
 HTTP_PORT=$(free_port)
 BASE=http://127.0.0.1:$HTTP_PORT
-${P2PAY_HTTP:-tools/p2pay-http} --dsn "host=127.0.0.1 port=$PGPORT dbname=$DB" --listen "127.0.0.1:$HTTP_PORT" \
-  >"$WORK/p2pay-http.log" 2>&1 &
+# The pages from this tree's http/; the feed from a slot of its own.
+${P2PAY_HTTP:-tools/p2pay-http} --dsn "host=127.0.0.1 port=$PGPORT dbname=$DB" \
+  --listen "127.0.0.1:$HTTP_PORT" --static-dir http \
+  --feed-dsn "host=127.0.0.1 port=$PGPORT dbname=$DB user=p2pay_browser_feed password=$FEED_PASSWORD" \
+  --slot "$SLOT" --create-slot >"$WORK/p2pay-http.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 1 100); do
   curl -s -o /dev/null "$BASE/api/v1/health" && break

@@ -2,7 +2,7 @@
 -- by run.sh (as a superuser, in a database with p2pay): README's
 -- "Privileges" grants, the login roles the tests sign in as, and a little
 -- data (users, methods, a history, payments under review).
--- psql variables: app_password, analyst_password.
+-- psql variables: app_password, analyst_password, feed_password.
 
 -- README "Privileges" (the group roles are cluster-wide: made once).
 DO $$
@@ -55,6 +55,8 @@ END $$;
 CREATE ROLE p2pay_browser_app LOGIN PASSWORD :'app_password' IN ROLE p2pay_app;
 CREATE ROLE p2pay_browser_analyst LOGIN PASSWORD :'analyst_password' IN ROLE p2pay_analyst;
 CREATE ROLE p2pay_browser_analyst2 LOGIN PASSWORD :'analyst_password' IN ROLE p2pay_analyst;
+-- The daemon's live feed reads a slot over a replication connection.
+CREATE ROLE p2pay_browser_feed LOGIN REPLICATION PASSWORD :'feed_password';
 
 -- Alice and Bob have paid each other for a month with a registered bank
 -- transfer; Carol opened her account two days ago (her name is markup, which
