@@ -181,3 +181,29 @@ test('the console tells a role without the analysts\' grants that it is not allo
   assert.match(await wrong.textContent('[data-testid=global-error]'), /Not signed in/);
   await wrong.context().close();
 });
+
+test('the review queue pages on, oldest first, as the queue is ordered', async () => {
+  for (let i = 0; i < 22; i++) insertReview();
+  const expected = psql(`SELECT transaction_id FROM p2pay.review_queue ORDER BY created_at, transaction_id`)
+    .map((r) => r[0]);
+  assert.ok(expected.length > 20);
+  const page = await openPage(browser, ANALYST, '/console');
+  const seen = [];
+  await page.waitForSelector('[data-testid=queue-info]:not(:empty)');
+  assert.equal(await page.isDisabled('[data-testid=queue-first]'), true);
+  for (;;) {
+    const ids = await page.$$eval('[data-testid=review-row]', (rows) => rows.map((r) => r.dataset.transactionId));
+    assert.ok(ids.length <= 20);
+    seen.push(...ids);
+    if (await page.isDisabled('[data-testid=queue-next]')) break;
+    const info = await page.textContent('[data-testid=queue-info]');
+    await page.click('[data-testid=queue-next]');
+    await page.waitForFunction((prev) => document.querySelector('[data-testid=queue-info]').textContent !== prev, info);
+  }
+  assert.deepEqual(seen, expected);
+  await page.click('[data-testid=queue-first]');
+  await page.waitForSelector('[data-testid=queue-info]:has-text("page 1,")');
+  assert.equal(await page.getAttribute('[data-testid=review-row] >> nth=0', 'data-transaction-id'), expected[0]);
+  assert.deepEqual(page.pageErrors, []);
+  await page.context().close();
+});
