@@ -45,8 +45,8 @@ async function loadQueue() {
     clearError(box);
     clearError($('global-error'));
   } catch (err) {
-    if (err.status === 404 && after && err.body && err.body.column === 'after') {
-      /* The page's anchor was resolved meanwhile: start again from the first page. */
+    if (after && err.body && err.body.column === 'after') {
+      /* The page's anchor is gone (the payment was deleted): start again. */
       state.pages = [null];
       return loadQueue();
     }

@@ -34,22 +34,14 @@ GRANT INSERT, UPDATE, DELETE ON p2pay.blocklist, p2pay.allowlist, p2pay.snoozes 
 GRANT EXECUTE ON FUNCTION p2pay.snooze(text, uuid, timestamptz, text),
                           p2pay.rule_stats_reset() TO p2pay_admin;
 
--- Version 1.2's HTTP API (HTTP-CONTRACT.md, "Roles"): analysts work the
--- claims, and every role runs the api_* functions its grants let it use
--- (those kept from PUBLIC are granted here; the tables' grants still decide).
+-- Version 1.2: analysts claim reviews, admins add currencies and methods.
 DO $$
-DECLARE
-  f regprocedure;
 BEGIN
   IF to_regclass('p2pay.review_claims') IS NOT NULL THEN
     GRANT SELECT, INSERT, UPDATE, DELETE ON p2pay.review_claims TO p2pay_analyst;
   END IF;
-  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
-            WHERE p.pronamespace = 'p2pay'::regnamespace AND p.proname LIKE 'api\_%'
-  LOOP
-    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO p2pay_app, p2pay_analyst', f);
-  END LOOP;
 END $$;
+GRANT INSERT ON p2pay.currencies, p2pay.payment_methods TO p2pay_admin;
 
 -- The roles the tests sign in as, over HTTP Basic.
 CREATE ROLE p2pay_browser_app LOGIN PASSWORD :'app_password' IN ROLE p2pay_app;
