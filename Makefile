@@ -33,7 +33,7 @@ endif
 
 # Client programs, built by make and installed next to PostgreSQL's own.
 SCRIPTS_built = tools/p2pay-stream tools/p2pay-forward tools/p2pay-http
-EXTRA_CLEAN   = .build-mode
+EXTRA_CLEAN   = .build-mode http/swagger-ui
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -69,15 +69,42 @@ tools/p2pay-stream: tools/p2pay-stream.c tools/replication.h
 tools/p2pay-forward: tools/p2pay-forward.c tools/replication.h
 	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq -lrdkafka
 
-# The HTTP daemon also needs libmicrohttpd (Debian: libmicrohttpd-dev).
-tools/p2pay-http: tools/p2pay-http.c
-	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq -lmicrohttpd
+# The HTTP daemon also needs libmicrohttpd (Debian: libmicrohttpd-dev).  It
+# serves the files of http/ from where make install puts them.
+HTTP_DIR = $(datadir)/p2pay-http
+tools/p2pay-http: tools/p2pay-http.c tools/replication.h
+	$(CC) $(TOOL_CFLAGS) -pthread -DP2PAY_HTTP_DIR='"$(HTTP_DIR)"' -o $@ $< -L$(PG_LIBDIR) -lpq -lmicrohttpd
+
+# Its pages, scripts and OpenAPI document; and Swagger UI for the docs page,
+# from npm's swagger-ui-dist at the version http/package-lock.json pins,
+# installed by the build (with the tests' npm packages) and never committed.
+# Without npm, the rest builds, and /api/v1/docs says what is missing.
+HTTP_FILES = $(filter-out http/package.json http/package-lock.json,\
+	$(wildcard http/*.html http/*.js http/*.css http/*.json))
+SWAGGER_UI = http/swagger-ui/swagger-ui-bundle.js http/swagger-ui/swagger-ui.css
+HAVE_NPM  := $(shell command -v npm 2>/dev/null)
+ifneq ($(HAVE_NPM),)
+all: $(SWAGGER_UI)
+endif
+http/node_modules/.package-lock.json: http/package.json http/package-lock.json
+	cd http && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+$(SWAGGER_UI): http/node_modules/.package-lock.json
+	@mkdir -p http/swagger-ui
+	cp http/node_modules/swagger-ui-dist/$(notdir $@) $@
+install: install-http
+.PHONY: install-http
+install-http:
+	$(MKDIR_P) '$(DESTDIR)$(HTTP_DIR)/swagger-ui'
+	$(INSTALL_DATA) $(HTTP_FILES) '$(DESTDIR)$(HTTP_DIR)/'
+	$(if $(wildcard $(SWAGGER_UI)),$(INSTALL_DATA) $(SWAGGER_UI) '$(DESTDIR)$(HTTP_DIR)/swagger-ui/')
 
 # PGXS uninstalls SCRIPTS_built by their path in the tree (bin/tools/...).
 uninstall: uninstall-tools
 .PHONY: uninstall-tools
 uninstall-tools:
 	rm -f '$(DESTDIR)$(bindir)/p2pay-stream' '$(DESTDIR)$(bindir)/p2pay-forward' '$(DESTDIR)$(bindir)/p2pay-http'
+	rm -rf '$(DESTDIR)$(HTTP_DIR)'
 
 .PHONY: test demo eval bench valgrind
 # Everything: installs what it needs, builds, installs, runs every suite on
