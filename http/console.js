@@ -318,7 +318,11 @@ async function runBacktest(ev) {
     const res = await api('POST', '/backtest', { from: fields.from.value.trim(), to: fields.to.value.trim(), rules });
     clearError(errBox);
     const rows = (res && res.rules) || [];
-    const cols = rows.length ? Object.keys(rows[0]) : [];
+    /* backtest()'s columns in its order (jsonb keeps keys in its own), then any others. */
+    const known = ['rule', 'payments', 'fired', 'would_review', 'would_decline', 'fired_at_time',
+      'reviewed_at_time', 'declined_at_time', 'labelled_fraud', 'fired_on_fraud', 'precision', 'recall'];
+    const keys = rows.length ? Object.keys(rows[0]) : [];
+    const cols = known.filter((k) => keys.includes(k)).concat(keys.filter((k) => !known.includes(k)));
     fill($('bt-result'),
       el('p', { class: 'muted', text: 'Payments from ' + formatTime(res.from) + ' to ' + formatTime(res.to) + ': ' + rows.length + ' rows.' }),
       rows.length === 0 ? null : el('table', { 'data-testid': 'bt-table' },
