@@ -18,6 +18,9 @@
 #             in its 24-hour window, against paying ordinary payees (one
 #             client)
 #   backtest  p2pay.backtest() over the history, payments per second
+#   http      POST /api/v1/payments through tools/p2pay-http (wrk, HTTP
+#             keep-alive, BENCH_HTTP_CLIENTS connections) against (a), the
+#             direct SQL insert, with as many pgbench clients
 #   stream    bench/stream.sh: the p2pay plugin against wal2json and
 #             test_decoding on the same WAL, end-to-end latency, walsender
 #             memory (its sizes: STREAM_* variables, see that script)
@@ -25,18 +28,19 @@
 # Options, as environment variables (make bench BENCH_PARTS=insert,hot):
 #   BENCH_USERS (10000), BENCH_HISTORY (1000000), BENCH_SCALES
 #   (100000,1000000,10000000), BENCH_CLIENTS (2), BENCH_SECONDS (10, per
-#   pgbench run), BENCH_ROUNDS (3), BENCH_HOT (200000), BENCH_HOT_ROUNDS (2),
+#   pgbench run), BENCH_ROUNDS (3), BENCH_HTTP_CLIENTS (8), BENCH_HOT (200000), BENCH_HOT_ROUNDS (2),
 #   STREAM_ROUNDS (3) and bench/stream.sh's other STREAM_*, BENCH_RESULTS
 #   (bench/results/latest.md), BENCH_KEEP=1 (leave the cluster running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-PARTS=${BENCH_PARTS:-insert,scaling,hot,backtest,stream}
+PARTS=${BENCH_PARTS:-insert,scaling,hot,backtest,http,stream}
 USERS=${BENCH_USERS:-10000}
 HISTORY=${BENCH_HISTORY:-1000000}
 SCALES=${BENCH_SCALES:-100000,1000000,10000000}
 CLIENTS=${BENCH_CLIENTS:-2}
+HTTP_CLIENTS=${BENCH_HTTP_CLIENTS:-8}
 SECS=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 HOT=${BENCH_HOT:-200000}
@@ -49,13 +53,15 @@ BANK=00000000-0000-4000-8000-000000000001
 has_part() { [[ ",$PARTS," == *",$1,"* ]]; }
 
 ensure_packages build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
-  postgresql-$PG_MAJOR-wal2json python3
+  postgresql-$PG_MAJOR-wal2json python3 wrk curl
 # what is built and measured: the tree as it is now
 BUILT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes')"
 build_and_install
 
 WORK=$(make_workdir bench)
+HTTP_PID=
 cleanup() {
+  if [ -n "$HTTP_PID" ]; then kill "$HTTP_PID" 2>/dev/null || true; wait "$HTTP_PID" 2>/dev/null || true; fi
   if [ -n "$KEEP" ]; then
     echo "cluster left running in $WORK (PGHOST=$WORK PGPORT=$PGPORT PGUSER=postgres)"
   else
@@ -277,13 +283,82 @@ compare() {
   use a
 }
 
+# The HTTP part: p2pay-http in front of the same database, logging in as
+# the cluster's superuser (trust authentication here), and wrk posting
+# payments drawn as pay.sql draws them.
+start_http() {
+  HTTP_PORT=$(free_port)
+  tools/p2pay-http --dsn "host=$WORK port=$PGPORT dbname=$DB" --listen "127.0.0.1:$HTTP_PORT" \
+    --pool-size 64 --max-connections 128 2>"$WORK/http.log" &
+  HTTP_PID=$!
+  for _ in $(seq 50); do
+    curl -sf "http://127.0.0.1:$HTTP_PORT/api/v1/health" >/dev/null && return 0
+    sleep 0.1
+  done
+  cat "$WORK/http.log" >&2; return 1
+}
+cat >"$WORK/pay.lua" <<EOF
+-- One payment per request, drawn as pay.sql draws them.
+local users = $USERS
+wrk.method = "POST"
+wrk.path = "/api/v1/payments"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Basic $(printf 'postgres:x' | base64)"
+local function uid(n) return string.format("00000000-0000-4000-8000-%012d", n) end
+-- pgbench's random_exponential(500, 2000000, 46)
+local function cents()
+  local cut = math.exp(-46)
+  local u = 1.0 - math.random()
+  return 500 + math.floor((2000000 - 500 + 1) * (-math.log(cut + (1 - cut) * u) / 46))
+end
+function init(args) math.randomseed(os.time() * 1000 + math.floor(os.clock() * 1000000)) end
+function request()
+  local payer = math.random(1, users)
+  local off
+  if math.random(1, 100) <= 80 then
+    off = 1 + (payer * 131 + math.random(0, 19) * 7919) % (users - 1)
+  else
+    off = math.random(1, users - 1)
+  end
+  local payee = 1 + (payer - 1 + off) % users
+  local c = cents()
+  wrk.body = string.format('{"payer_id":"%s","payee_id":"%s","amount":"%d.%02d","currency":"USD","payment_method_id":"$BANK"}',
+                           uid(payer), uid(payee), math.floor(c / 100), c % 100)
+  return wrk.format()
+end
+EOF
+# run_http NAME: one wrk run of SECS seconds, cleaned up after as run()
+# does; prints "rps p50_ms p99_ms".  Any response but 201 fails it.
+to_ms() { awk '{v=$1; if (v ~ /us$/) printf "%.3f", v/1000; else if (v ~ /ms$/) printf "%.3f", v+0; else printf "%.3f", v*1000}'; }
+run_http() {
+  local name=$1 maxid out rps p50 p99 bad stored
+  maxid=$(psql_v "SELECT coalesce(max(id), 0) FROM p2pay.payments")
+  psql_q -c "CHECKPOINT" >/dev/null
+  out=$(wrk -t 2 -c "$HTTP_CLIENTS" -d "${SECS}s" --latency -s "$WORK/pay.lua" "http://127.0.0.1:$HTTP_PORT" 2>&1)
+  bad=$(sed -n 's/^ *Non-2xx or 3xx responses: *//p' <<<"$out")
+  stored=$(psql_v "SELECT count(*) FROM p2pay.payments WHERE id > $maxid")
+  rps=$(sed -n 's/^Requests\/sec: *//p' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out" | to_ms)
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
+  psql_q -c "SET session_replication_role = replica" \
+    -c "DELETE FROM p2pay.payments WHERE id > $maxid" -c "RESET session_replication_role" \
+    -c "VACUUM p2pay.payments" >/dev/null
+  restore_state
+  if [ -n "$bad" ] || [ -z "$rps" ]; then
+    echo "$out" >&2; tail -5 "$WORK/http.log" >&2
+    echo "make bench: $name: ${bad:-?} responses were not 201" >&2; return 1
+  fi
+  say "$name: $stored payments stored"
+  printf '%.0f %s %s\n' "$rps" "$p50" "$p99"
+}
+
 OUT=$WORK/results.md
 : >"$OUT"
 emit() { echo "$*" >>"$OUT"; }
 
 scales=()
 if has_part scaling; then IFS=, read -r -a scales <<<"$SCALES"; fi
-if has_part insert || has_part hot || has_part backtest; then scales+=("$HISTORY"); fi
+if has_part insert || has_part hot || has_part backtest || has_part http; then scales+=("$HISTORY"); fi
 mapfile -t scales < <(printf '%s\n' "${scales[@]}" | sort -n | uniq)
 
 declare -A SCALE_ROW
@@ -363,6 +438,33 @@ Target for p2pay: a hot payee's latency ≤ 1.5× an ordinary one's."
     read -r BT_S BT_N <<<"$BT"
     BT_ROW="p2pay.backtest('-infinity', 'infinity') replayed $BT_N payments in $(printf '%.2f' "$BT_S") s: **$(awk -v n="$BT_N" -v s="$BT_S" 'BEGIN {printf "%d", n / s}') payments/s**."
   fi
+
+  if [ "$size" = "$HISTORY" ] && has_part http; then
+    say "HTTP: POST /api/v1/payments against the direct insert, $HTTP_CLIENTS clients"
+    use a
+    start_http
+    hd=() hh=()
+    for ((r = 0; r < ROUNDS; r++)); do
+      order="d h"; [ $((r % 2)) = 1 ] && order="h d"
+      for c in $order; do
+        if [ "$c" = d ]; then
+          res=$(run "direct-$r" "$WORK/pay.sql" "$HTTP_CLIENTS"); hd+=("$res")
+        else
+          res=$(run_http "http-$r"); hh+=("$res")
+        fi
+        say "http round $((r + 1)): $c: $res"
+      done
+    done
+    kill "$HTTP_PID"; wait "$HTTP_PID" 2>/dev/null || true; HTTP_PID=
+    DT=$(printf '%.0f' "$(median $(col 1 "${hd[@]}"))") D50=$(median $(col 2 "${hd[@]}")) D99=$(median $(col 3 "${hd[@]}"))
+    HT=$(printf '%.0f' "$(median $(col 1 "${hh[@]}"))") H50=$(median $(col 2 "${hh[@]}")) H99=$(median $(col 3 "${hh[@]}"))
+    HTTP_TABLE="| path | payments/s | p50 ms | p99 ms |
+|---|--:|--:|--:|
+| direct SQL insert (pgbench, $HTTP_CLIENTS clients, prepared) | $DT | $D50 | $D99 |
+| POST /api/v1/payments (p2pay-http, wrk, $HTTP_CLIENTS keep-alive connections) | $HT | $H50 | $H99 |
+
+HTTP/direct = **$(ratio "$HT" "$DT")×** (target ≥ 0.6). Both score every payment with the trigger and commit one payment per request. wrk runs on the same $(nproc) cores as the daemon and the server. The system p2pay replaces estimated about 2,700 payments/s per FastAPI service."
+  fi
 done
 
 if has_part stream; then
@@ -408,6 +510,12 @@ fi
     echo "## Backtest"
     echo
     echo "$BT_ROW"
+    echo
+  fi
+  if has_part http; then
+    echo "## HTTP API ($HISTORY payments of history, synchronous_commit off)"
+    echo
+    echo "$HTTP_TABLE"
     echo
   fi
   if has_part stream; then
