@@ -3,12 +3,13 @@
 # Against a running cluster (PGHOST and PGPORT as scripts/lib.sh's
 # start_cluster sets them, with p2pay installed and preloaded), or, with
 # PGPORT unset, a throwaway cluster of its own: makes database
-# p2pay_browser with the extension, README's grants, login roles with
-# passwords that the server checks (scram-sha-256 over TCP) and a little
-# data (test/browser/setup.sql); starts tools/p2pay-http on a free port,
-# serving this tree's pages, its live feed on a slot of its own;
-# runs test/browser/*.test.mjs in Debian's chromium through playwright-core
-# (http/node_modules); stops the daemon.  Exits non-zero on any failure.
+# p2pay_browser with the extension, README's grants (scripts/roles.sql),
+# login roles with passwords that the server checks (scram-sha-256 over
+# TCP; test/browser/roles.sql) and a little data (test/browser/setup.sql);
+# starts tools/p2pay-http on a free port, serving this tree's pages, its
+# live feed on a slot of its own; runs test/browser/*.test.mjs in Debian's
+# chromium through playwright-core (http/node_modules); stops the daemon.
+# Exits non-zero on any failure.
 #
 # P2PAY_BROWSER_ARTIFACTS: where the screenshots go (default: a new
 # directory under /tmp, printed at the end).  P2PAY_HTTP: the daemon's
@@ -32,8 +33,8 @@ done
 if [ ! -f http/node_modules/playwright-core/package.json ]; then
   (cd http && npm ci --ignore-scripts --no-audit --no-fund)
 fi
-[ -x tools/p2pay-http ] && [ tools/p2pay-http -nt tools/p2pay-http.c ] ||
-  make -s tools/p2pay-http PG_CONFIG="$PG_BIN/pg_config" SANITIZE=
+# Always built anew: a checkout can leave an old binary newer than its source.
+make -s -W tools/p2pay-http.c tools/p2pay-http PG_CONFIG="$PG_BIN/pg_config" SANITIZE=
 
 WORK=$(make_workdir browser)
 own_cluster=
@@ -68,8 +69,9 @@ pg_psql -d postgres -c 'SET client_min_messages = warning' -c "DROP DATABASE IF 
 pg_psql -d postgres -c "CREATE DATABASE $DB" >/dev/null
 pg_psql -d "$DB" -c 'CREATE EXTENSION p2pay' >/dev/null
 pg_psql -d "$DB" -v app_password="$APP_PASSWORD" -v analyst_password="$ANALYST_PASSWORD" \
-  -v feed_password="$FEED_PASSWORD" \
-  -f test/browser/setup.sql >/dev/null
+  -v feed_password="$FEED_PASSWORD" -f test/browser/roles.sql >/dev/null
+sed '/^CREATE ROLE /d' scripts/roles.sql | pg_psql -d "$DB" >/dev/null
+pg_psql -d "$DB" -f test/browser/setup.sql >/dev/null
 
 # The login roles' passwords are checked over TCP, whatever the rest of
 # pg_hba.conf trusts; the original file is put back at exit.
