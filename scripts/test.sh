@@ -104,7 +104,7 @@ run_suites() {
   # The pages in a real browser, once (the payments' layout does not change
   # what a page shows).
   if [ "$run" = plain ]; then
-    run_suite "browser (test/browser/)" as_pg env P2PAY_ARTIFACTS="$ARTIFACTS" \
+    run_suite "browser (test/browser/)" as_pg env P2PAY_BROWSER_ARTIFACTS="$ARTIFACTS" \
       bash "$WORK/src/test/browser/run.sh"
   fi
   echo "== $run: every suite in $((SECONDS - start)) s"
