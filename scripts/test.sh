@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 ensure_packages build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
   postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl python3-psycopg2 \
-  librdkafka-dev libmicrohttpd-dev postgresql-$PG_MAJOR-partman curl chromium
+  librdkafka-dev libmicrohttpd-dev postgresql-$PG_MAJOR-partman curl openssl chromium
 install_package_extension postgresql-$PG_MAJOR-partman
 # Node.js and npm: the OpenAPI validator, Swagger UI and the browser tests'
 # driver (http/package.json).  A machine that has them from elsewhere keeps

@@ -127,9 +127,15 @@ UPDATE p2pay.rules SET weight = 0.9 WHERE name = 'unregistered_method';
 my $port    = PostgreSQL::Test::Cluster::get_free_port();
 my $base    = "http://127.0.0.1:$port";
 my $dsn     = 'host=' . $node->host . ' port=' . $node->port . " dbname=$db";
-my $feed_dsn = "$dsn user=feeder password=feeder-secret";
+# The feed's password comes from a password file, as the README says: a
+# request must never log in with it.
+my $feed_dsn = "$dsn user=feeder";
+my $passfile = $node->basedir . '/daemon.pgpass';
+PostgreSQL::Test::Utils::append_to_file($passfile, '*:*:*:feeder:feeder-secret' . "\n");
+chmod 0600, $passfile;
 my $log     = $node->basedir . '/p2pay-http.log';
 my $max_body = 4096;
+local $ENV{PGPASSFILE} = $passfile;
 my $daemon = IPC::Run::start(
 	[
 		$daemon_bin, '--dsn', $dsn, '--listen', "127.0.0.1:$port", '--max-body', $max_body,
@@ -301,7 +307,11 @@ sub count_of { return query("SELECT count(*) FROM $_[0]"); }
 	my @calls = (
 		[ 'no credentials',  undef ],
 		[ 'a wrong password', [ 'app_user', 'not the password' ] ],
-		[ 'an unknown role',  [ 'nobody', 'app secret' ] ]);
+		[ 'an unknown role',  [ 'nobody', 'app secret' ] ],
+		# libpq would take what is empty from the daemon's own password
+		# file, where the feed's role is
+		[ 'an empty password', [ 'feeder', '' ] ],
+		[ 'an empty name',     [ '', 'feeder-secret' ] ]);
 	for my $c (@calls)
 	{
 		my ($st, $json, $r) = call('GET', "/api/v1/payments/$tid", $c->[1]);
@@ -1088,6 +1098,46 @@ sub feed_streaming
 	ok((grep { index($_->{data} // '', $d) >= 0 } sse_until($feed, $d)),
 		'the feed after the database restarted: a flagged payment arrives');
 	close $feed->{sock};
+}
+
+#
+# HTTPS: the same API behind --tls-cert and --tls-key (a certificate made
+# here), read with curl; plain HTTP to that port gets no answer.
+#
+{
+	my $dir  = $node->basedir;
+	my ($o, $e) = ('', '');
+	IPC::Run::run([ 'openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+			'-subj', '/CN=127.0.0.1', '-keyout', "$dir/tls.key", '-out', "$dir/tls.crt" ],
+		'<', '/dev/null', '>', \$o, '2>', \$e)
+	  or die "openssl: $e";
+	my $tls_port = PostgreSQL::Test::Cluster::get_free_port();
+	my $tls_log  = "$dir/p2pay-http-tls.log";
+	my $tls = IPC::Run::start(
+		[ $daemon_bin, '--dsn', $dsn, '--listen', "127.0.0.1:$tls_port",
+			'--tls-cert', "$dir/tls.crt", '--tls-key', "$dir/tls.key" ],
+		'<', '/dev/null', '>>', $tls_log, '2>>', $tls_log);
+	my $curl = sub {
+		my ($url, @args) = @_;
+		my ($out, $err) = ('', '');
+		IPC::Run::run([ 'curl', '-s', '--max-time', '10', '--cacert', "$dir/tls.crt",
+				'-w', '\n%{http_code}', @args, $url ], '>', \$out, '2>', \$err);
+		my ($body, $code) = $out =~ /^(.*)\n(\d+)$/s;
+		return ($code // '000', $body // '');
+	};
+	my $deadline = time + $timeout;
+	usleep(100_000) while ($curl->("https://127.0.0.1:$tls_port/api/v1/health"))[0] eq '000' && time < $deadline;
+	my ($code, $body) = $curl->("https://127.0.0.1:$tls_port/api/v1/health");
+	is($code, 200, 'HTTPS: health answers, with the certificate given');
+	($code, $body) = $curl->("https://127.0.0.1:$tls_port/api/v1/payments/$tid{review}",
+		'-u', "analyst_ann:$password{analyst_ann}");
+	is($code, 200, 'HTTPS: a payment, logged in');
+	is((eval { decode_json($body) } // {})->{transaction_id}, $tid{review}, 'HTTPS: the payment asked for');
+	($code) = $curl->("http://127.0.0.1:$tls_port/api/v1/health");
+	isnt($code, 200, 'HTTPS: plain HTTP to its port gets no answer');
+	$tls->signal('TERM');
+	$tls->finish;
+	is($tls->full_result(0), 0, 'HTTPS: p2pay-http exits 0 on SIGTERM');
 }
 
 #

@@ -546,9 +546,9 @@ pool_take(const char *user, const char *password, char **error)
 	}
 	snprintf(options, sizeof(options), "-c statement_timeout=%us", opts.statement_timeout);
 	{
-		const char *keys[] = {"dbname", "user", "password", "options",
+		const char *keys[] = {"dbname", "user", "password", "passfile", "options",
 		"fallback_application_name", NULL};
-		const char *values[] = {opts.dsn, user, password, options, "p2pay-http", NULL};
+		const char *values[] = {opts.dsn, user, password, "/dev/null", options, "p2pay-http", NULL};
 
 		p->conn = PQconnectdbParams(keys, values, 1);
 	}
@@ -622,8 +622,13 @@ log_in(struct MHD_Connection *conn, enum MHD_Result *ret)
 	char	   *error = NULL;
 	Pooled	   *p;
 
+	/*
+	 * An empty name or password would let libpq fill it in from the
+	 * daemon's own environment (PGUSER, PGPASSWORD, its password file: the
+	 * feed's credentials, say): both must be the request's.
+	 */
 	user = MHD_basic_auth_get_username_password(conn, &password);
-	if (user == NULL || password == NULL)
+	if (user == NULL || password == NULL || user[0] == '\0' || password[0] == '\0')
 	{
 		MHD_free(user);
 		MHD_free(password);
