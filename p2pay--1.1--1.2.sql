@@ -102,6 +102,24 @@ END $$;
 COMMENT ON FUNCTION @extschema@.api_field_error(text, text, text, text) IS
   'Internal to the HTTP API: raises the error of a value that is not of its field''s type, with its SQLSTATE, naming the field.';
 
+-- A field's (or query argument's) value as a uuid, or null: a value that
+-- is not one is api_field_error()'s error.
+CREATE FUNCTION @extschema@.api_uuid_field(obj jsonb, what text, field text)
+  RETURNS uuid
+  LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  state text;
+  msg   text;
+BEGIN
+  RETURN (obj ->> field)::uuid;
+EXCEPTION WHEN data_exception THEN
+  GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+  PERFORM @extschema@.api_field_error(what, field, state, msg);
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_uuid_field(jsonb, text, text) IS
+  'Internal to the HTTP API: a field or query argument as a uuid, or null; a value that is not one is its error, naming the field.';
+
 -- A list's page size: the query argument limit, 1 to 1000, or dflt.
 CREATE FUNCTION @extschema@.api_query_limit(query jsonb, what text, dflt integer)
   RETURNS integer
@@ -405,12 +423,7 @@ DECLARE
 BEGIN
   PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
   lim := @extschema@.api_query_limit(query, what, 1000);
-  BEGIN
-    after := (query ->> 'after')::uuid;
-  EXCEPTION WHEN data_exception THEN
-    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    PERFORM @extschema@.api_field_error(what, 'after', state, msg);
-  END;
+  after := @extschema@.api_uuid_field(query, what, 'after');
   SELECT coalesce(jsonb_agg(jsonb_build_object('id', m.id, 'name', m.name) ORDER BY m.id), '[]')
     INTO result
     FROM (SELECT * FROM @extschema@.payment_methods m
@@ -432,12 +445,7 @@ DECLARE
   msg   text;
 BEGIN
   PERFORM @extschema@.api_check_body(body, what, ARRAY['name', 'id'], ARRAY['string', 'string'], 1);
-  BEGIN
-    method_id := (body ->> 'id')::uuid;
-  EXCEPTION WHEN data_exception THEN
-    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    PERFORM @extschema@.api_field_error(what, 'id', state, msg);
-  END;
+  method_id := @extschema@.api_uuid_field(body, what, 'id');
   IF EXISTS (SELECT 1 FROM @extschema@.payment_methods m WHERE m.id OPERATOR(pg_catalog.=) method_id) THEN
     RAISE EXCEPTION 'p2pay: payment method % exists', method_id
       USING ERRCODE = 'unique_violation', COLUMN = 'id';
@@ -480,12 +488,7 @@ DECLARE
 BEGIN
   PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
   lim := @extschema@.api_query_limit(query, what, 50);
-  BEGIN
-    after := (query ->> 'after')::uuid;
-  EXCEPTION WHEN data_exception THEN
-    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    PERFORM @extschema@.api_field_error(what, 'after', state, msg);
-  END;
+  after := @extschema@.api_uuid_field(query, what, 'after');
   SELECT coalesce(jsonb_agg(jsonb_build_object('id', u.id, 'first_name', u.first_name,
                                                'last_name', u.last_name,
                                                'email_address', u.email_address,
@@ -542,12 +545,7 @@ DECLARE
 BEGIN
   PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
   lim := @extschema@.api_query_limit(query, what, 1000);
-  BEGIN
-    after := (query ->> 'after')::uuid;
-  EXCEPTION WHEN data_exception THEN
-    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    PERFORM @extschema@.api_field_error(what, 'after', state, msg);
-  END;
+  after := @extschema@.api_uuid_field(query, what, 'after');
   IF NOT EXISTS (SELECT 1 FROM @extschema@.users u
                   WHERE u.id OPERATOR(pg_catalog.=) api_user_payment_methods.user_id) THEN
     RETURN NULL;
@@ -577,12 +575,7 @@ DECLARE
 BEGIN
   PERFORM @extschema@.api_check_body(body, what, ARRAY['payment_method_id', 'details'],
                                      ARRAY['string', 'string'], 1);
-  BEGIN
-    method := (body ->> 'payment_method_id')::uuid;
-  EXCEPTION WHEN data_exception THEN
-    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    PERFORM @extschema@.api_field_error(what, 'payment_method_id', state, msg);
-  END;
+  method := @extschema@.api_uuid_field(body, what, 'payment_method_id');
   INSERT INTO @extschema@.user_payment_methods AS m (user_id, payment_method_id, details)
   VALUES (api_create_user_payment_method.user_id, method, body ->> 'details')
   RETURNING jsonb_build_object('user_id', m.user_id, 'payment_method_id', m.payment_method_id,
@@ -738,12 +731,7 @@ DECLARE
 BEGIN
   PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
   lim := @extschema@.api_query_limit(query, what, 50);
-  BEGIN
-    after := (query ->> 'after')::uuid;
-  EXCEPTION WHEN data_exception THEN
-    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
-    PERFORM @extschema@.api_field_error(what, 'after', state, msg);
-  END;
+  after := @extschema@.api_uuid_field(query, what, 'after');
   IF after IS NOT NULL THEN
     SELECT p.created_at INTO after_at
       FROM @extschema@.payments p WHERE p.transaction_id OPERATOR(pg_catalog.=) after;

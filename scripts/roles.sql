@@ -1,5 +1,5 @@
--- scripts/roles.sql: the three roles of README.md "Privileges", as make demo
--- creates them (the README shows the same statements).
+-- scripts/roles.sql: the three roles of README.md "Privileges", the same
+-- statements; make demo, the docker image and the tests create them from here.
 
 -- The application: registers users and their methods, inserts payments and
 -- reads them back.  It can't touch rules, thresholds, lists or decisions.

@@ -19,34 +19,11 @@ CREATE EXTENSION p2pay;
 SELECT plan(90);
 
 ------------------------------------------------------------------------------
--- The roles, as the README grants them (copied verbatim)
+-- The roles, as the README grants them: scripts/roles.sql holds the
+-- README's statements (t/015_http.pl checks that they are the same)
 ------------------------------------------------------------------------------
 
--- The application: registers users and their methods, inserts payments and
--- reads them back.  It can't touch rules, thresholds, lists or decisions.
-CREATE ROLE p2pay_app NOLOGIN;
-GRANT USAGE ON SCHEMA p2pay TO p2pay_app;
-GRANT SELECT ON p2pay.currencies, p2pay.payment_methods TO p2pay_app;
-GRANT SELECT, INSERT ON p2pay.users, p2pay.user_payment_methods, p2pay.payments TO p2pay_app;
-
--- Analysts: read everything, work the review queue, label fraud, backtest.
-CREATE ROLE p2pay_analyst NOLOGIN;
-GRANT USAGE ON SCHEMA p2pay TO p2pay_analyst;
-GRANT SELECT ON ALL TABLES IN SCHEMA p2pay TO p2pay_analyst;
-GRANT SELECT, INSERT, UPDATE ON p2pay.fraud_labels TO p2pay_analyst;
-GRANT SELECT, INSERT, UPDATE, DELETE ON p2pay.review_claims TO p2pay_analyst;
-GRANT EXECUTE ON FUNCTION p2pay.resolve(uuid, p2pay.decision, text),
-                          p2pay.score(uuid, uuid, numeric, char, uuid, timestamptz),
-                          p2pay.backtest(timestamptz, timestamptz, jsonb),
-                          p2pay.rule_stats_read() TO p2pay_analyst;
-
--- Admins: rules, thresholds and lists, besides what analysts do.
-CREATE ROLE p2pay_admin NOLOGIN IN ROLE p2pay_analyst;
-GRANT UPDATE ON p2pay.rules, p2pay.settings TO p2pay_admin;
-GRANT INSERT, UPDATE, DELETE ON p2pay.blocklist, p2pay.allowlist, p2pay.snoozes TO p2pay_admin;
-GRANT INSERT ON p2pay.currencies, p2pay.payment_methods TO p2pay_admin;
-GRANT EXECUTE ON FUNCTION p2pay.snooze(text, uuid, timestamptz, text),
-                          p2pay.rule_stats_reset() TO p2pay_admin;
+\ir ../../scripts/roles.sql
 
 -- People who log in as themselves (here entered with SET SESSION
 -- AUTHORIZATION): the audit columns must name them.
