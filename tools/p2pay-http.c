@@ -1654,5 +1654,7 @@ main(int argc, char **argv)
 	MHD_stop_daemon(daemon);
 	if (opts.feed_dsn != NULL)
 		pthread_join(feed_thread, NULL);
+	free(cert);
+	free(key);
 	return 0;
 }
