@@ -38,6 +38,8 @@ make -s -W tools/p2pay-http.c tools/p2pay-http PG_CONFIG="$PG_BIN/pg_config" SAN
 
 WORK=$(make_workdir browser)
 own_cluster=
+made_roles=
+made_groups=
 daemon_pid=
 hba_saved=
 cleanup() {
@@ -47,6 +49,13 @@ cleanup() {
   if [ -n "$hba_saved" ]; then
     as_pg cp "$WORK/pg_hba.conf.saved" "$hba_saved"
     pg_psql -d postgres -c 'SELECT pg_reload_conf()' >/dev/null 2>&1 || true
+  fi
+  # The roles are the cluster's: the suites run after this one create the
+  # README's roles themselves, so what this run made goes again.
+  if [ -z "$own_cluster" ] && [ -n "$made_roles" ]; then
+    pg_psql -d postgres -c 'SET client_min_messages = warning' -c "DROP DATABASE IF EXISTS $DB" \
+      -c "DROP ROLE IF EXISTS p2pay_browser_app, p2pay_browser_analyst, p2pay_browser_analyst2, p2pay_browser_feed${made_groups:+, $made_groups}" \
+      >/dev/null 2>&1 || true
   fi
   [ -n "$own_cluster" ] && stop_cluster "$WORK"
   [ -n "${P2PAY_KEEP:-}" ] || rm -rf "$WORK"
@@ -66,6 +75,10 @@ export PGUSER=${PGUSER:-postgres}
 drop_slot
 pg_psql -d postgres -c 'SET client_min_messages = warning' -c "DROP DATABASE IF EXISTS $DB" \
   -c 'DROP ROLE IF EXISTS p2pay_browser_app, p2pay_browser_analyst, p2pay_browser_analyst2, p2pay_browser_feed' >/dev/null
+# the README's group roles this run makes, to drop them again at exit
+made_groups=$(pg_psql -d postgres -At -c "SELECT string_agg(r, ', ') FROM unnest(ARRAY['p2pay_admin', 'p2pay_analyst', 'p2pay_app']) r
+                                            WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r)")
+made_roles=1
 pg_psql -d postgres -c "CREATE DATABASE $DB" >/dev/null
 pg_psql -d "$DB" -c 'CREATE EXTENSION p2pay' >/dev/null
 pg_psql -d "$DB" -v app_password="$APP_PASSWORD" -v analyst_password="$ANALYST_PASSWORD" \
