@@ -418,8 +418,6 @@ DECLARE
   lim    integer;
   after  uuid;
   result jsonb;
-  state  text;
-  msg    text;
 BEGIN
   PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
   lim := @extschema@.api_query_limit(query, what, 1000);
@@ -441,8 +439,6 @@ CREATE FUNCTION @extschema@.api_create_payment_method(body jsonb) RETURNS jsonb
 DECLARE
   what  CONSTANT text := 'a payment method';
   method_id uuid;
-  state text;
-  msg   text;
 BEGIN
   PERFORM @extschema@.api_check_body(body, what, ARRAY['name', 'id'], ARRAY['string', 'string'], 1);
   method_id := @extschema@.api_uuid_field(body, what, 'id');
@@ -483,8 +479,6 @@ DECLARE
   lim    integer;
   after  uuid;
   result jsonb;
-  state  text;
-  msg    text;
 BEGIN
   PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
   lim := @extschema@.api_query_limit(query, what, 50);
@@ -540,8 +534,6 @@ DECLARE
   lim    integer;
   after  uuid;
   result jsonb;
-  state  text;
-  msg    text;
 BEGIN
   PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
   lim := @extschema@.api_query_limit(query, what, 1000);
@@ -570,8 +562,6 @@ DECLARE
   what   CONSTANT text := 'a user''s payment method';
   method uuid;
   result jsonb;
-  state  text;
-  msg    text;
 BEGIN
   PERFORM @extschema@.api_check_body(body, what, ARRAY['payment_method_id', 'details'],
                                      ARRAY['string', 'string'], 1);
@@ -726,8 +716,6 @@ DECLARE
   after    uuid;
   after_at timestamptz;
   result   jsonb;
-  state    text;
-  msg      text;
 BEGIN
   PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
   lim := @extschema@.api_query_limit(query, what, 50);
