@@ -32,7 +32,9 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $python   = $ENV{P2PAY_PYTHON} // 'python3';
+# Debian's python3-psycopg2 run by Debian's /usr/bin/python3 (make test
+# installs it), or the interpreter P2PAY_PYTHON names.
+my $python   = $ENV{P2PAY_PYTHON} // '/usr/bin/python3';
 my $consumer = "$FindBin::RealBin/../examples/consumer.py";
 if (system($python, '-c', 'import psycopg2.extras') != 0)
 {
