@@ -17,8 +17,9 @@
 # Then the whole stream again: a second slot, made before the first payment
 # and never read, delivers every event a second time to a consumer with the
 # same state file, which must write nothing and count every event as a
-# duplicate.  Last, a missing slot is an error, and --create-slot does not
-# make a new one once the state file has recorded events.
+# duplicate.  SIGTERM stops a consumer waiting for a server that is down.
+# Last, a missing slot is an error, and --create-slot does not make a new
+# one once the state file has recorded events.
 use strict;
 use warnings;
 
@@ -282,6 +283,17 @@ ok($after eq $before, '... and the output is as it was before the cut line');
 my $n = scalar(@flagged);
 like(log_of($c3), qr/stopped: $n events received, $n duplicates skipped/,
 	"replay: all $n events were received again and skipped as duplicates");
+
+###########################################################################
+# SIGTERM while the server is down: the consumer stops waiting and exits 0.
+###########################################################################
+my $c4 = start_consumer('down', '--slot', 'replay');
+wait_until('the consumer to stream', sub { streams($c4) >= 1 });
+$node->stop('immediate');
+wait_until('the consumer to see the server gone', sub { log_of($c4) =~ /connection lost/ });
+is(stop_consumer($c4), 0, 'SIGTERM while the server is down: the consumer exits 0');
+like(log_of($c4), qr/stopped: 0 events received/, '... having written nothing');
+$node->start;
 
 ###########################################################################
 # A slot that is gone is not made again.
