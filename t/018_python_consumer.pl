@@ -11,8 +11,8 @@
 # confirms the end of the WAL and stops on SIGTERM.  Its output then holds
 # each flagged payment of the table once: the resends that at-least-once
 # delivery makes after each crash (counted and reported) were skipped by
-# the keys in its state file, and the lines a killed consumer wrote without
-# recording them were cut at its next start.
+# the keys in its state file, and any line a killed consumer wrote without
+# recording its key is cut at its next start (checked on its own below).
 #
 # Then the whole stream again: a second slot, made before the first payment
 # and never read, delivers every event a second time to a consumer with the
