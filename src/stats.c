@@ -26,8 +26,9 @@
  * dropped database is taken back when no block is free.  Once every block
  * is taken, further databases share the overflow block, and their views say
  * so (column overflow, from p2pay.stats_overflow()); a LOG line tells the
- * server log.  A backend finds
- * its database's block once and keeps a pointer to it.
+ * server log.  From then on until a restart, no block is taken back, so that
+ * a database counts into one block only.  A backend finds its database's
+ * block once and keeps a pointer to it.
  *
  * Locking: a spinlock guards taking a block, and nothing else.  Every
  * counter is a 64-bit atomic, each slot on its own cache line: the insert
@@ -119,6 +120,7 @@ typedef struct StatsHeader
 {
 	slock_t		mutex;			/* taken only to take a block */
 	int			nblocks;
+	bool		overflowed;		/* a database went to the overflow block */
 } StatsHeader;
 
 typedef union StatsHeaderLine
@@ -253,6 +255,7 @@ stats_shmem_startup(void)
 
 		SpinLockInit(&stats->header.h.mutex);
 		stats->header.h.nblocks = p2pay_stats_databases;
+		stats->header.h.overflowed = false;
 		for (int b = 0; b <= p2pay_stats_databases; b++)
 		{
 			StatsBlock *block = &stats->blocks[b];
@@ -397,9 +400,12 @@ database_block(void)
 		/*
 		 * Blocks of dropped databases, looked up before the spinlock (no
 		 * catalog access under it), in case no block is free.  A dropped
-		 * database has no backend left to count into its block.
+		 * database has no backend left to count into its block.  Once a
+		 * database has gone to the overflow block, none is taken back, so
+		 * that no database's figures are split between two blocks (the
+		 * sessions already counting into the overflow block would go on).
 		 */
-		if (find_block(InvalidOid) == NULL)
+		if (find_block(InvalidOid) == NULL && !stats->header.h.overflowed)
 		{
 			for (int b = 0; b < stats->header.h.nblocks && nstale < (int) lengthof(stale); b++)
 			{
@@ -416,8 +422,10 @@ database_block(void)
 		block = find_block(MyDatabaseId);
 		if (block == NULL)
 			block = find_block(InvalidOid);
-		for (int s = 0; block == NULL && s < nstale; s++)
+		for (int s = 0; block == NULL && !stats->header.h.overflowed && s < nstale; s++)
 			block = find_block(stale[s]);
+		if (block == NULL)
+			stats->header.h.overflowed = true;
 		if (block != NULL && pg_atomic_read_u32(&block->owner.o.dboid) != MyDatabaseId)
 		{
 			/* zeroed before its owner is published: no count goes astray */

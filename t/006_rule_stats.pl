@@ -13,9 +13,10 @@
 # - each database sees and resets only its own figures: inserts in one
 #   database move nothing in another, a rolled-back insert is evaluated but
 #   is no decision, a reset in one database leaves the other's counts;
-# - with more databases than p2pay.stats_databases, the databases beyond
-#   share the overflow block and say so (column overflow, a LOG line), and
-#   the block of a dropped database goes to the next database that needs one;
+# - the block of a dropped database goes to the next database that needs
+#   one; with more databases than p2pay.stats_databases, the databases
+#   beyond share the overflow block and say so (column overflow, a LOG
+#   line), and stay there;
 # - without the preload, p2pay.rule_stats and p2pay.rule_stats_reset() fail
 #   with SQLSTATE 55000 and a hint saying how to preload, while inserting and
 #   scoring payments work as ever.
@@ -204,13 +205,15 @@ is(figures($db), $one, "and leaves $db\'s figures");
 $node->stop;
 
 ###########################################################################
-# a3. More databases than blocks: one block (p2pay.stats_databases = 1).
+# a3. More databases than blocks: two blocks (p2pay.stats_databases = 2).
 ###########################################################################
-my $small = P2payNode::new_node('one_block', 'first', 'p2pay.stats_databases = 1');
-is($small->safe_psql('first', 'SHOW p2pay.stats_databases'), '1', 'one block is reserved');
-P2payNode::create_db($small, 'second');
-P2payNode::create_db($small, 'third');
-for my $d ('first', 'second', 'third')
+my $small = P2payNode::new_node('two_blocks', 'first', 'p2pay.stats_databases = 2');
+is($small->safe_psql('first', 'SHOW p2pay.stats_databases'), '2', 'two blocks are reserved');
+for my $d ('second', 'third', 'fourth', 'fifth')
+{
+	P2payNode::create_db($small, $d);
+}
+for my $d ('first', 'second', 'third', 'fourth', 'fifth')
 {
 	P2payNode::seed_users($small, $d, 2);
 }
@@ -222,6 +225,7 @@ sub pay_in
 		 VALUES (uid(1), uid(2), 10, 'USD', '$BANK')");
 	return;
 }
+# facts evaluations, overflow (rule_stats), approved, overflow (decision_stats)
 sub stats_in
 {
 	my ($dbname) = @_;
@@ -231,25 +235,33 @@ sub stats_in
 		  WHERE s.rule = 'facts' AND d.decision = 'approve'");
 }
 pay_in('first');
-is(stats_in('first'), '1 false 1 false', 'the first database takes the block');
-my $log_offset = -s $small->logfile;
 pay_in('second');
-pay_in('third');
-is(stats_in('second'), '2 true 2 true',
-	'the second and third share the overflow block, and their views say so');
-is(stats_in('first'), '1 false 1 false', 'the first database\'s figures stay its own');
-ok( $small->log_contains(
-		'p2pay statistics of database "second" share the overflow block', $log_offset),
-	'the server log says which database went to the overflow block');
+is(stats_in('first'),  '1 false 1 false', 'the first database takes a block');
+is(stats_in('second'), '1 false 1 false', 'the second takes the other');
 
-# The first database is dropped: its block goes to the next database that
-# has no block yet, from zero.
+# The first is dropped: its block goes, from zero, to the next database
+# that needs one.
 $small->safe_psql('postgres', 'DROP DATABASE first');
-P2payNode::create_db($small, 'fourth');
-P2payNode::seed_users($small, 'fourth', 2);
+pay_in('third');
+is(stats_in('third'), '1 false 1 false', 'a dropped database\'s block goes to the third');
+
+# No block left: the fourth and fifth share the overflow block, and say so.
+my $log_offset = -s $small->logfile;
 pay_in('fourth');
-is(stats_in('fourth'), '1 false 1 false', 'a dropped database\'s block is taken by the next one');
-is(stats_in('second'), '2 true 2 true', 'the overflow block keeps its figures');
+pay_in('fifth');
+is(stats_in('fourth'), '2 true 2 true', 'the fourth and fifth share the overflow block, and their views say so');
+is(stats_in('fifth'),  '2 true 2 true', 'the same figures in the fifth');
+ok( $small->log_contains(
+		'p2pay statistics of database "fourth" share the overflow block', $log_offset),
+	'the server log names the database that went to the overflow block');
+is(stats_in('second'), '1 false 1 false', 'the second database\'s figures stay its own');
+is(stats_in('third'),  '1 false 1 false', 'and the third\'s');
+
+# Once a database counts in the overflow block, a dropped database's block
+# is not taken back: the fourth and fifth go on counting in one block.
+$small->safe_psql('postgres', 'DROP DATABASE second');
+pay_in('fifth');
+is(stats_in('fifth'), '3 true 3 true', 'after the overflow, the fifth stays in the overflow block');
 $small->stop;
 
 ###########################################################################
