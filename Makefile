@@ -99,12 +99,23 @@ install-http:
 	$(INSTALL_DATA) $(HTTP_FILES) '$(DESTDIR)$(HTTP_DIR)/'
 	$(if $(wildcard $(SWAGGER_UI)),$(INSTALL_DATA) $(SWAGGER_UI) '$(DESTDIR)$(HTTP_DIR)/swagger-ui/')
 
+# The queries of prometheus-postgres-exporter (README: Monitoring), in
+# $(pg_config --sharedir)/p2pay/.
+MONITORING_DIR = $(datadir)/p2pay
+install: install-monitoring
+.PHONY: install-monitoring
+install-monitoring:
+	$(MKDIR_P) '$(DESTDIR)$(MONITORING_DIR)'
+	$(INSTALL_DATA) monitoring/queries.yaml '$(DESTDIR)$(MONITORING_DIR)/'
+
 # PGXS uninstalls SCRIPTS_built by their path in the tree (bin/tools/...).
 uninstall: uninstall-tools
 .PHONY: uninstall-tools
 uninstall-tools:
 	rm -f '$(DESTDIR)$(bindir)/p2pay-stream' '$(DESTDIR)$(bindir)/p2pay-forward' '$(DESTDIR)$(bindir)/p2pay-http'
 	rm -rf '$(DESTDIR)$(HTTP_DIR)'
+	rm -f '$(DESTDIR)$(MONITORING_DIR)/queries.yaml'
+	-rmdir '$(DESTDIR)$(MONITORING_DIR)'
 
 .PHONY: test demo eval bench valgrind
 # Everything: installs what it needs, builds, installs, runs every suite on

@@ -857,3 +857,87 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION @extschema@.api_backtest(jsonb) IS
   'HTTP API (POST /api/v1/backtest): backtest() of {"from", "to", "rules"} (rules optional: the rule rows backtest() takes), returned as {"from", "to", "rules": [its rows as objects]}.';
+
+------------------------------------------------------------------------------
+-- Statistics per database, and decision counters.  rule_stats counted every
+-- database of the server together; each database now has its own block of
+-- shared memory (p2pay.stats_databases of them, then one overflow block
+-- that the databases beyond share, reported by the column overflow).
+-- decision_stats counts the decisions of committed payments, so that
+-- monitoring never scans payments.  Both are for pg_monitor-style roles:
+-- grant_monitoring() gives a role what p2pay's monitoring queries read.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.stats_overflow() RETURNS boolean
+  AS 'MODULE_PATHNAME', 'p2pay_stats_overflow' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.stats_overflow() IS
+  'Whether this database''s statistics (rule_stats, decision_stats) are those of the overflow block, shared with every database beyond the p2pay.stats_databases that took a block of their own; needs shared_preload_libraries = ''p2pay''.';
+
+-- The view keeps reading rule_stats_read(), so that the roles granted it
+-- keep reading the view; stats_overflow() is left to PUBLIC (it says one
+-- boolean about the server).
+CREATE OR REPLACE VIEW @extschema@.rule_stats AS
+  SELECT r.rule, r.evaluations, r.fires, r.mean_us, r.max_us, r.since,
+         @extschema@.stats_overflow() AS overflow
+    FROM @extschema@.rule_stats_read() r;
+COMMENT ON VIEW @extschema@.rule_stats IS
+  'Per rule, for this database''s inserts in all sessions since the last rule_stats_reset() (or server start): evaluations, fires, mean and maximum evaluation time in microseconds; the row "facts" is the reading of the facts the rules share.  overflow: this database found no block of its own (p2pay.stats_databases) and the figures are those of every database in the overflow block.';
+COMMENT ON FUNCTION @extschema@.rule_stats_reset() IS
+  'Set this database''s per-rule statistics back to zero (in the overflow block: those of every database in it).';
+COMMENT ON FUNCTION @extschema@.rule_stats_read() IS
+  'This database''s per-rule evaluations, fires and evaluation times from shared memory; needs shared_preload_libraries = ''p2pay''.';
+COMMENT ON FUNCTION @extschema@.api_rules(jsonb) IS
+  'HTTP API (GET /api/v1/rules): every rule (name, mode, enabled, weight, params, description) with its rule_stats figures (evaluations, fires, mean_us, max_us, since: this database''s, null without p2pay in shared_preload_libraries), by name, as a JSON array.';
+
+CREATE FUNCTION @extschema@.decision_stats_read(
+  OUT decision text, OUT payments bigint, OUT since timestamptz)
+  RETURNS SETOF record
+  AS 'MODULE_PATHNAME', 'p2pay_decision_stats' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION @extschema@.decision_stats_read() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.decision_stats_read() IS
+  'Per decision, the payments of this database the trigger scored with it in transactions that committed, from shared memory; needs shared_preload_libraries = ''p2pay''.';
+
+CREATE VIEW @extschema@.decision_stats AS
+  SELECT d.decision, d.payments, d.since, @extschema@.stats_overflow() AS overflow
+    FROM @extschema@.decision_stats_read() d;
+COMMENT ON VIEW @extschema@.decision_stats IS
+  'Per decision (approve, review, decline): the payments inserted into this database with it, counted when their transaction commits (rolled-back and prepared transactions count nothing), since the last decision_stats_reset() or server start.  A counter: it never goes down (later resolve() or deletes do not change it).  overflow: the figures are shared with other databases (p2pay.stats_databases).';
+
+CREATE FUNCTION @extschema@.decision_stats_reset() RETURNS void
+  AS 'MODULE_PATHNAME', 'p2pay_decision_stats_reset' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.decision_stats_reset() IS
+  'Set this database''s decision counters back to zero (in the overflow block: those of every database in it).';
+REVOKE ALL ON FUNCTION @extschema@.decision_stats_reset() FROM PUBLIC;
+
+-- A monitoring role (for example prometheus-postgres-exporter's) reads the
+-- statistics, the review queue's size and age through payments_review_idx,
+-- and the sizes of p2pay's tables; it reads no payment's content: the
+-- grant gives it the statistics functions and, for the queue, a SECURITY
+-- DEFINER function that returns only counts.
+CREATE FUNCTION @extschema@.review_queue(OUT payments bigint, OUT oldest_age_seconds double precision)
+  RETURNS record
+  LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp AS $$
+  SELECT pg_catalog.count(*),
+         coalesce(pg_catalog.date_part('epoch',
+                    pg_catalog.statement_timestamp() OPERATOR(pg_catalog.-) pg_catalog.min(p.created_at)), 0)
+    FROM @extschema@.payments p
+   WHERE p.decision OPERATOR(pg_catalog.=) 'review'::@extschema@.decision
+$$;
+REVOKE ALL ON FUNCTION @extschema@.review_queue() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.review_queue() IS
+  'The review queue: how many payments are under review, and the age in seconds of the oldest (0 when none), read through payments_review_idx; for monitoring roles, which need no access to payments.';
+
+CREATE FUNCTION @extschema@.grant_monitoring(role name) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %I', '@extschema@', role);
+  EXECUTE pg_catalog.format(
+    'GRANT SELECT ON %I.rule_stats, %I.decision_stats TO %I', '@extschema@', '@extschema@', role);
+  EXECUTE pg_catalog.format(
+    'GRANT EXECUTE ON FUNCTION %I.rule_stats_read(), %I.decision_stats_read(), %I.review_queue() TO %I',
+    '@extschema@', '@extschema@', '@extschema@', role);
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.grant_monitoring(name) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.grant_monitoring(name) IS
+  'Give a role what p2pay''s monitoring queries (monitoring/queries.yaml) need in this database: usage of the schema, the statistics views and their functions, and review_queue(); with pg_monitor (slot lag, table sizes) nothing else.  Run by the extension''s owner or a superuser, once per database.';

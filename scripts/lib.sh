@@ -44,6 +44,26 @@ ensure_packages() {
   fi
 }
 
+# ensure_packages_no_service PACKAGE...: ensure_packages for packages that
+# ship a service (prometheus-postgres-exporter), which the tests run
+# themselves: their maintainer scripts are kept from starting it (through
+# invoke-rc.d and deb-systemd-invoke, which both ask /usr/sbin/policy-rc.d;
+# one that denies is put there for the install unless the machine has its
+# own).  The service stays enabled for the next boot, as Debian installs it.
+ensure_packages_no_service() {
+  local policy=/usr/sbin/policy-rc.d added=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# p2pay make test: no service starts while it installs packages\nexit 101\n' |
+      as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    added=1
+  fi
+  local rc=0
+  ensure_packages "$@" || rc=$?
+  if [ -n "$added" ]; then as_root rm -f "$policy"; fi
+  return $rc
+}
+
 # install_package_extension PACKAGE: Debian installs an extension package
 # (postgresql-15-partman) into the system's PostgreSQL; when PG_BIN is
 # another installation, copy the package's extension scripts and libraries

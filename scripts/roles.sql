@@ -17,7 +17,8 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON p2pay.review_claims TO p2pay_analyst;
 GRANT EXECUTE ON FUNCTION p2pay.resolve(uuid, p2pay.decision, text),
                           p2pay.score(uuid, uuid, numeric, char, uuid, timestamptz),
                           p2pay.backtest(timestamptz, timestamptz, jsonb),
-                          p2pay.rule_stats_read() TO p2pay_analyst;
+                          p2pay.rule_stats_read(),
+                          p2pay.decision_stats_read() TO p2pay_analyst;
 
 -- Admins: rules, thresholds and lists, besides what analysts do.
 CREATE ROLE p2pay_admin NOLOGIN IN ROLE p2pay_analyst;
@@ -25,4 +26,5 @@ GRANT UPDATE ON p2pay.rules, p2pay.settings TO p2pay_admin;
 GRANT INSERT, UPDATE, DELETE ON p2pay.blocklist, p2pay.allowlist, p2pay.snoozes TO p2pay_admin;
 GRANT INSERT ON p2pay.currencies, p2pay.payment_methods TO p2pay_admin;
 GRANT EXECUTE ON FUNCTION p2pay.snooze(text, uuid, timestamptz, text),
-                          p2pay.rule_stats_reset() TO p2pay_admin;
+                          p2pay.rule_stats_reset(),
+                          p2pay.decision_stats_reset() TO p2pay_admin;

@@ -19,6 +19,8 @@ ensure_packages build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_M
   postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl python3-psycopg2 \
   librdkafka-dev libmicrohttpd-dev postgresql-$PG_MAJOR-partman curl openssl chromium
 install_package_extension postgresql-$PG_MAJOR-partman
+# t/017_monitoring.pl runs the exporter itself, on a port of its own.
+ensure_packages_no_service prometheus-postgres-exporter
 # Node.js and npm: the OpenAPI validator, Swagger UI and the browser tests'
 # driver (http/package.json).  A machine that has them from elsewhere keeps
 # them.

@@ -1,8 +1,9 @@
 -- p2pay.rule_stats: per rule, how often it was evaluated and fired, and how
 -- long it took, counted in shared memory (the test cluster preloads p2pay).
--- The figures are cluster-wide and this file runs alone, so after a reset
--- they count exactly the payments below.  Times vary: only their relations
--- are shown.
+-- The figures are this database's and this file runs alone in it, so after
+-- a reset they count exactly the payments below.  Times vary: only their
+-- relations are shown.  Then p2pay.decision_stats: the decisions of
+-- committed payments.
 CREATE EXTENSION p2pay;
 SET TimeZone = 'UTC';
 
@@ -80,6 +81,75 @@ SELECT sum(evaluations) AS evaluations, sum(fires) AS fires,
        bool_and(since > :'first_since') AS since_moved
   FROM p2pay.rule_stats;
 
-DROP VIEW counts;
-DROP FUNCTION pay(int, int, numeric, timestamptz, int), u(int), method(int);
+-- The figures are this database's own block, not the overflow block.
+SELECT DISTINCT overflow FROM p2pay.rule_stats;
+
+-- p2pay.decision_stats: per decision, the payments committed with it.  A
+-- reset zeroes the three counters and restarts since.
+SELECT p2pay.decision_stats_reset();
+SELECT decision, payments, overflow, since > :'first_since' AS since_moved
+  FROM p2pay.decision_stats;
+
+CREATE FUNCTION decide(payer int, payee int, amount numeric, at timestamptz)
+RETURNS p2pay.decision LANGUAGE sql AS $$
+  INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  VALUES (u(payer), u(payee), amount, 'USD', method(1), at)
+  RETURNING decision
+$$;
+CREATE VIEW decisions AS SELECT decision, payments FROM p2pay.decision_stats;
+INSERT INTO p2pay.blocklist (user_id, reason) VALUES (u(4), 'decision_stats test');
+
+-- One payment of each decision: a small one is approved, a new account's
+-- large one reviewed, one to a blocklisted payee declined.
+SELECT decide(1, 3, 10, :T + interval '3 minutes');
+SELECT decide(5, 1, 2000, :T + interval '3 minutes');
+SELECT decide(2, 4, 10, :T + interval '3 minutes');
+SELECT * FROM decisions;
+
+-- Counted at commit: not before, and never for a rolled-back transaction.
+BEGIN;
+SELECT decide(1, 3, 11, :T + interval '4 minutes');
+SELECT payments AS approved_before_commit FROM decisions WHERE decision = 'approve';
+ROLLBACK;
+SELECT * FROM decisions;
+
+-- Within a transaction: a payment in a savepoint rolled back is not
+-- counted; those in released savepoints (nested) and outside are.
+BEGIN;
+SAVEPOINT a;
+SELECT decide(2, 4, 12, :T + interval '5 minutes');
+ROLLBACK TO SAVEPOINT a;
+SAVEPOINT b;
+SELECT decide(1, 3, 13, :T + interval '5 minutes');
+SAVEPOINT c;
+SELECT decide(2, 4, 14, :T + interval '5 minutes');
+RELEASE SAVEPOINT c;
+SAVEPOINT d;
+SELECT decide(1, 3, 15, :T + interval '5 minutes');
+ROLLBACK TO SAVEPOINT d;
+RELEASE SAVEPOINT b;
+SELECT decide(5, 1, 2001, :T + interval '5 minutes');
+COMMIT;
+SELECT * FROM decisions;
+
+-- The counts are those of the payments stored since the reset.
+SELECT d.decision, d.payments = count(p.id) AS matches_payments
+  FROM p2pay.decision_stats d
+  LEFT JOIN p2pay.payments p
+    ON p.decision::text = d.decision AND p.created_at >= :T + interval '3 minutes'
+ GROUP BY d.decision, d.payments
+ ORDER BY d.decision;
+
+-- Each reset is its own: rule_stats_reset() leaves the decisions, and
+-- decision_stats_reset() the rules.
+SELECT p2pay.rule_stats_reset();
+SELECT * FROM decisions;
+SELECT decide(1, 3, 16, :T + interval '6 minutes');
+SELECT p2pay.decision_stats_reset();
+SELECT * FROM decisions;
+SELECT evaluations FROM p2pay.rule_stats WHERE rule = 'facts';
+
+DROP VIEW counts, decisions;
+DROP FUNCTION pay(int, int, numeric, timestamptz, int), decide(int, int, numeric, timestamptz),
+  u(int), method(int);
 DROP EXTENSION p2pay;

@@ -13,6 +13,7 @@
 
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 PG_MODULE_MAGIC;
@@ -143,6 +144,18 @@ _PG_init(void)
 							 PGC_USERSET,
 							 0,
 							 check_delete_mode, NULL, NULL);
+	/* Sized at start: defined only when preloaded (a later load can't). */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("p2pay.stats_databases",
+								"How many databases keep statistics of their own.",
+								"Each database that uses p2pay takes a block of shared memory for rule_stats and "
+								"decision_stats, reserved at server start; further databases share one overflow block, "
+								"which their views report.  Needs p2pay in shared_preload_libraries.",
+								&p2pay_stats_databases,
+								64, 1, 4096,
+								PGC_POSTMASTER,
+								0,
+								NULL, NULL, NULL);
 	MarkGUCPrefixReserved("p2pay");
 
 	p2pay_config_register_callbacks();

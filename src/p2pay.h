@@ -282,7 +282,9 @@ extern const char *p2pay_rule_mode_name(RuleMode mode);
 /* stats.c: per-rule statistics in shared memory; slot STATS_FACTS counts
  * the reading of the facts that all rules share */
 #define STATS_FACTS RULE_COUNT
+extern int	p2pay_stats_databases;
 extern void p2pay_stats_count(int slot, bool fired, int64 nanoseconds);
+extern void p2pay_stats_count_decision(int decision);
 extern bool p2pay_stats_enabled(void);
 extern void p2pay_stats_init(void);
 

@@ -591,6 +591,7 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 
 	/* 4. write */
 	tup = write_verdict(tup, desc, attnums, &facts, &verdict, version);
+	p2pay_stats_count_decision(verdict.decision);
 	if (assign_id)
 	{
 		bool		null = false;

@@ -8,6 +8,15 @@
 #   rule that is off none, the facts one reading per payment, and each rule's
 #   fires equal the payments that carry it among their reasons (or shadow
 #   reasons);
+# - p2pay.decision_stats counts, per decision, the payments committed with
+#   it, from every session: it equals the payments table's count;
+# - each database sees and resets only its own figures: inserts in one
+#   database move nothing in another, a rolled-back insert is evaluated but
+#   is no decision, a reset in one database leaves the other's counts;
+# - the block of a dropped database goes to the next database that needs
+#   one; with more databases than p2pay.stats_databases, the databases
+#   beyond share the overflow block and say so (column overflow, a LOG
+#   line), and stay there;
 # - without the preload, p2pay.rule_stats and p2pay.rule_stats_reset() fail
 #   with SQLSTATE 55000 and a hint saying how to preload, while inserting and
 #   scoring payments work as ever.
@@ -85,6 +94,15 @@ for my $s (0 .. $SESSIONS - 1)
 my $total = $SESSIONS * $PAYMENTS;
 is(query('SELECT count(*) FROM p2pay.payments'), $total, "$total payments are stored");
 
+is( query(
+		"SELECT string_agg(d.decision || ' ' || d.payments || ' ' || p.n, ', ' ORDER BY d.decision)
+		   FROM p2pay.decision_stats d,
+		        LATERAL (SELECT count(*) AS n FROM p2pay.payments WHERE decision::text = d.decision) p
+		  WHERE d.payments <> p.n"),
+	'', 'decision_stats counts each decision as often as the payments carry it');
+is(query('SELECT sum(payments) FROM p2pay.decision_stats'),
+	$total, "decision_stats counts the $total payments");
+
 my $evaluated = query("SELECT count(*) FROM p2pay.rules WHERE mode <> 'off'");
 is($evaluated, '15', 'all rules but one are evaluated');
 is( query("SELECT sum(evaluations) FROM p2pay.rule_stats WHERE rule <> 'facts'"),
@@ -135,7 +153,116 @@ is($bg->query_safe('SELECT sum(evaluations) + sum(fires) FROM p2pay.rule_stats')
 	'0', 'a reset in one session zeroes the figures another session reads');
 $bg->quit;
 
+###########################################################################
+# a2. Per database: two databases of one server count apart.
+###########################################################################
+my $db2 = 'p2pay_stats_other';
+P2payNode::create_db($node, $db2);
+P2payNode::seed_users($node, $db2, 4);
+sub query2 { return $node->safe_psql($db2, $_[0]); }
+sub figures
+{
+	my ($dbname) = @_;
+	return $node->safe_psql($dbname,
+		"SELECT (SELECT evaluations FROM p2pay.rule_stats WHERE rule = 'facts') || ' '
+		     || (SELECT string_agg(decision || '=' || payments, ',' ORDER BY decision)
+		           FROM p2pay.decision_stats)");
+}
+query('SELECT p2pay.decision_stats_reset()');
+query2('SELECT p2pay.rule_stats_reset(); SELECT p2pay.decision_stats_reset()');
+is(figures($db), '0 approve=0,decline=0,review=0', "$db starts from zero");
+
+# Three payments in the other database: two approved, one under review.
+query2(
+	"INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+	 VALUES (uid(1), uid(2), 10, 'USD', '$BANK'), (uid(2), uid(3), 20, 'USD', '$BANK'),
+	        (uid(3), uid(4), 15000, 'USD', '$BANK')");
+is(figures($db2), '3 approve=2,decline=0,review=1', "$db2 counts its three payments");
+is(figures($db), '0 approve=0,decline=0,review=0', "$db sees none of $db2\'s payments");
+is(query2('SELECT DISTINCT overflow FROM p2pay.rule_stats'), 'f', "$db2 has a block of its own");
+
+# A rolled-back insert was evaluated, but is no decision.
+query2(
+	"BEGIN;
+	 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+	 VALUES (uid(4), uid(1), 15000, 'USD', '$BANK');
+	 ROLLBACK;");
+is(figures($db2), '4 approve=2,decline=0,review=1',
+	'a rolled-back insert counts an evaluation and no decision');
+
+# One payment in the first database, then a reset in the other: only the
+# other's figures go back to zero.  (Its decision depends on the history.)
+my $decided = query(
+	"INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+	 VALUES (uid(1), uid(2), 10, 'USD', '$BANK') RETURNING decision");
+my %one = (approve => 0, decline => 0, review => 0, $decided => 1);
+my $one = '1 ' . join(',', map { "$_=$one{$_}" } sort keys %one);
+is(figures($db), $one, "$db counts its own payment ($decided)");
+query2('SELECT p2pay.rule_stats_reset(); SELECT p2pay.decision_stats_reset()');
+is(figures($db2), '0 approve=0,decline=0,review=0', "a reset in $db2 zeroes $db2");
+is(figures($db), $one, "and leaves $db\'s figures");
+
 $node->stop;
+
+###########################################################################
+# a3. More databases than blocks: two blocks (p2pay.stats_databases = 2).
+###########################################################################
+my $small = P2payNode::new_node('two_blocks', 'first', 'p2pay.stats_databases = 2');
+is($small->safe_psql('first', 'SHOW p2pay.stats_databases'), '2', 'two blocks are reserved');
+for my $d ('second', 'third', 'fourth', 'fifth')
+{
+	P2payNode::create_db($small, $d);
+}
+for my $d ('first', 'second', 'third', 'fourth', 'fifth')
+{
+	P2payNode::seed_users($small, $d, 2);
+}
+sub pay_in
+{
+	my ($dbname) = @_;
+	$small->safe_psql($dbname,
+		"INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+		 VALUES (uid(1), uid(2), 10, 'USD', '$BANK')");
+	return;
+}
+# facts evaluations, overflow (rule_stats), approved, overflow (decision_stats)
+sub stats_in
+{
+	my ($dbname) = @_;
+	return $small->safe_psql($dbname,
+		"SELECT s.evaluations || ' ' || s.overflow || ' ' || d.payments || ' ' || d.overflow
+		   FROM p2pay.rule_stats s, p2pay.decision_stats d
+		  WHERE s.rule = 'facts' AND d.decision = 'approve'");
+}
+pay_in('first');
+pay_in('second');
+is(stats_in('first'),  '1 false 1 false', 'the first database takes a block');
+is(stats_in('second'), '1 false 1 false', 'the second takes the other');
+
+# The first is dropped: its block goes, from zero, to the next database
+# that needs one.
+$small->safe_psql('postgres', 'DROP DATABASE first');
+pay_in('third');
+is(stats_in('third'), '1 false 1 false', 'a dropped database\'s block goes to the third');
+
+# No block left: the fourth and fifth share the overflow block, and say so.
+my $log_offset = -s $small->logfile;
+pay_in('fourth');
+pay_in('fifth');
+is(stats_in('fourth'), '2 true 2 true', 'the fourth and fifth share the overflow block, and their views say so');
+is(stats_in('fifth'),  '2 true 2 true', 'the same figures in the fifth');
+ok( $small->log_contains(
+		'p2pay statistics of database "fourth" share the overflow block', $log_offset),
+	'the server log names the database that went to the overflow block');
+is(stats_in('second'), '1 false 1 false', 'the second database\'s figures stay its own');
+is(stats_in('third'),  '1 false 1 false', 'and the third\'s');
+
+# Once a database counts in the overflow block, a dropped database's block
+# is not taken back: the fourth and fifth go on counting in one block.
+$small->safe_psql('postgres', 'DROP DATABASE second');
+pay_in('fifth');
+is(stats_in('fifth'), '3 true 3 true', 'after the overflow, the fifth stays in the overflow block');
+$small->stop;
 
 ###########################################################################
 # b. Not preloaded: the statistics say how to get them; the rest works.
@@ -163,6 +290,13 @@ like(
 	$err,
 	qr/ERROR:  55000: p2pay\.rule_stats_reset\(\) needs p2pay in shared_preload_libraries/,
 	'with 55000 too');
+
+($ret, $out, $err) = $plain->psql($db,
+	"\\set VERBOSITY verbose\nSELECT * FROM p2pay.decision_stats");
+like(
+	$err,
+	qr/ERROR:  55000: p2pay\.decision_stats needs p2pay in shared_preload_libraries/,
+	'reading p2pay.decision_stats fails with 55000 too');
 
 is( $plain->safe_psql(
 		$db,

@@ -719,7 +719,8 @@ CREATE OR REPLACE FUNCTION p2pay.rules_at(version bigint) RETURNS jsonb
 	[
 		'a view',
 		q{CREATE OR REPLACE VIEW p2pay.rule_stats AS
-            SELECT * FROM p2pay.rule_stats_read() WHERE evaluations >= 0}
+            SELECT r.*, p2pay.stats_overflow() AS overflow
+              FROM p2pay.rule_stats_read() r WHERE evaluations >= 0}
 	],
 	[ 'the replica identity', q{ALTER TABLE p2pay.payments REPLICA IDENTITY DEFAULT} ],
 	[ 'an enum label',      q{ALTER TYPE p2pay.rule_mode ADD VALUE 'paused'} ],

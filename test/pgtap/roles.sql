@@ -16,7 +16,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION p2pay;
 
-SELECT plan(90);
+SELECT plan(93);
 
 ------------------------------------------------------------------------------
 -- The roles, as the README grants them: scripts/roles.sql holds the
@@ -38,6 +38,8 @@ SELECT is(has_function_privilege('p2pay_admin', 'p2pay.backtest(timestamptz, tim
           true, 'admins may run backtest(), as analysts');
 SELECT is(has_function_privilege('p2pay_admin', 'p2pay.rule_stats_reset()', 'EXECUTE'),
           true, 'admins may run rule_stats_reset()');
+SELECT is(has_function_privilege('p2pay_admin', 'p2pay.decision_stats_reset()', 'EXECUTE'),
+          true, 'admins may run decision_stats_reset()');
 
 ------------------------------------------------------------------------------
 -- The application
@@ -118,6 +120,10 @@ SELECT throws_ok($$SELECT * FROM p2pay.score('00000000-0000-4000-8000-0000000e00
                  '42501', NULL, 'the application cannot run score(), whose verdict would reveal the lists');
 SELECT throws_ok($$SELECT * FROM p2pay.rule_stats_read()$$,
                  '42501', NULL, 'the application cannot read the rule statistics through their function');
+SELECT throws_ok($$SELECT * FROM p2pay.decision_stats_read()$$,
+                 '42501', NULL, 'the application cannot read the decision statistics through their function');
+SELECT throws_ok($$SELECT p2pay.decision_stats_reset()$$,
+                 '42501', NULL, 'the application cannot run decision_stats_reset()');
 SELECT throws_ok($$UPDATE p2pay.payments SET decision = 'approve'
                     WHERE transaction_id = '00000000-0000-4000-8000-0000000ea002'$$,
                  '42501', NULL, 'the application cannot update a payment''s decision');
