@@ -28,6 +28,8 @@ use warnings;
 
 use lib 't/lib';
 
+use FindBin;
+use IPC::Run;
 use JSON::PP;
 use P2payNode;
 use PostgreSQL::Test::Cluster;
@@ -105,6 +107,17 @@ sub sqlstate_of
 	my ($rc, $out, $err) =
 	  $node->psql($db, "$sql;\n\\echo :LAST_ERROR_SQLSTATE", on_error_stop => 0);
 	return $out;
+}
+
+my $forwarder = "$FindBin::RealBin/../tools/p2pay-forward";
+
+# Run p2pay-forward with ARGS to its end: exit status and stderr.
+sub forward
+{
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ $forwarder, @_ ], '>', \$out, '2>', \$err,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	return ($? >> 8, $err);
 }
 
 # ---------------------------------------------------------------------------
@@ -187,6 +200,21 @@ else
 }
 unlike(slurp_file($standby->logfile), qr/TRAP|server process .* was terminated/,
 	'standby: no backend crashed');
+
+# p2pay-forward --failover: only with --create-slot, only on 17.
+my ($status, $ferr) = forward('-d', $primary->connstr($db), '-S', 'fwd', '--failover', '--to', 'stdout');
+is($status, 2, 'forward: --failover without --create-slot is a usage error');
+like($ferr, qr/--failover is how --create-slot makes the slot/, 'forward: it says so');
+if ($primary->safe_psql($db, 'SHOW server_version_num') < 170000)
+{
+	($status, $ferr) = forward('-d', $primary->connstr($db), '-S', 'fwd', '--create-slot',
+		'--failover', '--to', 'stdout');
+	is($status, 1, 'forward: --failover before 17 fails');
+	like($ferr, qr/--failover needs PostgreSQL 17 or later.*flagged_since/s,
+		'forward: it says why, and what to do instead');
+	is($primary->safe_psql($db, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'fwd'"),
+		'0', 'forward: and creates no slot');
+}
 
 # ---------------------------------------------------------------------------
 # c. A promotion, and the catch-up from payments
@@ -286,7 +314,7 @@ is($mismatch, 0, 'catch-up: each line carries its row');
 
 SKIP:
 {
-	skip 'failover slots (sync_replication_slots) need PostgreSQL 17 or later', 6
+	skip 'failover slots (sync_replication_slots) need PostgreSQL 17 or later', 8
 	  if $standby->safe_psql('postgres', 'SHOW server_version_num') < 170000;
 
 	my $p17 = P2payNode::start_node('primary17',
@@ -311,8 +339,20 @@ synchronized_standby_slots = ''
 	$s17->start;
 	$p17->wait_for_replay_catchup($s17);
 
-	$p17->safe_psql($db,
-		"SELECT pg_create_logical_replication_slot('consumer', 'p2pay', failover => true)");
+	# p2pay-forward --create-slot --failover makes the slot, and stops
+	# (SIGTERM) before anything is paid; the test reads the slot in SQL.
+	my $fwd = IPC::Run::start(
+		[ $forwarder, '-d', $p17->connstr($db), '-S', 'consumer', '--create-slot', '--failover',
+		  '--to', "${PostgreSQL::Test::Utils::tmp_check}/fwd17.out" ],
+		'>', \my $fout, '2>', \my $ferr17,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+	ok($p17->poll_query_until($db,
+			"SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = 'consumer'"),
+		'17: p2pay-forward --create-slot --failover creates the slot');
+	$fwd->signal('TERM');
+	$fwd->finish;
+	is($p17->safe_psql($db, "SELECT failover FROM pg_replication_slots WHERE slot_name = 'consumer'"),
+		't', '17: a failover slot') or diag($ferr17);
 	$p17->safe_psql($db, pay_sql(6, 1));
 	my $before = events($p17->safe_psql($db,
 		"SELECT data FROM pg_logical_slot_get_changes('consumer', NULL, NULL)"));
