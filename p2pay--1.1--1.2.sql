@@ -941,3 +941,109 @@ END $$;
 REVOKE ALL ON FUNCTION @extschema@.grant_monitoring(name) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.grant_monitoring(name) IS
   'Give a role what p2pay''s monitoring queries (monitoring/queries.yaml) need in this database: usage of the schema, the statistics views and their functions, and review_queue(); with pg_monitor (slot lag, table sizes) nothing else.  Run by the extension''s owner or a superuser, once per database.';
+
+------------------------------------------------------------------------------
+-- Catching up after a failover: the flagged payments committed after a time
+------------------------------------------------------------------------------
+
+-- A time as the stream writes it: "2026-11-26T03:00:00.123456Z", ISO 8601,
+-- UTC, microseconds; infinities as strings; null as null.
+CREATE FUNCTION @extschema@.stream_time(t timestamptz) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN t IS NULL THEN 'null'
+              WHEN t OPERATOR(pg_catalog.=) '-infinity'::pg_catalog.timestamptz THEN '"-infinity"'
+              WHEN t OPERATOR(pg_catalog.=) 'infinity'::pg_catalog.timestamptz THEN '"infinity"'
+              ELSE '"' OPERATOR(pg_catalog.||)
+                   pg_catalog.to_char(pg_catalog.timezone('UTC', t), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                   OPERATOR(pg_catalog.||) '"'
+         END
+$$;
+COMMENT ON FUNCTION @extschema@.stream_time(timestamptz) IS
+  'A time as the stream (output plugin p2pay) writes it in JSON: ISO 8601, UTC, microseconds.';
+
+-- A consumer of the stream whose slot is lost (before PostgreSQL 17 a
+-- promoted standby has no copy of the old primary's logical slots) creates
+-- a slot on the new primary and reads from this what the old slot had not
+-- delivered.  A row's commit time is the commit timestamp of its xmin: the
+-- very commit_time the stream wrote for it, where created_at is the
+-- client's and says nothing of when the row became visible.  A resolved
+-- payment's current row was written by resolve(), so the decision its
+-- flagged event carried is read back from decision_log.  The scan walks the
+-- ids (identity values, taken in insert order) down from the newest and
+-- stops at the first row whose commit is known to be at or before since -
+-- max_transaction_age: every row below it was inserted before that, by a
+-- transaction that, to commit after since, would have stayed open longer
+-- than max_transaction_age.
+CREATE FUNCTION @extschema@.flagged_since(since timestamptz,
+                                          min_decision @extschema@.decision DEFAULT 'review',
+                                          max_transaction_age interval DEFAULT '1 day')
+  RETURNS SETOF text
+  LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+  SET search_path = pg_catalog, pg_temp SET extra_float_digits = 1 AS $$
+DECLARE
+  floor_id bigint;
+BEGIN
+  IF since IS NULL OR min_decision IS NULL OR max_transaction_age IS NULL THEN
+    RAISE EXCEPTION 'flagged_since() takes no null argument'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'since is the commit_time of the last event the consumer processed.';
+  END IF;
+  IF pg_catalog.current_setting('track_commit_timestamp') <> 'on' THEN
+    RAISE EXCEPTION 'flagged_since() needs track_commit_timestamp'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = 'A payment''s commit time is its transaction''s commit timestamp, which the server records only with track_commit_timestamp on.',
+            HINT = 'Set track_commit_timestamp = on on the primary and its standbys (a restart); payments committed while it was off have no commit time and are never returned.';
+  END IF;
+  IF min_decision NOT IN ('review', 'decline') THEN
+    RAISE EXCEPTION 'min_decision must be review or decline, not %', min_decision
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF since IN ('infinity', '-infinity') THEN
+    RAISE EXCEPTION 'since must be a finite time, not %', since
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF max_transaction_age < interval '0' THEN
+    RAISE EXCEPTION 'max_transaction_age must not be negative, not %', max_transaction_age
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+
+  SELECT p.id INTO floor_id
+    FROM @extschema@.payments p
+   WHERE pg_catalog.pg_xact_commit_timestamp(p.xmin) <= since - max_transaction_age
+   ORDER BY p.id DESC
+   LIMIT 1;
+
+  RETURN QUERY
+  SELECT '{"event":"flagged"'
+         || ',"transaction_id":' || coalesce(pg_catalog.to_json(r.transaction_id::text)::text, 'null')
+         || ',"payer_id":' || coalesce(pg_catalog.to_json(r.payer_id::text)::text, 'null')
+         || ',"payee_id":' || coalesce(pg_catalog.to_json(r.payee_id::text)::text, 'null')
+         || ',"amount":' || coalesce(pg_catalog.to_json(r.amount::text)::text, 'null')
+         || ',"currency":' || coalesce(pg_catalog.to_json(r.currency::text)::text, 'null')
+         || ',"payment_method_id":' || coalesce(pg_catalog.to_json(r.payment_method_id::text)::text, 'null')
+         || ',"created_at":' || @extschema@.stream_time(r.created_at)
+         || ',"risk_score":' || CASE WHEN r.risk_score IS NULL
+                                      OR r.risk_score IN ('NaN', 'Infinity', '-Infinity') THEN 'null'
+                                     ELSE r.risk_score::text END
+         || ',"decision":' || pg_catalog.to_json(r.first_decision::text)::text
+         || ',"reasons":' || coalesce(pg_catalog.to_json(r.reasons)::text, 'null')
+         || ',"xid":null,"lsn":null'
+         || ',"commit_time":' || @extschema@.stream_time(r.commit_time)
+         || '}'
+    FROM (SELECT p.id, p.transaction_id, p.payer_id, p.payee_id, p.amount, p.currency,
+                 p.payment_method_id, p.created_at, p.risk_score, p.reasons, c.commit_time,
+                 coalesce((SELECT l.old_decision FROM @extschema@.decision_log l
+                            WHERE l.transaction_id = p.transaction_id
+                            ORDER BY l.id LIMIT 1), p.decision) AS first_decision
+            FROM @extschema@.payments p,
+                 LATERAL (SELECT pg_catalog.pg_xact_commit_timestamp(p.xmin) AS commit_time) c
+           WHERE (floor_id IS NULL OR p.id > floor_id)
+             AND c.commit_time > since) r
+   WHERE r.first_decision >= min_decision
+   ORDER BY r.commit_time, r.id;
+END $$;
+COMMENT ON FUNCTION @extschema@.flagged_since(timestamptz, @extschema@.decision, interval) IS
+  'After a failover: the flagged events (first decision at least min_decision) of the payments whose rows were committed after since, oldest commit first, as the stream writes them (xid and lsn null, commit_time the row''s commit timestamp); needs track_commit_timestamp; max_transaction_age bounds how long a transaction that inserts payments stays open.';
+-- It reads every payment: for analysts and a consumer's role it is granted
+-- to, not for every role.
+REVOKE ALL ON FUNCTION @extschema@.flagged_since(timestamptz, @extschema@.decision, interval) FROM PUBLIC;

@@ -139,6 +139,8 @@ start_cluster() {
     echo "max_replication_slots = 10"
     echo "max_wal_senders = 10"
     echo "fsync = off"
+    # p2pay.flagged_since() reads commit timestamps.
+    echo "track_commit_timestamp = on"
     # p2pay.rule_stats keeps its counters in shared memory, reserved at start.
     echo "shared_preload_libraries = 'p2pay'"
     if has_output_plugin_libraries; then

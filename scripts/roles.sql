@@ -18,7 +18,8 @@ GRANT EXECUTE ON FUNCTION p2pay.resolve(uuid, p2pay.decision, text),
                           p2pay.score(uuid, uuid, numeric, char, uuid, timestamptz),
                           p2pay.backtest(timestamptz, timestamptz, jsonb),
                           p2pay.rule_stats_read(),
-                          p2pay.decision_stats_read() TO p2pay_analyst;
+                          p2pay.decision_stats_read(),
+                          p2pay.flagged_since(timestamptz, p2pay.decision, interval) TO p2pay_analyst;
 
 -- Admins: rules, thresholds and lists, besides what analysts do.
 CREATE ROLE p2pay_admin NOLOGIN IN ROLE p2pay_analyst;

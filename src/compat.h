@@ -9,6 +9,7 @@
 #include "postgres.h"
 #include "access/genam.h"
 #include "access/heapam.h"
+#include "catalog/dependency.h"
 #include "utils/guc.h"
 
 /* MarkGUCPrefixReserved appeared in 15; older versions only warn. */
@@ -105,5 +106,23 @@ p2pay_heap_update(Relation rel, ItemPointer otid, HeapTuple tup, CommandId cid,
 #define p2pay_index_insert(index, values, isnull, tid, heap, check, unchanged, info) \
 	index_insert((index), (values), (isnull), (tid), (heap), (check), (info))
 #endif
+
+/*
+ * The sequence of an identity column (trigger.c): 17 takes the open
+ * relation, earlier versions its oid.
+ */
+static inline Oid
+p2pay_identity_sequence(Oid relid, AttrNumber attnum)
+{
+#if PG_VERSION_NUM >= 170000
+	Relation	rel = relation_open(relid, AccessShareLock);
+	Oid			seq = getIdentitySequence(rel, attnum, true);
+
+	relation_close(rel, AccessShareLock);
+	return seq;
+#else
+	return getIdentitySequence(relid, attnum, true);
+#endif
+}
 
 #endif							/* P2PAY_COMPAT_H */

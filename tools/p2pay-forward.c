@@ -102,6 +102,7 @@ typedef struct Forwarder
 	char	  **plugin_opts;
 	int			nplugin_opts;
 	bool		create_slot;
+	bool		failover;		/* --create-slot makes a failover slot (17) */
 	bool		verbose;
 	int64_t		progress_usecs; /* --status-interval; 0: none */
 	int64_t		connect_usecs;	/* --connect-timeout */
@@ -241,6 +242,8 @@ usage(void)
 		   "                            is added (env P2PAY_DSN; libpq's PG* variables apply)\n"
 		   "  -S, --slot SLOT           the logical replication slot to read (env P2PAY_SLOT)\n"
 		   "      --create-slot         create the slot, with output plugin p2pay, if missing\n"
+		   "      --failover            with --create-slot: a failover slot, which a standby\n"
+		   "                            with sync_replication_slots takes over (PostgreSQL 17)\n"
 		   "  -o, --option NAME=VALUE   an option of the p2pay output plugin, e.g.\n"
 		   "                            -o min-decision=decline; repeatable\n\n"
 		   "Sink:\n"
@@ -875,10 +878,20 @@ pg_start(Forwarder *f, char *err, size_t errlen, bool *fatal)
 			*fatal = true;
 			goto fail;
 		}
+		if (f->failover && PQserverVersion(f->conn) < 170000)
+		{
+			snprintf(err, errlen,
+					 "--failover needs PostgreSQL 17 or later, not %d\n"
+					 "Without failover, a consumer catches up after a promotion with"
+					 " p2pay.flagged_since() (README: Standbys and failover).",
+					 PQserverVersion(f->conn) / 10000);
+			*fatal = true;
+			goto fail;
+		}
 		if ((cmd = malloc(2 * strlen(f->slot) + 64)) == NULL)
 			die("out of memory");
 		strcpy(append_quoted(cmd + sprintf(cmd, "CREATE_REPLICATION_SLOT "), f->slot, '"'),
-			   " LOGICAL p2pay");
+			   f->failover ? " LOGICAL p2pay (FAILOVER)" : " LOGICAL p2pay");
 		res = PQexec(f->conn, cmd);
 		free(cmd);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
@@ -1255,7 +1268,7 @@ main(int argc, char **argv)
 {
 	enum
 	{
-		OPT_TO = 256, OPT_CREATE_SLOT, OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT,
+		OPT_TO = 256, OPT_CREATE_SLOT, OPT_FAILOVER, OPT_CONNECT_TIMEOUT, OPT_DRAIN_TIMEOUT,
 		OPT_MAX_IN_FLIGHT, OPT_MOCK_DUMP, OPT_MOCK_OUTAGE, OPT_MOCK_FAIL
 	};
 	static const struct option long_options[] = {
@@ -1269,6 +1282,7 @@ main(int argc, char **argv)
 		{"help", no_argument, NULL, 'h'},
 		{"to", required_argument, NULL, OPT_TO},
 		{"create-slot", no_argument, NULL, OPT_CREATE_SLOT},
+		{"failover", no_argument, NULL, OPT_FAILOVER},
 		{"connect-timeout", required_argument, NULL, OPT_CONNECT_TIMEOUT},
 		{"drain-timeout", required_argument, NULL, OPT_DRAIN_TIMEOUT},
 		{"max-in-flight", required_argument, NULL, OPT_MAX_IN_FLIGHT},
@@ -1344,6 +1358,9 @@ main(int argc, char **argv)
 			case OPT_CREATE_SLOT:
 				f.create_slot = true;
 				break;
+			case OPT_FAILOVER:
+				f.failover = true;
+				break;
 			case OPT_CONNECT_TIMEOUT:
 				f.connect_usecs = parse_seconds(optarg, "connect timeout", 86400);
 				break;
@@ -1386,6 +1403,8 @@ main(int argc, char **argv)
 		bad_usage("too many arguments, starting with \"%s\"", argv[optind]);
 	if (f.slot == NULL || f.slot[0] == '\0')
 		bad_usage("no slot given: name the logical replication slot with --slot (or P2PAY_SLOT)");
+	if (f.failover && !f.create_slot)
+		bad_usage("--failover is how --create-slot makes the slot: give both");
 
 	if (f.to != NULL)
 	{

@@ -16,7 +16,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION p2pay;
 
-SELECT plan(93);
+SELECT plan(95);
 
 ------------------------------------------------------------------------------
 -- The roles, as the README grants them: scripts/roles.sql holds the
@@ -40,6 +40,8 @@ SELECT is(has_function_privilege('p2pay_admin', 'p2pay.rule_stats_reset()', 'EXE
           true, 'admins may run rule_stats_reset()');
 SELECT is(has_function_privilege('p2pay_admin', 'p2pay.decision_stats_reset()', 'EXECUTE'),
           true, 'admins may run decision_stats_reset()');
+SELECT is(has_function_privilege('p2pay_analyst', 'p2pay.flagged_since(timestamptz, p2pay.decision, interval)', 'EXECUTE'),
+          true, 'analysts may run flagged_since(), a consumer''s catch-up after a failover');
 
 ------------------------------------------------------------------------------
 -- The application
@@ -124,6 +126,8 @@ SELECT throws_ok($$SELECT * FROM p2pay.decision_stats_read()$$,
                  '42501', NULL, 'the application cannot read the decision statistics through their function');
 SELECT throws_ok($$SELECT p2pay.decision_stats_reset()$$,
                  '42501', NULL, 'the application cannot run decision_stats_reset()');
+SELECT throws_ok($$SELECT * FROM p2pay.flagged_since(now() - interval '1 hour')$$,
+                 '42501', NULL, 'the application cannot run flagged_since(), which reads every flagged payment');
 SELECT throws_ok($$UPDATE p2pay.payments SET decision = 'approve'
                     WHERE transaction_id = '00000000-0000-4000-8000-0000000ea002'$$,
                  '42501', NULL, 'the application cannot update a payment''s decision');
