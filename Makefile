@@ -107,6 +107,27 @@ install: install-monitoring
 install-monitoring:
 	$(MKDIR_P) '$(DESTDIR)$(MONITORING_DIR)'
 	$(INSTALL_DATA) monitoring/queries.yaml '$(DESTDIR)$(MONITORING_DIR)/'
+# The programs go next to PostgreSQL's own (pg_config --bindir), which is
+# not on PATH on Debian (/usr/lib/postgresql/15/bin): make install also
+# links them into BIN_LINK_DIR, /usr/local/bin unless told otherwise
+# (BIN_LINK_DIR= makes no links).  A file there that is not a link is left
+# alone, and make uninstall removes only links to this installation.
+TOOLS        = p2pay-stream p2pay-forward p2pay-http
+BIN_LINK_DIR = /usr/local/bin
+install: install-links
+.PHONY: install-links
+install-links:
+ifneq ($(BIN_LINK_DIR),)
+	$(MKDIR_P) '$(DESTDIR)$(BIN_LINK_DIR)'
+	@for p in $(TOOLS); do \
+	  link='$(DESTDIR)$(BIN_LINK_DIR)/'$$p; \
+	  if [ -e "$$link" ] && [ ! -L "$$link" ]; then \
+	    echo "warning: $$link exists and is not a link: left as it is" >&2; \
+	  else \
+	    echo "ln -sfn '$(bindir)/$$p' $$link"; ln -sfn '$(bindir)/'$$p "$$link"; \
+	  fi; \
+	done
+endif
 
 # PGXS uninstalls SCRIPTS_built by their path in the tree (bin/tools/...).
 uninstall: uninstall-tools
@@ -116,12 +137,26 @@ uninstall-tools:
 	rm -rf '$(DESTDIR)$(HTTP_DIR)'
 	rm -f '$(DESTDIR)$(MONITORING_DIR)/queries.yaml'
 	-rmdir '$(DESTDIR)$(MONITORING_DIR)'
+ifneq ($(BIN_LINK_DIR),)
+	@for p in $(TOOLS); do \
+	  link='$(DESTDIR)$(BIN_LINK_DIR)/'$$p; \
+	  if [ -L "$$link" ] && [ "$$(readlink "$$link")" = '$(bindir)/'$$p ]; then \
+	    echo "rm -f $$link"; rm -f "$$link"; \
+	  fi; \
+	done
+endif
 
-.PHONY: test demo eval bench valgrind
+.PHONY: test demo eval bench valgrind check-docker
 # Everything: installs what it needs, builds, installs, runs every suite on
 # a throwaway cluster.  With SANITIZE=1, under ASan and UBSan.
 test:
 	bash scripts/test.sh
+
+# docker/Dockerfile's lines run in a Debian 12 root, then the image started
+# as docker/docker-compose.yml starts it (no Docker engine; as root, with
+# network access to Debian and npm; several minutes).  See docker/README.md.
+check-docker:
+	bash scripts/check-docker.sh
 
 # The pg_regress suite against a server under valgrind's memcheck (slow).
 valgrind:

@@ -25,6 +25,12 @@ ensure_packages_no_service prometheus-postgres-exporter
 # driver (http/package.json).  A machine that has them from elsewhere keeps
 # them.
 command -v npm >/dev/null || ensure_packages nodejs npm
+# Debian 12's docker-compose (1.29) validates docker/docker-compose.yml
+# without an engine; the engine it recommends (docker.io) is not needed.
+if ! dpkg-query -W -f='${Status}' docker-compose 2>/dev/null | grep -q 'install ok installed'; then
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose
+fi
 case ${SANITIZE:-} in
   ''|0) SANITIZE= ;;
   1) ;;
@@ -114,6 +120,31 @@ run_suites() {
 
 run=once
 run_suite "OpenAPI (http/openapi.json)" node "$WORK/src/test/http/validate-openapi.mjs"
+# The compose file, against the Compose schema and p2pay's rules for it
+# (no Docker engine needed).
+run_suite "compose file (docker/)" bash "$WORK/src/scripts/check-compose.sh"
+
+# make install links the programs into /usr/local/bin, under DESTDIR, to
+# where it installed them; make uninstall removes those links.
+install_links() {
+  local dest="$WORK/destdir" bin p status=0
+  local mk=(make -C "$WORK/src" -s PG_CONFIG="$PG_BIN/pg_config" DESTDIR="$dest")
+  bin=$("$PG_BIN/pg_config" --bindir)
+  as_pg "${mk[@]}" install >/dev/null || return 1
+  for p in p2pay-stream p2pay-forward p2pay-http; do
+    if [ "$(readlink "$dest/usr/local/bin/$p")" != "$bin/$p" ] || [ ! -x "$dest$bin/$p" ]; then
+      echo "make install: $dest/usr/local/bin/$p is not a link to the installed $bin/$p"
+      status=1
+    fi
+  done
+  as_pg "${mk[@]}" uninstall >/dev/null || return 1
+  for p in p2pay-stream p2pay-forward p2pay-http; do
+    if [ -L "$dest/usr/local/bin/$p" ]; then echo "make uninstall: left $dest/usr/local/bin/$p"; status=1; fi
+  done
+  rm -rf "$dest"
+  return $status
+}
+run_suite "install links (make install DESTDIR=...)" install_links
 
 runs=${P2PAY_RUNS:-plain partitioned}
 for run in $runs; do

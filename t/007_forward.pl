@@ -45,7 +45,8 @@
 #  sink gets a SIGKILL and a restart of its own, on a second slot.
 #  Duplicates are allowed, counted and reported with note().  First of all,
 #  the errors: --help, a bad DSN, a missing slot, a bad option, bad Kafka
-#  settings, unreachable brokers.
+#  settings, unreachable brokers.  Last, a slot dropped while the forwarder
+#  reconnects, and an invalidated one, stop it (never a new slot).
 use strict;
 use warnings;
 
@@ -544,6 +545,57 @@ wait_until('the truncate to be confirmed',
 is(stop_forwarder($f7), 0, 'run 7: SIGTERM exits 0');
 my ($truncate) = grep { $_->[3]{event} eq 'truncated' } dumped();
 ok(defined $truncate && $truncate->[2] eq '', 'a truncate is delivered with the empty key');
+
+###########################################################################
+# A slot that goes away is never replaced.  The forwarder logs in as a role
+# with REPLICATION and nothing else (as docker/ runs it), and was started
+# with --create-slot; the slot is dropped while it reconnects: it must stop
+# with exit 1 and say so, not create a new slot at the current position
+# (which would skip every event in between).  An invalidated slot
+# (max_slot_wal_keep_size) stops it the same way, even at a first start
+# with --create-slot.
+###########################################################################
+query('CREATE ROLE fwd_login LOGIN REPLICATION');
+my $as_login = $node->connstr($db) . ' user=fwd_login';
+my $gone_file = "$basedir/gone.jsonl";
+my $f8 = start_forwarder('slot dropped', '-d', $as_login, '-S', 'fwd_gone', '--create-slot',
+	'--to', $gone_file);
+wait_until('the slot to be created and streamed',
+	sub { log_of($f8) =~ /streaming slot "fwd_gone"/ });
+pay_flagged(1);
+wait_until('the event in the file', sub { -s $gone_file });
+pass('a REPLICATION role without superuser creates the slot and streams it');
+
+query('ALTER ROLE fwd_login NOLOGIN');
+query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'fwd_gone'");
+wait_until('the forwarder to fail to log in again',
+	sub { log_of($f8) =~ /not permitted to log in; trying again/ });
+wait_until('the slot to be released',
+	sub { slot_field('fwd_gone', 'active') eq 'f' });
+query("SELECT pg_drop_replication_slot('fwd_gone')");
+query('ALTER ROLE fwd_login LOGIN');
+$f8->{h}->finish;
+is($f8->{h}->result(0), 1, 'slot dropped while reconnecting: exit 1');
+like(log_of($f8), qr/error: replication slot "fwd_gone" no longer exists\nIt was dropped while/,
+	'slot dropped while reconnecting: says so');
+is(query("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'fwd_gone'"),
+	0, 'slot dropped while reconnecting: not created again despite --create-slot');
+
+query("SELECT pg_create_logical_replication_slot('fwd_lost', 'p2pay')");
+$node->append_conf('postgresql.conf', "max_slot_wal_keep_size = 1MB");
+$node->reload;
+wait_until('the slot to be invalidated', sub {
+	query('CREATE TABLE IF NOT EXISTS wal_filler (x int); INSERT INTO wal_filler VALUES (1);'
+		  . ' SELECT pg_switch_wal(); CHECKPOINT;');
+	return slot_field('fwd_lost', 'wal_status') eq 'lost';
+});
+my $f9 = start_forwarder('slot invalidated', '-d', $as_login, '-S', 'fwd_lost', '--create-slot',
+	'--to', "$basedir/lost.jsonl");
+$f9->{h}->finish;
+is($f9->{h}->result(0), 1, 'invalidated slot: exit 1');
+like(log_of($f9), qr/error: replication slot "fwd_lost" has been invalidated\nThe server removed WAL/,
+	'invalidated slot: says so');
+is(slot_field('fwd_lost', 'wal_status'), 'lost', 'invalidated slot: left as it is, not replaced');
 
 $node->stop;
 done_testing();

@@ -103,6 +103,7 @@ typedef struct Forwarder
 	int			nplugin_opts;
 	bool		create_slot;
 	bool		failover;		/* --create-slot makes a failover slot (17) */
+	bool		slot_seen;		/* the slot existed (or was made) on a start */
 	bool		verbose;
 	int64_t		progress_usecs; /* --status-interval; 0: none */
 	int64_t		connect_usecs;	/* --connect-timeout */
@@ -241,7 +242,8 @@ usage(void)
 		   "  -d, --dsn DSN             connection string or database name; replication=database\n"
 		   "                            is added (env P2PAY_DSN; libpq's PG* variables apply)\n"
 		   "  -S, --slot SLOT           the logical replication slot to read (env P2PAY_SLOT)\n"
-		   "      --create-slot         create the slot, with output plugin p2pay, if missing\n"
+		   "      --create-slot         create the slot, with output plugin p2pay, if it is\n"
+		   "                            missing at start (never once it has been found)\n"
 		   "      --failover            with --create-slot: a failover slot, which a standby\n"
 		   "                            with sync_replication_slots takes over (PostgreSQL 17)\n"
 		   "  -o, --option NAME=VALUE   an option of the p2pay output plugin, e.g.\n"
@@ -820,7 +822,13 @@ transient(const PGresult *res)
  * Connect, check the slot (creating it with --create-slot) and start
  * streaming from its confirmed position.  On failure returns false with
  * the reason in err, and *fatal set unless trying again may help (a
- * missing slot, a bad option: the caller exits).
+ * missing or invalidated slot, a bad option: the caller exits).
+ *
+ * --create-slot acts only while this process has never found the slot: a
+ * slot that disappears later (dropped while the forwarder was reconnecting)
+ * took its position with it, and a new one would start at the server's
+ * current position, silently skipping every event in between.  An
+ * invalidated slot (max_slot_wal_keep_size) is never replaced either.
  */
 static bool
 pg_start(Forwarder *f, char *err, size_t errlen, bool *fatal)
@@ -852,7 +860,8 @@ pg_start(Forwarder *f, char *err, size_t errlen, bool *fatal)
 	literal = PQescapeLiteral(f->conn, f->slot, strlen(f->slot));
 	if (literal == NULL || (sql = malloc(strlen(literal) + 200)) == NULL)
 		die("out of memory");
-	sprintf(sql, "SELECT plugin, confirmed_flush_lsn FROM pg_catalog.pg_replication_slots"
+	sprintf(sql, "SELECT plugin, confirmed_flush_lsn, wal_status = 'lost'"
+			" FROM pg_catalog.pg_replication_slots"
 			" WHERE slot_name = %s AND slot_type = 'logical'", literal);
 	PQfreemem(literal);
 	res = PQexec(f->conn, sql);
@@ -868,6 +877,17 @@ pg_start(Forwarder *f, char *err, size_t errlen, bool *fatal)
 	if (PQntuples(res) == 0)
 	{
 		PQclear(res);
+		if (f->slot_seen)
+		{
+			snprintf(err, errlen,
+					 "replication slot \"%s\" no longer exists\n"
+					 "It was dropped while p2pay-forward was running, and the events it held"
+					 " are lost to the topic: create the slot again and reconcile the topic"
+					 " with p2pay.payments, e.g. with p2pay.flagged_since() (--create-slot creates a slot at the first start only).",
+					 f->slot);
+			*fatal = true;
+			goto fail;
+		}
 		if (!f->create_slot)
 		{
 			snprintf(err, errlen,
@@ -917,10 +937,23 @@ pg_start(Forwarder *f, char *err, size_t errlen, bool *fatal)
 			PQclear(res);
 			goto fail;
 		}
+		if (strcmp(PQgetvalue(res, 0, 2), "t") == 0)
+		{
+			snprintf(err, errlen,
+					 "replication slot \"%s\" has been invalidated\n"
+					 "The server removed WAL the slot still needed (max_slot_wal_keep_size),"
+					 " so the events it held are lost to the topic: drop the slot, create it"
+					 " again, and reconcile the topic with p2pay.payments, e.g. with p2pay.flagged_since().",
+					 f->slot);
+			*fatal = true;
+			PQclear(res);
+			goto fail;
+		}
 		if (PQgetisnull(res, 0, 1) || !parse_lsn(PQgetvalue(res, 0, 1), &from))
 			from = 0;
 	}
 	PQclear(res);
+	f->slot_seen = true;
 
 	/* A bad plugin option or a slot in use fails here, in the server's words. */
 	cmd = start_replication_command(f->slot, 0, f->plugin_opts, f->nplugin_opts);
