@@ -54,11 +54,13 @@ PG_INCLUDEDIR := $(shell $(PG_CONFIG) --includedir)
 PG_LIBDIR     := $(shell $(PG_CONFIG) --libdir)
 TOOL_CFLAGS    = -O2 -g -Wall -Wextra -Werror -I$(PG_INCLUDEDIR) $(TOOL_SANITIZE_FLAGS)
 
-# Objects built with and without SANITIZE must never be linked together:
-# .build-mode records the mode of the last build, and a change rebuilds.
-BUILD_MODE = $(if $(SANITIZE_FLAGS),sanitize,plain)
+# Objects built with and without SANITIZE must never be linked together,
+# nor objects and programs built for another installation (p2pay-http has
+# its files' directory built in): .build-mode records the mode and the
+# installation of the last build, and a change rebuilds.
+BUILD_MODE = $(if $(SANITIZE_FLAGS),sanitize,plain) $(datadir)
 .build-mode: .FORCE
-	@[ "$$(cat $@ 2>/dev/null)" = $(BUILD_MODE) ] || echo $(BUILD_MODE) > $@
+	@[ "$$(cat $@ 2>/dev/null)" = '$(BUILD_MODE)' ] || echo '$(BUILD_MODE)' > $@
 .PHONY: .FORCE
 $(OBJS) tools/p2pay-stream tools/p2pay-forward tools/p2pay-http: .build-mode
 
