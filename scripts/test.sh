@@ -11,18 +11,32 @@
 # with the sanitizers' runtime, and one more check at the end: that no
 # process wrote a sanitizer report.  The sanitized build is made in the
 # suites' copy of the tree, and the plain build is installed again at exit.
+#
+# P2PAY_SERVER_SUITES_ONLY=1: only the suites whose result can depend on the
+# PostgreSQL version (pg_regress, isolation, TAP, pgTAP); the browser and
+# OpenAPI suites, and the chromium and Node.js they need, are skipped, and the
+# run says so.  scripts/test-version.sh sets it for a second version's run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_packages build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
   postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl python3-psycopg2 \
-  librdkafka-dev libmicrohttpd-dev postgresql-$PG_MAJOR-partman curl openssl chromium
+  librdkafka-dev libmicrohttpd-dev postgresql-$PG_MAJOR-partman curl openssl
 install_package_extension postgresql-$PG_MAJOR-partman
-# Node.js and npm: the OpenAPI validator, Swagger UI and the browser tests'
-# driver (http/package.json).  A machine that has them from elsewhere keeps
-# them.
-command -v npm >/dev/null || ensure_packages nodejs npm
+server_suites_only=
+case ${P2PAY_SERVER_SUITES_ONLY:-} in
+  ''|0) ;;
+  1) server_suites_only=1 ;;
+  *) echo "make test: P2PAY_SERVER_SUITES_ONLY must be 1, 0 or empty, not '$P2PAY_SERVER_SUITES_ONLY'" >&2; exit 2 ;;
+esac
+if [ -z "$server_suites_only" ]; then
+  ensure_packages chromium
+  # Node.js and npm: the OpenAPI validator, Swagger UI and the browser tests'
+  # driver (http/package.json).  A machine that has them from elsewhere keeps
+  # them.
+  command -v npm >/dev/null || ensure_packages nodejs npm
+fi
 case ${SANITIZE:-} in
   ''|0) SANITIZE= ;;
   1) ;;
@@ -103,7 +117,7 @@ run_suites() {
   run_suite "pgTAP (test/pgtap/)" as_pg env PGDATABASE=p2pay_pgtap pg_prove --ext .sql -r "$WORK/src/test/pgtap"
   # The pages in a real browser, once (the payments' layout does not change
   # what a page shows).
-  if [ "$run" = plain ]; then
+  if [ "$run" = plain ] && [ -z "$server_suites_only" ]; then
     run_suite "browser (test/browser/)" as_pg env P2PAY_BROWSER_ARTIFACTS="$ARTIFACTS" \
       bash "$WORK/src/test/browser/run.sh"
   fi
@@ -111,7 +125,11 @@ run_suites() {
 }
 
 run=once
-run_suite "OpenAPI (http/openapi.json)" node "$WORK/src/test/http/validate-openapi.mjs"
+if [ -z "$server_suites_only" ]; then
+  run_suite "OpenAPI (http/openapi.json)" node "$WORK/src/test/http/validate-openapi.mjs"
+else
+  echo "== skipped (P2PAY_SERVER_SUITES_ONLY=1): OpenAPI (http/openapi.json), browser (test/browser/)"
+fi
 
 runs=${P2PAY_RUNS:-plain partitioned}
 for run in $runs; do
