@@ -16,8 +16,8 @@
 # finish is made again.  Each run copies the project tree (without .git and
 # build products) into the root's /usr/src/p2pay and runs scripts/test.sh
 # there as root, with PG_MAJOR=MAJOR; the first run installs the packages
-# test.sh asks for.  /proc, /dev and /dev/pts
-# are bound into the root for the run and unbound at exit, whatever happens.
+# test.sh asks for.  /proc, /dev and /dev/pts are bound into the root for
+# the run and unbound at exit, whatever happens.
 #
 # By default the run is lean: P2PAY_RUNS=plain (set P2PAY_RUNS="plain
 # partitioned" for both halves) and P2PAY_SERVER_SUITES_ONLY=1, which skips
@@ -68,7 +68,13 @@ mount_root() {
 # forky before the one that knows it: sid's serves every later suite.
 if [ ! -f "$root/.p2pay-root-ready" ]; then
   ensure_packages debootstrap
-  rm -rf "$root"
+  # Never delete through a mount a killed run may have left: it would reach
+  # the machine's own /dev.
+  if grep -q " $root/" /proc/mounts; then
+    echo "test-version: something is mounted under $root; unmount it first" >&2
+    exit 1
+  fi
+  rm -rf --one-file-system "$root"
   script=/usr/share/debootstrap/scripts/$suite
   [ -e "$script" ] || script=/usr/share/debootstrap/scripts/sid
   echo "== debootstrap $suite into $root"
