@@ -3,6 +3,11 @@
 # PostgreSQL major version p2pay supports (13 to 17), with the warning flags
 # PGXS would use for that version plus the Makefile's PG_CFLAGS (-Werror).
 #
+# A compile check only: the suites run against 15 (make test) and 17
+# (make test-pg17, in CI) and, where Debian ships it, 18 (make test-pg18),
+# through scripts/test-version.sh.  This script remains the check for the
+# versions no Debian suite ships a server of (13, 14, 16).
+#
 # NOT part of `make test`: it needs a git mirror of PostgreSQL's source
 # (a bare git dir holding the REL_NN_STABLE branches or REL_NN_x tags), and
 # gcc, make, perl, bison and flex to configure each tree and generate the

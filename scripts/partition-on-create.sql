@@ -5,8 +5,11 @@
 -- payments as a DBA would set it up:
 --   - p2pay.partition_payments(): monthly partitions from January 2026
 --     (the suites' fixed times lie in 2026) through the current month;
---   - pg_partman's create_parent(): native, monthly, the next four months
---     and its default partition, which holds the payments of other times.
+--   - pg_partman's create_parent(): native (4.x) or range (5.x, its name
+--     for the same), monthly, the next four months (from the next month:
+--     pg_partman 5 would not know p2pay's partitions by their names, and
+--     make overlapping ones) and its default partition, which holds the
+--     payments of other times.
 --     Its template table is an empty one of the harness's own: the one it
 --     makes by default (LIKE p2pay.payments) has columns of p2pay's types,
 --     which would keep the suites' DROP EXTENSION p2pay from working.
@@ -34,9 +37,15 @@ BEGIN
   DELETE FROM partman.part_config WHERE parent_table = 'p2pay.payments';
   PERFORM p2pay.partition_payments(partition_interval => '1 month', premake => 0,
                                    default_partition => false, start_at => '2026-01-01');
-  PERFORM partman.create_parent('p2pay.payments', 'created_at', 'native', 'monthly',
-                                p_premake => 4, p_start_partition => '2026-01-01',
-                                p_template_table => 'partman.p2pay_test_template');
+  PERFORM partman.create_parent(
+            p_parent_table => 'p2pay.payments', p_control => 'created_at',
+            p_type => CASE WHEN pg_catalog.split_part(e.extversion, '.', 1)::int >= 5
+                           THEN 'range' ELSE 'native' END,
+            p_interval => '1 month', p_premake => 4,
+            p_start_partition => (pg_catalog.date_trunc('month', pg_catalog.now())
+                                  + interval '1 month')::text,
+            p_template_table => 'partman.p2pay_test_template')
+     FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_partman';
 END $$;
 
 CREATE EVENT TRIGGER p2pay_test_partition ON ddl_command_end

@@ -11,25 +11,40 @@
 # with the sanitizers' runtime, and one more check at the end: that no
 # process wrote a sanitizer report.  The sanitized build is made in the
 # suites' copy of the tree, and the plain build is installed again at exit.
+#
+# P2PAY_SERVER_SUITES_ONLY=1: only the suites whose result can depend on the
+# PostgreSQL version (pg_regress, isolation, TAP, pgTAP); the browser and
+# OpenAPI suites, the compose file's and make install's links, and the
+# chromium, Node.js and docker-compose they need, are skipped, and the
+# run says so.  scripts/test-version.sh sets it for a second version's run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_packages build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
   postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl libipc-run-perl python3-psycopg2 \
-  librdkafka-dev libmicrohttpd-dev postgresql-$PG_MAJOR-partman curl openssl chromium
+  librdkafka-dev libmicrohttpd-dev postgresql-$PG_MAJOR-partman curl openssl
 install_package_extension postgresql-$PG_MAJOR-partman
 # t/017_monitoring.pl runs the exporter itself, on a port of its own.
 ensure_packages_no_service prometheus-postgres-exporter
-# Node.js and npm: the OpenAPI validator, Swagger UI and the browser tests'
-# driver (http/package.json).  A machine that has them from elsewhere keeps
-# them.
-command -v npm >/dev/null || ensure_packages nodejs npm
-# Debian 12's docker-compose (1.29) validates docker/docker-compose.yml
-# without an engine; the engine it recommends (docker.io) is not needed.
-if ! dpkg-query -W -f='${Status}' docker-compose 2>/dev/null | grep -q 'install ok installed'; then
-  as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose
+server_suites_only=
+case ${P2PAY_SERVER_SUITES_ONLY:-} in
+  ''|0) ;;
+  1) server_suites_only=1 ;;
+  *) echo "make test: P2PAY_SERVER_SUITES_ONLY must be 1, 0 or empty, not '$P2PAY_SERVER_SUITES_ONLY'" >&2; exit 2 ;;
+esac
+if [ -z "$server_suites_only" ]; then
+  ensure_packages chromium
+  # Node.js and npm: the OpenAPI validator, Swagger UI and the browser tests'
+  # driver (http/package.json).  A machine that has them from elsewhere keeps
+  # them.
+  command -v npm >/dev/null || ensure_packages nodejs npm
+  # Debian 12's docker-compose (1.29) validates docker/docker-compose.yml
+  # without an engine; the engine it recommends (docker.io) is not needed.
+  if ! dpkg-query -W -f='${Status}' docker-compose 2>/dev/null | grep -q 'install ok installed'; then
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker-compose
+  fi
 fi
 case ${SANITIZE:-} in
   ''|0) SANITIZE= ;;
@@ -111,7 +126,7 @@ run_suites() {
   run_suite "pgTAP (test/pgtap/)" as_pg env PGDATABASE=p2pay_pgtap pg_prove --ext .sql -r "$WORK/src/test/pgtap"
   # The pages in a real browser, once (the payments' layout does not change
   # what a page shows).
-  if [ "$run" = plain ]; then
+  if [ "$run" = plain ] && [ -z "$server_suites_only" ]; then
     run_suite "browser (test/browser/)" as_pg env P2PAY_BROWSER_ARTIFACTS="$ARTIFACTS" \
       bash "$WORK/src/test/browser/run.sh"
   fi
@@ -119,32 +134,36 @@ run_suites() {
 }
 
 run=once
-run_suite "OpenAPI (http/openapi.json)" node "$WORK/src/test/http/validate-openapi.mjs"
-# The compose file, against the Compose schema and p2pay's rules for it
-# (no Docker engine needed).
-run_suite "compose file (docker/)" bash "$WORK/src/scripts/check-compose.sh"
+if [ -z "$server_suites_only" ]; then
+  run_suite "OpenAPI (http/openapi.json)" node "$WORK/src/test/http/validate-openapi.mjs"
+  # The compose file, against the Compose schema and p2pay's rules for it
+  # (no Docker engine needed).
+  run_suite "compose file (docker/)" bash "$WORK/src/scripts/check-compose.sh"
 
-# make install links the programs into /usr/local/bin, under DESTDIR, to
-# where it installed them; make uninstall removes those links.
-install_links() {
-  local dest="$WORK/destdir" bin p status=0
-  local mk=(make -C "$WORK/src" -s PG_CONFIG="$PG_BIN/pg_config" DESTDIR="$dest")
-  bin=$("$PG_BIN/pg_config" --bindir)
-  as_pg "${mk[@]}" install >/dev/null || return 1
-  for p in p2pay-stream p2pay-forward p2pay-http; do
-    if [ "$(readlink "$dest/usr/local/bin/$p")" != "$bin/$p" ] || [ ! -x "$dest$bin/$p" ]; then
-      echo "make install: $dest/usr/local/bin/$p is not a link to the installed $bin/$p"
-      status=1
-    fi
-  done
-  as_pg "${mk[@]}" uninstall >/dev/null || return 1
-  for p in p2pay-stream p2pay-forward p2pay-http; do
-    if [ -L "$dest/usr/local/bin/$p" ]; then echo "make uninstall: left $dest/usr/local/bin/$p"; status=1; fi
-  done
-  rm -rf "$dest"
-  return $status
-}
-run_suite "install links (make install DESTDIR=...)" install_links
+  # make install links the programs into /usr/local/bin, under DESTDIR, to
+  # where it installed them; make uninstall removes those links.
+  install_links() {
+    local dest="$WORK/destdir" bin p status=0
+    local mk=(make -C "$WORK/src" -s PG_CONFIG="$PG_BIN/pg_config" DESTDIR="$dest")
+    bin=$("$PG_BIN/pg_config" --bindir)
+    as_pg "${mk[@]}" install >/dev/null || return 1
+    for p in p2pay-stream p2pay-forward p2pay-http; do
+      if [ "$(readlink "$dest/usr/local/bin/$p")" != "$bin/$p" ] || [ ! -x "$dest$bin/$p" ]; then
+        echo "make install: $dest/usr/local/bin/$p is not a link to the installed $bin/$p"
+        status=1
+      fi
+    done
+    as_pg "${mk[@]}" uninstall >/dev/null || return 1
+    for p in p2pay-stream p2pay-forward p2pay-http; do
+      if [ -L "$dest/usr/local/bin/$p" ]; then echo "make uninstall: left $dest/usr/local/bin/$p"; status=1; fi
+    done
+    rm -rf "$dest"
+    return $status
+  }
+  run_suite "install links (make install DESTDIR=...)" install_links
+else
+  echo "== skipped (P2PAY_SERVER_SUITES_ONLY=1): OpenAPI (http/openapi.json), compose file (docker/), install links, browser (test/browser/)"
+fi
 
 runs=${P2PAY_RUNS:-plain partitioned}
 for run in $runs; do

@@ -109,8 +109,11 @@ EXCEPT SELECT what, row FROM outcome WHERE label = 'plain';
 INSERT INTO p2pay.payments_2026_11 (payer_id, payee_id, amount, currency, payment_method_id, created_at)
 VALUES (uid(1), uid(2), 15000, 'USD', '00000000-0000-4000-8000-000000000001', '2026-11-20 12:00+00')
 RETURNING id = currval(pg_get_serial_sequence('p2pay.payments', 'id')) AS id_from_sequence, decision, reasons;
--- nor can a client choose the id there
+-- nor can a client choose the id there, even with OVERRIDING SYSTEM VALUE
+-- (without it, 17 refuses the id itself: a partition shares the identity of
+-- p2pay.payments there, where 15's partition has none and p2pay refuses it)
 INSERT INTO p2pay.payments_2026_11 (id, payer_id, payee_id, amount, currency, payment_method_id, created_at)
+OVERRIDING SYSTEM VALUE
 VALUES (10000000, uid(1), uid(2), 15, 'USD', '00000000-0000-4000-8000-000000000001', '2026-11-20 12:00+00');
 
 -- Its errors name p2pay.payments, the table the application writes.

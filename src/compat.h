@@ -1,6 +1,6 @@
 /*
  * compat.h: differences between the PostgreSQL major versions p2pay builds
- * against (13 to 17), gathered in one place.  Code elsewhere uses the names
+ * against (13 to 18), gathered in one place.  Code elsewhere uses the names
  * defined here and never tests PG_VERSION_NUM itself.
  */
 #ifndef P2PAY_COMPAT_H
@@ -9,6 +9,7 @@
 #include "postgres.h"
 #include "access/genam.h"
 #include "access/heapam.h"
+#include "access/relation.h"
 #include "catalog/dependency.h"
 #include "utils/guc.h"
 
@@ -99,6 +100,18 @@ p2pay_heap_update(Relation rel, ItemPointer otid, HeapTuple tup, CommandId cid,
 #define p2pay_index_summarizing(info) false
 #endif
 
+/*
+ * An index scan (facts.c): 18 added the instrumentation an EXPLAIN ANALYZE
+ * fills; p2pay's scans have none.
+ */
+#if PG_VERSION_NUM >= 180000
+#define p2pay_index_beginscan(heap, index, snapshot, nkeys, norderbys) \
+	index_beginscan((heap), (index), (snapshot), NULL, (nkeys), (norderbys))
+#else
+#define p2pay_index_beginscan(heap, index, snapshot, nkeys, norderbys) \
+	index_beginscan((heap), (index), (snapshot), (nkeys), (norderbys))
+#endif
+
 #if PG_VERSION_NUM >= 140000
 #define p2pay_index_insert(index, values, isnull, tid, heap, check, unchanged, info) \
 	index_insert((index), (values), (isnull), (tid), (heap), (check), (unchanged), (info))
@@ -108,21 +121,23 @@ p2pay_heap_update(Relation rel, ItemPointer otid, HeapTuple tup, CommandId cid,
 #endif
 
 /*
- * The sequence of an identity column (trigger.c): 17 takes the open
- * relation, earlier versions its oid.
+ * The sequence of an identity column (trigger.c): 17 takes the relation
+ * rather than its OID.  The relation is opened only for the look-up, and its
+ * lock held only as long, as 15's catalog-only look-up holds none past it.
  */
-static inline Oid
-p2pay_identity_sequence(Oid relid, AttrNumber attnum)
-{
 #if PG_VERSION_NUM >= 170000
+static inline Oid
+p2pay_identity_sequence(Oid relid, AttrNumber attnum, bool missing_ok)
+{
 	Relation	rel = relation_open(relid, AccessShareLock);
-	Oid			seq = getIdentitySequence(rel, attnum, true);
+	Oid			seq = getIdentitySequence(rel, attnum, missing_ok);
 
 	relation_close(rel, AccessShareLock);
 	return seq;
-#else
-	return getIdentitySequence(relid, attnum, true);
-#endif
 }
+#else
+#define p2pay_identity_sequence(relid, attnum, missing_ok) \
+	getIdentitySequence((relid), (attnum), (missing_ok))
+#endif
 
 #endif							/* P2PAY_COMPAT_H */

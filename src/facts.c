@@ -793,8 +793,8 @@ close_state(StateAccess *sa)
 static IndexScanDesc
 begin_scan(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 {
-	IndexScanDesc scan = index_beginscan(sa->rels[idx_defs[ix].rel], sa->idxs[ix],
-										 sa->snapshot, nkeys, 0);
+	IndexScanDesc scan = p2pay_index_beginscan(sa->rels[idx_defs[ix].rel], sa->idxs[ix],
+											   sa->snapshot, nkeys, 0);
 
 	index_rescan(scan, keys, nkeys, NULL, 0);
 	return scan;
@@ -957,8 +957,8 @@ pay_scan_next(PayScan *ps, const PaySource **src)
 		if (ps->next >= cache.nsources)
 			return NULL;
 		ps->cur = ps->next++;
-		ps->scan = index_beginscan(sa->src_rels[ps->cur], sa->src_idxs[ps->cur],
-								   sa->snapshot, ps->nkeys, 0);
+		ps->scan = p2pay_index_beginscan(sa->src_rels[ps->cur], sa->src_idxs[ps->cur],
+										 sa->snapshot, ps->nkeys, 0);
 		index_rescan(ps->scan, ps->keys, ps->nkeys, NULL, 0);
 	}
 }
@@ -1354,7 +1354,7 @@ previous_payment(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, Timesta
 			continue;
 		if (!open_source(sa, i))
 			continue;
-		scan = index_beginscan(sa->src_rels[i], sa->src_idxs[i], sa->snapshot, 2, 0);
+		scan = p2pay_index_beginscan(sa->src_rels[i], sa->src_idxs[i], sa->snapshot, 2, 0);
 		index_rescan(scan, keys, 2, NULL, 0);
 		if (index_getnext_slot(scan, BackwardScanDirection, sa->src_slots[i]))
 		{

@@ -232,7 +232,7 @@ payment_layout(FunctionCallInfo fcinfo, const char *fn, bool before, uint32 even
 	root_id = get_attnum(root, "id");
 	if (root_id != InvalidAttrNumber && identity_of(root, root_id) != '\0')
 	{
-		entry->id_seq = p2pay_identity_sequence(root, root_id);
+		entry->id_seq = p2pay_identity_sequence(root, root_id, true);
 		for (int i = 0; i < desc->natts; i++)
 		{
 			Form_pg_attribute att = TupleDescAttr(desc, i);

@@ -732,7 +732,10 @@ my @checks = (
 
 # An INSERT of a payment that names the payment columns as the table has
 # them now (renamed ones by their new name, dropped ones left out), built
-# in SQL and run with \gexec, returning the row as JSON.
+# in SQL, kept with \gset and run, returning the row as JSON.  Not run with
+# \gexec: after a query \gexec ran fails, psql 17 leaves SQLSTATE and
+# LAST_ERROR_MESSAGE empty (15 sets them), and the checks need the error.
+# Unset first, so that a failed SELECT runs no earlier statement.
 sub insert_sql
 {
 	my ($txn, $payer, $payee, $amount, $at) = @_;
@@ -746,6 +749,7 @@ sub insert_sql
 		created_at        => $at);
 	my $vals = join(', ', map { "('$_', \$v\$$v{$_}\$v\$)" } sort keys %v);
 	return <<"EOS";
+\\unset p2pay_format
 SELECT format('INSERT INTO p2pay.payments AS p (%s) VALUES (%s) RETURNING to_jsonb(p)',
               string_agg(quote_ident(a.attname), ', ' ORDER BY v.name),
               string_agg(v.value, ', ' ORDER BY v.name))
@@ -754,7 +758,10 @@ SELECT format('INSERT INTO p2pay.payments AS p (%s) VALUES (%s) RETURNING to_jso
                                         WHERE c.relnamespace = 'p2pay'::regnamespace
                                           AND c.relname IN ('payments', 'payments_renamed'))
                      AND a.attname IN (v.name, v.name || '_renamed') AND NOT a.attisdropped
-\\gexec
+\\gset p2pay_
+\\if :{?p2pay_format}
+:p2pay_format;
+\\endif
 EOS
 }
 
@@ -788,7 +795,7 @@ sub script
 	for my $i (0 .. $#st)
 	{
 		my $sql = $st[$i][1];
-		$sql .= ';' unless $sql =~ /\\gexec\s*$/;
+		$sql .= ';' unless $sql =~ /\\endif\s*$/;
 		$s .= "\\echo '\@\@start $i'\n$sql\n"
 		  . "\\if :ERROR\n\\echo '\@\@err $i' :SQLSTATE :LAST_ERROR_MESSAGE\n"
 		  . "\\else\n\\echo '\@\@ok $i'\n\\endif\n";

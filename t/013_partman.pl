@@ -1,8 +1,8 @@
 # t/013_partman.pl: pg_partman manages a partitioned p2pay.payments.
 #
 # What a user relies on: with payments partitioned by p2pay.partition_payments()
-# and handed to pg_partman (Debian's postgresql-15-partman, native
-# partitioning), payments spread over many partitions are scored exactly as
+# and handed to pg_partman (Debian's postgresql-NN-partman: 4.x beside 15,
+# 5.x beside 17, native partitioning in both), payments spread over many partitions are scored exactly as
 # on a plain payments, the p2pay stream carries the same events, partitions
 # that pg_partman's maintenance creates get REPLICA IDENTITY FULL (which the
 # stream needs and which neither PostgreSQL nor pg_partman copies), and old
@@ -44,20 +44,32 @@ for my $db (qw(plain parted))
 my $now = $node->safe_psql('parted', "SELECT date_trunc('hour', now())");
 my $month0 = $node->safe_psql('parted', "SELECT date_trunc('month', now())");
 
+# A partition's lower bound, from its FOR VALUES clause: pg_partman 4 and 5
+# name the partitions they make differently (payments_p2026_12,
+# payments_p20261201), where the bounds say the same.
+my $from = q{(regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \(''([^'']+)''\)'))[1]::timestamptz};
+
 # pg_partman takes over: p2pay's partitions for the past two years through
 # the current month, pg_partman's for four months ahead and its default.
+# Its partitioning type is "native" in 4.x and "range" from 5.0; it starts
+# after p2pay's partitions, which pg_partman 5 would not know by their names
+# and overlap.
 $node->safe_psql(
 	'parted', qq{
 SELECT count(*) FROM p2pay.partition_payments(partition_interval => '1 month', premake => 0,
   default_partition => false, start_at => timestamptz '$month0' - interval '26 months');
 CREATE SCHEMA partman;
 CREATE EXTENSION pg_partman SCHEMA partman;
-SELECT partman.create_parent('p2pay.payments', 'created_at', 'native', 'monthly', p_premake => 4);
+SELECT partman.create_parent(p_parent_table => 'p2pay.payments', p_control => 'created_at',
+  p_type => CASE WHEN split_part(extversion, '.', 1)::int >= 5 THEN 'range' ELSE 'native' END,
+  p_interval => '1 month', p_premake => 4,
+  p_start_partition => (timestamptz '$month0' + interval '1 month')::text)
+  FROM pg_extension WHERE extname = 'pg_partman';
 });
 is( $node->safe_psql(
 		'parted', qq{
 SELECT count(*) FILTER (WHERE pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'),
-       count(*) FILTER (WHERE c.relname >= 'payments_p' || to_char(timestamptz '$month0' + interval '1 month', 'YYYY_MM')),
+       count(*) FILTER (WHERE $from >= timestamptz '$month0' + interval '1 month'),
        count(*)
   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
  WHERE i.inhparent = 'p2pay.payments'::regclass}),
@@ -162,7 +174,7 @@ SELECT partman.run_maintenance('p2pay.payments');
 });
 is( $node->safe_psql(
 		'parted', qq{
-SELECT count(*) FILTER (WHERE c.relname > 'payments_p' || to_char(timestamptz '$month0' + interval '4 months', 'YYYY_MM')),
+SELECT count(*) FILTER (WHERE $from > timestamptz '$month0' + interval '4 months'),
        count(*) FILTER (WHERE c.relreplident <> 'f')
   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
  WHERE i.inhparent = 'p2pay.payments'::regclass}),
@@ -232,8 +244,12 @@ like((split /\n/, $plain_next)[1], qr/dormant_reactivation/,
 	'user 13 is dormant and reactivated');
 
 # A partition dropped by hand behaves as retention does.
-$node->safe_psql('parted', "DROP TABLE p2pay.payments_p" . $node->safe_psql('parted',
-	"SELECT to_char(timestamptz '$month0' - interval '11 months', 'YYYY_MM')"));
+my $dropped = $node->safe_psql(
+	'parted', qq{
+SELECT c.oid::regclass FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+ WHERE i.inhparent = 'p2pay.payments'::regclass AND $from = timestamptz '$month0' - interval '11 months'});
+like($dropped, qr/^p2pay\.payments_p\w+$/, 'the partition of 11 months ago is there to drop');
+$node->safe_psql('parted', "DROP TABLE $dropped");
 is($node->safe_psql('parted', $state), $node->safe_psql('plain', $state),
 	'a partition dropped by hand leaves the state too');
 
