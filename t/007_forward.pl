@@ -485,6 +485,12 @@ check_delivery('after a broker outage', @run3);
 ###########################################################################
 my $f4 = start_forwarder('kafka 4', @KAFKA, '--mock-fail', '2@3');
 pay_flagged(12);
+# The failure is armed once 3 deliveries are reported; librdkafka may report
+# all 12 at once, after their requests went out: more payments after the
+# arming make the requests that fail.
+wait_until('the failure to be armed',
+	sub { log_of($f4) =~ /mock: the next 2 produce requests fail/ });
+pay_flagged(12);
 $end = query('SELECT pg_current_wal_lsn()');
 wait_until('run 4 to confirm everything after the failure',
 	sub { lsn_le($end, slot_field($slot, 'confirmed_flush_lsn')) });
