@@ -1419,3 +1419,167 @@ END $$;
 COMMENT ON FUNCTION @extschema@.partition_payments(interval, integer, boolean, timestamptz) IS
   'Convert p2pay.payments in place, in one transaction, into a table partitioned by range on created_at: partitions of partition_interval (1 day to 1 year; 1 month by default) from the start of start_at''s interval (by default the oldest payment''s, or now) through the one holding now and premake more (4), plus a default partition for payments outside them (default_partition, true). Rows, columns, identity, constraints, indexes, triggers, grants, the review queue and the extension membership are carried over; the primary key and the unique transaction_id gain created_at.  Superuser only; refused if payments is partitioned already.';
 REVOKE ALL ON FUNCTION @extschema@.partition_payments(interval, integer, boolean, timestamptz) FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- One merge trigger for the seeded tables, and the roles' grants as
+-- functions.  pg_restore re-inserts the rows of rules, settings, ruleset,
+-- currencies and payment_methods after CREATE EXTENSION has seeded them:
+-- such an insert updates the row with the same key instead.  merge_row()
+-- does it for the five, told the key by its trigger's arguments, in place
+-- of one function per table.  grant_app(), grant_analyst() and
+-- grant_admin() give a role what README "Privileges" grants the three usual
+-- roles; run again after an update, they cover what the update added.
+------------------------------------------------------------------------------
+
+-- The trigger's arguments: the key columns, whose values find the row to
+-- update (the singletons' key is their column singleton); then any
+-- 'COLUMN = NULL', a column the merge empties rather than copies (ruleset's
+-- xact names a transaction of the database the row came from).  Every
+-- other column of the row takes the inserted value.
+CREATE FUNCTION @extschema@.merge_row() RETURNS trigger
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  arg text;
+  nulled text[] := '{}';
+  keys text[] := '{}';
+  matches text;
+  sets text;
+  present boolean;
+BEGIN
+  IF TG_RELID OPERATOR(pg_catalog.<>) ALL (ARRAY['@extschema@.rules'::pg_catalog.regclass,
+                                                  '@extschema@.settings'::pg_catalog.regclass,
+                                                  '@extschema@.ruleset'::pg_catalog.regclass,
+                                                  '@extschema@.currencies'::pg_catalog.regclass,
+                                                  '@extschema@.payment_methods'::pg_catalog.regclass]::pg_catalog.oid[]) THEN
+    RAISE EXCEPTION 'trigger function p2pay.merge_row() can only run on p2pay.rules, p2pay.settings, p2pay.ruleset, p2pay.currencies and p2pay.payment_methods'
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
+  IF TG_WHEN OPERATOR(pg_catalog.<>) 'BEFORE' OR TG_LEVEL OPERATOR(pg_catalog.<>) 'ROW'
+     OR TG_OP OPERATOR(pg_catalog.<>) 'INSERT' OR TG_NARGS OPERATOR(pg_catalog.=) 0 THEN
+    RAISE EXCEPTION 'trigger function p2pay.merge_row() must be fired BEFORE INSERT FOR EACH ROW, with key columns as arguments'
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
+  FOREACH arg IN ARRAY TG_ARGV LOOP
+    IF arg OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_]* = NULL$' THEN
+      nulled := nulled OPERATOR(pg_catalog.||) pg_catalog.split_part(arg, ' ', 1);
+    ELSE
+      keys := keys OPERATOR(pg_catalog.||) arg;
+    END IF;
+  END LOOP;
+
+  SELECT pg_catalog.string_agg(pg_catalog.format('t.%I OPERATOR(pg_catalog.=) ($1).%I', k, k), ' AND ')
+    INTO matches
+    FROM pg_catalog.unnest(keys) k;
+  -- Looked for first, as the inserting role: one that may insert and not
+  -- update (an admin adding a currency) inserts a new key as before.
+  EXECUTE pg_catalog.format('SELECT EXISTS (SELECT FROM %I.%I t WHERE %s)',
+                            TG_TABLE_SCHEMA, TG_TABLE_NAME, matches)
+    INTO present USING NEW;
+  IF NOT present THEN
+    RETURN NEW;
+  END IF;
+  SELECT pg_catalog.string_agg(
+           CASE WHEN a.attname OPERATOR(pg_catalog.=) ANY (nulled)
+                THEN pg_catalog.format('%I = NULL', a.attname)
+                ELSE pg_catalog.format('%I = ($1).%I', a.attname, a.attname) END,
+           ', ' ORDER BY a.attnum)
+    INTO sets
+    FROM pg_catalog.pg_attribute a
+   WHERE a.attrelid OPERATOR(pg_catalog.=) TG_RELID AND a.attnum OPERATOR(pg_catalog.>) 0
+     AND NOT a.attisdropped AND a.attgenerated OPERATOR(pg_catalog.=) ''
+     AND a.attname OPERATOR(pg_catalog.<>) ALL (keys::name[]);
+  EXECUTE pg_catalog.format('UPDATE %I.%I t SET %s WHERE %s', TG_TABLE_SCHEMA, TG_TABLE_NAME, sets, matches)
+    USING NEW;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION @extschema@.merge_row() IS
+  'BEFORE INSERT trigger on rules, settings, ruleset, currencies and payment_methods: inserting a row whose key (the trigger''s arguments) exists updates that row with the inserted values instead (this is how pg_restore brings back changes to the seeded rows); an argument ''COLUMN = NULL'' empties that column.';
+-- A trigger function of p2pay's own, like the others: nobody needs EXECUTE
+-- on it to fire it, and no role may attach it to a table of its own.
+REVOKE ALL ON FUNCTION @extschema@.merge_row() FROM PUBLIC;
+
+-- The same triggers, on merge_row(); they still fire in every replication
+-- role, so that a restore with session_replication_role = replica merges.
+CREATE OR REPLACE TRIGGER rules_merge BEFORE INSERT ON @extschema@.rules
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_row('name');
+CREATE OR REPLACE TRIGGER settings_merge BEFORE INSERT ON @extschema@.settings
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_row('singleton');
+CREATE OR REPLACE TRIGGER ruleset_merge BEFORE INSERT ON @extschema@.ruleset
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_row('singleton', 'xact = NULL');
+CREATE OR REPLACE TRIGGER currencies_merge BEFORE INSERT ON @extschema@.currencies
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_row('code');
+CREATE OR REPLACE TRIGGER payment_methods_merge BEFORE INSERT ON @extschema@.payment_methods
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_row('id');
+ALTER TABLE @extschema@.rules ENABLE ALWAYS TRIGGER rules_merge;
+ALTER TABLE @extschema@.settings ENABLE ALWAYS TRIGGER settings_merge;
+ALTER TABLE @extschema@.ruleset ENABLE ALWAYS TRIGGER ruleset_merge;
+ALTER TABLE @extschema@.currencies ENABLE ALWAYS TRIGGER currencies_merge;
+ALTER TABLE @extschema@.payment_methods ENABLE ALWAYS TRIGGER payment_methods_merge;
+
+DROP FUNCTION @extschema@.merge_rule();
+DROP FUNCTION @extschema@.merge_settings();
+DROP FUNCTION @extschema@.merge_ruleset();
+DROP FUNCTION @extschema@.merge_currency();
+DROP FUNCTION @extschema@.merge_payment_method();
+
+-- The three roles of README "Privileges".  Each grants by name what the
+-- role needs, so that running it again after ALTER EXTENSION p2pay UPDATE
+-- gives the role the tables and functions the update added (a GRANT ... ON
+-- ALL TABLES run by hand covers only the tables that existed then).  The
+-- grants are cumulative and idempotent; a role that does not exist is
+-- PostgreSQL's error (42704), a null role 22004.  Run by the extension's
+-- owner or a superuser: EXECUTE is revoked from PUBLIC.
+
+CREATE FUNCTION @extschema@.grant_app(role name) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %I', '@extschema@', role);
+  EXECUTE pg_catalog.format('GRANT SELECT ON %I.currencies, %I.payment_methods TO %I',
+                            '@extschema@', '@extschema@', role);
+  EXECUTE pg_catalog.format(
+    'GRANT SELECT, INSERT ON %I.users, %I.user_payment_methods, %I.payments TO %I',
+    '@extschema@', '@extschema@', '@extschema@', role);
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.grant_app(name) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.grant_app(name) IS
+  'Give a role what an application needs (README "Privileges", p2pay_app): usage of the schema, SELECT on currencies and payment_methods, SELECT and INSERT on users, user_payment_methods and payments; no right on rules, thresholds, lists or decisions.  Idempotent; run by the extension''s owner or a superuser, again after an update of the extension.';
+
+CREATE FUNCTION @extschema@.grant_analyst(role name) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %I', '@extschema@', role);
+  EXECUTE pg_catalog.format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', '@extschema@', role);
+  EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE ON %I.fraud_labels TO %I', '@extschema@', role);
+  EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.review_claims TO %I',
+                            '@extschema@', role);
+  EXECUTE pg_catalog.format(
+    'GRANT EXECUTE ON FUNCTION %1$I.resolve(uuid, %1$I.decision, text), '
+    '%1$I.score(uuid, uuid, numeric, char, uuid, timestamptz), '
+    '%1$I.backtest(timestamptz, timestamptz, jsonb), %1$I.rule_stats_read(), '
+    '%1$I.decision_stats_read(), %1$I.flagged_since(timestamptz, %1$I.decision, interval) TO %2$I',
+    '@extschema@', role);
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.grant_analyst(name) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.grant_analyst(name) IS
+  'Give a role what an analyst needs (README "Privileges", p2pay_analyst): usage of the schema, SELECT on every table and view of the schema, fraud_labels to label, review_claims to claim reviews, and EXECUTE on resolve(), score(), backtest(), rule_stats_read(), decision_stats_read() and flagged_since().  Idempotent; run by the extension''s owner or a superuser, again after an update of the extension (SELECT covers the tables that exist when it runs).';
+
+CREATE FUNCTION @extschema@.grant_admin(role name) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  EXECUTE pg_catalog.format('GRANT UPDATE ON %I.rules, %I.settings TO %I',
+                            '@extschema@', '@extschema@', role);
+  EXECUTE pg_catalog.format(
+    'GRANT INSERT, UPDATE, DELETE ON %I.blocklist, %I.allowlist, %I.snoozes TO %I',
+    '@extschema@', '@extschema@', '@extschema@', role);
+  EXECUTE pg_catalog.format('GRANT INSERT ON %I.currencies, %I.payment_methods TO %I',
+                            '@extschema@', '@extschema@', role);
+  EXECUTE pg_catalog.format(
+    'GRANT EXECUTE ON FUNCTION %1$I.snooze(text, uuid, timestamptz, text), %1$I.rule_stats_reset(), '
+    '%1$I.decision_stats_reset() TO %2$I',
+    '@extschema@', role);
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.grant_admin(name) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.grant_admin(name) IS
+  'Give a role what an admin needs besides an analyst''s rights (README "Privileges", p2pay_admin): UPDATE on rules and settings, INSERT, UPDATE and DELETE on blocklist, allowlist and snoozes, INSERT on currencies and payment_methods, EXECUTE on snooze(), rule_stats_reset() and decision_stats_reset().  It does not make the role an analyst, nor give it usage of the schema: an admin role is usually also given grant_analyst() or membership in an analyst role, which give both.  Idempotent; run by the extension''s owner or a superuser, again after an update of the extension.';

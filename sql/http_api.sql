@@ -243,18 +243,9 @@ SELECT hint($$p2pay.api_payments('{"payer": "00000000-0000-4000-8000-00000000000
 -- analysts and an application that log in as themselves (session_user is
 -- who claims and resolves).
 CREATE ROLE regress_p2pay_app NOLOGIN;
-GRANT USAGE ON SCHEMA p2pay TO regress_p2pay_app;
-GRANT SELECT ON p2pay.currencies, p2pay.payment_methods TO regress_p2pay_app;
-GRANT SELECT, INSERT ON p2pay.users, p2pay.user_payment_methods, p2pay.payments TO regress_p2pay_app;
+SELECT p2pay.grant_app('regress_p2pay_app');
 CREATE ROLE regress_p2pay_analyst NOLOGIN;
-GRANT USAGE ON SCHEMA p2pay TO regress_p2pay_analyst;
-GRANT SELECT ON ALL TABLES IN SCHEMA p2pay TO regress_p2pay_analyst;
-GRANT SELECT, INSERT, UPDATE ON p2pay.fraud_labels TO regress_p2pay_analyst;
-GRANT SELECT, INSERT, UPDATE, DELETE ON p2pay.review_claims TO regress_p2pay_analyst;
-GRANT EXECUTE ON FUNCTION p2pay.resolve(uuid, p2pay.decision, text),
-                          p2pay.score(uuid, uuid, numeric, char, uuid, timestamptz),
-                          p2pay.backtest(timestamptz, timestamptz, jsonb),
-                          p2pay.rule_stats_read() TO regress_p2pay_analyst;
+SELECT p2pay.grant_analyst('regress_p2pay_analyst');
 CREATE ROLE regress_p2pay_shop NOLOGIN IN ROLE regress_p2pay_app;
 CREATE ROLE regress_p2pay_alice NOLOGIN IN ROLE regress_p2pay_analyst;
 CREATE ROLE regress_p2pay_bob NOLOGIN IN ROLE regress_p2pay_analyst;

@@ -26,19 +26,11 @@ INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
 
 -- The README's three roles; the attacker logs in as the application.
 CREATE ROLE regress_p2pay_app NOLOGIN;
-GRANT USAGE ON SCHEMA p2pay TO regress_p2pay_app;
-GRANT SELECT ON p2pay.currencies, p2pay.payment_methods TO regress_p2pay_app;
-GRANT SELECT, INSERT ON p2pay.users, p2pay.user_payment_methods, p2pay.payments TO regress_p2pay_app;
+SELECT p2pay.grant_app('regress_p2pay_app');
 CREATE ROLE regress_p2pay_analyst NOLOGIN;
-GRANT USAGE ON SCHEMA p2pay TO regress_p2pay_analyst;
-GRANT SELECT ON ALL TABLES IN SCHEMA p2pay TO regress_p2pay_analyst;
-GRANT EXECUTE ON FUNCTION p2pay.resolve(uuid, p2pay.decision, text),
-                          p2pay.score(uuid, uuid, numeric, char, uuid, timestamptz),
-                          p2pay.backtest(timestamptz, timestamptz, jsonb) TO regress_p2pay_analyst;
+SELECT p2pay.grant_analyst('regress_p2pay_analyst');
 CREATE ROLE regress_p2pay_admin NOLOGIN IN ROLE regress_p2pay_analyst;
-GRANT UPDATE ON p2pay.rules, p2pay.settings TO regress_p2pay_admin;
-GRANT INSERT, UPDATE, DELETE ON p2pay.blocklist, p2pay.allowlist, p2pay.snoozes TO regress_p2pay_admin;
-GRANT EXECUTE ON FUNCTION p2pay.snooze(text, uuid, timestamptz, text) TO regress_p2pay_admin;
+SELECT p2pay.grant_admin('regress_p2pay_admin');
 
 -- The attacker: the application role, one analyst and one admin of its own
 -- making are played by roles that log in as themselves (session_user is
@@ -182,7 +174,7 @@ CREATE TEMP TABLE rules (name text, mode text, enabled bool, weight float8, para
 SELECT try($$CREATE TRIGGER t_history AFTER INSERT ON pg_temp.rules
               FOR EACH ROW EXECUTE FUNCTION p2pay.record_config_change()$$);
 SELECT try($$CREATE TRIGGER t_merge BEFORE INSERT ON pg_temp.rules
-              FOR EACH ROW EXECUTE FUNCTION p2pay.merge_rule()$$);
+              FOR EACH ROW EXECUTE FUNCTION p2pay.merge_row('name')$$);
 
 ------------------------------------------------------------------------------
 -- An analyst and an admin: the dry run, the backtest, resolving a review,

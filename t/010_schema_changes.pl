@@ -443,11 +443,12 @@ my %uses = (
 	config_changed       => [ 'rules',           'AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE', 'STATEMENT' ],
 	record_config_change => [ 'rules',           'AFTER INSERT OR UPDATE OR DELETE',     'ROW' ],
 	truncate_state       => [ 'payments',        'AFTER TRUNCATE',                       'STATEMENT' ],
-	merge_rule           => [ 'rules',           'BEFORE INSERT',                        'ROW' ],
-	merge_settings       => [ 'settings',        'BEFORE INSERT',                        'ROW' ],
-	merge_ruleset        => [ 'ruleset',         'BEFORE INSERT',                        'ROW' ],
-	merge_currency       => [ 'currencies',      'BEFORE INSERT',                        'ROW' ],
-	merge_payment_method => [ 'payment_methods', 'BEFORE INSERT',                        'ROW' ],
+	# merge_row() with each of its triggers' arguments
+	'merge_row rules'           => [ 'rules',           'BEFORE INSERT', 'ROW', "merge_row('name')" ],
+	'merge_row settings'        => [ 'settings',        'BEFORE INSERT', 'ROW', "merge_row('singleton')" ],
+	'merge_row ruleset'         => [ 'ruleset',         'BEFORE INSERT', 'ROW', "merge_row('singleton', 'xact = NULL')" ],
+	'merge_row currencies'      => [ 'currencies',      'BEFORE INSERT', 'ROW', "merge_row('code')" ],
+	'merge_row payment_methods' => [ 'payment_methods', 'BEFORE INSERT', 'ROW', "merge_row('id')" ],
 );
 my %c_funcs = map { $_ => 1 } qw(score_payment guard_payment forget_payment check_config config_changed);
 my %misuses = (
@@ -506,7 +507,8 @@ sub attach_steps
 	my $values = join(', ', map { $value->($_) } @cols);
 	my @sql = (
 		"CREATE TEMP TABLE $table ($defs)",
-		"CREATE TRIGGER ddl_attached $when ON pg_temp.$table FOR EACH $level EXECUTE FUNCTION p2pay.$func()",
+		"CREATE TRIGGER ddl_attached $when ON pg_temp.$table FOR EACH $level EXECUTE FUNCTION p2pay."
+		  . ($uses{$func}[3] // "$func()"),
 		"INSERT INTO pg_temp.$table ($names) VALUES ($values)",
 		"UPDATE pg_temp.$table SET $cols[0][0] = $cols[0][0]",
 		"DELETE FROM pg_temp.$table",
@@ -518,7 +520,7 @@ sub attach_steps
 	  : $layout eq 'integer' ? 'integer columns'
 	  :                        "p2pay's column types but $layout an integer";
 	my $how = lc "$when $level";
-	step("p2pay.$func() $how on a temporary $table with $kind, by $who",
+	step("p2pay." . ($uses{$func}[3] // "$func()") . " $how on a temporary $table with $kind, by $who",
 		\@sql,
 		role => $as,
 		# a superuser's merge_*(), truncate_state(), record_config_change()

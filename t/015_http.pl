@@ -85,10 +85,54 @@ sub statements
 	$sql =~ s/\s+/ /g;
 	return join("\n", map { s/^ | $//gr } grep { /\S/ } split /;/, $sql);
 }
+
+# The README's block of the roles: the ```sql block of its "Privileges"
+# section that creates p2pay_app.  It creates the same roles as
+# scripts/roles.sql, and its other statements grant the same: each run, less
+# its CREATE ROLE statements, in a database of its own (the roles are the
+# cluster's), must leave the same privileges to the three roles on the
+# schema and on every relation, column and function in it.
+sub privileges
+{
+	my ($dbname) = @_;
+	return $node->safe_psql(
+		$dbname, q{
+WITH roles(r) AS (VALUES ('p2pay_app'), ('p2pay_analyst'), ('p2pay_admin')),
+acls(what, acl) AS (
+  SELECT 'schema ' || n.nspname, n.nspacl FROM pg_namespace n WHERE n.nspname = 'p2pay'
+  UNION ALL
+  SELECT 'relation ' || c.oid::regclass, c.relacl FROM pg_class c
+   WHERE c.relnamespace = 'p2pay'::regnamespace
+  UNION ALL
+  SELECT 'column ' || a.attrelid::regclass || '.' || a.attname, a.attacl FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid
+   WHERE c.relnamespace = 'p2pay'::regnamespace AND a.attacl IS NOT NULL
+  UNION ALL
+  SELECT 'function ' || p.oid::regprocedure, p.proacl FROM pg_proc p
+   WHERE p.pronamespace = 'p2pay'::regnamespace)
+SELECT a.what || ': ' || r.r || ' ' || x.privilege_type || ' ' || x.is_grantable
+  FROM acls a, aclexplode(a.acl) x, roles r
+ WHERE x.grantee = r.r::regrole
+ ORDER BY 1});
+}
 {
 	my $readme = slurp_file("$FindBin::RealBin/../README.md");
-	my ($block) = $readme =~ /^## Privileges\n.*?Three roles cover the usual split.*?^```sql\n(.*?)^```/ms;
-	is(statements($block // ''), statements($roles_sql),
+	my ($section) = $readme =~ /^## Privileges\n(.*?)(?=^## |\z)/ms;
+	my ($block) = grep { /CREATE ROLE p2pay_app\b/ } (($section // '') =~ /^```sql\n(.*?)^```/msg);
+	my $creates = sub { join("\n", grep { /^CREATE ROLE / } split /\n/, statements($_[0])) };
+	my $grants  = sub { join(";\n", grep { !/^CREATE ROLE / } split /\n/, statements($_[0])) };
+	is($creates->($block // ''), $creates->($roles_sql),
+		'README "Privileges" creates the roles scripts/roles.sql creates');
+	my %granted;
+	for my $source ([ 'roles_sql', $roles_sql ], [ 'readme', $block // '' ])
+	{
+		my ($name, $sql) = @$source;
+		P2payNode::create_db($node, "privileges_$name");
+		$node->safe_psql("privileges_$name", $grants->($sql) . ';') if $grants->($sql) ne '';
+		$granted{$name} = privileges("privileges_$name");
+	}
+	isnt($granted{roles_sql}, '', 'scripts/roles.sql grants the roles privileges');
+	is($granted{readme}, $granted{roles_sql},
 		'README "Privileges" grants what scripts/roles.sql grants');
 }
 my %password = (
