@@ -1,0 +1,2616 @@
+/* p2pay--1.2.sql: p2pay 1.2 as CREATE EXTENSION p2pay installs it */
+
+\echo Use "CREATE EXTENSION p2pay" to load this file. \quit
+
+-- What this file holds, in this order:
+--
+-- 1. The types (decision, rule_mode).
+-- 2. The trigger functions, which the tables' triggers name: the C ones
+--    (scoring, guarding and forgetting payments, checking and reloading the
+--    configuration, marking deletes) and the PL/pgSQL ones (the
+--    configuration's history, truncating the state, merging re-inserted
+--    seeded rows).
+-- 3. The tables, each with its comments, indexes, triggers, seeded rows
+--    and pg_extension_config_dump() registration: reference data (currencies,
+--    payment_methods, users, user_payment_methods); payments; the
+--    per-account state the trigger maintains; the rules, thresholds,
+--    rule-set version and lists; the configuration's history; the
+--    analysts' decision_log, fraud_labels and review_claims.
+-- 4. The functions and views, by topic, each with its comment and, where
+--    the public must not run it, its REVOKE: the rule set's history; the
+--    review queue and dry runs; backtests; statistics and monitoring; the
+--    per-account state; partitioning payments; catching up after a
+--    failover; the HTTP API; the roles' grants.
+-- 5. Rule-set version 2: 1.1's changes to the seeded rules, made as 1.1's
+--    update makes them, so that every installation, made fresh or updated,
+--    has the same rule-set versions and configuration history.
+--
+-- An installation of an older version reaches 1.2 through the update
+-- scripts (p2pay--1.0--1.1.sql, p2pay--1.1--1.2.sql); t/011_upgrade.pl
+-- checks that their result and this file's are the same objects.
+--
+-- Privileges: nothing is granted to PUBLIC on p2pay's tables; the owner
+-- grants roles what they need (grant_app(), grant_analyst(), grant_admin(),
+-- grant_monitoring()).  The scoring trigger reads and writes the rule
+-- tables and the per-account state as the owner of payments, as foreign-key
+-- checks do, so the application role needs no rights on them.
+--
+-- pg_dump keeps every table's rows (tables created by an extension are
+-- otherwise left out of a dump): each table is registered with
+-- pg_extension_config_dump() next to its definition.  Restore with
+-- session_replication_role = replica so that payments keep the decisions
+-- they were given and the per-account state is restored as dumped rather
+-- than counted twice; the seeded rows a restore inserts again update those
+-- CREATE EXTENSION made (merge_row()).
+
+------------------------------------------------------------------------------
+-- Types
+------------------------------------------------------------------------------
+
+-- The decision written onto every payment.
+CREATE TYPE @extschema@.decision AS ENUM ('approve', 'review', 'decline');
+COMMENT ON TYPE @extschema@.decision IS
+  'Outcome of scoring a payment: approve, hold for review, or decline.';
+
+-- A rule's mode: active rules decide, shadow rules are evaluated and
+-- recorded on the payment but decide nothing, off rules are not evaluated.
+CREATE TYPE @extschema@.rule_mode AS ENUM ('active', 'shadow', 'off');
+COMMENT ON TYPE @extschema@.rule_mode IS
+  'active: decides; shadow: evaluated and recorded, decides nothing; off: not evaluated.';
+
+------------------------------------------------------------------------------
+-- Trigger functions.  They are p2pay's own: nobody needs EXECUTE on them to
+-- fire them (PostgreSQL checks it only when a trigger is created), and each
+-- refuses to run on any table but the ones it was made for.  EXECUTE is
+-- revoked from PUBLIC, so that no role can attach them to a table of its own.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.score_payment() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'p2pay_score_payment' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@.score_payment() IS
+  'BEFORE INSERT trigger on payments: validates, locks the accounts, runs the rules, writes score, decision and reasons.';
+REVOKE ALL ON FUNCTION @extschema@.score_payment() FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.guard_payment() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'p2pay_guard_payment' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@.guard_payment() IS
+  'BEFORE UPDATE trigger on payments: refuses changes to the facts a payment was scored on.';
+REVOKE ALL ON FUNCTION @extschema@.guard_payment() FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.forget_payment() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'p2pay_forget_payment_trigger' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@.forget_payment() IS
+  'AFTER DELETE trigger on payments: takes a reversed payment out of the per-account state; an archived one (p2pay.delete_mode = archive) stays.';
+REVOKE ALL ON FUNCTION @extschema@.forget_payment() FROM PUBLIC;
+
+-- A delete of a payment is a reversal (it leaves the per-account state and
+-- is a deleted event on the stream) or, with p2pay.delete_mode = archive,
+-- archiving (it stays in the state, and the stream passes over it).  This
+-- trigger fixes the transaction's mode at its first delete and marks the
+-- transaction in the WAL for the stream before each delete is logged.
+CREATE FUNCTION @extschema@.mark_delete() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'p2pay_mark_delete_trigger' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@.mark_delete() IS
+  'BEFORE DELETE trigger on payments: fixes the transaction''s p2pay.delete_mode at its first delete and marks archived and reversed deletes for the stream.';
+REVOKE ALL ON FUNCTION @extschema@.mark_delete() FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.check_config() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'p2pay_check_config' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@.check_config() IS
+  'BEFORE trigger on rules and settings: rejects unknown rules, bad weights and bad parameters, and deletion.';
+REVOKE ALL ON FUNCTION @extschema@.check_config() FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.config_changed() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'p2pay_config_changed' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@.config_changed() IS
+  'AFTER statement trigger on rules and settings: tells every session to reload the rule configuration.';
+REVOKE ALL ON FUNCTION @extschema@.config_changed() FROM PUBLIC;
+
+-- Record a change of configuration under the transaction's version, taking
+-- a new version for the first change of a transaction.
+-- SECURITY DEFINER: an admin who may change a rule needs no right to write
+-- the history itself, and so can't forge it.
+CREATE FUNCTION @extschema@.record_config_change() RETURNS trigger
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v bigint;
+BEGIN
+  IF TG_RELID OPERATOR(pg_catalog.<>) ALL (ARRAY['@extschema@.rules'::pg_catalog.regclass, '@extschema@.settings'::pg_catalog.regclass, '@extschema@.blocklist'::pg_catalog.regclass, '@extschema@.allowlist'::pg_catalog.regclass, '@extschema@.snoozes'::pg_catalog.regclass]::pg_catalog.oid[]) THEN
+    RAISE EXCEPTION 'trigger function p2pay.record_config_change() can only run on p2pay.rules, p2pay.settings, p2pay.blocklist, p2pay.allowlist, p2pay.snoozes'
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
+  UPDATE @extschema@.ruleset r
+     SET version = r.version + 1, changed_at = now(), changed_by = SESSION_USER,
+         xact = pg_current_xact_id()
+   WHERE r.xact IS DISTINCT FROM pg_current_xact_id()
+  RETURNING r.version INTO v;
+  IF v IS NULL THEN
+    SELECT r.version INTO v FROM @extschema@.ruleset r;
+  END IF;
+  INSERT INTO @extschema@.config_history (version, changed_at, changed_by, table_name, operation, old_row, new_row)
+  VALUES (v, now(), SESSION_USER, TG_TABLE_NAME, TG_OP,
+          CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN to_jsonb(OLD) END,
+          CASE WHEN TG_OP IN ('UPDATE', 'INSERT') THEN to_jsonb(NEW) END);
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION @extschema@.record_config_change() IS
+  'AFTER trigger on rules, settings and the lists: records the change in config_history under a new rule-set version.';
+REVOKE ALL ON FUNCTION @extschema@.record_config_change() FROM PUBLIC;
+
+-- Truncating payments empties the state derived from them, so that no
+-- aggregate counts a payment that is gone.
+CREATE FUNCTION @extschema@.truncate_state() RETURNS trigger
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF TG_RELID OPERATOR(pg_catalog.<>) ALL (ARRAY['@extschema@.payments'::pg_catalog.regclass]::pg_catalog.oid[]) THEN
+    RAISE EXCEPTION 'trigger function p2pay.truncate_state() can only run on p2pay.payments'
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
+  TRUNCATE @extschema@.account_stats, @extschema@.pair_stats, @extschema@.payer_hourly,
+           @extschema@.account_daily;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION @extschema@.truncate_state() IS
+  'AFTER TRUNCATE trigger on payments: empties the per-account state derived from them.';
+REVOKE ALL ON FUNCTION @extschema@.truncate_state() FROM PUBLIC;
+
+-- pg_restore re-inserts the rows of rules, settings, ruleset, currencies
+-- and payment_methods after CREATE EXTENSION has seeded them: such an
+-- insert updates the row with the same key instead.  The trigger's
+-- arguments: the key columns, whose values find the row to update (the
+-- singletons' key is their column singleton); then any 'COLUMN = NULL', a
+-- column the merge empties rather than copies (ruleset's xact names a
+-- transaction of the database the row came from).  Every other column of
+-- the row takes the inserted value.  The merge triggers fire in every
+-- replication role, so a restore run with session_replication_role =
+-- replica keeps the configuration too.
+CREATE FUNCTION @extschema@.merge_row() RETURNS trigger
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  arg text;
+  nulled text[] := '{}';
+  keys text[] := '{}';
+  matches text;
+  sets text;
+  present boolean;
+BEGIN
+  IF TG_RELID OPERATOR(pg_catalog.<>) ALL (ARRAY['@extschema@.rules'::pg_catalog.regclass,
+                                                  '@extschema@.settings'::pg_catalog.regclass,
+                                                  '@extschema@.ruleset'::pg_catalog.regclass,
+                                                  '@extschema@.currencies'::pg_catalog.regclass,
+                                                  '@extschema@.payment_methods'::pg_catalog.regclass]::pg_catalog.oid[]) THEN
+    RAISE EXCEPTION 'trigger function p2pay.merge_row() can only run on p2pay.rules, p2pay.settings, p2pay.ruleset, p2pay.currencies and p2pay.payment_methods'
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
+  IF TG_WHEN OPERATOR(pg_catalog.<>) 'BEFORE' OR TG_LEVEL OPERATOR(pg_catalog.<>) 'ROW'
+     OR TG_OP OPERATOR(pg_catalog.<>) 'INSERT' OR TG_NARGS OPERATOR(pg_catalog.=) 0 THEN
+    RAISE EXCEPTION 'trigger function p2pay.merge_row() must be fired BEFORE INSERT FOR EACH ROW, with key columns as arguments'
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
+  FOREACH arg IN ARRAY TG_ARGV LOOP
+    IF arg OPERATOR(pg_catalog.~) '^[a-z_][a-z0-9_]* = NULL$' THEN
+      nulled := nulled OPERATOR(pg_catalog.||) pg_catalog.split_part(arg, ' ', 1);
+    ELSE
+      keys := keys OPERATOR(pg_catalog.||) arg;
+    END IF;
+  END LOOP;
+
+  SELECT pg_catalog.string_agg(pg_catalog.format('t.%I OPERATOR(pg_catalog.=) ($1).%I', k, k), ' AND ')
+    INTO matches
+    FROM pg_catalog.unnest(keys) k;
+  -- Looked for first, as the inserting role: one that may insert and not
+  -- update (an admin adding a currency) inserts a new key as before.
+  EXECUTE pg_catalog.format('SELECT EXISTS (SELECT FROM %I.%I t WHERE %s)',
+                            TG_TABLE_SCHEMA, TG_TABLE_NAME, matches)
+    INTO present USING NEW;
+  IF NOT present THEN
+    RETURN NEW;
+  END IF;
+  SELECT pg_catalog.string_agg(
+           CASE WHEN a.attname OPERATOR(pg_catalog.=) ANY (nulled)
+                THEN pg_catalog.format('%I = NULL', a.attname)
+                ELSE pg_catalog.format('%I = ($1).%I', a.attname, a.attname) END,
+           ', ' ORDER BY a.attnum)
+    INTO sets
+    FROM pg_catalog.pg_attribute a
+   WHERE a.attrelid OPERATOR(pg_catalog.=) TG_RELID AND a.attnum OPERATOR(pg_catalog.>) 0
+     AND NOT a.attisdropped AND a.attgenerated OPERATOR(pg_catalog.=) ''
+     AND a.attname OPERATOR(pg_catalog.<>) ALL (keys::name[]);
+  EXECUTE pg_catalog.format('UPDATE %I.%I t SET %s WHERE %s', TG_TABLE_SCHEMA, TG_TABLE_NAME, sets, matches)
+    USING NEW;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION @extschema@.merge_row() IS
+  'BEFORE INSERT trigger on rules, settings, ruleset, currencies and payment_methods: inserting a row whose key (the trigger''s arguments) exists updates that row with the inserted values instead (this is how pg_restore brings back changes to the seeded rows); an argument ''COLUMN = NULL'' empties that column.';
+REVOKE ALL ON FUNCTION @extschema@.merge_row() FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Reference data
+------------------------------------------------------------------------------
+
+CREATE TABLE @extschema@.currencies (
+  code         char(3) PRIMARY KEY CHECK (code ~ '^[A-Z]{3}$'),
+  name         text NOT NULL,
+  rate_to_base numeric NOT NULL
+               CHECK (rate_to_base > 0 AND rate_to_base < 'Infinity'::numeric)
+);
+COMMENT ON TABLE @extschema@.currencies IS
+  'Currencies payments may use; amounts are compared in the base currency (USD).';
+COMMENT ON COLUMN @extschema@.currencies.rate_to_base IS
+  'Units of the base currency (USD) per unit of this currency; amount rules compare amount * rate_to_base.';
+
+INSERT INTO @extschema@.currencies (code, name, rate_to_base) VALUES
+  ('USD', 'US Dollar', 1),
+  ('EUR', 'Euro', 1.08),
+  ('ILS', 'Israeli New Shekel', 0.27);
+
+CREATE TRIGGER currencies_merge BEFORE INSERT ON @extschema@.currencies
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_row('code');
+ALTER TABLE @extschema@.currencies ENABLE ALWAYS TRIGGER currencies_merge;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.currencies', '');
+
+CREATE TABLE @extschema@.payment_methods (
+  id   uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+  name text NOT NULL UNIQUE
+);
+COMMENT ON TABLE @extschema@.payment_methods IS 'Means by which a payment is made.';
+
+-- Fixed ids so that scripts and tests can name the seeded methods.
+INSERT INTO @extschema@.payment_methods (id, name) VALUES
+  ('00000000-0000-4000-8000-000000000001', 'Bank transfer'),
+  ('00000000-0000-4000-8000-000000000002', 'Credit card'),
+  ('00000000-0000-4000-8000-000000000003', 'Check'),
+  ('00000000-0000-4000-8000-000000000004', 'Cash');
+
+CREATE TRIGGER payment_methods_merge BEFORE INSERT ON @extschema@.payment_methods
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_row('id');
+ALTER TABLE @extschema@.payment_methods ENABLE ALWAYS TRIGGER payment_methods_merge;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.payment_methods', '');
+
+CREATE TABLE @extschema@.users (
+  id            uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+  first_name    text,
+  last_name     text,
+  email_address text,
+  created_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE @extschema@.users IS 'Account holders who pay and are paid.';
+COMMENT ON COLUMN @extschema@.users.created_at IS
+  'When the account was opened; new_account_high_amount compares it with the payment time.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.users', '');
+
+CREATE TABLE @extschema@.user_payment_methods (
+  user_id           uuid NOT NULL REFERENCES @extschema@.users,
+  payment_method_id uuid NOT NULL REFERENCES @extschema@.payment_methods,
+  details           text,
+  PRIMARY KEY (user_id, payment_method_id)
+);
+COMMENT ON TABLE @extschema@.user_payment_methods IS
+  'Payment methods each user has registered; paying with another one fires unregistered_method.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.user_payment_methods', '');
+
+------------------------------------------------------------------------------
+-- Payments
+------------------------------------------------------------------------------
+
+CREATE TABLE @extschema@.payments (
+  id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  transaction_id    uuid NOT NULL UNIQUE DEFAULT pg_catalog.gen_random_uuid(),
+  payer_id          uuid NOT NULL REFERENCES @extschema@.users,
+  payee_id          uuid NOT NULL REFERENCES @extschema@.users,
+  amount            numeric NOT NULL,
+  currency          char(3) NOT NULL REFERENCES @extschema@.currencies,
+  payment_method_id uuid NOT NULL REFERENCES @extschema@.payment_methods,
+  created_at        timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  risk_score        double precision,
+  decision          @extschema@.decision,
+  is_approved       boolean,
+  reasons           text[],
+  amount_base       numeric,
+  ruleset_version   bigint,
+  shadow_reasons    text[],
+  shadow_risk_score double precision,
+  shadow_decision   @extschema@.decision
+);
+COMMENT ON TABLE @extschema@.payments IS
+  'Payments; every insert is scored by the p2pay trigger in the inserting transaction.';
+COMMENT ON COLUMN @extschema@.payments.created_at IS
+  'Time of the payment; rule windows are measured back from it, so history can be replayed with past times.';
+COMMENT ON COLUMN @extschema@.payments.risk_score IS
+  'Written by the trigger: 1 - product(1 - weight) over the enabled rules that fired.';
+COMMENT ON COLUMN @extschema@.payments.decision IS
+  'Written by the trigger: decline, review or approve, from the score, the thresholds and the blocklist.';
+COMMENT ON COLUMN @extschema@.payments.is_approved IS
+  'Written by the trigger: decision = ''approve''.';
+COMMENT ON COLUMN @extschema@.payments.reasons IS
+  'Written by the trigger: names of the rules that fired, in catalogue order.';
+COMMENT ON COLUMN @extschema@.payments.ruleset_version IS
+  'Written by the trigger: the rule-set version (p2pay.ruleset) the payment was scored under.';
+COMMENT ON COLUMN @extschema@.payments.shadow_reasons IS
+  'Written by the trigger: the shadow rules that fired.';
+COMMENT ON COLUMN @extschema@.payments.shadow_risk_score IS
+  'Written by the trigger: the score the payment would have had with the shadow rules active.';
+COMMENT ON COLUMN @extschema@.payments.shadow_decision IS
+  'Written by the trigger: the decision the payment would have had with the shadow rules active.';
+COMMENT ON COLUMN @extschema@.payments.amount_base IS
+  'Written by the trigger: amount * rate_to_base of the currency at the time of the insert.';
+
+-- The stream (output plugin p2pay) reports the old decision of an UPDATE
+-- and the whole row of a DELETE: the WAL must carry the old row.  Updates
+-- of payments are rare (an analyst resolving a review), so logging the old
+-- row whole costs little.
+ALTER TABLE @extschema@.payments REPLICA IDENTITY FULL;
+
+-- Serves the payer's window rules (velocity, structuring, round trip, the
+-- previous payment) as index-only scans bounded by the window.
+CREATE INDEX payments_payer_time_idx ON @extschema@.payments
+  (payer_id, created_at) INCLUDE (payee_id, amount_base);
+
+-- The review queue: review_queue, review_queue() and the API read it.
+CREATE INDEX payments_review_idx ON @extschema@.payments (created_at, id) WHERE decision = 'review';
+
+-- backtest() reads a range of created_at; payments arrive roughly in time
+-- order, so a BRIN index finds the range for almost nothing per insert.
+CREATE INDEX payments_created_brin ON @extschema@.payments USING brin (created_at);
+
+-- Scores every inserted row: single and multi-row INSERT, INSERT ... SELECT and COPY.
+CREATE TRIGGER payments_score BEFORE INSERT ON @extschema@.payments
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.score_payment();
+CREATE TRIGGER payments_guard BEFORE UPDATE ON @extschema@.payments
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.guard_payment();
+CREATE TRIGGER payments_forget AFTER DELETE ON @extschema@.payments
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.forget_payment();
+CREATE TRIGGER payments_mark_delete BEFORE DELETE ON @extschema@.payments
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.mark_delete();
+-- Truncating payments empties the state derived from them, so that no
+-- aggregate counts a payment that is gone.
+CREATE TRIGGER payments_truncate AFTER TRUNCATE ON @extschema@.payments
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.truncate_state();
+
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.payments', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.payments_id_seq', '');
+
+------------------------------------------------------------------------------
+-- Per-account state, maintained by the trigger in the inserting transaction
+------------------------------------------------------------------------------
+
+-- No foreign key: the trigger writes a row only for users it has just found,
+-- and a check per write would cost every payment two more lookups.
+CREATE TABLE @extschema@.account_stats (
+  user_id    uuid PRIMARY KEY,
+  out_count  bigint NOT NULL DEFAULT 0,
+  out_sum    numeric NOT NULL DEFAULT 0,
+  in_count   bigint NOT NULL DEFAULT 0,
+  in_sum     numeric NOT NULL DEFAULT 0
+);
+COMMENT ON TABLE @extschema@.account_stats IS
+  'Running totals per account over all its payments (amount_deviation''s mean); maintained by the trigger.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.account_stats', '');
+
+CREATE TABLE @extschema@.pair_stats (
+  payer_id uuid NOT NULL,
+  payee_id uuid NOT NULL,
+  first_at timestamptz NOT NULL,
+  last_at  timestamptz NOT NULL,
+  n        bigint NOT NULL,
+  total    numeric NOT NULL,
+  PRIMARY KEY (payer_id, payee_id)
+);
+COMMENT ON TABLE @extschema@.pair_stats IS
+  'One row per (payer, payee) that ever paid: first-seen pairs, and distinct counterparties in a window through last_at.';
+CREATE INDEX pair_stats_payer_last_idx ON @extschema@.pair_stats (payer_id, last_at);
+CREATE INDEX pair_stats_payee_last_idx ON @extschema@.pair_stats (payee_id, last_at);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.pair_stats', '');
+
+CREATE TABLE @extschema@.payer_hourly (
+  payer_id uuid NOT NULL,
+  hour     timestamptz NOT NULL,
+  n        bigint NOT NULL,
+  total    numeric NOT NULL,
+  PRIMARY KEY (payer_id, hour)
+);
+COMMENT ON TABLE @extschema@.payer_hourly IS
+  'Payer totals in UTC hour buckets: a window sum reads whole buckets plus the rows of the one bucket at its edge.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.payer_hourly', '');
+
+CREATE TABLE @extschema@.account_daily (
+  user_id    uuid NOT NULL,
+  day        date NOT NULL,
+  out_count  bigint NOT NULL DEFAULT 0,
+  out_payees bigint NOT NULL DEFAULT 0,
+  in_payers  bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (user_id, day)
+);
+COMMENT ON TABLE @extschema@.account_daily IS
+  'Each account''s activity per UTC day (payments made, new payees, new payers): its normal level, against which velocity, fan-out and fan-in are compared.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.account_daily', '');
+
+------------------------------------------------------------------------------
+-- Rules, thresholds, the rule-set version and lists.  A change of rules,
+-- thresholds or lists is checked (check_config()), recorded under a new
+-- rule-set version (record_config_change()) and makes every session reload
+-- the configuration (config_changed()).  The seeded rows go in before the
+-- triggers are made: version 1 is the catalogue as installed.
+------------------------------------------------------------------------------
+
+CREATE TABLE @extschema@.rules (
+  name       text PRIMARY KEY,
+  mode       @extschema@.rule_mode NOT NULL DEFAULT 'active',
+  enabled    boolean NOT NULL DEFAULT true,
+  weight     double precision NOT NULL,
+  params     jsonb NOT NULL DEFAULT '{}',
+  description text
+);
+COMMENT ON TABLE @extschema@.rules IS
+  'The rule catalogue: one row per rule; a change takes effect for the next insert in every session.';
+COMMENT ON COLUMN @extschema@.rules.mode IS
+  'active, shadow or off.';
+COMMENT ON COLUMN @extschema@.rules.enabled IS
+  'mode = ''active''; kept in step with mode: setting it true makes the rule active, false makes it off.';
+COMMENT ON COLUMN @extschema@.rules.weight IS
+  'Contribution to the score when the rule fires, in [0, 1].';
+COMMENT ON COLUMN @extschema@.rules.params IS
+  'The rule''s parameters: every key the rule takes, each of its type (numbers, or intervals as text such as ''24 hours''); an optional key left out is 0 (off).';
+
+INSERT INTO @extschema@.rules (name, weight, params, description) VALUES
+  ('amount_limit', 0.5, '{"max_amount": 10000}',
+   'Amount above max_amount.'),
+  ('payer_velocity_count', 0.4, '{"max_count": 10, "window": "1 hour", "baseline_factor": 3, "baseline_days": 7}',
+   'More than max_count payments by the payer in the window, and (once the payer has baseline_days of history) more than baseline_factor times its normal for such a window.'),
+  ('payer_velocity_amount', 0.4, '{"max_amount": 20000, "window": "24 hours"}',
+   'Payer''s total in the window above max_amount.'),
+  ('payer_fan_out', 0.3, '{"max_payees": 10, "window": "24 hours", "baseline_factor": 3, "baseline_days": 7}',
+   'Payer paid more than max_payees distinct payees in the window, and (once it has baseline_days of history) more than baseline_factor times its normal.'),
+  ('payee_fan_in', 0.4, '{"max_payers": 20, "window": "24 hours", "baseline_factor": 3, "baseline_days": 7}',
+   'Payee received from more than max_payers distinct payers in the window (mule accounts), and (once it has baseline_days of history) more than baseline_factor times its normal.'),
+  ('structuring', 0.6, '{"threshold": 10000, "band": 0.1, "min_count": 3, "window": "24 hours"}',
+   'Amount just under threshold, and at least min_count such payments by the payer in the window.'),
+  ('new_payee_high_amount', 0.2, '{"min_amount": 1000}',
+   'First ever payment from payer to payee, above min_amount.'),
+  ('new_account_high_amount', 0.3, '{"max_age": "7 days", "min_amount": 1000}',
+   'Payer account younger than max_age pays above min_amount.'),
+  ('round_trip', 0.3, '{"window": "24 hours", "min_amount": 1000}',
+   'Payee paid the payer at least min_amount in the window, and this payment is at least min_amount.'),
+  ('unregistered_method', 0.25, '{}',
+   'Method not registered to the payer.'),
+  ('amount_deviation', 0.25, '{"factor": 5, "min_history": 5}',
+   'Payer has min_history earlier payments and the amount is above factor times their mean.'),
+  ('dormant_reactivation', 0.3, '{"idle": "90 days", "min_amount": 1000}',
+   'Payer''s previous payment is older than idle, and the amount is above min_amount.'),
+  ('blocklist', 1.0, '{}',
+   'Payer or payee on the blocklist: decline whatever the score.'),
+  ('pass_through', 0.6, '{"window": "24 hours", "min_payers": 5, "share": 0.5, "min_amount": 1000}',
+   'Money in from many, out in a lump: the payer received from at least min_payers distinct payers in the window, and this payment (at least min_amount) moves at least share of what they paid in.'),
+  ('cycle', 0.5, '{"window": "24 hours", "min_amount": 1000, "max_length": 4}',
+   'The payment closes a loop of 3 (or 4, with max_length 4) accounts, every leg at least min_amount within the window: A pays B, B paid C, C paid A.');
+
+CREATE TRIGGER rules_check BEFORE INSERT OR UPDATE OR DELETE ON @extschema@.rules
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.check_config();
+CREATE TRIGGER rules_keep BEFORE TRUNCATE ON @extschema@.rules
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.check_config();
+CREATE TRIGGER rules_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@.rules
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER rules_merge BEFORE INSERT ON @extschema@.rules
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_row('name');
+CREATE TRIGGER rules_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.rules
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
+ALTER TABLE @extschema@.rules ENABLE ALWAYS TRIGGER rules_check;
+ALTER TABLE @extschema@.rules ENABLE ALWAYS TRIGGER rules_keep;
+ALTER TABLE @extschema@.rules ENABLE ALWAYS TRIGGER rules_merge;
+ALTER TABLE @extschema@.rules ENABLE ALWAYS TRIGGER rules_changed;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.rules', '');
+
+CREATE TABLE @extschema@.settings (
+  singleton         boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  review_threshold  double precision NOT NULL DEFAULT 0.3
+                    CHECK (review_threshold >= 0 AND review_threshold <= 1),
+  decline_threshold double precision NOT NULL DEFAULT 0.8
+                    CHECK (decline_threshold >= 0 AND decline_threshold <= 1),
+  CONSTRAINT settings_thresholds_ordered CHECK (review_threshold <= decline_threshold)
+);
+COMMENT ON TABLE @extschema@.settings IS
+  'Decision thresholds (one row): review when score >= review_threshold, decline when score >= decline_threshold.';
+
+INSERT INTO @extschema@.settings DEFAULT VALUES;
+
+CREATE TRIGGER settings_keep BEFORE DELETE ON @extschema@.settings
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.check_config();
+CREATE TRIGGER settings_keep_all BEFORE TRUNCATE ON @extschema@.settings
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.check_config();
+CREATE TRIGGER settings_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@.settings
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER settings_merge BEFORE INSERT ON @extschema@.settings
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_row('singleton');
+CREATE TRIGGER settings_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.settings
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
+ALTER TABLE @extschema@.settings ENABLE ALWAYS TRIGGER settings_keep;
+ALTER TABLE @extschema@.settings ENABLE ALWAYS TRIGGER settings_keep_all;
+ALTER TABLE @extschema@.settings ENABLE ALWAYS TRIGGER settings_merge;
+ALTER TABLE @extschema@.settings ENABLE ALWAYS TRIGGER settings_changed;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.settings', '');
+
+-- The rule-set version: one row, whose version every payment records.
+CREATE TABLE @extschema@.ruleset (
+  singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  version    bigint NOT NULL,
+  changed_at timestamptz NOT NULL,
+  changed_by name NOT NULL,
+  xact       xid8
+);
+COMMENT ON TABLE @extschema@.ruleset IS
+  'The current rule-set version: one more for every transaction that changes rules, thresholds or lists.';
+
+INSERT INTO @extschema@.ruleset (version, changed_at, changed_by)
+  VALUES (1, pg_catalog.now(), CURRENT_USER);
+CREATE TRIGGER ruleset_merge BEFORE INSERT ON @extschema@.ruleset
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_row('singleton', 'xact = NULL');
+CREATE TRIGGER ruleset_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.ruleset
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
+ALTER TABLE @extschema@.ruleset ENABLE ALWAYS TRIGGER ruleset_merge;
+ALTER TABLE @extschema@.ruleset ENABLE ALWAYS TRIGGER ruleset_changed;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.ruleset', '');
+
+CREATE TABLE @extschema@.blocklist (
+  user_id    uuid PRIMARY KEY REFERENCES @extschema@.users,
+  reason     text NOT NULL,
+  added_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  added_by   name NOT NULL DEFAULT SESSION_USER,
+  expires_at timestamptz
+);
+COMMENT ON TABLE @extschema@.blocklist IS
+  'Users whose payments, paid or received, are declined while the entry has not expired at the payment''s time.';
+COMMENT ON COLUMN @extschema@.blocklist.expires_at IS
+  'The entry stops counting for payments created at or after this time; NULL means never.';
+CREATE TRIGGER blocklist_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@.blocklist
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER blocklist_history_truncate AFTER TRUNCATE ON @extschema@.blocklist
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.record_config_change();
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.blocklist', '');
+
+CREATE TABLE @extschema@.allowlist (
+  user_id    uuid PRIMARY KEY REFERENCES @extschema@.users,
+  reason     text NOT NULL,
+  added_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  added_by   name NOT NULL DEFAULT SESSION_USER,
+  expires_at timestamptz
+);
+COMMENT ON TABLE @extschema@.allowlist IS
+  'Trusted users: a payment they pay or receive is approved (unless blocklisted) while the entry has not expired at the payment''s time; the rules are still evaluated and listed.';
+CREATE TRIGGER allowlist_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@.allowlist
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER allowlist_history_truncate AFTER TRUNCATE ON @extschema@.allowlist
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.record_config_change();
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.allowlist', '');
+
+CREATE TABLE @extschema@.snoozes (
+  rule     text NOT NULL REFERENCES @extschema@.rules (name),
+  user_id  uuid NOT NULL REFERENCES @extschema@.users,
+  until    timestamptz NOT NULL,
+  reason   text,
+  added_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  added_by name NOT NULL DEFAULT SESSION_USER,
+  PRIMARY KEY (rule, user_id)
+);
+COMMENT ON TABLE @extschema@.snoozes IS
+  'Per-rule snoozes: the rule does not fire for payments the user pays or receives, created before until.';
+CREATE TRIGGER snoozes_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@.snoozes
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER snoozes_history_truncate AFTER TRUNCATE ON @extschema@.snoozes
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.record_config_change();
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.snoozes', '');
+
+------------------------------------------------------------------------------
+-- The history of the configuration
+------------------------------------------------------------------------------
+
+CREATE TABLE @extschema@.config_history (
+  id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  version    bigint NOT NULL,
+  changed_at timestamptz NOT NULL,
+  changed_by name NOT NULL,
+  table_name text NOT NULL,
+  operation  text NOT NULL,
+  old_row    jsonb,
+  new_row    jsonb
+);
+COMMENT ON TABLE @extschema@.config_history IS
+  'Every change to rules, settings, blocklist, allowlist and snoozes: the version it made, who, when, and the row before and after.';
+CREATE INDEX config_history_version_idx ON @extschema@.config_history (version);
+
+-- Version 1 is the catalogue as installed.
+INSERT INTO @extschema@.config_history (version, changed_at, changed_by, table_name, operation, new_row)
+  SELECT 1, pg_catalog.now(), CURRENT_USER, 'rules', 'INSERT', pg_catalog.to_jsonb(r)
+    FROM @extschema@.rules r;
+INSERT INTO @extschema@.config_history (version, changed_at, changed_by, table_name, operation, new_row)
+  SELECT 1, pg_catalog.now(), CURRENT_USER, 'settings', 'INSERT', pg_catalog.to_jsonb(s)
+    FROM @extschema@.settings s;
+-- version 1 is what CREATE EXTENSION writes: a restore makes it again
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.config_history', 'WHERE version > 1');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.config_history_id_seq', '');
+
+------------------------------------------------------------------------------
+-- Analysts' work: their decisions on reviews, what became known about
+-- payments afterwards (for backtests), and their claims on reviews
+------------------------------------------------------------------------------
+
+CREATE TABLE @extschema@.decision_log (
+  id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  transaction_id uuid NOT NULL,
+  old_decision   @extschema@.decision NOT NULL,
+  new_decision   @extschema@.decision NOT NULL,
+  note           text,
+  resolved_by    name NOT NULL,
+  resolved_at    timestamptz NOT NULL
+);
+COMMENT ON TABLE @extschema@.decision_log IS
+  'Every analyst decision made with resolve(): which payment, from what to what, why, who and when.';
+CREATE INDEX decision_log_transaction_idx ON @extschema@.decision_log (transaction_id);
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.decision_log', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.decision_log_id_seq', '');
+
+CREATE TABLE @extschema@.fraud_labels (
+  transaction_id uuid PRIMARY KEY,
+  is_fraud       boolean NOT NULL,
+  labelled_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  source         text
+);
+COMMENT ON TABLE @extschema@.fraud_labels IS
+  'What became known about payments afterwards (chargebacks, confirmed fraud): backtest() reports precision and recall against it.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.fraud_labels', '');
+
+-- An analyst claims a review while working on it, so that another does
+-- not resolve it meanwhile; a claim lapses at expires_at.  No foreign key:
+-- a transaction_id is unique in payments only with its created_at once
+-- payments is partitioned.  A claim outlives its review only when the
+-- payment is resolved outside the API; nothing reads it then.
+CREATE TABLE @extschema@.review_claims (
+  transaction_id uuid PRIMARY KEY,
+  claimed_by     name NOT NULL DEFAULT SESSION_USER,
+  claimed_at     timestamptz NOT NULL DEFAULT pg_catalog.now(),
+  expires_at     timestamptz NOT NULL,
+  CONSTRAINT review_claims_expire_later CHECK (expires_at > claimed_at)
+);
+COMMENT ON TABLE @extschema@.review_claims IS
+  'Reviews claimed by an analyst (the role that logged in) until expires_at: api_resolve() refuses anyone else meanwhile.';
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.review_claims', '');
+
+------------------------------------------------------------------------------
+-- Functions: the rule set's history
+------------------------------------------------------------------------------
+
+-- The rule rows as they were at a version, in the shape backtest() takes.
+CREATE FUNCTION @extschema@.rules_at(version bigint) RETURNS jsonb
+  LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT coalesce(jsonb_agg(jsonb_build_object('name', h.new_row->>'name', 'mode', h.new_row->'mode',
+                                               'weight', h.new_row->'weight', 'params', h.new_row->'params')
+                            ORDER BY h.new_row->>'name'), '[]'::jsonb)
+    FROM (SELECT DISTINCT ON (coalesce(c.new_row, c.old_row)->>'name') c.new_row
+            FROM @extschema@.config_history c
+           WHERE c.table_name = 'rules' AND c.version <= $1
+           ORDER BY coalesce(c.new_row, c.old_row)->>'name', c.version DESC, c.id DESC) h
+   WHERE h.new_row IS NOT NULL
+$$;
+COMMENT ON FUNCTION @extschema@.rules_at(bigint) IS
+  'The rule rows as they were at a rule-set version, as JSON for backtest(): reproduces the rules that scored a payment.';
+
+------------------------------------------------------------------------------
+-- Functions: the review queue and dry runs
+------------------------------------------------------------------------------
+
+CREATE VIEW @extschema@.review_queue AS
+  SELECT p.transaction_id, p.created_at, p.payer_id, p.payee_id, p.amount, p.currency,
+         p.amount_base, p.risk_score, p.reasons, p.ruleset_version,
+         pg_catalog.now() - p.created_at AS waiting
+    FROM @extschema@.payments p
+   WHERE p.decision = 'review'
+   ORDER BY p.created_at, p.id;
+COMMENT ON VIEW @extschema@.review_queue IS
+  'Payments held for review and not yet resolved, oldest first.';
+
+CREATE FUNCTION @extschema@.resolve(transaction_id uuid, decision @extschema@.decision, note text DEFAULT NULL)
+  RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  current_decision @extschema@.decision;
+BEGIN
+  IF resolve.transaction_id IS NULL THEN
+    RAISE EXCEPTION 'transaction_id must not be null' USING ERRCODE = '22004';
+  END IF;
+  IF resolve.decision IS NULL OR resolve.decision NOT IN ('approve', 'decline') THEN
+    RAISE EXCEPTION 'a review is resolved with approve or decline, not %', coalesce(resolve.decision::text, 'null')
+      USING ERRCODE = '22023';
+  END IF;
+  SELECT p.decision INTO current_decision
+    FROM @extschema@.payments p WHERE p.transaction_id = resolve.transaction_id
+     FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no payment has transaction_id %', resolve.transaction_id
+      USING ERRCODE = 'P0002';
+  END IF;
+  IF current_decision IS DISTINCT FROM 'review' THEN
+    RAISE EXCEPTION 'payment % is not under review', resolve.transaction_id
+      USING ERRCODE = '55000',
+            DETAIL = format('Its decision is %s.', coalesce(current_decision::text, 'null')),
+            HINT = 'SELECT * FROM p2pay.decision_log WHERE transaction_id = ... shows earlier resolutions.';
+  END IF;
+  UPDATE @extschema@.payments p SET decision = resolve.decision
+   WHERE p.transaction_id = resolve.transaction_id;
+  INSERT INTO @extschema@.decision_log (transaction_id, old_decision, new_decision, note, resolved_by, resolved_at)
+  VALUES (resolve.transaction_id, current_decision, resolve.decision, resolve.note, SESSION_USER, now());
+END $$;
+COMMENT ON FUNCTION @extschema@.resolve(uuid, @extschema@.decision, text) IS
+  'Resolve a payment under review: approve or decline it, with a note; logged in decision_log with who and when.';
+REVOKE ALL ON FUNCTION @extschema@.resolve(uuid, @extschema@.decision, text) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.snooze(rule text, user_id uuid, until timestamptz, reason text DEFAULT NULL)
+  RETURNS void
+  LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM @extschema@.rules r WHERE r.name = snooze.rule) THEN
+    RAISE EXCEPTION 'unknown rule "%"', snooze.rule
+      USING ERRCODE = '22023', HINT = 'SELECT name FROM p2pay.rules lists them.';
+  END IF;
+  IF snooze.until IS NULL OR snooze.until <= now() THEN
+    RAISE EXCEPTION 'a snooze must end in the future'
+      USING ERRCODE = '22023', DETAIL = format('until was %s.', coalesce(snooze.until::text, 'null'));
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM @extschema@.users u WHERE u.id = snooze.user_id) THEN
+    RAISE EXCEPTION 'unknown user %', snooze.user_id USING ERRCODE = '23503';
+  END IF;
+  INSERT INTO @extschema@.snoozes AS s (rule, user_id, until, reason)
+  VALUES (snooze.rule, snooze.user_id, snooze.until, snooze.reason)
+  ON CONFLICT ON CONSTRAINT snoozes_pkey DO UPDATE
+    SET until = excluded.until, reason = excluded.reason,
+        added_at = now(), added_by = SESSION_USER;
+END $$;
+COMMENT ON FUNCTION @extschema@.snooze(text, uuid, timestamptz, text) IS
+  'Stop a rule from firing for a user''s payments (paid or received) until a time in the future.';
+REVOKE ALL ON FUNCTION @extschema@.snooze(text, uuid, timestamptz, text) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.score(payer_id uuid, payee_id uuid, amount numeric, currency char(3),
+                                  payment_method_id uuid, at timestamptz DEFAULT pg_catalog.now(),
+                                  OUT risk_score double precision, OUT decision @extschema@.decision,
+                                  OUT reasons text[], OUT shadow_risk_score double precision,
+                                  OUT shadow_decision @extschema@.decision, OUT shadow_reasons text[],
+                                  OUT ruleset_version bigint)
+  AS 'MODULE_PATHNAME', 'p2pay_score' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+-- A dry run reads the lists and every account's state: an analysts' tool.
+REVOKE ALL ON FUNCTION @extschema@.score(uuid, uuid, numeric, char, uuid, timestamptz) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.score(uuid, uuid, numeric, char, uuid, timestamptz) IS
+  'Dry run: the verdict an insert of this payment would get now, through the trigger''s own code; changes nothing.';
+
+------------------------------------------------------------------------------
+-- Functions: backtests
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.backtest("from" timestamptz, "to" timestamptz, rules jsonb DEFAULT NULL,
+  OUT rule text, OUT payments bigint, OUT fired bigint, OUT would_review bigint,
+  OUT would_decline bigint, OUT fired_at_time bigint, OUT reviewed_at_time bigint,
+  OUT declined_at_time bigint, OUT labelled_fraud bigint, OUT fired_on_fraud bigint,
+  OUT "precision" double precision, OUT recall double precision)
+  RETURNS SETOF record
+  AS 'MODULE_PATHNAME', 'p2pay_backtest' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION @extschema@.backtest(timestamptz, timestamptz, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.backtest(timestamptz, timestamptz, jsonb) IS
+  'Replay the payments created in [from, to) in created_at order through the current rules, or those rules changed by the rule rows given as JSON; per rule and overall, what would fire, be reviewed or declined, next to what was decided at the time, with precision and recall against fraud_labels.  Writes nothing.';
+
+------------------------------------------------------------------------------
+-- Functions: statistics per database, and decision counters.  Each
+-- database has its own block of shared memory (p2pay.stats_databases of them,
+-- then one overflow block that the databases beyond share, reported by the
+-- column overflow).  decision_stats counts the decisions of committed
+-- payments, so that monitoring never scans payments.  Both are for
+-- pg_monitor-style roles: grant_monitoring() gives a role what p2pay's
+-- monitoring queries read.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.rule_stats_read(
+  OUT rule text, OUT evaluations bigint, OUT fires bigint,
+  OUT mean_us double precision, OUT max_us double precision, OUT since timestamptz)
+  RETURNS SETOF record
+  AS 'MODULE_PATHNAME', 'p2pay_rule_stats' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION @extschema@.rule_stats_read() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.rule_stats_read() IS
+  'This database''s per-rule evaluations, fires and evaluation times from shared memory; needs shared_preload_libraries = ''p2pay''.';
+
+CREATE FUNCTION @extschema@.stats_overflow() RETURNS boolean
+  AS 'MODULE_PATHNAME', 'p2pay_stats_overflow' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.stats_overflow() IS
+  'Whether this database''s statistics (rule_stats, decision_stats) are those of the overflow block, shared with every database beyond the p2pay.stats_databases that took a block of their own; needs shared_preload_libraries = ''p2pay''.';
+
+-- The view reads rule_stats_read(), which is revoked from PUBLIC, as its
+-- owner: the roles granted the view need nothing else.  stats_overflow() is
+-- left to PUBLIC (it says one boolean about the server).
+CREATE VIEW @extschema@.rule_stats AS
+  SELECT r.rule, r.evaluations, r.fires, r.mean_us, r.max_us, r.since,
+         @extschema@.stats_overflow() AS overflow
+    FROM @extschema@.rule_stats_read() r;
+COMMENT ON VIEW @extschema@.rule_stats IS
+  'Per rule, for this database''s inserts in all sessions since the last rule_stats_reset() (or server start): evaluations, fires, mean and maximum evaluation time in microseconds; the row "facts" is the reading of the facts the rules share.  overflow: this database found no block of its own (p2pay.stats_databases) and the figures are those of every database in the overflow block.';
+
+CREATE FUNCTION @extschema@.rule_stats_reset() RETURNS void
+  AS 'MODULE_PATHNAME', 'p2pay_rule_stats_reset' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.rule_stats_reset() IS
+  'Set this database''s per-rule statistics back to zero (in the overflow block: those of every database in it).';
+REVOKE ALL ON FUNCTION @extschema@.rule_stats_reset() FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.decision_stats_read(
+  OUT decision text, OUT payments bigint, OUT since timestamptz)
+  RETURNS SETOF record
+  AS 'MODULE_PATHNAME', 'p2pay_decision_stats' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+REVOKE ALL ON FUNCTION @extschema@.decision_stats_read() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.decision_stats_read() IS
+  'Per decision, the payments of this database the trigger scored with it in transactions that committed, from shared memory; needs shared_preload_libraries = ''p2pay''.';
+
+CREATE VIEW @extschema@.decision_stats AS
+  SELECT d.decision, d.payments, d.since, @extschema@.stats_overflow() AS overflow
+    FROM @extschema@.decision_stats_read() d;
+COMMENT ON VIEW @extschema@.decision_stats IS
+  'Per decision (approve, review, decline): the payments inserted into this database with it, counted when their transaction commits (rolled-back and prepared transactions count nothing), since the last decision_stats_reset() or server start.  A counter: it never goes down (later resolve() or deletes do not change it).  overflow: the figures are shared with other databases (p2pay.stats_databases).';
+
+CREATE FUNCTION @extschema@.decision_stats_reset() RETURNS void
+  AS 'MODULE_PATHNAME', 'p2pay_decision_stats_reset' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION @extschema@.decision_stats_reset() IS
+  'Set this database''s decision counters back to zero (in the overflow block: those of every database in it).';
+REVOKE ALL ON FUNCTION @extschema@.decision_stats_reset() FROM PUBLIC;
+
+-- A monitoring role (for example prometheus-postgres-exporter's) reads the
+-- statistics, the review queue's size and age through payments_review_idx,
+-- and the sizes of p2pay's tables; it reads no payment's content: the
+-- grant gives it the statistics functions and, for the queue, a SECURITY
+-- DEFINER function that returns only counts.
+CREATE FUNCTION @extschema@.review_queue(OUT payments bigint, OUT oldest_age_seconds double precision)
+  RETURNS record
+  LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
+  SET search_path = pg_catalog, pg_temp AS $$
+  SELECT pg_catalog.count(*),
+         coalesce(pg_catalog.date_part('epoch',
+                    pg_catalog.statement_timestamp() OPERATOR(pg_catalog.-) pg_catalog.min(p.created_at)), 0)
+    FROM @extschema@.payments p
+   WHERE p.decision OPERATOR(pg_catalog.=) 'review'::@extschema@.decision
+$$;
+REVOKE ALL ON FUNCTION @extschema@.review_queue() FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.review_queue() IS
+  'The review queue: how many payments are under review, and the age in seconds of the oldest (0 when none), read through payments_review_idx; for monitoring roles, which need no access to payments.';
+
+------------------------------------------------------------------------------
+-- Functions: the per-account state.  Payments inserted with the trigger
+-- off (for example pre-scored, under session_replication_role = replica) are
+-- not in the per-account state; rebuild_state() counts it again from the
+-- payments.  prune_state() keeps it the size of recent activity.
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.rebuild_state() RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  -- Rows go in in key order, so that each primary key grows at its right
+  -- edge; a large history wants a large work_mem for the grouping.
+  -- No payment may come or go while the state is counted.
+  LOCK TABLE @extschema@.payments IN SHARE ROW EXCLUSIVE MODE;
+  IF EXISTS (SELECT 1 FROM @extschema@.payments WHERE amount_base IS NULL) THEN
+    RAISE EXCEPTION 'p2pay: payments without amount_base can''t be counted'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'Set amount_base (amount * the currency''s rate_to_base) on payments loaded without the trigger.';
+  END IF;
+  TRUNCATE @extschema@.account_stats, @extschema@.pair_stats,
+           @extschema@.payer_hourly, @extschema@.account_daily;
+  INSERT INTO @extschema@.account_stats (user_id, out_count, out_sum, in_count, in_sum)
+  SELECT user_id, sum(out_count), sum(out_sum), sum(in_count), sum(in_sum)
+    FROM (SELECT payer_id AS user_id, count(*) AS out_count, sum(amount_base) AS out_sum,
+                 0 AS in_count, 0 AS in_sum
+            FROM @extschema@.payments GROUP BY payer_id
+          UNION ALL
+          SELECT payee_id, 0, 0, count(*), sum(amount_base)
+            FROM @extschema@.payments GROUP BY payee_id) t
+   GROUP BY user_id ORDER BY user_id;
+  INSERT INTO @extschema@.pair_stats (payer_id, payee_id, first_at, last_at, n, total)
+  SELECT payer_id, payee_id, min(created_at), max(created_at), count(*), sum(amount_base)
+    FROM @extschema@.payments GROUP BY payer_id, payee_id ORDER BY payer_id, payee_id;
+  INSERT INTO @extschema@.payer_hourly (payer_id, hour, n, total)
+  SELECT payer_id, date_trunc('hour', created_at, 'UTC'), count(*), sum(amount_base)
+    FROM @extschema@.payments GROUP BY 1, 2 ORDER BY 1, 2;
+  INSERT INTO @extschema@.account_daily (user_id, day, out_count, out_payees, in_payers)
+  SELECT user_id, day, sum(out_count), sum(out_payees), sum(in_payers)
+    FROM (SELECT payer_id AS user_id, (created_at AT TIME ZONE 'UTC')::date AS day,
+                 count(*) AS out_count, count(DISTINCT payee_id) AS out_payees, 0 AS in_payers
+            FROM @extschema@.payments GROUP BY 1, 2
+          UNION ALL
+          SELECT payee_id, (created_at AT TIME ZONE 'UTC')::date, 0, 0, count(DISTINCT payer_id)
+            FROM @extschema@.payments GROUP BY 1, 2) t
+   GROUP BY user_id, day ORDER BY user_id, day;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.rebuild_state() IS
+  'Count the per-account state again from the stored payments, after loading payments with the trigger off.';
+REVOKE ALL ON FUNCTION @extschema@.rebuild_state() FROM PUBLIC;
+
+-- The hourly buckets and daily rows accumulate with history, though a rule
+-- reads only an hour inside payer_velocity_amount's window and a day among
+-- the last 30 (plus each account's first day, which says how much history
+-- it has).  prune_state() deletes what no payment created after now() - keep
+-- reads, keeping every account's first day, so that the state stays the
+-- size of the accounts' recent activity.  Run it daily (pg_cron, say).
+CREATE FUNCTION @extschema@.prune_state(keep interval DEFAULT '31 days',
+                                        OUT hours bigint, OUT days bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  velocity_window interval;
+  horizon timestamptz;
+BEGIN
+  SELECT coalesce((params->>'window')::interval, interval '0')
+    INTO velocity_window
+    FROM @extschema@.rules WHERE name = 'payer_velocity_amount';
+  IF keep IS NULL OR keep < interval '31 days' THEN
+    RAISE EXCEPTION 'p2pay: prune_state keeps at least 31 days'
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('keep was %s; an account''s normal is counted over the 30 days before a payment''s.', keep);
+  END IF;
+  IF keep > interval '3650 days' THEN
+    RAISE EXCEPTION 'p2pay: prune_state keeps at most 3650 days'
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('keep was %s.', keep),
+            HINT = 'Keep what no rule reads: 31 days, or more for payments inserted late.';
+  END IF;
+  horizon := now() - keep;
+  -- a payment at the horizon reads the buckets after the start of the hour
+  -- its window begins in
+  DELETE FROM @extschema@.payer_hourly
+   WHERE hour < date_trunc('hour', horizon - velocity_window, 'UTC');
+  GET DIAGNOSTICS hours = ROW_COUNT;
+  DELETE FROM @extschema@.account_daily d
+   WHERE d.day < (horizon AT TIME ZONE 'UTC')::date - 30
+     AND EXISTS (SELECT 1 FROM @extschema@.account_daily f
+                  WHERE f.user_id = d.user_id AND f.day < d.day);
+  GET DIAGNOSTICS days = ROW_COUNT;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.prune_state(interval) IS
+  'Delete the hourly buckets and daily rows that no payment created in the last keep (at least 31 days) reads, keeping each account''s first day.';
+REVOKE ALL ON FUNCTION @extschema@.prune_state(interval) FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Functions: partitioned payments.  partition_payments() converts
+-- p2pay.payments in place into a table partitioned by range on created_at,
+-- data and all; add_payment_partitions() creates the next partitions for a
+-- DBA who does not use pg_partman; an event trigger gives every partition of
+-- payments, whoever creates or attaches it, REPLICA IDENTITY FULL.
+------------------------------------------------------------------------------
+
+-- The name of the partition starting at range_start: the parent's name,
+-- '_p' and the start in the format pg_partman 4 gives partitions of that
+-- interval ('YYYY' from a year on, 'YYYY_MM' from a month, 'YYYY_MM_DD'
+-- from a day), so that pg_partman can take over partitions made here.
+CREATE FUNCTION @extschema@.payment_partition_name(range_start timestamptz, partition_interval interval)
+  RETURNS text
+  LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT 'payments_p' || to_char($1, CASE WHEN $2 >= interval '1 year' THEN 'YYYY'
+                                          WHEN $2 >= interval '1 month' THEN 'YYYY_MM'
+                                          ELSE 'YYYY_MM_DD' END)
+$$;
+COMMENT ON FUNCTION @extschema@.payment_partition_name(timestamptz, interval) IS
+  'Name of the partition of p2pay.payments that starts at range_start, as pg_partman 4 names partitions of that interval.';
+
+-- The start of the partition that holds at: at truncated to the interval's
+-- unit (year, month or day) in the session's time zone, as pg_partman does.
+CREATE FUNCTION @extschema@.payment_partition_start(at timestamptz, partition_interval interval)
+  RETURNS timestamptz
+  LANGUAGE sql STABLE STRICT PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+  SELECT date_trunc(CASE WHEN $2 >= interval '1 year' THEN 'year'
+                         WHEN $2 >= interval '1 month' THEN 'month'
+                         ELSE 'day' END, $1)
+$$;
+COMMENT ON FUNCTION @extschema@.payment_partition_start(timestamptz, interval) IS
+  'Where the first partition of that interval begins for a payment at this time: the start of its year, month or day in the session''s time zone.';
+
+-- Partitions of p2pay.payments for [first_start, through): one per
+-- interval, each with REPLICA IDENTITY FULL and the parent's owner.  An
+-- existing table of a partition's name is an error: the caller runs in
+-- one transaction, which the error undoes.
+CREATE FUNCTION @extschema@.create_payment_partitions(parent regclass, first_start timestamptz,
+                                                      through timestamptz, partition_interval interval)
+  RETURNS TABLE (partition_name regclass, range_start timestamptz, range_end timestamptz)
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  lo timestamptz := first_start;
+  hi timestamptz;
+  part regclass;
+  owner name;
+BEGIN
+  SELECT pg_get_userbyid(c.relowner) INTO owner FROM pg_class c WHERE c.oid = parent;
+  WHILE lo < through LOOP
+    hi := lo + partition_interval;
+    EXECUTE format('CREATE TABLE @extschema@.%I PARTITION OF %s FOR VALUES FROM (%L) TO (%L)',
+                   @extschema@.payment_partition_name(lo, partition_interval), parent, lo, hi);
+    part := format('@extschema@.%I', @extschema@.payment_partition_name(lo, partition_interval))::regclass;
+    EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL, OWNER TO %I', part, owner);
+    partition_name := part;
+    range_start := lo;
+    range_end := hi;
+    RETURN NEXT;
+    lo := hi;
+  END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@.create_payment_partitions(regclass, timestamptz, timestamptz, interval) IS
+  'Internal to partition_payments() and add_payment_partitions(): creates the partitions of one interval each from first_start until through.';
+REVOKE ALL ON FUNCTION @extschema@.create_payment_partitions(regclass, timestamptz, timestamptz, interval) FROM PUBLIC;
+
+-- PostgreSQL 18 records a column's NOT NULL as a constraint of its own
+-- (contype 'n'), which the conversion carries over with the column, as
+-- every version does.
+CREATE FUNCTION @extschema@.partition_payments(partition_interval interval DEFAULT '1 month',
+                                               premake integer DEFAULT 4,
+                                               default_partition boolean DEFAULT true,
+                                               start_at timestamptz DEFAULT NULL)
+  RETURNS TABLE (partition_name regclass, range_start timestamptz, range_end timestamptz,
+                 payment_count bigint)
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  nsp oid := (SELECT n.oid FROM pg_namespace n WHERE n.nspname = '@extschema@');
+  ext oid := (SELECT e.oid FROM pg_extension e WHERE e.extname = 'p2pay');
+  old oid;
+  old_kind "char";
+  old_owner name;
+  old_acl aclitem[];
+  old_comment text;
+  old_seq regclass;
+  seq_last bigint;
+  seq_called boolean;
+  seq_acl aclitem[];
+  new_seq regclass;
+  view_def text;
+  view_acl aclitem[];
+  view_comment text;
+  view_owner name;
+  cols text;
+  first_at timestamptz;
+  last_at timestamptz;
+  older bigint;
+  base timestamptz;
+  through timestamptz;
+  n_parts bigint;
+  r record;
+  ddl text[] := '{}';
+  grants text[] := '{}';
+  triggers text[] := '{}';
+  stmt text;
+BEGIN
+  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    RAISE EXCEPTION 'p2pay: only a superuser can partition p2pay.payments'
+      USING ERRCODE = 'insufficient_privilege',
+            DETAIL = 'The conversion takes the table out of the extension and registers its replacement with pg_dump, which needs a superuser.';
+  END IF;
+  IF partition_interval IS NULL OR partition_interval < interval '1 day'
+     OR partition_interval > interval '1 year' THEN
+    RAISE EXCEPTION 'p2pay: partition_interval must lie between 1 day and 1 year'
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('partition_interval was %s.', coalesce(partition_interval::text, 'null'));
+  END IF;
+  IF premake IS NULL OR premake < 0 OR premake > 1000 THEN
+    RAISE EXCEPTION 'p2pay: premake must lie between 0 and 1000'
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('premake was %s.', coalesce(premake::text, 'null'));
+  END IF;
+  IF default_partition IS NULL THEN
+    RAISE EXCEPTION 'p2pay: default_partition must be true or false'
+      USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  IF start_at IS NOT NULL AND NOT isfinite(start_at) THEN
+    RAISE EXCEPTION 'p2pay: start_at must be a finite time'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+
+  SELECT c.oid, c.relkind INTO old, old_kind
+    FROM pg_class c WHERE c.relnamespace = nsp AND c.relname = 'payments';
+  IF old IS NULL THEN
+    RAISE EXCEPTION 'p2pay: p2pay.payments does not exist'
+      USING ERRCODE = 'undefined_table';
+  END IF;
+  -- Nothing may write payments, or read it with a plan on the old table,
+  -- until the new one is in place.
+  EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', old::regclass);
+
+  IF old_kind = 'p' THEN
+    RAISE EXCEPTION 'p2pay: p2pay.payments is already partitioned'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Create new partitions with p2pay.add_payment_partitions() or pg_partman.';
+  END IF;
+  IF old_kind <> 'r' THEN
+    RAISE EXCEPTION 'p2pay: p2pay.payments is not a table'
+      USING ERRCODE = 'wrong_object_type';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_depend d
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = old
+                    AND d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext
+                    AND d.deptype = 'e') THEN
+    RAISE EXCEPTION 'p2pay: p2pay.payments is not a member of extension p2pay'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = 'It was taken out of the extension (ALTER EXTENSION p2pay DROP TABLE), as when it is partitioned by hand.';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+                  WHERE a.attrelid = old AND a.attname = 'created_at' AND NOT a.attisdropped
+                    AND a.atttypid = 'timestamptz'::regtype AND a.attnotnull) THEN
+    RAISE EXCEPTION 'p2pay: p2pay.payments has no column created_at of type timestamptz NOT NULL'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = 'The partitions are ranges of created_at.';
+  END IF;
+
+  -- What can't be carried over to a partitioned table, or that this
+  -- function does not carry over: refused, so that nothing is lost.
+  IF EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = old OR i.inhparent = old) THEN
+    RAISE EXCEPTION 'p2pay: p2pay.payments takes part in table inheritance'
+      USING ERRCODE = 'feature_not_supported';
+  END IF;
+  FOR r IN SELECT DISTINCT pg_describe_object(d.classid, d.objid, 0) AS what
+             FROM pg_depend d
+            WHERE d.deptype = 'n'
+              AND ((d.refclassid = 'pg_class'::regclass AND d.refobjid = old)
+                   OR (d.refclassid = 'pg_type'::regclass
+                       AND d.refobjid = (SELECT c.reltype FROM pg_class c WHERE c.oid = old)))
+              AND NOT (d.classid = 'pg_rewrite'::regclass
+                       AND d.objid = (SELECT w.oid FROM pg_rewrite w JOIN pg_class v ON v.oid = w.ev_class
+                                       WHERE v.relnamespace = nsp AND v.relname = 'review_queue'))
+              AND NOT (d.classid = 'pg_constraint'::regclass
+                       AND EXISTS (SELECT 1 FROM pg_constraint k WHERE k.oid = d.objid AND k.conrelid = old))
+  LOOP
+    RAISE EXCEPTION 'p2pay: % depends on p2pay.payments', r.what
+      USING ERRCODE = 'dependent_objects_still_exist',
+            DETAIL = 'Converting payments drops the table; only its own constraints, indexes, triggers and the view p2pay.review_queue are carried over.',
+            HINT = 'Drop it, partition payments, and create it again.';
+  END LOOP;
+  IF EXISTS (SELECT 1 FROM pg_rewrite w WHERE w.ev_class = old) THEN
+    RAISE EXCEPTION 'p2pay: p2pay.payments has rules'
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'Drop them, partition payments, and create them again.';
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = old)
+     OR (SELECT c.relrowsecurity OR c.relforcerowsecurity FROM pg_class c WHERE c.oid = old) THEN
+    RAISE EXCEPTION 'p2pay: p2pay.payments has row-level security'
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'Drop its policies and disable row-level security, partition payments, and set them again.';
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_publication_rel p WHERE p.prrelid = old) THEN
+    RAISE EXCEPTION 'p2pay: p2pay.payments is in a publication'
+      USING ERRCODE = 'feature_not_supported',
+            HINT = 'ALTER PUBLICATION ... DROP TABLE p2pay.payments, partition payments, and add it again (with publish_via_partition_root if subscribers know payments alone).';
+  END IF;
+  FOR r IN SELECT i.indexrelid::regclass AS idx
+             FROM pg_index i
+            WHERE i.indrelid = old
+              AND (NOT i.indisvalid
+                   OR (i.indisunique AND NOT EXISTS (SELECT 1 FROM pg_constraint k
+                                                      WHERE k.conindid = i.indexrelid
+                                                        AND k.contype IN ('p', 'u'))))
+  LOOP
+    RAISE EXCEPTION 'p2pay: index % of p2pay.payments can''t be carried over', r.idx
+      USING ERRCODE = 'feature_not_supported',
+            DETAIL = 'An invalid index, or a unique index that is not a constraint, is not re-created on the partitioned table.',
+            HINT = 'Drop it (or REINDEX it), partition payments, and create it again: a unique index must then include created_at.';
+  END LOOP;
+  FOR r IN SELECT k.conname FROM pg_constraint k
+            WHERE k.conrelid = old AND k.contype NOT IN ('p', 'u', 'f', 'c', 'n')
+  LOOP
+    RAISE EXCEPTION 'p2pay: constraint % of p2pay.payments can''t be carried over', r.conname
+      USING ERRCODE = 'feature_not_supported',
+            DETAIL = 'A partitioned table can''t have an exclusion constraint.';
+  END LOOP;
+
+  -- The range the partitions must cover.
+  EXECUTE format('SELECT min(created_at), max(created_at) FROM %s', old::regclass)
+    INTO first_at, last_at;
+  base := @extschema@.payment_partition_start(coalesce(start_at, first_at, now()), partition_interval);
+  through := @extschema@.payment_partition_start(greatest(now(), last_at), partition_interval);
+  -- the end of the partition holding the latest of now() and the newest
+  -- payment, then premake more
+  WHILE through <= greatest(now(), last_at) LOOP
+    through := through + partition_interval;
+  END LOOP;
+  through := through + partition_interval * premake;
+  IF through <= base THEN
+    through := base + partition_interval;
+  END IF;
+  SELECT count(*) INTO n_parts
+    FROM generate_series(base, through - partition_interval, partition_interval);
+  IF n_parts > 1000 THEN
+    RAISE EXCEPTION 'p2pay: partitioning payments from % by % would make % partitions', base, partition_interval, n_parts
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Give a longer partition_interval, or a later start_at with a default partition for the older payments.';
+  END IF;
+  EXECUTE format('SELECT count(*) FROM %s WHERE created_at < %L', old::regclass, base) INTO older;
+  IF older > 0 AND NOT default_partition THEN
+    RAISE EXCEPTION 'p2pay: % payments are older than the first partition', older
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('The first partition begins at %s.', base),
+            HINT = 'Give an earlier start_at, or default_partition => true.';
+  END IF;
+
+  -- Everything carried over, read before the old table goes.
+  SELECT pg_get_userbyid(c.relowner), c.relacl, obj_description(c.oid, 'pg_class')
+    INTO old_owner, old_acl, old_comment
+    FROM pg_class c WHERE c.oid = old;
+  old_seq := pg_get_serial_sequence(format('%s', old::regclass), 'id')::regclass;
+  IF old_seq IS NOT NULL THEN
+    EXECUTE format('SELECT last_value, is_called FROM %s', old_seq) INTO seq_last, seq_called;
+    SELECT c.relacl INTO seq_acl FROM pg_class c WHERE c.oid = old_seq;
+  END IF;
+  SELECT pg_get_viewdef(v.oid), v.relacl, obj_description(v.oid, 'pg_class'), pg_get_userbyid(v.relowner)
+    INTO view_def, view_acl, view_comment, view_owner
+    FROM pg_class v WHERE v.relnamespace = nsp AND v.relname = 'review_queue' AND v.relkind = 'v';
+
+  -- The primary key and unique constraints, with created_at added to their
+  -- keys where they lack it (a partitioned table's unique index must hold
+  -- the partition key); then foreign keys and CHECKs as they were.
+  FOR r IN SELECT k.conname, k.contype, k.condeferrable, k.condeferred, i.indnullsnotdistinct,
+                  (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY x.n)
+                     FROM unnest(i.indkey[:i.indnkeyatts - 1]) WITH ORDINALITY x (attnum, n)
+                     JOIN pg_attribute a ON a.attrelid = old AND a.attnum = x.attnum) AS keys,
+                  (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY x.n)
+                     FROM unnest(i.indkey[i.indnkeyatts:]) WITH ORDINALITY x (attnum, n)
+                     JOIN pg_attribute a ON a.attrelid = old AND a.attnum = x.attnum) AS included,
+                  EXISTS (SELECT 1 FROM unnest(i.indkey[:i.indnkeyatts - 1]) x (attnum)
+                            JOIN pg_attribute a ON a.attrelid = old AND a.attnum = x.attnum
+                           WHERE a.attname = 'created_at') AS has_created_at
+             FROM pg_constraint k JOIN pg_index i ON i.indexrelid = k.conindid
+            WHERE k.conrelid = old AND k.contype IN ('p', 'u')
+            ORDER BY k.contype, k.conname
+  LOOP
+    ddl := ddl || format('ALTER TABLE @extschema@.payments ADD CONSTRAINT %I %s%s (%s)%s%s%s',
+                         r.conname, CASE r.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END,
+                         CASE WHEN r.indnullsnotdistinct THEN ' NULLS NOT DISTINCT' ELSE '' END,
+                         r.keys || CASE WHEN r.has_created_at THEN '' ELSE ', created_at' END,
+                         CASE WHEN r.included IS NOT NULL THEN format(' INCLUDE (%s)', r.included) ELSE '' END,
+                         CASE WHEN r.condeferrable THEN ' DEFERRABLE' ELSE '' END,
+                         CASE WHEN r.condeferred THEN ' INITIALLY DEFERRED' ELSE '' END);
+  END LOOP;
+  FOR r IN SELECT k.conname, pg_get_constraintdef(k.oid) AS def
+             FROM pg_constraint k WHERE k.conrelid = old AND k.contype = 'f' ORDER BY k.conname
+  LOOP
+    ddl := ddl || format('ALTER TABLE @extschema@.payments ADD CONSTRAINT %I %s', r.conname, r.def);
+  END LOOP;
+  -- Other indexes as they were (their definitions name p2pay.payments,
+  -- which will be the new table).
+  FOR r IN SELECT pg_get_indexdef(i.indexrelid) AS def
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+            WHERE i.indrelid = old
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+            ORDER BY c.relname
+  LOOP
+    ddl := ddl || r.def;
+  END LOOP;
+  -- Triggers with their names and enable states.
+  FOR r IN SELECT t.tgname, pg_get_triggerdef(t.oid) AS def, t.tgenabled
+             FROM pg_trigger t WHERE t.tgrelid = old AND NOT t.tgisinternal ORDER BY t.tgname
+  LOOP
+    triggers := triggers || r.def;
+    IF r.tgenabled <> 'O' THEN
+      triggers := triggers || format('ALTER TABLE @extschema@.payments %s TRIGGER %I',
+                                     CASE r.tgenabled WHEN 'A' THEN 'ENABLE ALWAYS'
+                                                      WHEN 'R' THEN 'ENABLE REPLICA'
+                                                      ELSE 'DISABLE' END, r.tgname);
+    END IF;
+  END LOOP;
+  -- Grants on the table, its columns, its sequence and the view, given
+  -- again by the current user (a superuser) in the name of the owner.
+  SELECT array_agg(format('GRANT %s%s ON %s TO %s%s', g.privilege_type,
+                          coalesce(' (' || quote_ident(g.attname) || ')', ''), g.target,
+                          CASE g.grantee WHEN 0 THEN 'PUBLIC'
+                                         ELSE quote_ident(pg_get_userbyid(g.grantee)) END,
+                          CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END))
+    INTO grants
+    FROM (SELECT '@extschema@.payments' AS target, NULL::name AS attname, a.*
+            FROM aclexplode(old_acl) a
+          UNION ALL
+          SELECT '@extschema@.payments', c.attname, a.*
+            FROM pg_attribute c, aclexplode(c.attacl) a
+           WHERE c.attrelid = old AND c.attnum > 0 AND NOT c.attisdropped AND c.attacl IS NOT NULL
+          UNION ALL
+          SELECT 'SEQUENCE @extschema@.payments_id_seq', NULL, a.* FROM aclexplode(seq_acl) a
+          UNION ALL
+          SELECT '@extschema@.review_queue', NULL, a.* FROM aclexplode(view_acl) a) g
+   -- an owner's own privileges on the table, sequence or view come with ownership
+   WHERE g.attname IS NOT NULL
+      OR g.grantee <> (SELECT c.relowner FROM pg_class c WHERE c.oid = old);
+  grants := coalesce(grants, '{}');
+
+  -- The new table: the same columns in the same order (so that a column
+  -- keeps its number where none was dropped), defaults, identity, CHECKs,
+  -- NOT NULLs, storage, statistics and column comments; no rows, indexes
+  -- or triggers yet, so that the copy is scored by nobody and indexed once.
+  EXECUTE format('CREATE TABLE @extschema@.payments_partitioned (LIKE %s INCLUDING DEFAULTS'
+                 ' INCLUDING CONSTRAINTS INCLUDING IDENTITY INCLUDING GENERATED INCLUDING STORAGE'
+                 ' INCLUDING COMPRESSION INCLUDING STATISTICS INCLUDING COMMENTS)'
+                 ' PARTITION BY RANGE (created_at)', old::regclass);
+  EXECUTE format('ALTER TABLE @extschema@.payments_partitioned OWNER TO %I', old_owner);
+  PERFORM @extschema@.create_payment_partitions('@extschema@.payments_partitioned'::regclass,
+                                                base, through, partition_interval);
+  IF default_partition THEN
+    CREATE TABLE @extschema@.payments_default PARTITION OF @extschema@.payments_partitioned DEFAULT;
+    EXECUTE format('ALTER TABLE @extschema@.payments_default REPLICA IDENTITY FULL, OWNER TO %I', old_owner);
+  END IF;
+
+  SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO cols
+    FROM pg_attribute a
+   WHERE a.attrelid = old AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '';
+  EXECUTE format('INSERT INTO @extschema@.payments_partitioned (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s',
+                 cols, cols, old::regclass);
+  new_seq := pg_get_serial_sequence('@extschema@.payments_partitioned', 'id')::regclass;
+  IF new_seq IS NOT NULL AND seq_last IS NOT NULL THEN
+    PERFORM setval(new_seq, seq_last, seq_called);
+  END IF;
+
+  -- The old table leaves the extension with its sequence and the view, and
+  -- goes; the new one takes its names.
+  IF view_def IS NOT NULL THEN
+    ALTER EXTENSION p2pay DROP VIEW @extschema@.review_queue;
+    DROP VIEW @extschema@.review_queue;
+  END IF;
+  IF old_seq IS NOT NULL THEN
+    EXECUTE format('ALTER EXTENSION p2pay DROP SEQUENCE %s', old_seq);
+  END IF;
+  EXECUTE format('ALTER EXTENSION p2pay DROP TABLE %s', old::regclass);
+  EXECUTE format('DROP TABLE %s', old::regclass);
+  ALTER TABLE @extschema@.payments_partitioned RENAME TO payments;
+  IF new_seq IS NOT NULL THEN
+    ALTER SEQUENCE @extschema@.payments_partitioned_id_seq RENAME TO payments_id_seq;
+  END IF;
+
+  FOREACH stmt IN ARRAY ddl || triggers LOOP
+    EXECUTE stmt;
+  END LOOP;
+  -- The stream reads the old row of every update and delete whole.
+  ALTER TABLE @extschema@.payments REPLICA IDENTITY FULL;
+  EXECUTE format('COMMENT ON TABLE @extschema@.payments IS %L', old_comment);
+
+  IF view_def IS NOT NULL THEN
+    EXECUTE format('CREATE VIEW @extschema@.review_queue AS %s', view_def);
+    EXECUTE format('ALTER VIEW @extschema@.review_queue OWNER TO %I', view_owner);
+    EXECUTE format('COMMENT ON VIEW @extschema@.review_queue IS %L', view_comment);
+    ALTER EXTENSION p2pay ADD VIEW @extschema@.review_queue;
+  END IF;
+  FOREACH stmt IN ARRAY grants LOOP
+    EXECUTE stmt;
+  END LOOP;
+
+  -- Members of the extension, their rows kept by pg_dump as the old ones'
+  -- were (pg_extension_config_dump() can be called from an extension's
+  -- script alone: its catalogue entry is written as it writes it).
+  ALTER EXTENSION p2pay ADD TABLE @extschema@.payments;
+  IF new_seq IS NOT NULL THEN
+    ALTER EXTENSION p2pay ADD SEQUENCE @extschema@.payments_id_seq;
+  END IF;
+  UPDATE pg_extension e
+     SET extconfig = e.extconfig || ARRAY['@extschema@.payments'::regclass::oid]
+                     || CASE WHEN new_seq IS NULL THEN '{}'::oid[]
+                             ELSE ARRAY['@extschema@.payments_id_seq'::regclass::oid] END,
+         extcondition = e.extcondition || ARRAY['']
+                        || CASE WHEN new_seq IS NULL THEN '{}'::text[] ELSE ARRAY[''] END
+   WHERE e.oid = ext;
+
+  RETURN QUERY
+    SELECT c.oid::regclass, lo, hi, coalesce(n.cnt, 0)
+      FROM pg_inherits i
+      JOIN pg_class c ON c.oid = i.inhrelid
+      LEFT JOIN LATERAL (SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                                              '^FOR VALUES FROM \(''([^'']*)''\) TO \(''([^'']*)''\)$'))
+                         AS b) m ON true
+      CROSS JOIN LATERAL (SELECT m.b[1]::timestamptz AS lo, m.b[2]::timestamptz AS hi) x
+      LEFT JOIN (SELECT p.tableoid, count(*) AS cnt FROM @extschema@.payments p GROUP BY 1) n
+        ON n.tableoid = c.oid
+     WHERE i.inhparent = '@extschema@.payments'::regclass
+     ORDER BY lo NULLS FIRST;
+END $$;
+COMMENT ON FUNCTION @extschema@.partition_payments(interval, integer, boolean, timestamptz) IS
+  'Convert p2pay.payments in place, in one transaction, into a table partitioned by range on created_at: partitions of partition_interval (1 day to 1 year; 1 month by default) from the start of start_at''s interval (by default the oldest payment''s, or now) through the one holding now and premake more (4), plus a default partition for payments outside them (default_partition, true). Rows, columns, identity, constraints, indexes, triggers, grants, the review queue and the extension membership are carried over; the primary key and the unique transaction_id gain created_at.  Superuser only; refused if payments is partitioned already.';
+REVOKE ALL ON FUNCTION @extschema@.partition_payments(interval, integer, boolean, timestamptz) FROM PUBLIC;
+
+-- The next partitions of a partitioned payments, for a DBA without
+-- pg_partman: run it daily (pg_cron, say), well before the last partition
+-- ends.
+CREATE FUNCTION @extschema@.add_payment_partitions(premake integer DEFAULT 4,
+                                                   partition_interval interval DEFAULT NULL)
+  RETURNS TABLE (partition_name regclass, range_start timestamptz, range_end timestamptz)
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  parent regclass;
+  last_start timestamptz;
+  last_end timestamptz;
+  months integer;
+  through timestamptz;
+  iv interval := partition_interval;
+  dflt regclass;
+  stray bigint;
+BEGIN
+  SELECT c.oid::regclass INTO parent
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname = '@extschema@' AND c.relname = 'payments' AND c.relkind = 'p';
+  IF parent IS NULL THEN
+    RAISE EXCEPTION 'p2pay: p2pay.payments is not partitioned'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'SELECT * FROM p2pay.partition_payments() partitions it.';
+  END IF;
+  IF premake IS NULL OR premake < 0 OR premake > 1000 THEN
+    RAISE EXCEPTION 'p2pay: premake must lie between 0 and 1000'
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('premake was %s.', coalesce(premake::text, 'null'));
+  END IF;
+  IF iv IS NOT NULL AND (iv < interval '1 day' OR iv > interval '1 year') THEN
+    RAISE EXCEPTION 'p2pay: partition_interval must lie between 1 day and 1 year'
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('partition_interval was %s.', iv);
+  END IF;
+  -- No two sessions add the same partitions.
+  EXECUTE format('LOCK TABLE %s IN SHARE UPDATE EXCLUSIVE MODE', parent);
+
+  -- The newest range partition, whose length is the interval unless one
+  -- is given: whole months when it spans whole months, else its length.
+  SELECT b[1]::timestamptz, b[2]::timestamptz INTO last_start, last_end
+    FROM (SELECT regexp_match(pg_get_expr(c.relpartbound, c.oid),
+                              '^FOR VALUES FROM \(''([^'']*)''\) TO \(''([^'']*)''\)$') AS b
+            FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           WHERE i.inhparent = parent) x
+   WHERE b IS NOT NULL
+   ORDER BY b[2]::timestamptz DESC LIMIT 1;
+  IF last_end IS NULL THEN
+    RAISE EXCEPTION 'p2pay: p2pay.payments has no partition with a finite time range'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            HINT = 'Create the first partition by hand (CREATE TABLE ... PARTITION OF p2pay.payments FOR VALUES FROM (...) TO (...)).';
+  END IF;
+  IF iv IS NULL THEN
+    months := (extract(year FROM age(last_end, last_start)) * 12
+               + extract(month FROM age(last_end, last_start)))::integer;
+    iv := CASE WHEN months > 0 AND last_start + make_interval(months => months) = last_end
+               THEN make_interval(months => months)
+               ELSE last_end - last_start END;
+    IF iv < interval '1 day' OR iv > interval '1 year' THEN
+      RAISE EXCEPTION 'p2pay: the newest partition of p2pay.payments spans %, not between 1 day and 1 year', iv
+        USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Give partition_interval.';
+    END IF;
+  END IF;
+
+  -- the end of the partition holding now() on the grid of the newest
+  -- partition, then premake more
+  through := last_end;
+  WHILE through <= now() LOOP
+    through := through + iv;
+  END LOOP;
+  WHILE through - iv > now() LOOP
+    through := through - iv;
+  END LOOP;
+  through := through + iv * premake;
+
+  -- A row of the default partition inside a new range would make its
+  -- creation fail: say which, rather than PostgreSQL's check.
+  SELECT i.inhrelid::regclass INTO dflt
+    FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+   WHERE i.inhparent = parent AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT';
+  IF dflt IS NOT NULL THEN
+    EXECUTE format('SELECT count(*) FROM %s WHERE created_at >= %L AND created_at < %L', dflt, last_end, through)
+      INTO stray;
+    IF stray > 0 THEN
+      RAISE EXCEPTION 'p2pay: % payments of % fall in the partitions to create', stray, dflt
+        USING ERRCODE = 'object_not_in_prerequisite_state',
+              DETAIL = format('The new partitions would cover [%s, %s).', last_end, through),
+              HINT = 'The partitions were not created in time; the payments stay in the default partition.  Create the later partitions with a larger premake once the time of those payments has passed, or move the payments by hand.';
+    END IF;
+  END IF;
+
+  RETURN QUERY SELECT * FROM @extschema@.create_payment_partitions(parent, last_end, through, iv);
+END $$;
+COMMENT ON FUNCTION @extschema@.add_payment_partitions(integer, interval) IS
+  'Create the partitions of a partitioned p2pay.payments that follow the newest one, through the one holding now and premake more (4 by default), each with REPLICA IDENTITY FULL; partition_interval, by default the length of the newest partition.  For DBAs who do not use pg_partman; run it daily.';
+REVOKE ALL ON FUNCTION @extschema@.add_payment_partitions(integer, interval) FROM PUBLIC;
+
+-- A partition does not take its parent's replica identity, and pg_partman
+-- does not copy it from its template table: after a command that creates a
+-- table in the partition tree of payments (CREATE TABLE ... PARTITION OF)
+-- or alters a partitioned table of it (ATTACH PARTITION), every table of
+-- the tree without REPLICA IDENTITY FULL gets it.  An ALTER TABLE of a
+-- leaf partition is the DBA's own and is left as it is.
+CREATE FUNCTION @extschema@.payments_partition_identity() RETURNS event_trigger
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  root oid;
+  cmd record;
+  part regclass;
+BEGIN
+  SELECT c.oid INTO root
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE n.nspname = '@extschema@' AND c.relname = 'payments' AND c.relkind = 'p';
+  IF root IS NULL THEN
+    RETURN;
+  END IF;
+  FOR cmd IN SELECT c.command_tag, c.objid, k.relkind
+               FROM pg_event_trigger_ddl_commands() c
+               JOIN pg_class k ON k.oid = c.objid
+              WHERE c.classid = 'pg_class'::regclass AND c.objsubid = 0
+  LOOP
+    CONTINUE WHEN cmd.command_tag = 'ALTER TABLE' AND cmd.relkind <> 'p';
+    CONTINUE WHEN cmd.objid <> root
+             AND NOT EXISTS (SELECT 1 FROM pg_partition_ancestors(cmd.objid) a WHERE a.relid = root);
+    FOR part IN SELECT t.relid FROM pg_partition_tree(cmd.objid) t
+                  JOIN pg_class k ON k.oid = t.relid
+                 WHERE k.relkind IN ('r', 'p') AND k.relreplident <> 'f'
+    LOOP
+      EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', part);
+    END LOOP;
+  END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@.payments_partition_identity() IS
+  'Event trigger: gives every new or attached partition of p2pay.payments REPLICA IDENTITY FULL, which the stream needs and partitions do not inherit.';
+REVOKE ALL ON FUNCTION @extschema@.payments_partition_identity() FROM PUBLIC;
+
+CREATE EVENT TRIGGER p2pay_payments_partition_identity ON ddl_command_end
+  WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+  EXECUTE FUNCTION @extschema@.payments_partition_identity();
+
+------------------------------------------------------------------------------
+-- Functions: catching up after a failover: the flagged payments committed after a time
+------------------------------------------------------------------------------
+
+-- A time as the stream writes it: "2026-11-26T03:00:00.123456Z", ISO 8601,
+-- UTC, microseconds; infinities as strings; null as null.
+CREATE FUNCTION @extschema@.stream_time(t timestamptz) RETURNS text
+  LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN t IS NULL THEN 'null'
+              WHEN t OPERATOR(pg_catalog.=) '-infinity'::pg_catalog.timestamptz THEN '"-infinity"'
+              WHEN t OPERATOR(pg_catalog.=) 'infinity'::pg_catalog.timestamptz THEN '"infinity"'
+              ELSE '"' OPERATOR(pg_catalog.||)
+                   pg_catalog.to_char(pg_catalog.timezone('UTC', t), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+                   OPERATOR(pg_catalog.||) '"'
+         END
+$$;
+COMMENT ON FUNCTION @extschema@.stream_time(timestamptz) IS
+  'A time as the stream (output plugin p2pay) writes it in JSON: ISO 8601, UTC, microseconds.';
+
+-- A consumer of the stream whose slot is lost (before PostgreSQL 17 a
+-- promoted standby has no copy of the old primary's logical slots) creates
+-- a slot on the new primary and reads from this what the old slot had not
+-- delivered.  A row's commit time is the commit timestamp of its xmin: the
+-- very commit_time the stream wrote for it, where created_at is the
+-- client's and says nothing of when the row became visible.  A resolved
+-- payment's current row was written by resolve(), so the decision its
+-- flagged event carried is read back from decision_log.  The scan walks the
+-- ids (identity values, taken in insert order) down from the newest and
+-- stops at the first row whose commit is known to be at or before since -
+-- max_transaction_age: every row below it was inserted before that, by a
+-- transaction that, to commit after since, would have stayed open longer
+-- than max_transaction_age.
+CREATE FUNCTION @extschema@.flagged_since(since timestamptz,
+                                          min_decision @extschema@.decision DEFAULT 'review',
+                                          max_transaction_age interval DEFAULT '1 day')
+  RETURNS SETOF text
+  LANGUAGE plpgsql STABLE PARALLEL UNSAFE
+  SET search_path = pg_catalog, pg_temp SET extra_float_digits = 1 AS $$
+DECLARE
+  floor_id bigint;
+BEGIN
+  IF since IS NULL OR min_decision IS NULL OR max_transaction_age IS NULL THEN
+    RAISE EXCEPTION 'flagged_since() takes no null argument'
+      USING ERRCODE = 'null_value_not_allowed',
+            HINT = 'since is the commit_time of the last event the consumer processed.';
+  END IF;
+  IF pg_catalog.current_setting('track_commit_timestamp') <> 'on' THEN
+    RAISE EXCEPTION 'flagged_since() needs track_commit_timestamp'
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = 'A payment''s commit time is its transaction''s commit timestamp, which the server records only with track_commit_timestamp on.',
+            HINT = 'Set track_commit_timestamp = on on the primary and its standbys (a restart); payments committed while it was off have no commit time and are never returned.';
+  END IF;
+  IF min_decision NOT IN ('review', 'decline') THEN
+    RAISE EXCEPTION 'min_decision must be review or decline, not %', min_decision
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF since IN ('infinity', '-infinity') THEN
+    RAISE EXCEPTION 'since must be a finite time, not %', since
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF max_transaction_age < interval '0' THEN
+    RAISE EXCEPTION 'max_transaction_age must not be negative, not %', max_transaction_age
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+
+  SELECT p.id INTO floor_id
+    FROM @extschema@.payments p
+   WHERE pg_catalog.pg_xact_commit_timestamp(p.xmin) <= since - max_transaction_age
+   ORDER BY p.id DESC
+   LIMIT 1;
+
+  RETURN QUERY
+  SELECT '{"event":"flagged"'
+         || ',"transaction_id":' || coalesce(pg_catalog.to_json(r.transaction_id::text)::text, 'null')
+         || ',"payer_id":' || coalesce(pg_catalog.to_json(r.payer_id::text)::text, 'null')
+         || ',"payee_id":' || coalesce(pg_catalog.to_json(r.payee_id::text)::text, 'null')
+         || ',"amount":' || coalesce(pg_catalog.to_json(r.amount::text)::text, 'null')
+         || ',"currency":' || coalesce(pg_catalog.to_json(r.currency::text)::text, 'null')
+         || ',"payment_method_id":' || coalesce(pg_catalog.to_json(r.payment_method_id::text)::text, 'null')
+         || ',"created_at":' || @extschema@.stream_time(r.created_at)
+         || ',"risk_score":' || CASE WHEN r.risk_score IS NULL
+                                      OR r.risk_score IN ('NaN', 'Infinity', '-Infinity') THEN 'null'
+                                     ELSE r.risk_score::text END
+         || ',"decision":' || pg_catalog.to_json(r.first_decision::text)::text
+         || ',"reasons":' || coalesce(pg_catalog.to_json(r.reasons)::text, 'null')
+         || ',"xid":null,"lsn":null'
+         || ',"commit_time":' || @extschema@.stream_time(r.commit_time)
+         || '}'
+    FROM (SELECT p.id, p.transaction_id, p.payer_id, p.payee_id, p.amount, p.currency,
+                 p.payment_method_id, p.created_at, p.risk_score, p.reasons, c.commit_time,
+                 coalesce((SELECT l.old_decision FROM @extschema@.decision_log l
+                            WHERE l.transaction_id = p.transaction_id
+                            ORDER BY l.id LIMIT 1), p.decision) AS first_decision
+            FROM @extschema@.payments p,
+                 LATERAL (SELECT pg_catalog.pg_xact_commit_timestamp(p.xmin) AS commit_time) c
+           WHERE (floor_id IS NULL OR p.id > floor_id)
+             AND c.commit_time > since) r
+   WHERE r.first_decision >= min_decision
+   ORDER BY r.commit_time, r.id;
+END $$;
+COMMENT ON FUNCTION @extschema@.flagged_since(timestamptz, @extschema@.decision, interval) IS
+  'After a failover: the flagged events (first decision at least min_decision) of the payments whose rows were committed after since, oldest commit first, as the stream writes them (xid and lsn null, commit_time the row''s commit timestamp); needs track_commit_timestamp; max_transaction_age bounds how long a transaction that inserts payments stays open.';
+-- It reads every payment: for analysts and a consumer's role it is granted
+-- to, not for every role.
+REVOKE ALL ON FUNCTION @extschema@.flagged_since(timestamptz, @extschema@.decision, interval) FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Functions: the HTTP API (p2pay-http).  For each request the daemon runs one
+-- statement, SELECT p2pay.api_X(...), as the role the request authenticated
+-- as, and sends back the JSON it returns: the path's segment as text or
+-- uuid, the query string as a jsonb object of strings, the body as jsonb.
+-- The functions check every name and value, build the JSON, and run as the
+-- caller (SECURITY INVOKER), so that the caller's privileges apply as to
+-- any SQL.  A refusal names the field or query argument in the error's
+-- column field, which p2pay-http reports as "column"; null means no such
+-- row (404).
+------------------------------------------------------------------------------
+
+-- p2pay 1.2: ALTER EXTENSION p2pay UPDATE TO '1.2' from 1.1.
+
+-- A body's fields, by name: an object, no field but those of fields, each
+-- of its JSON kind (kinds[i], alternatives separated by '|'), the first
+-- required of them present and not null.  22023 for an unknown field or one
+-- of the wrong kind, 23502 for a missing one, each naming the field.
+CREATE FUNCTION @extschema@.api_check_body(body jsonb, what text, fields text[], kinds text[],
+                                           required integer)
+  RETURNS void
+  LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  k     text;
+  i     integer;
+  field text;
+  kind  text;
+BEGIN
+  IF body IS NULL OR jsonb_typeof(body) OPERATOR(pg_catalog.<>) 'object' THEN
+    RAISE EXCEPTION 'p2pay: % is a JSON object', what
+      USING ERRCODE = 'invalid_parameter_value',
+            HINT = 'Its fields are ' || array_to_string(fields, ', ') || '.';
+  END IF;
+  FOR k IN SELECT jsonb_object_keys(body) LOOP
+    IF NOT k OPERATOR(pg_catalog.=) ANY (fields) THEN
+      RAISE EXCEPTION 'p2pay: % has no field "%"', what, left(k, 64)
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = left(k, 64),
+              HINT = 'Its fields are ' || array_to_string(fields, ', ') || '.';
+    END IF;
+  END LOOP;
+  FOR i IN 1 .. coalesce(array_length(fields, 1), 0) LOOP
+    field := fields[i];
+    kind := jsonb_typeof(body -> field);
+    IF kind IS NULL OR kind OPERATOR(pg_catalog.=) 'null' THEN
+      CONTINUE WHEN i OPERATOR(pg_catalog.>) required;
+      RAISE EXCEPTION 'p2pay: field "%" of % is missing', field, what
+        USING ERRCODE = 'not_null_violation', COLUMN = field;
+    END IF;
+    IF NOT kind OPERATOR(pg_catalog.=) ANY (string_to_array(kinds[i], '|')) THEN
+      RAISE EXCEPTION 'p2pay: field "%" of % must be a JSON %', field, what,
+                      replace(kinds[i], '|', ' or ')
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = field,
+              DETAIL = 'It is a JSON ' || kind || '.';
+    END IF;
+  END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_check_body(jsonb, text, text[], text[], integer) IS
+  'Internal to the HTTP API: checks a request body against its fields, their JSON kinds and how many of the first are required (22023, 23502, naming the field).';
+
+-- A query string's arguments, by name: an object of strings whose names
+-- are among names (22023 naming the argument).
+CREATE FUNCTION @extschema@.api_check_query(query jsonb, what text, names text[])
+  RETURNS void
+  LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  k    text;
+  hint text := CASE WHEN cardinality(names) OPERATOR(pg_catalog.=) 0 THEN 'It takes none.'
+                    ELSE 'It takes ' || array_to_string(names, ', ') || '.' END;
+BEGIN
+  IF query IS NULL THEN
+    RETURN;
+  END IF;
+  IF jsonb_typeof(query) OPERATOR(pg_catalog.<>) 'object' THEN
+    RAISE EXCEPTION 'p2pay: the query arguments of % are a JSON object', what
+      USING ERRCODE = 'invalid_parameter_value', HINT = hint;
+  END IF;
+  FOR k IN SELECT jsonb_object_keys(query) LOOP
+    IF NOT k OPERATOR(pg_catalog.=) ANY (names) THEN
+      RAISE EXCEPTION 'p2pay: % takes no query argument "%"', what, left(k, 64)
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = left(k, 64), HINT = hint;
+    END IF;
+    IF jsonb_typeof(query -> k) OPERATOR(pg_catalog.<>) 'string' THEN
+      RAISE EXCEPTION 'p2pay: query argument "%" of % must be a string', k, what
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = k;
+    END IF;
+  END LOOP;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_check_query(jsonb, text, text[]) IS
+  'Internal to the HTTP API: checks that a query string''s arguments (a JSON object of strings) have known names (22023, naming the argument).';
+
+-- A value that is not of its field's type: the type's own error, under the
+-- field's name.  what is "a ..." for a body, "the ..." (a list) for a query.
+CREATE FUNCTION @extschema@.api_field_error(what text, field text, state text, message text)
+  RETURNS void
+  LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  RAISE EXCEPTION 'p2pay: % "%" of %: %', CASE WHEN what LIKE 'the %' THEN 'query argument' ELSE 'field' END,
+                  field, what, message
+    USING ERRCODE = state, COLUMN = field;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_field_error(text, text, text, text) IS
+  'Internal to the HTTP API: raises the error of a value that is not of its field''s type, with its SQLSTATE, naming the field.';
+
+-- A field's (or query argument's) value as a uuid, or null: a value that
+-- is not one is api_field_error()'s error.
+CREATE FUNCTION @extschema@.api_uuid_field(obj jsonb, what text, field text)
+  RETURNS uuid
+  LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  state text;
+  msg   text;
+BEGIN
+  RETURN (obj ->> field)::uuid;
+EXCEPTION WHEN data_exception THEN
+  GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+  PERFORM @extschema@.api_field_error(what, field, state, msg);
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_uuid_field(jsonb, text, text) IS
+  'Internal to the HTTP API: a field or query argument as a uuid, or null; a value that is not one is its error, naming the field.';
+
+-- A list's page size: the query argument limit, 1 to 1000, or dflt.
+CREATE FUNCTION @extschema@.api_query_limit(query jsonb, what text, dflt integer)
+  RETURNS integer
+  LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  lim   integer;
+  state text;
+  msg   text;
+BEGIN
+  IF query ->> 'limit' IS NULL THEN
+    RETURN dflt;
+  END IF;
+  BEGIN
+    lim := (query ->> 'limit')::integer;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, 'limit', state, msg);
+  END;
+  IF lim OPERATOR(pg_catalog.<) 1 OR lim OPERATOR(pg_catalog.>) 1000 THEN
+    RAISE EXCEPTION 'p2pay: query argument "limit" of % must be from 1 to 1000', what
+      USING ERRCODE = 'invalid_parameter_value', COLUMN = 'limit',
+            DETAIL = 'It is ' || lim || '.';
+  END IF;
+  RETURN lim;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_query_limit(jsonb, text, integer) IS
+  'Internal to the HTTP API: the query argument limit (1 to 1000), or the list''s default.';
+
+------------------------------------------------------------------------------
+-- The HTTP API: payments
+------------------------------------------------------------------------------
+
+-- A stored payment as the API shows it: the columns a client sees.
+CREATE FUNCTION @extschema@.api_payment(transaction_id uuid) RETURNS jsonb
+  LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+  SELECT jsonb_build_object(
+           'transaction_id', p.transaction_id, 'payer_id', p.payer_id, 'payee_id', p.payee_id,
+           'amount', p.amount, 'currency', p.currency, 'payment_method_id', p.payment_method_id,
+           'created_at', p.created_at, 'risk_score', p.risk_score, 'decision', p.decision,
+           'is_approved', p.is_approved, 'reasons', p.reasons, 'ruleset_version', p.ruleset_version)
+    FROM @extschema@.payments p
+   WHERE p.transaction_id OPERATOR(pg_catalog.=) $1
+$$;
+COMMENT ON FUNCTION @extschema@.api_payment(uuid) IS
+  'HTTP API (GET /api/v1/payments/{transaction_id}): the payment with this transaction_id as JSON (its columns a client sees), or null.';
+
+-- Insert a payment given as a JSON object of its columns, and return it
+-- scored.  Every field is checked before anything is stored.  This is the
+-- HTTP API's busiest call, so a well-formed body is recognised by one
+-- expression, and only another goes through api_check_body() to be told
+-- what is wrong; the response is built from the inserted row.
+CREATE FUNCTION @extschema@.api_create_payment(body jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what     CONSTANT text := 'a payment';
+  fields   CONSTANT text[] := ARRAY['payer_id', 'payee_id', 'amount', 'currency', 'payment_method_id',
+                                    'transaction_id', 'created_at'];
+  field    text;
+  payer    uuid;
+  payee    uuid;
+  amount   numeric;
+  currency char(3);
+  method   uuid;
+  tid      uuid;
+  at       timestamptz;
+  state    text;
+  msg      text;
+  result   jsonb;
+BEGIN
+  IF NOT coalesce(jsonb_typeof(body) OPERATOR(pg_catalog.=) 'object'
+          AND body OPERATOR(pg_catalog.?&) fields[1:5]
+          AND (body OPERATOR(pg_catalog.-) fields) OPERATOR(pg_catalog.=) '{}'::jsonb
+          AND jsonb_typeof(body -> 'payer_id') OPERATOR(pg_catalog.=) 'string'
+          AND jsonb_typeof(body -> 'payee_id') OPERATOR(pg_catalog.=) 'string'
+          AND jsonb_typeof(body -> 'amount') OPERATOR(pg_catalog.=) ANY ('{number,string}')
+          AND jsonb_typeof(body -> 'currency') OPERATOR(pg_catalog.=) 'string'
+          AND jsonb_typeof(body -> 'payment_method_id') OPERATOR(pg_catalog.=) 'string'
+          AND coalesce(jsonb_typeof(body -> 'transaction_id'), 'null') OPERATOR(pg_catalog.=) ANY ('{string,null}')
+          AND coalesce(jsonb_typeof(body -> 'created_at'), 'null') OPERATOR(pg_catalog.=) ANY ('{string,null}'),
+          false) THEN
+    -- an amount may be a JSON number or a string, as numeric's text is exact
+    PERFORM @extschema@.api_check_body(body, what, fields,
+      ARRAY['string', 'string', 'number|string', 'string', 'string', 'string', 'string'], 5);
+  END IF;
+  BEGIN
+    field := 'payer_id';          payer := (body ->> 'payer_id')::uuid;
+    field := 'payee_id';          payee := (body ->> 'payee_id')::uuid;
+    field := 'amount';            amount := (body ->> 'amount')::numeric;
+    field := 'currency';          currency := (body ->> 'currency')::char(3);
+    field := 'payment_method_id'; method := (body ->> 'payment_method_id')::uuid;
+    field := 'transaction_id';    tid := (body ->> 'transaction_id')::uuid;
+    field := 'created_at';        at := (body ->> 'created_at')::timestamptz;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, field, state, msg);
+  END;
+  -- char(3) would cut a longer code to three letters
+  IF length(body ->> 'currency') OPERATOR(pg_catalog.<>) 3 THEN
+    RAISE EXCEPTION 'p2pay: field "currency" of a payment must be a three-letter code'
+      USING ERRCODE = 'invalid_parameter_value', COLUMN = 'currency';
+  END IF;
+
+  INSERT INTO @extschema@.payments AS p (transaction_id, payer_id, payee_id, amount, currency,
+                                         payment_method_id, created_at)
+  VALUES (coalesce(tid, gen_random_uuid()), payer, payee, amount, currency, method,
+          coalesce(at, now()))
+  RETURNING jsonb_build_object(
+           'transaction_id', p.transaction_id, 'payer_id', p.payer_id, 'payee_id', p.payee_id,
+           'amount', p.amount, 'currency', p.currency, 'payment_method_id', p.payment_method_id,
+           'created_at', p.created_at, 'risk_score', p.risk_score, 'decision', p.decision,
+           'is_approved', p.is_approved, 'reasons', p.reasons, 'ruleset_version', p.ruleset_version)
+    INTO result;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_create_payment(jsonb) IS
+  'HTTP API (POST /api/v1/payments): insert the payment given as a JSON object of its columns (payer_id, payee_id, amount, currency, payment_method_id; transaction_id and created_at optional), scored by the trigger, and return it as api_payment() shows it.';
+
+-- Payments newest first (created_at, then transaction_id, descending), a
+-- page at a time, filtered by payer_id, payee_id, user_id (payer or
+-- payee), decision and a time range [from, to); after is the last
+-- transaction_id of the page before.  The statement is built with only the
+-- filters given, so that each call is planned for them: a payer's
+-- payments are read backwards along payments_payer_time_idx, the review
+-- queue along payments_review_idx, a time range through the BRIN index,
+-- and user_id is the union of its payer's and its payee's pages.  A
+-- partitioned payments is pruned by the time bounds.
+CREATE FUNCTION @extschema@.api_payments(query jsonb DEFAULT '{}') RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what     CONSTANT text := 'the payment list';
+  lim      integer;
+  field    text;
+  payer    uuid;
+  payee    uuid;
+  usr      uuid;
+  dec      @extschema@.decision;
+  lo       timestamptz;
+  hi       timestamptz;
+  after    uuid;
+  after_at timestamptz;
+  conds    text[] := ARRAY['true'];
+  cols     CONSTANT text := 'p.transaction_id, p.payer_id, p.payee_id, p.amount, p.currency, '
+                            'p.payment_method_id, p.created_at, p.risk_score, p.decision, '
+                            'p.is_approved, p.reasons, p.ruleset_version';
+  page     CONSTANT text := ' ORDER BY p.created_at DESC, p.transaction_id DESC LIMIT $9';
+  sel      text;
+  rows     text;
+  result   jsonb;
+  state    text;
+  msg      text;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, what,
+    ARRAY['payer_id', 'payee_id', 'user_id', 'decision', 'from', 'to', 'limit', 'after']);
+  lim := @extschema@.api_query_limit(query, what, 50);
+  BEGIN
+    field := 'payer_id'; payer := (query ->> 'payer_id')::uuid;
+    field := 'payee_id'; payee := (query ->> 'payee_id')::uuid;
+    field := 'user_id';  usr := (query ->> 'user_id')::uuid;
+    field := 'decision'; dec := (query ->> 'decision')::@extschema@.decision;
+    field := 'from';     lo := (query ->> 'from')::timestamptz;
+    field := 'to';       hi := (query ->> 'to')::timestamptz;
+    field := 'after';    after := (query ->> 'after')::uuid;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, field, state, msg);
+  END;
+  IF after IS NOT NULL THEN
+    SELECT p.created_at INTO after_at
+      FROM @extschema@.payments p WHERE p.transaction_id OPERATOR(pg_catalog.=) after;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'p2pay: query argument "after" of %: no payment has transaction_id %', what, after
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = 'after';
+    END IF;
+    conds := conds || ARRAY['p.created_at OPERATOR(pg_catalog.<=) $6',
+                            '(p.created_at OPERATOR(pg_catalog.<) $6 OR p.transaction_id OPERATOR(pg_catalog.<) $7)'];
+  END IF;
+  IF payer IS NOT NULL THEN conds := array_append(conds, 'p.payer_id OPERATOR(pg_catalog.=) $1'); END IF;
+  IF payee IS NOT NULL THEN conds := array_append(conds, 'p.payee_id OPERATOR(pg_catalog.=) $2'); END IF;
+  IF dec IS NOT NULL THEN conds := array_append(conds, 'p.decision OPERATOR(pg_catalog.=) $3'); END IF;
+  IF lo IS NOT NULL THEN conds := array_append(conds, 'p.created_at OPERATOR(pg_catalog.>=) $4'); END IF;
+  IF hi IS NOT NULL THEN conds := array_append(conds, 'p.created_at OPERATOR(pg_catalog.<) $5'); END IF;
+
+  sel := 'SELECT ' || cols || ' FROM @extschema@.payments p WHERE ' || array_to_string(conds, ' AND ');
+  IF usr IS NULL THEN
+    rows := sel || page;
+  ELSE
+    rows := 'SELECT p.* FROM ((' || sel || ' AND p.payer_id OPERATOR(pg_catalog.=) $8' || page
+            || ') UNION (' || sel || ' AND p.payee_id OPERATOR(pg_catalog.=) $8' || page
+            || ')) p' || page;
+  END IF;
+  EXECUTE 'SELECT coalesce(jsonb_agg(jsonb_build_object('
+          '''transaction_id'', p.transaction_id, ''payer_id'', p.payer_id, ''payee_id'', p.payee_id, '
+          '''amount'', p.amount, ''currency'', p.currency, ''payment_method_id'', p.payment_method_id, '
+          '''created_at'', p.created_at, ''risk_score'', p.risk_score, ''decision'', p.decision, '
+          '''is_approved'', p.is_approved, ''reasons'', p.reasons, ''ruleset_version'', p.ruleset_version) '
+          'ORDER BY p.created_at DESC, p.transaction_id DESC), ''[]''::jsonb) FROM (' || rows || ') p'
+    INTO result
+    USING payer, payee, dec, lo, hi, after_at, after, usr, lim;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_payments(jsonb) IS
+  'HTTP API (GET /api/v1/payments): payments newest first as a JSON array, filtered by the query arguments payer_id, payee_id, user_id (payer or payee), decision, from and to (created_at in [from, to)); limit (1 to 1000, 50) of them after the transaction_id after.';
+
+------------------------------------------------------------------------------
+-- The HTTP API: reference data, currencies and payment methods
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.api_currency(code text) RETURNS jsonb
+  LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+  SELECT jsonb_build_object('code', c.code, 'name', c.name, 'rate_to_base', c.rate_to_base)
+    FROM @extschema@.currencies c
+   WHERE c.code OPERATOR(pg_catalog.=) $1::pg_catalog.bpchar
+$$;
+COMMENT ON FUNCTION @extschema@.api_currency(text) IS
+  'HTTP API (GET /api/v1/currencies/{code}): the currency with this code as JSON, or null.';
+
+CREATE FUNCTION @extschema@.api_currencies(query jsonb DEFAULT '{}') RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what   CONSTANT text := 'the currency list';
+  lim    integer;
+  result jsonb;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
+  lim := @extschema@.api_query_limit(query, what, 1000);
+  SELECT coalesce(jsonb_agg(jsonb_build_object('code', c.code, 'name', c.name,
+                                               'rate_to_base', c.rate_to_base)
+                            ORDER BY c.code), '[]')
+    INTO result
+    FROM (SELECT * FROM @extschema@.currencies c
+           WHERE query ->> 'after' IS NULL
+              OR c.code OPERATOR(pg_catalog.>) (query ->> 'after')::pg_catalog.bpchar
+           ORDER BY c.code LIMIT lim) c;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_currencies(jsonb) IS
+  'HTTP API (GET /api/v1/currencies): currencies by code as a JSON array; limit (1 to 1000, 1000) of them after the code after.';
+
+-- currencies_merge turns the insert of an existing code into an update of
+-- it (that is how pg_restore brings rates back): an existing code is
+-- refused here first, and an insert that stored nothing (a currency of the
+-- code committed meanwhile) is refused as well, undoing the update.
+CREATE FUNCTION @extschema@.api_create_currency(body jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what  CONSTANT text := 'a currency';
+  field text;
+  rate  numeric;
+  code  char(3);
+  state text;
+  msg   text;
+BEGIN
+  PERFORM @extschema@.api_check_body(body, what, ARRAY['code', 'name', 'rate_to_base'],
+                                     ARRAY['string', 'string', 'number|string'], 3);
+  IF (body ->> 'code') OPERATOR(pg_catalog.!~) '^[A-Z]{3}$' THEN
+    RAISE EXCEPTION 'p2pay: field "code" of a currency must be three capital letters'
+      USING ERRCODE = 'invalid_parameter_value', COLUMN = 'code',
+            DETAIL = 'It is "' || left(body ->> 'code', 64) || '".';
+  END IF;
+  BEGIN
+    field := 'rate_to_base'; rate := (body ->> 'rate_to_base')::numeric;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, field, state, msg);
+  END;
+  IF EXISTS (SELECT 1 FROM @extschema@.currencies c
+              WHERE c.code OPERATOR(pg_catalog.=) (body ->> 'code')::pg_catalog.bpchar) THEN
+    RAISE EXCEPTION 'p2pay: currency % exists', body ->> 'code'
+      USING ERRCODE = 'unique_violation', COLUMN = 'code';
+  END IF;
+  INSERT INTO @extschema@.currencies AS c (code, name, rate_to_base)
+  VALUES (body ->> 'code', body ->> 'name', rate)
+  RETURNING c.code INTO code;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'p2pay: currency % exists', body ->> 'code'
+      USING ERRCODE = 'unique_violation', COLUMN = 'code';
+  END IF;
+  RETURN @extschema@.api_currency(code);
+END $$;
+COMMENT ON FUNCTION @extschema@.api_create_currency(jsonb) IS
+  'HTTP API (POST /api/v1/currencies): insert the currency given as {"code", "name", "rate_to_base"} and return it; an existing code is 23505.';
+
+CREATE FUNCTION @extschema@.api_payment_method(id uuid) RETURNS jsonb
+  LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+  SELECT jsonb_build_object('id', m.id, 'name', m.name)
+    FROM @extschema@.payment_methods m
+   WHERE m.id OPERATOR(pg_catalog.=) $1
+$$;
+COMMENT ON FUNCTION @extschema@.api_payment_method(uuid) IS
+  'HTTP API (GET /api/v1/payment-methods/{id}): the payment method with this id as JSON, or null.';
+
+CREATE FUNCTION @extschema@.api_payment_methods(query jsonb DEFAULT '{}') RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what   CONSTANT text := 'the payment method list';
+  lim    integer;
+  after  uuid;
+  result jsonb;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
+  lim := @extschema@.api_query_limit(query, what, 1000);
+  after := @extschema@.api_uuid_field(query, what, 'after');
+  SELECT coalesce(jsonb_agg(jsonb_build_object('id', m.id, 'name', m.name) ORDER BY m.id), '[]')
+    INTO result
+    FROM (SELECT * FROM @extschema@.payment_methods m
+           WHERE after IS NULL OR m.id OPERATOR(pg_catalog.>) after
+           ORDER BY m.id LIMIT lim) m;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_payment_methods(jsonb) IS
+  'HTTP API (GET /api/v1/payment-methods): payment methods by id as a JSON array; limit (1 to 1000, 1000) of them after the id after.';
+
+-- payment_methods_merge turns the insert of an existing id into an update
+-- of its name: refused here as for currencies.
+CREATE FUNCTION @extschema@.api_create_payment_method(body jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what  CONSTANT text := 'a payment method';
+  method_id uuid;
+BEGIN
+  PERFORM @extschema@.api_check_body(body, what, ARRAY['name', 'id'], ARRAY['string', 'string'], 1);
+  method_id := @extschema@.api_uuid_field(body, what, 'id');
+  IF EXISTS (SELECT 1 FROM @extschema@.payment_methods m WHERE m.id OPERATOR(pg_catalog.=) method_id) THEN
+    RAISE EXCEPTION 'p2pay: payment method % exists', method_id
+      USING ERRCODE = 'unique_violation', COLUMN = 'id';
+  END IF;
+  INSERT INTO @extschema@.payment_methods AS m (id, name)
+  VALUES (coalesce(method_id, gen_random_uuid()), body ->> 'name')
+  RETURNING m.id INTO method_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'p2pay: payment method % exists', body ->> 'id'
+      USING ERRCODE = 'unique_violation', COLUMN = 'id';
+  END IF;
+  RETURN @extschema@.api_payment_method(method_id);
+END $$;
+COMMENT ON FUNCTION @extschema@.api_create_payment_method(jsonb) IS
+  'HTTP API (POST /api/v1/payment-methods): insert the payment method given as {"name"} (id optional) and return it; an existing id or name is 23505.';
+
+------------------------------------------------------------------------------
+-- The HTTP API: users and their payment methods
+------------------------------------------------------------------------------
+
+CREATE FUNCTION @extschema@.api_user(id uuid) RETURNS jsonb
+  LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+  SELECT jsonb_build_object('id', u.id, 'first_name', u.first_name, 'last_name', u.last_name,
+                            'email_address', u.email_address, 'created_at', u.created_at)
+    FROM @extschema@.users u
+   WHERE u.id OPERATOR(pg_catalog.=) $1
+$$;
+COMMENT ON FUNCTION @extschema@.api_user(uuid) IS
+  'HTTP API (GET /api/v1/users/{id}): the user with this id as JSON, or null.';
+
+CREATE FUNCTION @extschema@.api_users(query jsonb DEFAULT '{}') RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what   CONSTANT text := 'the user list';
+  lim    integer;
+  after  uuid;
+  result jsonb;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
+  lim := @extschema@.api_query_limit(query, what, 50);
+  after := @extschema@.api_uuid_field(query, what, 'after');
+  SELECT coalesce(jsonb_agg(jsonb_build_object('id', u.id, 'first_name', u.first_name,
+                                               'last_name', u.last_name,
+                                               'email_address', u.email_address,
+                                               'created_at', u.created_at)
+                            ORDER BY u.id), '[]')
+    INTO result
+    FROM (SELECT * FROM @extschema@.users u
+           WHERE after IS NULL OR u.id OPERATOR(pg_catalog.>) after
+           ORDER BY u.id LIMIT lim) u;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_users(jsonb) IS
+  'HTTP API (GET /api/v1/users): users by id as a JSON array; limit (1 to 1000, 50) of them after the id after.';
+
+CREATE FUNCTION @extschema@.api_create_user(body jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what  CONSTANT text := 'a user';
+  field text;
+  user_id uuid;
+  at    timestamptz;
+  state text;
+  msg   text;
+BEGIN
+  PERFORM @extschema@.api_check_body(body, what,
+    ARRAY['first_name', 'last_name', 'email_address', 'id', 'created_at'],
+    ARRAY['string', 'string', 'string', 'string', 'string'], 0);
+  BEGIN
+    field := 'id';         user_id := (body ->> 'id')::uuid;
+    field := 'created_at'; at := (body ->> 'created_at')::timestamptz;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, field, state, msg);
+  END;
+  INSERT INTO @extschema@.users AS u (id, first_name, last_name, email_address, created_at)
+  VALUES (coalesce(user_id, gen_random_uuid()), body ->> 'first_name', body ->> 'last_name',
+          body ->> 'email_address', coalesce(at, now()))
+  RETURNING u.id INTO user_id;
+  RETURN @extschema@.api_user(user_id);
+END $$;
+COMMENT ON FUNCTION @extschema@.api_create_user(jsonb) IS
+  'HTTP API (POST /api/v1/users): insert the user given as {"first_name", "last_name", "email_address"} (each optional, as are id and created_at) and return it; an existing id is 23505.';
+
+CREATE FUNCTION @extschema@.api_user_payment_methods(user_id uuid, query jsonb DEFAULT '{}')
+  RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what   CONSTANT text := 'the list of a user''s payment methods';
+  lim    integer;
+  after  uuid;
+  result jsonb;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
+  lim := @extschema@.api_query_limit(query, what, 1000);
+  after := @extschema@.api_uuid_field(query, what, 'after');
+  IF NOT EXISTS (SELECT 1 FROM @extschema@.users u
+                  WHERE u.id OPERATOR(pg_catalog.=) api_user_payment_methods.user_id) THEN
+    RETURN NULL;
+  END IF;
+  SELECT coalesce(jsonb_agg(jsonb_build_object('user_id', m.user_id,
+                                               'payment_method_id', m.payment_method_id,
+                                               'details', m.details)
+                            ORDER BY m.payment_method_id), '[]')
+    INTO result
+    FROM (SELECT * FROM @extschema@.user_payment_methods m
+           WHERE m.user_id OPERATOR(pg_catalog.=) api_user_payment_methods.user_id
+             AND (after IS NULL OR m.payment_method_id OPERATOR(pg_catalog.>) after)
+           ORDER BY m.payment_method_id LIMIT lim) m;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_user_payment_methods(uuid, jsonb) IS
+  'HTTP API (GET /api/v1/users/{id}/payment-methods): the payment methods the user registered, by payment_method_id, as a JSON array (limit, 1000 by default, after the payment_method_id after); null if there is no such user.';
+
+CREATE FUNCTION @extschema@.api_create_user_payment_method(user_id uuid, body jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what   CONSTANT text := 'a user''s payment method';
+  method uuid;
+  result jsonb;
+BEGIN
+  PERFORM @extschema@.api_check_body(body, what, ARRAY['payment_method_id', 'details'],
+                                     ARRAY['string', 'string'], 1);
+  method := @extschema@.api_uuid_field(body, what, 'payment_method_id');
+  INSERT INTO @extschema@.user_payment_methods AS m (user_id, payment_method_id, details)
+  VALUES (api_create_user_payment_method.user_id, method, body ->> 'details')
+  RETURNING jsonb_build_object('user_id', m.user_id, 'payment_method_id', m.payment_method_id,
+                               'details', m.details) INTO result;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_create_user_payment_method(uuid, jsonb) IS
+  'HTTP API (POST /api/v1/users/{id}/payment-methods): register the payment method given as {"payment_method_id", "details"} to the user and return it; an unknown user or method is 23503, one registered already 23505.';
+
+------------------------------------------------------------------------------
+-- The HTTP API: the review queue, claims and resolutions
+------------------------------------------------------------------------------
+
+-- Take the claim on a review for session_user until until_at: a new claim,
+-- the caller's own extended, or another's that has expired taken over.
+-- The upsert locks the claim's key, so that two sessions claiming or
+-- resolving one review run one after the other.  The claim as JSON, or
+-- null when another role holds an unexpired claim.  (No function takes or
+-- returns the table's row type: a DROP TABLE ... CASCADE of it would
+-- follow such a function to the extension.)
+CREATE FUNCTION @extschema@.api_take_claim(transaction_id uuid, until_at timestamptz)
+  RETURNS jsonb
+  LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+  INSERT INTO @extschema@.review_claims AS c (transaction_id, claimed_by, claimed_at, expires_at)
+  VALUES ($1, SESSION_USER, now(), $2)
+  ON CONFLICT (transaction_id) DO UPDATE
+     SET claimed_by = excluded.claimed_by,
+         claimed_at = CASE WHEN c.claimed_by OPERATOR(pg_catalog.=) excluded.claimed_by
+                            AND c.expires_at OPERATOR(pg_catalog.>) now()
+                           THEN c.claimed_at ELSE excluded.claimed_at END,
+         expires_at = excluded.expires_at
+   WHERE c.claimed_by OPERATOR(pg_catalog.=) excluded.claimed_by
+      OR c.expires_at OPERATOR(pg_catalog.<=) now()
+  RETURNING jsonb_build_object('transaction_id', c.transaction_id, 'claimed_by', c.claimed_by,
+                               'claimed_at', c.claimed_at, 'expires_at', c.expires_at)
+$$;
+COMMENT ON FUNCTION @extschema@.api_take_claim(uuid, timestamptz) IS
+  'Internal to the HTTP API: claims a review for session_user until a time (new, own extended, or another''s expired); null if another role holds it.';
+
+-- 55000 naming who holds the claim, if anyone but the caller does.
+CREATE FUNCTION @extschema@.api_claim_refused(transaction_id uuid) RETURNS void
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  holder name;
+  until  timestamptz;
+BEGIN
+  SELECT r.claimed_by, r.expires_at INTO holder, until
+    FROM @extschema@.review_claims r
+   WHERE r.transaction_id OPERATOR(pg_catalog.=) api_claim_refused.transaction_id;
+  RAISE EXCEPTION 'p2pay: review % is claimed by %', api_claim_refused.transaction_id, holder
+    USING ERRCODE = 'object_not_in_prerequisite_state',
+          DETAIL = format('The claim expires at %s.', until),
+          HINT = 'Wait until it expires or is released.';
+END $$;
+COMMENT ON FUNCTION @extschema@.api_claim_refused(uuid) IS
+  'Internal to the HTTP API: raises 55000 naming the role that holds a review''s claim and when it expires.';
+
+CREATE FUNCTION @extschema@.api_claim(transaction_id uuid, body jsonb DEFAULT NULL) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what     CONSTANT text := 'a claim';
+  minutes  integer := 15;
+  claim    jsonb;
+  decision @extschema@.decision;
+  state    text;
+  msg      text;
+BEGIN
+  IF api_claim.transaction_id IS NULL THEN
+    RAISE EXCEPTION 'p2pay: transaction_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  body := coalesce(body, '{}');
+  PERFORM @extschema@.api_check_body(body, what, ARRAY['minutes'], ARRAY['number'], 0);
+  IF body ? 'minutes' AND jsonb_typeof(body -> 'minutes') OPERATOR(pg_catalog.<>) 'null' THEN
+    BEGIN
+      minutes := (body ->> 'minutes')::integer;
+    EXCEPTION WHEN data_exception THEN
+      GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+      PERFORM @extschema@.api_field_error(what, 'minutes', state, msg);
+    END;
+    IF minutes OPERATOR(pg_catalog.<) 1 OR minutes OPERATOR(pg_catalog.>) 240 THEN
+      RAISE EXCEPTION 'p2pay: field "minutes" of a claim must be from 1 to 240'
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = 'minutes',
+              DETAIL = 'It is ' || minutes || '.';
+    END IF;
+  END IF;
+
+  -- The claim first: a role that may not write claims is refused whatever
+  -- the payment, and the review is read after the claim's key is locked,
+  -- so that a resolution that committed meanwhile is seen.
+  claim := @extschema@.api_take_claim(api_claim.transaction_id,
+                                      now() + make_interval(mins => minutes));
+  IF claim IS NULL THEN
+    PERFORM @extschema@.api_claim_refused(api_claim.transaction_id);
+  END IF;
+  SELECT p.decision INTO decision
+    FROM @extschema@.payments p
+   WHERE p.transaction_id OPERATOR(pg_catalog.=) api_claim.transaction_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'p2pay: no payment has transaction_id %', api_claim.transaction_id
+      USING ERRCODE = 'no_data_found';
+  END IF;
+  IF decision IS DISTINCT FROM 'review' THEN
+    RAISE EXCEPTION 'p2pay: payment % is not under review', api_claim.transaction_id
+      USING ERRCODE = 'object_not_in_prerequisite_state',
+            DETAIL = format('Its decision is %s.', coalesce(decision::text, 'null'));
+  END IF;
+  RETURN claim;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_claim(uuid, jsonb) IS
+  'HTTP API (POST /api/v1/reviews/{transaction_id}/claim): claim a review for session_user for {"minutes": 1 to 240} (15), or extend one''s own claim; 55000 if another role''s claim has not expired or the payment is not under review, P0002 if there is no such payment.  Returns the claim.';
+
+CREATE FUNCTION @extschema@.api_release(transaction_id uuid) RETURNS jsonb
+  LANGUAGE sql VOLATILE STRICT SET search_path = pg_catalog, pg_temp AS $$
+  DELETE FROM @extschema@.review_claims c
+   WHERE c.transaction_id OPERATOR(pg_catalog.=) $1
+     AND c.claimed_by OPERATOR(pg_catalog.=) SESSION_USER
+  RETURNING jsonb_build_object('transaction_id', c.transaction_id, 'claimed_by', c.claimed_by,
+                               'claimed_at', c.claimed_at, 'expires_at', c.expires_at)
+$$;
+COMMENT ON FUNCTION @extschema@.api_release(uuid) IS
+  'HTTP API (DELETE /api/v1/reviews/{transaction_id}/claim): release session_user''s claim on a review and return it; null if it holds none.';
+
+-- The review queue, oldest first, a page at a time: limit payments after
+-- the one whose transaction_id is after (keyset on created_at and
+-- transaction_id, so that a page stays right while others are resolved),
+-- with who has claimed each.
+CREATE FUNCTION @extschema@.api_reviews(query jsonb DEFAULT '{}') RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what     CONSTANT text := 'the review queue';
+  lim      integer;
+  after    uuid;
+  after_at timestamptz;
+  result   jsonb;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, what, ARRAY['limit', 'after']);
+  lim := @extschema@.api_query_limit(query, what, 50);
+  after := @extschema@.api_uuid_field(query, what, 'after');
+  IF after IS NOT NULL THEN
+    SELECT p.created_at INTO after_at
+      FROM @extschema@.payments p WHERE p.transaction_id OPERATOR(pg_catalog.=) after;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'p2pay: query argument "after" of %: no payment has transaction_id %', what, after
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = 'after';
+    END IF;
+  END IF;
+  SELECT coalesce(jsonb_agg(jsonb_build_object(
+           'transaction_id', q.transaction_id, 'created_at', q.created_at,
+           'payer_id', q.payer_id, 'payee_id', q.payee_id, 'amount', q.amount,
+           'currency', q.currency, 'amount_base', q.amount_base, 'risk_score', q.risk_score,
+           'reasons', q.reasons, 'ruleset_version', q.ruleset_version,
+           'waiting_seconds', extract(epoch FROM q.waiting),
+           'claimed_by', c.claimed_by, 'claim_expires_at', c.expires_at)
+           ORDER BY q.created_at, q.transaction_id), '[]')
+    INTO result
+    FROM (SELECT r.* FROM @extschema@.review_queue r
+           WHERE after IS NULL
+              OR r.created_at OPERATOR(pg_catalog.>) after_at
+              OR r.created_at OPERATOR(pg_catalog.=) after_at
+                 AND r.transaction_id OPERATOR(pg_catalog.>) after
+           ORDER BY r.created_at, r.transaction_id
+           LIMIT lim) q
+    LEFT JOIN @extschema@.review_claims c
+      ON c.transaction_id OPERATOR(pg_catalog.=) q.transaction_id
+     AND c.expires_at OPERATOR(pg_catalog.>) now();
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_reviews(jsonb) IS
+  'HTTP API (GET /api/v1/reviews): the review queue as a JSON array, oldest first, limit (1 to 1000, 50) payments after the transaction_id after, each with claimed_by and claim_expires_at of an unexpired claim.';
+
+-- Resolve a review with {"decision": "approve" | "decline", "note": "..."}
+-- through resolve(), which refuses a payment no longer under review
+-- (55000).  The resolution takes the review's claim for its own
+-- transaction first (refused, 55000, while another role's has not
+-- expired), so that it runs after any claim being made, and removes it.
+CREATE FUNCTION @extschema@.api_resolve(transaction_id uuid, body jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what  CONSTANT text := 'a resolution';
+  claim jsonb;
+BEGIN
+  PERFORM @extschema@.api_check_body(body, what, ARRAY['decision', 'note'], ARRAY['string', 'string'], 1);
+  IF body ->> 'decision' NOT IN ('approve', 'decline') THEN
+    RAISE EXCEPTION 'p2pay: field "decision" of a resolution must be "approve" or "decline"'
+      USING ERRCODE = 'invalid_parameter_value', COLUMN = 'decision',
+            DETAIL = 'It is "' || left(body ->> 'decision', 64) || '".';
+  END IF;
+  IF api_resolve.transaction_id IS NULL THEN
+    RAISE EXCEPTION 'p2pay: transaction_id must not be null' USING ERRCODE = 'null_value_not_allowed';
+  END IF;
+  claim := @extschema@.api_take_claim(api_resolve.transaction_id, now() + interval '1 minute');
+  IF claim IS NULL THEN
+    PERFORM @extschema@.api_claim_refused(api_resolve.transaction_id);
+  END IF;
+  PERFORM @extschema@.resolve(api_resolve.transaction_id,
+                              (body ->> 'decision')::@extschema@.decision, body ->> 'note');
+  DELETE FROM @extschema@.review_claims c
+   WHERE c.transaction_id OPERATOR(pg_catalog.=) api_resolve.transaction_id;
+  RETURN @extschema@.api_payment(api_resolve.transaction_id);
+END $$;
+COMMENT ON FUNCTION @extschema@.api_resolve(uuid, jsonb) IS
+  'HTTP API (POST /api/v1/reviews/{transaction_id}): resolve a review with {"decision": "approve" | "decline", "note": "..."} through resolve() (55000 once it is no longer under review, or while another role''s claim has not expired), remove its claim, and return the payment.';
+
+------------------------------------------------------------------------------
+-- The HTTP API: rules and backtests
+------------------------------------------------------------------------------
+
+-- Every rule with its statistics.  rule_stats counts across the whole
+-- server (every database's inserts), since its start or the last reset;
+-- without p2pay in shared_preload_libraries there are none, and the
+-- statistics are null.
+CREATE FUNCTION @extschema@.api_rules(query jsonb DEFAULT '{}') RETURNS jsonb
+  LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  stats  jsonb;
+  result jsonb;
+BEGIN
+  PERFORM @extschema@.api_check_query(query, 'the rule list', '{}');
+  BEGIN
+    SELECT jsonb_object_agg(s.rule, jsonb_build_object(
+             'evaluations', s.evaluations, 'fires', s.fires, 'mean_us', s.mean_us,
+             'max_us', s.max_us, 'since', s.since))
+      INTO stats
+      FROM @extschema@.rule_stats s;
+  EXCEPTION WHEN object_not_in_prerequisite_state THEN
+    stats := NULL;
+  END;
+  SELECT coalesce(jsonb_agg(jsonb_build_object(
+           'name', r.name, 'mode', r.mode, 'enabled', r.enabled, 'weight', r.weight,
+           'params', r.params, 'description', r.description)
+           || coalesce(stats -> r.name, '{"evaluations": null, "fires": null, "mean_us": null, "max_us": null, "since": null}')
+           ORDER BY r.name), '[]')
+    INTO result
+    FROM @extschema@.rules r;
+  RETURN result;
+END $$;
+COMMENT ON FUNCTION @extschema@.api_rules(jsonb) IS
+  'HTTP API (GET /api/v1/rules): every rule (name, mode, enabled, weight, params, description) with its rule_stats figures (evaluations, fires, mean_us, max_us, since: this database''s, null without p2pay in shared_preload_libraries), by name, as a JSON array.';
+
+CREATE FUNCTION @extschema@.api_backtest(body jsonb) RETURNS jsonb
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  what   CONSTANT text := 'a backtest';
+  field  text;
+  lo     timestamptz;
+  hi     timestamptz;
+  result jsonb;
+  state  text;
+  msg    text;
+BEGIN
+  PERFORM @extschema@.api_check_body(body, what, ARRAY['from', 'to', 'rules'],
+                                     ARRAY['string', 'string', 'array'], 2);
+  BEGIN
+    field := 'from'; lo := (body ->> 'from')::timestamptz;
+    field := 'to';   hi := (body ->> 'to')::timestamptz;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, field, state, msg);
+  END;
+  IF hi OPERATOR(pg_catalog.<=) lo THEN
+    RAISE EXCEPTION 'p2pay: field "to" of a backtest must be later than "from"'
+      USING ERRCODE = 'invalid_parameter_value', COLUMN = 'to';
+  END IF;
+  -- from and to are right: backtest()'s own refusals of data are the rules'
+  BEGIN
+    SELECT coalesce(jsonb_agg(to_jsonb(b) - 'ordinality' ORDER BY b.ordinality), '[]') INTO result
+      FROM @extschema@.backtest(lo, hi, nullif(body -> 'rules', 'null')) WITH ORDINALITY b;
+  EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, msg = MESSAGE_TEXT;
+    PERFORM @extschema@.api_field_error(what, 'rules', state, msg);
+  END;
+  RETURN jsonb_build_object('from', lo, 'to', hi, 'rules', result);
+END $$;
+COMMENT ON FUNCTION @extschema@.api_backtest(jsonb) IS
+  'HTTP API (POST /api/v1/backtest): backtest() of {"from", "to", "rules"} (rules optional: the rule rows backtest() takes), returned as {"from", "to", "rules": [its rows as objects]}.';
+
+------------------------------------------------------------------------------
+-- Functions: the roles' grants.  Each grants by name what its role needs,
+-- so that running it again after ALTER EXTENSION p2pay UPDATE gives the role
+-- the tables and functions the update added.
+------------------------------------------------------------------------------
+
+-- The three roles of README "Privileges".  A GRANT ... ON ALL TABLES run by
+-- hand covers only the tables that existed then.  The grants are cumulative
+-- and idempotent; a role that does not exist is PostgreSQL's error (42704),
+-- a null role 22004.  Run by the extension's owner or a superuser: EXECUTE
+-- is revoked from PUBLIC.
+CREATE FUNCTION @extschema@.grant_app(role name) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %I', '@extschema@', role);
+  EXECUTE pg_catalog.format('GRANT SELECT ON %I.currencies, %I.payment_methods TO %I',
+                            '@extschema@', '@extschema@', role);
+  EXECUTE pg_catalog.format(
+    'GRANT SELECT, INSERT ON %I.users, %I.user_payment_methods, %I.payments TO %I',
+    '@extschema@', '@extschema@', '@extschema@', role);
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.grant_app(name) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.grant_app(name) IS
+  'Give a role what an application needs (README "Privileges", p2pay_app): usage of the schema, SELECT on currencies and payment_methods, SELECT and INSERT on users, user_payment_methods and payments; no right on rules, thresholds, lists or decisions.  Idempotent; run by the extension''s owner or a superuser, again after an update of the extension.';
+
+CREATE FUNCTION @extschema@.grant_analyst(role name) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %I', '@extschema@', role);
+  EXECUTE pg_catalog.format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', '@extschema@', role);
+  EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE ON %I.fraud_labels TO %I', '@extschema@', role);
+  EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.review_claims TO %I',
+                            '@extschema@', role);
+  EXECUTE pg_catalog.format(
+    'GRANT EXECUTE ON FUNCTION %1$I.resolve(uuid, %1$I.decision, text), '
+    '%1$I.score(uuid, uuid, numeric, char, uuid, timestamptz), '
+    '%1$I.backtest(timestamptz, timestamptz, jsonb), %1$I.rule_stats_read(), '
+    '%1$I.decision_stats_read(), %1$I.flagged_since(timestamptz, %1$I.decision, interval) TO %2$I',
+    '@extschema@', role);
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.grant_analyst(name) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.grant_analyst(name) IS
+  'Give a role what an analyst needs (README "Privileges", p2pay_analyst): usage of the schema, SELECT on every table and view of the schema, fraud_labels to label, review_claims to claim reviews, and EXECUTE on resolve(), score(), backtest(), rule_stats_read(), decision_stats_read() and flagged_since().  Idempotent; run by the extension''s owner or a superuser, again after an update of the extension (SELECT covers the tables that exist when it runs).';
+
+CREATE FUNCTION @extschema@.grant_admin(role name) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  EXECUTE pg_catalog.format('GRANT UPDATE ON %I.rules, %I.settings TO %I',
+                            '@extschema@', '@extschema@', role);
+  EXECUTE pg_catalog.format(
+    'GRANT INSERT, UPDATE, DELETE ON %I.blocklist, %I.allowlist, %I.snoozes TO %I',
+    '@extschema@', '@extschema@', '@extschema@', role);
+  EXECUTE pg_catalog.format('GRANT INSERT ON %I.currencies, %I.payment_methods TO %I',
+                            '@extschema@', '@extschema@', role);
+  EXECUTE pg_catalog.format(
+    'GRANT EXECUTE ON FUNCTION %1$I.snooze(text, uuid, timestamptz, text), %1$I.rule_stats_reset(), '
+    '%1$I.decision_stats_reset() TO %2$I',
+    '@extschema@', role);
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.grant_admin(name) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.grant_admin(name) IS
+  'Give a role what an admin needs besides an analyst''s rights (README "Privileges", p2pay_admin): UPDATE on rules and settings, INSERT, UPDATE and DELETE on blocklist, allowlist and snoozes, INSERT on currencies and payment_methods, EXECUTE on snooze(), rule_stats_reset() and decision_stats_reset().  It does not make the role an analyst, nor give it usage of the schema: an admin role is usually also given grant_analyst() or membership in an analyst role, which give both.  Idempotent; run by the extension''s owner or a superuser, again after an update of the extension.';
+
+-- A monitoring role (prometheus-postgres-exporter's, say): the statistics,
+-- review_queue() and nothing of any payment's content.
+CREATE FUNCTION @extschema@.grant_monitoring(role name) RETURNS void
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA %I TO %I', '@extschema@', role);
+  EXECUTE pg_catalog.format(
+    'GRANT SELECT ON %I.rule_stats, %I.decision_stats TO %I', '@extschema@', '@extschema@', role);
+  EXECUTE pg_catalog.format(
+    'GRANT EXECUTE ON FUNCTION %I.rule_stats_read(), %I.decision_stats_read(), %I.review_queue() TO %I',
+    '@extschema@', '@extschema@', '@extschema@', role);
+END $$;
+REVOKE ALL ON FUNCTION @extschema@.grant_monitoring(name) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.grant_monitoring(name) IS
+  'Give a role what p2pay''s monitoring queries (monitoring/queries.yaml) need in this database: usage of the schema, the statistics views and their functions, and review_queue(); with pg_monitor (slot lag, table sizes) nothing else.  Run by the extension''s owner or a superuser, once per database.';
+
+------------------------------------------------------------------------------
+-- Rule-set version 2: what 1.1 changed in the seeded rules, made here as
+-- p2pay--1.0--1.1.sql makes it, through the triggers above, so that the
+-- rule-set versions, config_history and rules_at() are the same in every
+-- installation, whether made at 1.2 or updated to it.
+------------------------------------------------------------------------------
+
+-- Detection from day one: accounts with no history in p2pay.  While an
+-- account has fewer than baseline_days of history, the rules with a normal
+-- compare with the days there are, with baseline_days / days times the
+-- room, and payee_fan_in looks only at payments of at least
+-- short_history_min_amount: many small payments are a new shop's, many
+-- larger ones a mule's.  new_payee_high_amount takes an unseen pair for a
+-- new payee only once p2pay has known the payer for min_known_days.
+-- young_payee_high_amount weighs a first large payment to an account
+-- opened within max_age, which needs no history.
+UPDATE @extschema@.rules
+   SET description = 'More than max_count payments by the payer in the window, and more than baseline_factor times its normal for such a window (with fewer than baseline_days of history: the days there are, with baseline_days / days times the room; optionally only payments of at least short_history_min_amount).'
+ WHERE name = 'payer_velocity_count';
+UPDATE @extschema@.rules
+   SET description = 'Payer paid more than max_payees distinct payees in the window, and more than baseline_factor times its normal (with fewer than baseline_days of history: the days there are, with baseline_days / days times the room; optionally only payments of at least short_history_min_amount).'
+ WHERE name = 'payer_fan_out';
+UPDATE @extschema@.rules
+   SET params = params || '{"short_history_min_amount": 100}',
+       description = 'Payee received from more than max_payers distinct payers in the window (mule accounts), and more than baseline_factor times its normal; with fewer than baseline_days of history, payments of at least short_history_min_amount only, against the days there are with baseline_days / days times the room.'
+ WHERE name = 'payee_fan_in';
+
+UPDATE @extschema@.rules
+   SET params = params || '{"min_known_days": 30}',
+       description = 'First ever payment from payer to payee, above min_amount, by a payer p2pay has known for at least min_known_days (so that it would have seen a monthly payment to the payee).'
+ WHERE name = 'new_payee_high_amount';
+
+INSERT INTO @extschema@.rules (name, weight, params, description) VALUES
+  ('young_payee_high_amount', 0.3, '{"max_age": "180 days", "min_amount": 1000}',
+   'First ever payment from payer to a payee whose account is younger than max_age, above min_amount: where mules and drops are paid.');
