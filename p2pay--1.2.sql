@@ -1669,8 +1669,6 @@ REVOKE ALL ON FUNCTION @extschema@.flagged_since(timestamptz, @extschema@.decisi
 -- row (404).
 ------------------------------------------------------------------------------
 
--- p2pay 1.2: ALTER EXTENSION p2pay UPDATE TO '1.2' from 1.1.
-
 -- A body's fields, by name: an object, no field but those of fields, each
 -- of its JSON kind (kinds[i], alternatives separated by '|'), the first
 -- required of them present and not null.  22023 for an unknown field or one
@@ -2431,10 +2429,9 @@ COMMENT ON FUNCTION @extschema@.api_resolve(uuid, jsonb) IS
 -- The HTTP API: rules and backtests
 ------------------------------------------------------------------------------
 
--- Every rule with its statistics.  rule_stats counts across the whole
--- server (every database's inserts), since its start or the last reset;
--- without p2pay in shared_preload_libraries there are none, and the
--- statistics are null.
+-- Every rule with its statistics.  rule_stats counts this database's
+-- inserts, since the server's start or the last reset; without p2pay in
+-- shared_preload_libraries there are none, and the statistics are null.
 CREATE FUNCTION @extschema@.api_rules(query jsonb DEFAULT '{}') RETURNS jsonb
   LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
