@@ -24,7 +24,7 @@
  * Where the two may legitimately differ:
  *
  * - cycle: p2pay follows at most 32 accounts out of each account on the
- *   way round (the lowest ids, see README "The rules"); the hand-written
+ *   way round (the lowest ids, see docs/rules.md); the hand-written
  *   join follows them all.  The "cycle_hub" pattern pays 40 accounts from
  *   the loop's second account and closes the loop through the one with the
  *   highest id: the PL/pgSQL trigger flags it, p2pay does not.

@@ -6,11 +6,11 @@
  * is what a user would write without p2pay: a BEFORE INSERT row trigger that
  * runs one plain query per rule over p2pay.payments (and users,
  * user_payment_methods, currencies, blocklist), with the default parameters
- * of the README's rule table written into the code.  It reads none of
+ * of docs/rules.md's rule table written into the code.  It reads none of
  * p2pay's per-account state (account_stats, pair_stats, payer_hourly,
  * account_daily) and none of its configuration (rules, settings, allowlist,
  * snoozes, shadow modes): a change to those does not reach it.  Like p2pay
- * (README "Concurrency") it takes a transaction-scoped advisory lock on the
+ * (docs/internals.md, "Concurrency") it takes a transaction-scoped advisory lock on the
  * payer and on the payee, in a fixed order, so that two concurrent payments
  * of one account can't both slip under a limit: without them the counts
  * would not be exact, and the comparison would not be of the same rules.
@@ -50,7 +50,7 @@ COMMENT ON VIEW bench.payments_in_base IS
   'Payments with amount * rate_to_base: the amounts the hand-written rules compare.';
 
 /*
- * The rules in the README's catalogue order, which is the order of reasons.
+ * The rules in docs/rules.md's catalogue order, which is the order of reasons.
  * Windows count a payment when its created_at is after NEW.created_at minus
  * the window, with no upper bound; the new payment is not in the table yet
  * (a BEFORE trigger), so each count adds it.  A rule whose amount condition

@@ -12,12 +12,12 @@ It reconnects whenever the server goes away and runs until SIGINT or SIGTERM.
 The DSN (or P2PAY_DSN) is a libpq connection string or URI; libpq's PG*
 variables, ~/.pgpass and service files apply, so no password needs to be on
 the command line.  -o NAME=VALUE passes an option to the plugin
-(README: "Options").  --create-slot creates the slot on the first start only:
+(docs/stream.md: "Options").  --create-slot creates the slot on the first start only:
 once the state file records events, a slot that is gone is an error, since
 the events it held are lost and the output has to be reconciled with
 p2pay.payments first.
 
-Exactly once into --output: the server delivers at least once (README:
+Exactly once into --output: the server delivers at least once (docs/stream.md:
 "Delivery").  Each event is keyed by (transaction_id, event, lsn), lsn being
 the WAL position of its change; the state file (SQLite) holds the keys seen,
 and a batch's new lines are appended to the output and fsynced before the

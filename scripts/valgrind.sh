@@ -2,7 +2,7 @@
 # make valgrind: the pg_regress suite (sql/) against a server that runs
 # under valgrind's memcheck, with PostgreSQL's own suppressions; fails if
 # any error valgrind reports has a frame of p2pay in its stack.  Slow (see
-# README, "Testing under sanitizers and valgrind").
+# docs/testing.md, "Testing under sanitizers and valgrind").
 #
 # The suppressions are src/tools/valgrind.supp of the installed PostgreSQL's
 # Debian source package, downloaded for the run through a private apt state

@@ -70,7 +70,7 @@ INSERT INTO public.deleted SELECT id FROM gone;
 });
 
 # A deadlock between payments that lock more than their two accounts (see
-# "Concurrency" in the README) is retried, as an application would.
+# "Concurrency" in docs/internals.md) is retried, as an application would.
 my ($out, $err) = ('', '');
 my $h = IPC::Run::start(
 	[

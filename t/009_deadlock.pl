@@ -183,7 +183,7 @@ is($runs{one}{deadlock} + $runs{one_large}{deadlock},
 	0, 'mix: no transaction of one payment failed with 40P01');
 is($runs{one}{failed}, 0, 'mix: no transaction of one small payment failed at all');
 # A payment whose cycle-rule accounts keep changing under it may be asked to
-# retry (README, "Concurrency"), with 40001 only.
+# retry (docs/internals.md, "Concurrency"), with 40001 only.
 is($runs{one_large}{failed}, $runs{one_large}{serialization},
 	'mix: every transaction of one large payment that failed, failed with 40001');
 for my $name (qw(two two_rows delete))

@@ -171,7 +171,7 @@ UPDATE p2pay.rules SET weight = 0.9 WHERE name = 'unregistered_method';
 my $port    = PostgreSQL::Test::Cluster::get_free_port();
 my $base    = "http://127.0.0.1:$port";
 my $dsn     = 'host=' . $node->host . ' port=' . $node->port . " dbname=$db";
-# The feed's password comes from a password file, as the README says: a
+# The feed's password comes from a password file, as docs/http.md says: a
 # request must never log in with it.
 my $feed_dsn = "$dsn user=feeder";
 my $passfile = $node->basedir . '/daemon.pgpass';
@@ -329,7 +329,7 @@ sub count_of { return query("SELECT count(*) FROM $_[0]"); }
 	is($st, 200, 'docs: Swagger UI is served from the daemon');
 	like($r->{headers}{'content-type'} // '', qr{^text/javascript}, 'docs: Swagger UI is a script');
 
-	# the pages (README: the payment form and the analysts' console)
+	# the pages (docs/http.md: the payment form and the analysts' console)
 	for my $page ('/', '/console')
 	{
 		($st, $json, $r) = call('GET', $page);
