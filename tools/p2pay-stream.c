@@ -250,7 +250,7 @@ main(int argc, char **argv)
 	const char *values[] = {"", "database", "p2pay-stream", NULL};
 	const char *slot = NULL;
 	const char *file = NULL;
-	char	  **opts = calloc((size_t) argc, sizeof(char *));
+	static char **opts;		/* static: reachable (not leaked) at any exit */
 	int			nopts = 0;
 	char	   *cmd;
 	Lsn			startpos = 0;
@@ -261,6 +261,7 @@ main(int argc, char **argv)
 	int			c;
 
 	progname = "p2pay-stream";
+	opts = calloc((size_t) argc, sizeof(char *));
 	if (opts == NULL)
 		die("out of memory");
 	while ((c = getopt_long(argc, argv, "d:S:o:I:E:n:f:s:", long_options, NULL)) != -1)
@@ -337,12 +338,13 @@ main(int argc, char **argv)
 		die("out of memory");
 
 	/* A missing slot or a bad plugin option fails here, in the server's words. */
+	free(opts);
+	opts = NULL;
 	res = PQexec(s.conn, cmd);
+	free(cmd);
 	if (PQresultStatus(res) != PGRES_COPY_BOTH)
 		die_result(s.conn, res);
 	PQclear(res);
-	free(cmd);
-	free(opts);
 
 	/* Without SA_RESTART, so that a signal interrupts select() at once. */
 	memset(&sa, 0, sizeof(sa));
