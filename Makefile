@@ -31,9 +31,32 @@ PG_CFLAGS  += $(SANITIZE_FLAGS)
 TOOL_SANITIZE_FLAGS = $(SANITIZE_FLAGS) -fno-sanitize-recover=undefined,float-cast-overflow
 endif
 
-# Client programs, built by make and installed next to PostgreSQL's own.
-SCRIPTS_built = tools/p2pay-stream tools/p2pay-forward tools/p2pay-http
-EXTRA_CLEAN   = .build-mode http/swagger-ui
+# Client programs (tools/README.md), installed next to PostgreSQL's own.
+# make tools builds all three; make (all) builds the extension, and each
+# program whose library is found: libpq (PostgreSQL's) for p2pay-stream,
+# librdkafka for p2pay-forward, libmicrohttpd for p2pay-http.  A header
+# that the compiler finds counts as found; HAVE_RDKAFKA=no or
+# HAVE_MICROHTTPD=no on the command line acts as if it were missing.
+TOOL_CC     ?= $(CC)
+have_header  = $(shell printf '\043include <%s>\n' '$(1)' | $(TOOL_CC) $(2) -E -x c - >/dev/null 2>&1 && echo yes || echo no)
+# (Each is looked for once, when make reads this file.)
+ifeq ($(origin HAVE_LIBPQ),undefined)
+HAVE_LIBPQ      := $(call have_header,libpq-fe.h,-I$(shell $(PG_CONFIG) --includedir))
+endif
+ifeq ($(origin HAVE_RDKAFKA),undefined)
+HAVE_RDKAFKA    := $(call have_header,librdkafka/rdkafka.h)
+endif
+ifeq ($(origin HAVE_MICROHTTPD),undefined)
+HAVE_MICROHTTPD := $(call have_header,microhttpd.h)
+endif
+TOOLS_ALL     = tools/p2pay-stream tools/p2pay-forward tools/p2pay-http
+TOOLS_FOUND  := $(if $(filter yes,$(HAVE_LIBPQ)),tools/p2pay-stream) \
+                $(if $(filter yes,$(HAVE_LIBPQ)),$(if $(filter yes,$(HAVE_RDKAFKA)),tools/p2pay-forward)) \
+                $(if $(filter yes,$(HAVE_LIBPQ)),$(if $(filter yes,$(HAVE_MICROHTTPD)),tools/p2pay-http))
+TOOLS_SKIPPED := $(filter-out $(TOOLS_FOUND),$(TOOLS_ALL))
+# make install installs (and links) the programs make builds.
+SCRIPTS_built := $(strip $(TOOLS_FOUND))
+EXTRA_CLEAN   = .build-mode http/swagger-ui $(TOOLS_ALL) tools/p2pay-forward-test
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -62,20 +85,45 @@ BUILD_MODE = $(if $(SANITIZE_FLAGS),sanitize,plain) $(datadir)
 .build-mode: .FORCE
 	@[ "$$(cat $@ 2>/dev/null)" = '$(BUILD_MODE)' ] || echo '$(BUILD_MODE)' > $@
 .PHONY: .FORCE
-$(OBJS) tools/p2pay-stream tools/p2pay-forward tools/p2pay-http: .build-mode
+$(OBJS) $(TOOLS_ALL) tools/p2pay-forward-test: .build-mode
 
-tools/p2pay-stream: tools/p2pay-stream.c tools/replication.h
-	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq
+# make tools: every program, or an error that names the missing library.
+# make (all): the ones whose libraries are found, and a line on the rest.
+.PHONY: tools tools-test tools-found
+tools: $(TOOLS_ALL)
+all: tools-found
+tools-found: $(TOOLS_FOUND)
+	$(if $(strip $(TOOLS_SKIPPED)),@echo '$(SKIPPED_NOTE)')
+PACKAGE_p2pay-stream = libpq-dev
+PACKAGE_p2pay-forward = librdkafka-dev
+PACKAGE_p2pay-http = libmicrohttpd-dev
+SKIPPED_NOTE = make: skipped $(foreach t,$(notdir $(TOOLS_SKIPPED)),$(t) (no $(PACKAGE_$(t)))): install those Debian packages, then make tools
+need = $(if $(filter yes,$(HAVE_$(1))),,@echo "make: $@ needs $(2) (Debian: $(3))" >&2; exit 1)
 
-# The Kafka forwarder also needs librdkafka (Debian: librdkafka-dev).
-tools/p2pay-forward: tools/p2pay-forward.c tools/replication.h
-	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq -lrdkafka
+TOOL_COMMON = tools/common.c tools/common.h tools/replication.h
+tools/p2pay-stream: tools/p2pay-stream.c $(TOOL_COMMON)
+	$(call need,LIBPQ,libpq,libpq-dev)
+	$(CC) $(TOOL_CFLAGS) -o $@ $(filter %.c,$^) -L$(PG_LIBDIR) -lpq
+
+# The Kafka forwarder also needs librdkafka (Debian: librdkafka-dev).  Its
+# test build (tools/p2pay-forward-test, made by make tools-test for
+# t/007_forward.pl, never installed) adds the mock cluster's faults.
+FORWARD_SRCS = tools/forward/main.c tools/forward/source.c tools/forward/queue.c \
+               tools/forward/sink_kafka.c tools/forward/sink_file.c
+tools/p2pay-forward: $(FORWARD_SRCS) tools/forward/forward.h $(TOOL_COMMON)
+	$(call need,RDKAFKA,librdkafka,librdkafka-dev)
+	$(CC) $(TOOL_CFLAGS) -o $@ $(filter %.c,$^) -L$(PG_LIBDIR) -lpq -lrdkafka
+tools-test: tools/p2pay-forward-test
+tools/p2pay-forward-test: $(FORWARD_SRCS) tools/forward/mock.c tools/forward/forward.h $(TOOL_COMMON)
+	$(call need,RDKAFKA,librdkafka,librdkafka-dev)
+	$(CC) $(TOOL_CFLAGS) -DP2PAY_FORWARD_TESTING -o $@ $(filter %.c,$^) -L$(PG_LIBDIR) -lpq -lrdkafka
 
 # The HTTP daemon also needs libmicrohttpd (Debian: libmicrohttpd-dev).  It
 # serves the files of http/ from where make install puts them.
 HTTP_DIR = $(datadir)/p2pay-http
-tools/p2pay-http: tools/p2pay-http.c tools/replication.h
-	$(CC) $(TOOL_CFLAGS) -pthread -DP2PAY_HTTP_DIR='"$(HTTP_DIR)"' -o $@ $< -L$(PG_LIBDIR) -lpq -lmicrohttpd
+tools/p2pay-http: tools/p2pay-http.c $(TOOL_COMMON)
+	$(call need,MICROHTTPD,libmicrohttpd,libmicrohttpd-dev)
+	$(CC) $(TOOL_CFLAGS) -pthread -DP2PAY_HTTP_DIR='"$(HTTP_DIR)"' -o $@ $(filter %.c,$^) -L$(PG_LIBDIR) -lpq -lmicrohttpd
 
 # Its pages, scripts and OpenAPI document; and Swagger UI for the docs page,
 # from npm's swagger-ui-dist at the version http/package-lock.json pins,
@@ -114,7 +162,7 @@ install-monitoring:
 # links them into BIN_LINK_DIR, /usr/local/bin unless told otherwise
 # (BIN_LINK_DIR= makes no links).  A file there that is not a link is left
 # alone, and make uninstall removes only links to this installation.
-TOOLS        = p2pay-stream p2pay-forward p2pay-http
+TOOLS        = $(notdir $(SCRIPTS_built))
 BIN_LINK_DIR = /usr/local/bin
 install: install-links
 .PHONY: install-links
@@ -135,12 +183,12 @@ endif
 uninstall: uninstall-tools
 .PHONY: uninstall-tools
 uninstall-tools:
-	rm -f '$(DESTDIR)$(bindir)/p2pay-stream' '$(DESTDIR)$(bindir)/p2pay-forward' '$(DESTDIR)$(bindir)/p2pay-http'
+	rm -f $(addprefix '$(DESTDIR)$(bindir)'/,$(notdir $(TOOLS_ALL)))
 	rm -rf '$(DESTDIR)$(HTTP_DIR)'
 	rm -f '$(DESTDIR)$(MONITORING_DIR)/queries.yaml'
 	-rmdir '$(DESTDIR)$(MONITORING_DIR)'
 ifneq ($(BIN_LINK_DIR),)
-	@for p in $(TOOLS); do \
+	@for p in $(notdir $(TOOLS_ALL)); do \
 	  link='$(DESTDIR)$(BIN_LINK_DIR)/'$$p; \
 	  if [ -L "$$link" ] && [ "$$(readlink "$$link")" = '$(bindir)/'$$p ]; then \
 	    echo "rm -f $$link"; rm -f "$$link"; \

@@ -52,6 +52,10 @@ case ${SANITIZE:-} in
   *) echo "make test: SANITIZE must be 1 or empty, not '$SANITIZE'" >&2; exit 2 ;;
 esac
 build_and_install
+# The programs, which make builds only when it finds their libraries (the
+# packages above): built here whatever make found, so that a missing one
+# fails the run; and p2pay-forward's test build, which t/007 runs.
+make -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE= tools tools-test
 
 WORK=$(make_workdir test)
 cleanup() {
@@ -68,7 +72,7 @@ mkdir "$WORK/src"
 tar --exclude=.git --exclude=tmp_check --exclude=results --exclude=log -cf - . | tar -C "$WORK/src" -xf -
 bindir=()
 if [ -n "$SANITIZE" ]; then
-  make -C "$WORK/src" -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE=1
+  make -C "$WORK/src" -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE=1 all tools tools-test
   as_root make -C "$WORK/src" -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE=1
   sanitizer_setup "$WORK"
   bindir=(bindir="$SANITIZER_BIN")
@@ -161,6 +165,42 @@ if [ -z "$server_suites_only" ]; then
     return $status
   }
   run_suite "install links (make install DESTDIR=...)" install_links
+
+  # Without librdkafka and libmicrohttpd (as if their headers were missing:
+  # HAVE_RDKAFKA=no HAVE_MICROHTTPD=no), make builds the extension and
+  # p2pay-stream, says what it skipped, and make install installs and links
+  # only what was built; make tools says which library is missing.
+  without_tool_libraries() {
+    local tree="$WORK/nolibs" dest="$WORK/nolibs-dest" bin out p status=0
+    local mk=(make -C "$tree" PG_CONFIG="$PG_BIN/pg_config" HAVE_RDKAFKA=no HAVE_MICROHTTPD=no HAVE_NPM=)
+    bin=$("$PG_BIN/pg_config" --bindir)
+    mkdir "$tree"
+    tar -C "$WORK/src" --exclude=tmp_check --exclude=results --exclude=log --exclude='*.o' \
+      --exclude='*.so' --exclude='*.bc' --exclude=.build-mode --exclude=http/node_modules \
+      --exclude=tools/p2pay-stream --exclude=tools/p2pay-forward --exclude=tools/p2pay-forward-test \
+      --exclude=tools/p2pay-http -cf - . | tar -C "$tree" -xf -
+    out=$("${mk[@]}" -s 2>&1) || { echo "$out"; echo "make failed without the tools' libraries"; return 1; }
+    [ -f "$tree/p2pay.so" ] || { echo "make built no p2pay.so"; status=1; }
+    [ -x "$tree/tools/p2pay-stream" ] || { echo "make built no tools/p2pay-stream"; status=1; }
+    for p in p2pay-forward p2pay-http; do
+      [ ! -e "$tree/tools/$p" ] || { echo "make built tools/$p without its library"; status=1; }
+    done
+    grep -qx 'make: skipped p2pay-forward (no librdkafka-dev) p2pay-http (no libmicrohttpd-dev): install those Debian packages, then make tools' <<<"$out" ||
+      { echo "make did not say what it skipped: $out"; status=1; }
+    "${mk[@]}" -s install DESTDIR="$dest" >/dev/null 2>&1 || { echo "make install failed"; status=1; }
+    [ -x "$dest$bin/p2pay-stream" ] && [ -L "$dest/usr/local/bin/p2pay-stream" ] ||
+      { echo "make install did not install and link p2pay-stream"; status=1; }
+    for p in p2pay-forward p2pay-http; do
+      [ ! -e "$dest$bin/$p" ] && [ ! -L "$dest/usr/local/bin/$p" ] ||
+        { echo "make install installed $p, which was not built"; status=1; }
+    done
+    out=$("${mk[@]}" -s tools 2>&1) && { echo "make tools succeeded without librdkafka"; status=1; }
+    grep -q 'make: tools/p2pay-forward needs librdkafka (Debian: librdkafka-dev)' <<<"$out" ||
+      { echo "make tools did not name the missing library: $out"; status=1; }
+    rm -rf "$tree" "$dest"
+    return $status
+  }
+  run_suite "make without librdkafka and libmicrohttpd" without_tool_libraries
 else
   echo "== skipped (P2PAY_SERVER_SUITES_ONLY=1): OpenAPI (http/openapi.json), compose file (docker/), install links, browser (test/browser/)"
 fi

@@ -119,6 +119,35 @@ SELECT pay(40, 'a', 'b', 15000);
 SELECT data ~ '"xid":[0-9]+,"lsn":"[0-9A-F]+/[0-9A-F]+","commit_time":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"}$' AS positioned
   FROM pg_logical_slot_get_changes('p2pay_regress', NULL, NULL);
 
+-- The option key: every line starts with the named column's text as "key"
+-- (null where the event has none: a truncate), at a fixed place, and goes
+-- on as the line without the option does, byte for byte.
+SELECT pay(50, 'a', 'b', 15000);
+SELECT pay(51, 'c', 'a', 16000);
+SELECT pay(52, 'b', 'c', 3);
+UPDATE p2pay.payments SET decision = 'decline'
+ WHERE transaction_id = 'aaaaaaaa-0000-4000-8000-000000000050';
+DELETE FROM p2pay.payments WHERE transaction_id = 'aaaaaaaa-0000-4000-8000-000000000051';
+TRUNCATE p2pay.payments;
+SELECT * FROM peek('key', 'payer_id');
+SELECT left(p, 72) FROM peek('key', 'payee_id', 'min-decision', 'decline') p;
+SELECT left(p, 72) FROM peek('key', 'transaction_id', 'include-approved', 'true') p;
+-- every keyed line, with its key cut off, is the line without the option;
+-- the key is the named field's value, 36 bytes from byte 9, or null
+WITH plain AS (SELECT data, n FROM peek('include-approved', 'true') WITH ORDINALITY AS p(data, n)),
+     keyed AS (SELECT data, n FROM peek('include-approved', 'true', 'key', 'payee_id') WITH ORDINALITY AS k(data, n))
+SELECT count(*) AS lines,
+       count(*) FILTER (WHERE regexp_replace(keyed.data, '^\{"key":("[^"\\]*"|null),', '{') = plain.data) AS same_rest,
+       count(*) FILTER (WHERE substr(keyed.data, 1, 8) = '{"key":"' AND substr(keyed.data, 45, 2) = '",'
+                          AND substr(keyed.data, 9, 36) = keyed.data::json->>'payee_id') AS keyed_by_payee,
+       count(*) FILTER (WHERE keyed.data LIKE '{"key":null,"event":"truncated",%') AS truncates_null
+  FROM plain FULL JOIN keyed USING (n);
+SELECT count(*) FROM stream();
+-- Bad values of key are refused like the other options'.
+SELECT * FROM stream('key', 'payer');
+SELECT * FROM stream('key', '');
+SELECT * FROM stream('key', 'payer_id', 'key', 'payee_id');
+
 SELECT pg_drop_replication_slot('p2pay_regress');
 DROP FUNCTION stream(text[]), peek(text[]), pay(int, char, char, numeric, char);
 DROP EXTENSION p2pay;

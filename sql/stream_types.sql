@@ -140,6 +140,18 @@ VALUES ('cccccccc-0000-4000-8000-000000000017', '00000000-0000-4000-8000-0000000
         0.625, 'decline', 'amount_limit');
 SELECT * FROM stream();
 
+-- The option key on columns of other types: a domain over uuid is a uuid;
+-- a text is its text when that needs no escape in JSON, null otherwise, so
+-- that a key always ends at the first quote after it.
+INSERT INTO p2pay.payments (transaction_id, payer_id, payee_id, amount, currency, created_at,
+                            risk_score, decision, reasons)
+SELECT 'cccccccc-0000-4000-8000-0000000000' || n, payer, '00000000-0000-4000-8000-00000000000b',
+       1000.5 + n, 'EUR', '2026-03-01 10:00:00.25', 0.625, 'decline', 'amount_limit'
+  FROM (VALUES (31, 'account 31'), (32, 'account "32"'), (33, 'account\33'), (34, E'account\n34'))
+       AS v(n, payer);
+SELECT left(p, 60) FROM peek('key', 'payee_id') p;
+SELECT left(p, 40) AS line, p::json->>'payer_id' AS payer_id FROM stream('key', 'payer_id') p;
+
 SELECT pg_drop_replication_slot('p2pay_types');
 DROP FUNCTION stream(text[]), peek(text[]), put(int, text, text);
 DROP EXTENSION p2pay;

@@ -39,6 +39,18 @@
  *
  * The format is versioned by the option format-version (only 1 exists); the
  * README documents version 1 field by field.
+ *
+ * Keys: with the option key (payer_id, payee_id or transaction_id), every
+ * line starts with {"key":"<that column's text>", or {"key":null, and goes
+ * on as the line without the option would, byte for byte after its "{".  A
+ * consumer that partitions by the key (tools/p2pay-forward) reads it at a
+ * fixed place, and drops that prefix to get the line as it is without the
+ * option; the key is written only when its text needs no escape in JSON (a
+ * uuid never does), so that it ends at the first quote after it.
+ *
+ * Assertions (USE_ASSERT_CHECKING) state what the callbacks rely on: the
+ * session state set up at startup, a change formatted in its scratch
+ * context, a row read only through a descriptor its columns fit.
  */
 #include "postgres.h"
 
@@ -132,6 +144,7 @@ typedef struct PaymentRow
 /* The options of one decoding session, and its scratch state. */
 typedef struct StreamState
 {
+	int			key_column;		/* option key: an SC_*, or -1 for none */
 	int			min_decision;	/* DECISION_REVIEW or DECISION_DECLINE */
 	bool		include_approved;
 	bool		include_xids;
@@ -367,6 +380,8 @@ relinfo_get(Relation rel)
 	if (info->is_payments)
 		relinfo_read_columns(info, RelationGetDescr(rel));
 	info->valid = true;
+	Assert(!info->is_payments || relinfo_fits(info, RelationGetDescr(rel)));
+	Assert(!info->is_root || info->is_payments);
 	return info;
 }
 
@@ -407,11 +422,12 @@ parse_options(List *options, StreamState *state)
 {
 	static const char *const known[] = {
 		"format-version", "min-decision", "include-approved", "include-xids",
-		"include-lsn", "include-timestamp"
+		"include-lsn", "include-timestamp", "key"
 	};
 	bool		seen[lengthof(known)] = {false};
 	ListCell   *lc;
 
+	state->key_column = -1;
 	state->min_decision = DECISION_REVIEW;
 	state->include_approved = false;
 	state->include_xids = true;
@@ -430,7 +446,7 @@ parse_options(List *options, StreamState *state)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("output plugin p2pay has no option \"%s\"", p2pay_echo(elem->defname)),
-					 errhint("Its options are format-version, min-decision, include-approved, include-xids, include-lsn and include-timestamp.")));
+					 errhint("Its options are format-version, min-decision, include-approved, include-xids, include-lsn, include-timestamp and key.")));
 		if (seen[which])
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -475,6 +491,23 @@ parse_options(List *options, StreamState *state)
 			case 5:
 				state->include_timestamp = option_bool(elem);
 				break;
+			case 6:
+				{
+					char	   *v = option_string(elem);
+
+					if (strcmp(v, "payer_id") == 0)
+						state->key_column = SC_PAYER_ID;
+					else if (strcmp(v, "payee_id") == 0)
+						state->key_column = SC_PAYEE_ID;
+					else if (strcmp(v, "transaction_id") == 0)
+						state->key_column = SC_TRANSACTION_ID;
+					else
+						ereport(ERROR,
+								(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+								 errmsg("option \"key\" of output plugin p2pay must be \"payer_id\", \"payee_id\" or \"transaction_id\""),
+								 errdetail("The value given was \"%s\".", p2pay_echo(v))));
+					break;
+				}
 		}
 	}
 }
@@ -572,6 +605,9 @@ read_row(const RelInfo *info, TupleDesc desc, HeapTuple tup, bool whole,
 		/* a column the table no longer has is null, not lost */
 		if (ci->attnum == 0)
 			continue;
+		/* relinfo_get checked the cached columns against this descriptor */
+		Assert(ci->attnum <= desc->natts &&
+			   TupleDescAttr(desc, ci->attnum - 1)->atttypid == ci->typid);
 		if (tup != NULL && tuple_value(tup, desc, ci, &value, &isnull) && (whole || !isnull))
 		{
 			row->value[col] = value;
@@ -697,6 +733,44 @@ write_column(JsonWriter *w, RelInfo *info, const PaymentRow *row, StreamColumn c
 	}
 }
 
+/*
+ * Whether a key's text can be written as a JSON string as it is, with no
+ * escape: then it ends at the first quote, where a consumer looks for it.
+ */
+static bool
+key_is_plain(const char *text)
+{
+	for (const unsigned char *p = (const unsigned char *) text; *p; p++)
+		if (*p == '"' || *p == '\\' || *p < 0x20)
+			return false;
+	return true;
+}
+
+/*
+ * The field every event starts with under the option key: the key
+ * column's text, or null when the payment has none (a truncate, a null or
+ * lost value, a text that would need escapes).
+ */
+static void
+write_key(JsonWriter *w, RelInfo *info, const PaymentRow *row, StreamColumn col)
+{
+	char	   *text;
+
+	Assert(w->first);
+	if (row == NULL || row->isnull[col] || row->lost[col])
+	{
+		json_null(w, "key");
+		return;
+	}
+	text = column_text(info, col, row->value[col]);
+	/* uuid_out writes the 36 characters of the canonical form */
+	Assert(!info->col[col].native || strlen(text) == 36);
+	if (key_is_plain(text))
+		json_string(w, "key", text);
+	else
+		json_null(w, "key");
+}
+
 /* The fields every event ends with, as the options ask. */
 static void
 write_position(JsonWriter *w, const StreamState *state, ReorderBufferTXN *txn, XLogRecPtr lsn)
@@ -759,8 +833,13 @@ emit_payment(LogicalDecodingContext *ctx, StreamState *state, ReorderBufferTXN *
 {
 	JsonWriter	w;
 
+	Assert(info->is_payments && info->valid);
+	Assert(CurrentMemoryContext == state->change_cxt);
+	Assert(old == NULL || strcmp(event, "decision_changed") == 0);
 	OutputPluginPrepareWrite(ctx, true);
 	json_begin(&w, ctx->out);
+	if (state->key_column >= 0)
+		write_key(&w, info, row, (StreamColumn) state->key_column);
 	json_string(&w, "event", event);
 	for (int col = 0; col < SC_COUNT; col++)
 	{
@@ -805,7 +884,9 @@ stream_change(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	const char *old_label;
 	bool		emitted = false;
 
+	Assert(state != NULL && state->change_cxt != NULL);
 	info = relinfo_get(rel);
+	Assert(info->valid);
 	if (!info->is_payments)
 	{
 		MemoryContextSwitchTo(old_cxt);
@@ -895,6 +976,8 @@ stream_truncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelatio
 
 			OutputPluginPrepareWrite(ctx, true);
 			json_begin(&w, ctx->out);
+			if (state->key_column >= 0)
+				write_key(&w, NULL, NULL, (StreamColumn) state->key_column);
 			json_string(&w, "event", "truncated");
 			json_string(&w, "table", "p2pay.payments");
 			write_position(&w, state, txn, change->lsn);

@@ -8,7 +8,10 @@
 # Kafka protocol on local sockets.  The producer talks to it as to a real
 # cluster (idempotent producer, acks=all, retries), and the mock API
 # (rdkafka_mock.h) takes its brokers down (--mock-outage) or makes produce
-# requests fail (--mock-fail).  The test-only option --mock-dump FILE makes
+# requests fail (--mock-fail).  These options exist only in the test build,
+# tools/p2pay-forward-test (make tools-test), which is the program run
+# here; the installed tools/p2pay-forward is checked to have none of them.
+# The test-only option --mock-dump FILE makes
 # the forwarder append each message the mock brokers acknowledged (its
 # partition, offset, key and value, from the delivery report) to FILE, and
 # fsync FILE before it confirms any position past that message to
@@ -40,7 +43,8 @@
 #  forwarder starts again from the confirmed position; 5. SIGTERM while the
 #  brokers are down: after --drain-timeout it exits 1, having confirmed
 #  nothing past the undelivered events, and run 6 delivers them; 7. a
-#  truncate, which has no payer, goes out with the empty key.  The other
+#  truncate, which has no payer, goes out with the empty key; 8. with
+#  -o key=payee_id, messages are keyed by their payee.  The other
 #  runs end with SIGTERM, which drains, confirms and exits 0.  The --to FILE
 #  sink gets a SIGKILL and a restart of its own, on a second slot.
 #  Duplicates are allowed, counted and reported with note().  First of all,
@@ -60,12 +64,34 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $forwarder = "$FindBin::RealBin/../tools/p2pay-forward";
-if (!-x $forwarder)
+my $forwarder = "$FindBin::RealBin/../tools/p2pay-forward-test";
+my $shipped   = "$FindBin::RealBin/../tools/p2pay-forward";
+if (!-x $forwarder || !-x $shipped)
 {
-	fail('tools/p2pay-forward is built (run make first)');
+	fail('tools/p2pay-forward and tools/p2pay-forward-test are built (make tools tools-test)');
 	done_testing();
 	exit;
+}
+
+# The installed program has no test-only code: no symbol of the mock
+# cluster's API or of mock.c, no option or message that names it (strings
+# of its loaded data, not of its debug information).
+{
+	my %mock;
+	for my $program ($shipped, $forwarder)
+	{
+		my $symbols = `nm $program`;
+		my $strings = `strings -d $program`;
+		die "nm or strings failed on $program" if $? != 0 || $symbols eq '';
+		$mock{$program} = scalar(() = ($symbols . $strings) =~ /mock/gi);
+	}
+	is($mock{$shipped}, 0, 'tools/p2pay-forward has no mock symbol or text');
+	ok($mock{$forwarder} > 0, 'tools/p2pay-forward-test has the mock code (the check can see it)');
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ $shipped, '-S', 'x', '-t', 'flagged', '-X', 'test.mock.num.brokers=3',
+			'--mock-dump', '/dev/null' ], '>', \$out, '2>', \$err);
+	is($? >> 8, 2, 'tools/p2pay-forward refuses --mock-dump: exit 2');
+	like($err, qr/unrecognized option '--mock-dump'/, 'tools/p2pay-forward: --mock-dump is no option of it');
 }
 
 my $db   = 'p2pay_forward';
@@ -551,6 +577,28 @@ wait_until('the truncate to be confirmed',
 is(stop_forwarder($f7), 0, 'run 7: SIGTERM exits 0');
 my ($truncate) = grep { $_->[3]{event} eq 'truncated' } dumped();
 ok(defined $truncate && $truncate->[2] eq '', 'a truncate is delivered with the empty key');
+ok(!grep({ exists $_->[3]{key} } dumped()),
+	'the values are the lines without the key option: no "key" field');
+
+# Run 8: the plugin's key option chooses the key: -o key=payee_id.
+my $dumped_before = scalar(dumped());
+my $f8k = start_forwarder('kafka 8', @KAFKA, '-o', 'key=payee_id');
+pay_flagged(3);
+$end = query('SELECT pg_current_wal_lsn()');
+wait_until('the payee-keyed events to be confirmed',
+	sub { lsn_le($end, slot_field($slot, 'confirmed_flush_lsn')) });
+is(stop_forwarder($f8k), 0, 'run 8: SIGTERM exits 0');
+my @by_payee = (dumped())[ $dumped_before .. scalar(dumped()) - 1 ];
+is(scalar(@by_payee), 3, 'run 8: the three payments are delivered');
+is(scalar(grep { $_->[2] ne $_->[3]{payee_id} || $_->[2] eq $_->[3]{payer_id} } @by_payee),
+	0, '-o key=payee_id: each message is keyed by its payee_id');
+my ($bad_key_out, $bad_key_err) = ('', '');
+IPC::Run::run([ $forwarder, '-d', $node->connstr($db), '-S', $slot, '--to', 'stdout',
+		'-o', 'key=nonsense' ], '>', \$bad_key_out, '2>', \$bad_key_err,
+	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+is($? >> 8, 1, '-o key=nonsense: exit 1');
+like($bad_key_err, qr/option "key" of output plugin p2pay must be "payer_id", "payee_id" or "transaction_id"/,
+	'-o key=nonsense: the plugin\'s error');
 
 ###########################################################################
 # A slot that goes away is never replaced.  The forwarder logs in as a role

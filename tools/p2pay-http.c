@@ -46,13 +46,13 @@
 #include <libpq-fe.h>
 #include <microhttpd.h>
 
+#include "common.h"			/* progname, logmsg, die, bad_usage */
 #include "replication.h"		/* Lsn, message sizes, protocol helpers */
 
 #ifndef P2PAY_HTTP_DIR
 #define P2PAY_HTTP_DIR "http"
 #endif
 
-static const char *progname = "p2pay-http";
 
 typedef struct Options
 {
@@ -85,41 +85,6 @@ typedef struct Request
 	size_t		len;
 	bool		too_large;
 } Request;
-
-static void
-fail(const char *fmt,...)
-{
-	va_list		ap;
-
-	fprintf(stderr, "%s: ", progname);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
-
-/* A line in the log (stderr), for what an operator should see. */
-static void
-note(const char *fmt,...)
-{
-	va_list		ap;
-
-	flockfile(stderr);
-	fprintf(stderr, "%s: ", progname);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	funlockfile(stderr);
-}
-
-static void
-bad_usage(const char *msg)
-{
-	fprintf(stderr, "%s: %s\n\nTry \"%s --help\" for more information.\n", progname, msg, progname);
-	exit(2);
-}
 
 static void
 usage(void)
@@ -173,7 +138,7 @@ parse_count(const char *what, const char *s, unsigned long max)
 
 		snprintf(msg, sizeof(msg), "%s must be a whole number from 1 to %lu, not \"%.64s\"",
 				 what, max, s);
-		bad_usage(msg);
+		bad_usage("%s", msg);
 	}
 	return v;
 }
@@ -647,7 +612,7 @@ log_in(struct MHD_Connection *conn, enum MHD_Result *ret)
 								 "the user name or password was not accepted");
 		else
 		{
-			note("can't connect to the database: %s", error);
+			logmsg("can't connect to the database: %s", error);
 			*ret = respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "08006",
 								 "the database is not available");
 		}
@@ -843,7 +808,7 @@ feed_set_state(bool streaming, const char *fmt,...)
 	feed.streaming = streaming;
 	pthread_mutex_unlock(&feed.lock);
 	if (changed)
-		note("live feed: %s", state);
+		logmsg("live feed: %s", state);
 }
 
 static void
@@ -872,7 +837,7 @@ feed_add(Lsn lsn, const char *data, int len)
 
 /* Sleep up to seconds, waking early when the daemon stops. */
 static void
-nap(unsigned seconds)
+feed_nap(unsigned seconds)
 {
 	struct timespec tenth = {0, 100000000};
 
@@ -889,7 +854,7 @@ feed_notice(void *arg, const char *message)
 	(void) arg;
 	while (len > 0 && message[len - 1] == '\n')
 		len--;
-	note("live feed: the server says: %.*s", (int) len, message);
+	logmsg("live feed: the server says: %.*s", (int) len, message);
 }
 
 /* Run a simple statement on the feed's connection; false (and the state set) on failure. */
@@ -993,7 +958,7 @@ feed_session(bool *created)
 			return;
 		}
 		free(create);
-		note("live feed: created slot \"%s\"", opts.slot);
+		logmsg("live feed: created slot \"%s\"", opts.slot);
 	}
 	*created = true;
 
@@ -1087,7 +1052,7 @@ feed_main(void *arg)
 	while (!stopping)
 	{
 		feed_session(&created);
-		nap(2);
+		feed_nap(2);
 	}
 	pthread_mutex_lock(&feed.lock);
 	pthread_cond_broadcast(&feed.grew);
@@ -1424,7 +1389,7 @@ log_mhd(void *cls, const char *fmt, va_list ap)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	if (strstr(msg, "chunked response body") != NULL)
 		return;
-	note("%s", msg);
+	logmsg("%s", msg);
 }
 
 /* A whole file, in a malloc'd string (for the TLS certificate and key). */
@@ -1439,13 +1404,13 @@ read_file(const char *path)
 	size_t		n;
 
 	if (f == NULL)
-		fail("can't read %s: %s", path, strerror(errno));
+		die("can't read %s: %s", path, strerror(errno));
 	if ((buf = open_memstream(&text, &len)) == NULL)
-		fail("out of memory");
+		die("out of memory");
 	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
 		fwrite(chunk, 1, n, buf);
 	if (ferror(f))
-		fail("can't read %s: %s", path, strerror(errno));
+		die("can't read %s: %s", path, strerror(errno));
 	fclose(f);
 	fclose(buf);
 	return text;
@@ -1479,7 +1444,7 @@ resolve_listen(const char *spec)
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	rc = getaddrinfo(host, colon + 1, &hints, &ai);
 	if (rc != 0)
-		fail("can't listen on %s: %s", spec, gai_strerror(rc));
+		die("can't listen on %s: %s", spec, gai_strerror(rc));
 	return ai;
 }
 
@@ -1516,6 +1481,7 @@ main(int argc, char **argv)
 	sigset_t	stop_signals;
 	int			c;
 
+	progname = "p2pay-http";
 	opts.dsn = getenv("P2PAY_DSN");
 	opts.listen = getenv("P2PAY_HTTP_LISTEN") ? getenv("P2PAY_HTTP_LISTEN") : "127.0.0.1:8080";
 	opts.feed_dsn = getenv("P2PAY_FEED_DSN");
@@ -1605,14 +1571,14 @@ main(int argc, char **argv)
 	if (opts.tls_cert != NULL)
 	{
 		if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
-			fail("this libmicrohttpd was built without TLS");
+			die("this libmicrohttpd was built without TLS");
 		cert = read_file(opts.tls_cert);
 		key = read_file(opts.tls_key);
 	}
 
 	/* the feed's ring, and its thread */
 	if ((feed.ring = calloc(opts.feed_buffer, sizeof(FeedEvent))) == NULL)
-		fail("out of memory");
+		die("out of memory");
 	/*
 	 * Every thread is started with SIGINT and SIGTERM blocked; the main
 	 * thread waits for them.
@@ -1623,7 +1589,7 @@ main(int argc, char **argv)
 	sigaddset(&stop_signals, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
 	if (opts.feed_dsn != NULL && pthread_create(&feed_thread, NULL, feed_main, NULL) != 0)
-		fail("can't start the live feed's thread");
+		die("can't start the live feed's thread");
 
 	ai = resolve_listen(opts.listen);
 	flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
@@ -1640,14 +1606,14 @@ main(int argc, char **argv)
 							  MHD_OPTION_HTTPS_MEM_KEY, key,
 							  MHD_OPTION_END);
 	if (daemon == NULL)
-		fail("can't listen on %s", opts.listen);
+		die("can't listen on %s", opts.listen);
 	freeaddrinfo(ai);
-	note("listening on %s%s", opts.listen, cert != NULL ? " (HTTPS)" : "");
+	logmsg("listening on %s%s", opts.listen, cert != NULL ? " (HTTPS)" : "");
 
 	while (sigwait(&stop_signals, &c) != 0)
 		;
 	stopping = 1;
-	note("stopping");
+	logmsg("stopping");
 	pthread_mutex_lock(&feed.lock);
 	pthread_cond_broadcast(&feed.grew);
 	pthread_mutex_unlock(&feed.lock);

@@ -15,7 +15,7 @@
  * crash can repeat events but never lose one.
  *
  * The protocol's messages, and the helpers shared with p2pay-forward, are
- * in tools/replication.h.
+ * in tools/replication.h; messages and exits, in tools/common.h.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -34,6 +34,7 @@
 
 #include <libpq-fe.h>
 
+#include "common.h"			/* progname, die, bad_usage */
 #include "replication.h"		/* Lsn, message sizes, protocol helpers */
 
 /* The session: connection, output, and how far the output has got. */
@@ -50,24 +51,7 @@ typedef struct Stream
 	int64_t		next_status;	/* monotonic time of the next update */
 } Stream;
 
-/* For gcc and clang: die() never returns, and its format is checked. */
-
-static const char *progname = "p2pay-stream";
 static volatile sig_atomic_t stop_signal = 0;
-
-/* Print a message of ours and exit 1. */
-static NORETURN PRINTF_LIKE(1) void
-die(const char *fmt,...)
-{
-	va_list		ap;
-
-	fprintf(stderr, "%s: ", progname);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	exit(1);
-}
 
 /* Print libpq's or the server's error message as it is, and exit 1. */
 static NORETURN void
@@ -90,15 +74,6 @@ die_result(PGconn *conn, PGresult *res)
 	PQclear(res);
 	PQfinish(conn);
 	exit(1);
-}
-
-/* Complain about the command line, and exit 2. */
-static NORETURN void
-bad_usage(const char *what, const char *arg)
-{
-	fprintf(stderr, "%s: %s%s\nTry \"%s --help\" for more information.\n",
-			progname, what, arg, progname);
-	exit(2);
 }
 
 static void
@@ -275,7 +250,7 @@ main(int argc, char **argv)
 	const char *values[] = {"", "database", "p2pay-stream", NULL};
 	const char *slot = NULL;
 	const char *file = NULL;
-	char	  **opts = calloc((size_t) argc, sizeof(char *));
+	static char **opts;		/* static: reachable (not leaked) at any exit */
 	int			nopts = 0;
 	char	   *cmd;
 	Lsn			startpos = 0;
@@ -285,6 +260,8 @@ main(int argc, char **argv)
 	char	   *end;
 	int			c;
 
+	progname = "p2pay-stream";
+	opts = calloc((size_t) argc, sizeof(char *));
 	if (opts == NULL)
 		die("out of memory");
 	while ((c = getopt_long(argc, argv, "d:S:o:I:E:n:f:s:", long_options, NULL)) != -1)
@@ -299,21 +276,21 @@ main(int argc, char **argv)
 				break;
 			case 'o':
 				if (optarg[0] == '\0' || optarg[0] == '=')
-					bad_usage("an output plugin option needs a name: -o ", optarg);
+					bad_usage("an output plugin option needs a name: -o %s", optarg);
 				opts[nopts++] = optarg;
 				break;
 			case 'I':
 				if (!parse_lsn(optarg, &startpos))
-					bad_usage("invalid start position (want X/X): ", optarg);
+					bad_usage("invalid start position (want X/X): %s", optarg);
 				break;
 			case 'E':
 				if (!parse_lsn(optarg, &s.endpos) || s.endpos == 0)
-					bad_usage("invalid end position (want X/X, not 0/0): ", optarg);
+					bad_usage("invalid end position (want X/X, not 0/0): %s", optarg);
 				break;
 			case 'n':
 				s.max_messages = strtol(optarg, &end, 10);
 				if (*end != '\0' || s.max_messages <= 0)
-					bad_usage("invalid message count: ", optarg);
+					bad_usage("invalid message count: %s", optarg);
 				break;
 			case 'f':
 				file = optarg;
@@ -323,7 +300,7 @@ main(int argc, char **argv)
 					double		secs = strtod(optarg, &end);
 
 					if (end == optarg || *end != '\0' || !(secs >= 0 && secs <= 86400))
-						bad_usage("invalid status interval: ", optarg);
+						bad_usage("invalid status interval: %s", optarg);
 					s.status_usecs = (int64_t) (secs * 1000000);
 					break;
 				}
@@ -331,13 +308,13 @@ main(int argc, char **argv)
 				usage();
 				return 0;
 			default:
-				bad_usage("invalid command line", "");
+				bad_usage("invalid command line");
 		}
 	}
 	if (optind < argc)
-		bad_usage("too many arguments, starting with ", argv[optind]);
+		bad_usage("too many arguments, starting with %s", argv[optind]);
 	if (slot == NULL || slot[0] == '\0')
-		bad_usage("no slot given: name the logical replication slot with -S SLOT", "");
+		bad_usage("no slot given: name the logical replication slot with -S SLOT");
 
 	s.out = stdout;
 	if (file != NULL && strcmp(file, "-") != 0)
@@ -361,12 +338,13 @@ main(int argc, char **argv)
 		die("out of memory");
 
 	/* A missing slot or a bad plugin option fails here, in the server's words. */
+	free(opts);
+	opts = NULL;
 	res = PQexec(s.conn, cmd);
+	free(cmd);
 	if (PQresultStatus(res) != PGRES_COPY_BOTH)
 		die_result(s.conn, res);
 	PQclear(res);
-	free(cmd);
-	free(opts);
 
 	/* Without SA_RESTART, so that a signal interrupts select() at once. */
 	memset(&sa, 0, sizeof(sa));

@@ -1,7 +1,7 @@
 /*
  * replication.h: the small pieces of the streaming replication protocol
- * that p2pay's libpq clients share (tools/p2pay-stream.c and
- * tools/p2pay-forward.c).
+ * that p2pay's libpq clients share (tools/p2pay-stream.c,
+ * tools/forward/source.c and tools/p2pay-http.c's live feed).
  *
  * Protocol (PostgreSQL docs, "Streaming Replication Protocol"): after
  * START_REPLICATION the connection is in COPY BOTH mode.  The server sends
@@ -36,10 +36,6 @@ typedef uint64_t Lsn;			/* a WAL position, as the server's XLogRecPtr */
 #define STATUS_SIZE 34			/* 'r', write, flush, apply, clock, reply */
 
 /* printf arguments for an Lsn in the server's X/X notation. */
-/* For die() and its kind. */
-#define NORETURN __attribute__((noreturn))
-#define PRINTF_LIKE(n) __attribute__((format(printf, n, n + 1)))
-
 #define LSN_FORMAT "%X/%X"
 #define LSN_ARGS(lsn) (unsigned) ((lsn) >> 32), (unsigned) (lsn)
 
