@@ -38,7 +38,7 @@
  * is written as null, with a WARNING that names the payment and the column.
  *
  * The format is versioned by the option format-version (only 1 exists); the
- * README documents version 1 field by field.
+ * docs/stream.md documents version 1 field by field.
  *
  * Keys: with the option key (payer_id, payee_id or transaction_id), every
  * line starts with {"key":"<that column's text>", or {"key":null, and goes

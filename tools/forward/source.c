@@ -146,7 +146,7 @@ pg_start(Forwarder *f, char *err, size_t errlen, bool *fatal)
 			snprintf(err, errlen,
 					 "--failover needs PostgreSQL 17 or later, not %d\n"
 					 "Without failover, a consumer catches up after a promotion with"
-					 " p2pay.flagged_since() (README: Standbys and failover).",
+					 " p2pay.flagged_since() (docs/stream.md: Standbys and failover).",
 					 PQserverVersion(f->conn) / 10000);
 			*fatal = true;
 			goto fail;
