@@ -1419,3 +1419,26 @@ END $$;
 COMMENT ON FUNCTION @extschema@.partition_payments(interval, integer, boolean, timestamptz) IS
   'Convert p2pay.payments in place, in one transaction, into a table partitioned by range on created_at: partitions of partition_interval (1 day to 1 year; 1 month by default) from the start of start_at''s interval (by default the oldest payment''s, or now) through the one holding now and premake more (4), plus a default partition for payments outside them (default_partition, true). Rows, columns, identity, constraints, indexes, triggers, grants, the review queue and the extension membership are carried over; the primary key and the unique transaction_id gain created_at.  Superuser only; refused if payments is partitioned already.';
 REVOKE ALL ON FUNCTION @extschema@.partition_payments(interval, integer, boolean, timestamptz) FROM PUBLIC;
+
+------------------------------------------------------------------------------
+-- Backtests payment by payment
+------------------------------------------------------------------------------
+
+-- The replay of backtest(), a row per payment: which payments a rule change
+-- would change, and (with the rules as they are) a check that the replay
+-- decides what the trigger decided.  Revoked from PUBLIC like backtest(): it
+-- reads every payment of the range as the owner of p2pay.payments.
+CREATE FUNCTION @extschema@.backtest_payments("from" timestamptz, "to" timestamptz,
+  rules jsonb DEFAULT NULL,
+  OUT transaction_id uuid, OUT created_at timestamptz,
+  OUT risk_score double precision, OUT decision @extschema@.decision, OUT reasons text[],
+  OUT shadow_risk_score double precision, OUT shadow_decision @extschema@.decision,
+  OUT shadow_reasons text[],
+  OUT risk_score_at_time double precision, OUT decision_at_time @extschema@.decision,
+  OUT reasons_at_time text[], OUT shadow_risk_score_at_time double precision,
+  OUT shadow_decision_at_time @extschema@.decision, OUT shadow_reasons_at_time text[])
+  RETURNS SETOF record
+  AS 'MODULE_PATHNAME', 'p2pay_backtest_payments' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION @extschema@.backtest_payments(timestamptz, timestamptz, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.backtest_payments(timestamptz, timestamptz, jsonb) IS
+  'The replay of backtest() (the payments created in [from, to), in created_at order, through the current rules or those rules changed by the rule rows given as JSON), a row per payment: the score, decision and reasons it would get, active and shadow, next to those it was given at the time (decision_at_time: before any analyst''s resolution).  Writes nothing.';

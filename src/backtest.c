@@ -309,6 +309,11 @@ typedef struct Backtest
 	Pair	  **scratch;		/* the pairs paying into a busy payer */
 	int			scratch_cap;
 
+	/* backtest_payments(): a row per payment, with the decision type */
+	Tuplestorestate *rows;
+	TupleDesc	rows_desc;
+	Oid			decision_type;
+
 	int64		payments;
 	int64		labelled_fraud;
 	Counts		rule[RULE_COUNT];
@@ -432,6 +437,45 @@ static const char *replay_sql =
 " ORDER BY p.created_at, p.id";
 
 /*
+ * The same for backtest_payments(), with what a result row shows of the
+ * payment at the time: its columns 1 to 10 are replay_sql's.
+ */
+static const char *replay_payments_sql =
+"SELECT p.payer_id, p.payee_id, p.payment_method_id, p.created_at,"
+"       p.amount_base, p.amount_base::pg_catalog.float8, p.reasons, p.shadow_reasons,"
+"       CASE coalesce(d.old_decision, p.decision)::pg_catalog.text"
+"         WHEN 'approve' THEN 0 WHEN 'review' THEN 1 WHEN 'decline' THEN 2 END,"
+"       coalesce(f.is_fraud, false),"
+"       p.transaction_id, p.risk_score, p.shadow_risk_score, p.shadow_decision"
+"  FROM p2pay.payments p"
+"  LEFT JOIN (SELECT DISTINCT ON (g.transaction_id) g.transaction_id, g.old_decision"
+"               FROM p2pay.decision_log g ORDER BY g.transaction_id, g.id) d"
+"         ON d.transaction_id" SQL_EQ "p.transaction_id"
+"  LEFT JOIN p2pay.fraud_labels f ON f.transaction_id" SQL_EQ "p.transaction_id"
+" WHERE p.created_at" SQL_GE "$1 AND p.created_at" SQL_LT "$2 AND p.amount_base IS NOT NULL"
+" ORDER BY p.created_at, p.id";
+
+/* The result columns of backtest_payments(), in order. */
+enum
+{
+	PR_TRANSACTION_ID,
+	PR_CREATED_AT,
+	PR_RISK_SCORE,
+	PR_DECISION,
+	PR_REASONS,
+	PR_SHADOW_RISK_SCORE,
+	PR_SHADOW_DECISION,
+	PR_SHADOW_REASONS,
+	PR_RISK_SCORE_AT_TIME,
+	PR_DECISION_AT_TIME,
+	PR_REASONS_AT_TIME,
+	PR_SHADOW_RISK_SCORE_AT_TIME,
+	PR_SHADOW_DECISION_AT_TIME,
+	PR_SHADOW_REASONS_AT_TIME,
+	NUM_PR
+};
+
+/*
  * The columns the statements read, by table: each of the type the code
  * reads it as, and NOT NULL where the code reads it without a null test.
  * The tables stay locked until the end of the transaction, so no DDL can
@@ -443,7 +487,9 @@ static const ColumnSpec payments_read[] = {
 	COLUMN_NOT_NULL("payment_method_id", UUIDOID),
 	COLUMN_NOT_NULL("created_at", TIMESTAMPTZOID), COLUMN("amount_base", NUMERICOID),
 	COLUMN("reasons", TEXTARRAYOID), COLUMN("shadow_reasons", TEXTARRAYOID),
-	OWN_TYPE_COLUMN("decision", "decision"), {NULL}
+	OWN_TYPE_COLUMN("decision", "decision"), COLUMN("risk_score", FLOAT8OID),
+	COLUMN("shadow_risk_score", FLOAT8OID), OWN_TYPE_COLUMN("shadow_decision", "decision"),
+	{NULL}
 };
 static const ColumnSpec users_read[] = {
 	COLUMN_NOT_NULL("id", UUIDOID), COLUMN_NOT_NULL("created_at", TIMESTAMPTZOID), {NULL}
@@ -1315,12 +1361,50 @@ tally(Backtest *bt, const Verdict *v, uint32 then_bits, int then_decision, bool 
 	bt->overall.declined_at_time += then_decision == DECISION_DECLINE;
 }
 
+/*
+ * Add backtest_payments()'s row of a payment: its verdict in the replay,
+ * then what it had at the time (values and nulls: replay_payments_sql's
+ * columns).
+ */
+static void
+put_payment(Backtest *bt, const Verdict *v, TimestampTz t, const Datum *values,
+			const bool *nulls)
+{
+	Datum		row[NUM_PR];
+	bool		isnull[NUM_PR] = {false};
+	Oid			dt = bt->decision_type;
+
+	row[PR_TRANSACTION_ID] = values[10];
+	isnull[PR_TRANSACTION_ID] = nulls[10];
+	row[PR_CREATED_AT] = TimestampTzGetDatum(t);
+	row[PR_RISK_SCORE] = Float8GetDatum(v->score);
+	row[PR_DECISION] = p2pay_decision_datum(dt, v->decision);
+	row[PR_REASONS] = p2pay_rule_names(v->fired);
+	row[PR_SHADOW_RISK_SCORE] = Float8GetDatum(v->shadow_score);
+	row[PR_SHADOW_DECISION] = p2pay_decision_datum(dt, v->shadow_decision);
+	row[PR_SHADOW_REASONS] = p2pay_rule_names(v->shadow_fired);
+	row[PR_RISK_SCORE_AT_TIME] = values[11];
+	isnull[PR_RISK_SCORE_AT_TIME] = nulls[11];
+	isnull[PR_DECISION_AT_TIME] = nulls[8];
+	if (!nulls[8])
+		row[PR_DECISION_AT_TIME] = p2pay_decision_datum(dt, DatumGetInt32(values[8]));
+	row[PR_REASONS_AT_TIME] = values[6];
+	isnull[PR_REASONS_AT_TIME] = nulls[6];
+	row[PR_SHADOW_RISK_SCORE_AT_TIME] = values[12];
+	isnull[PR_SHADOW_RISK_SCORE_AT_TIME] = nulls[12];
+	row[PR_SHADOW_DECISION_AT_TIME] = values[13];
+	isnull[PR_SHADOW_DECISION_AT_TIME] = nulls[13];
+	row[PR_SHADOW_REASONS_AT_TIME] = values[7];
+	isnull[PR_SHADOW_REASONS_AT_TIME] = nulls[7];
+	tuplestore_putvalues(bt->rows, bt->rows_desc, row, isnull);
+}
+
 /* Replay one payment: read its facts, score it, count it, record it. */
 static void
 replay_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
 {
-	Datum		values[10];
-	bool		nulls[10];
+	Datum		values[14];
+	bool		nulls[14];
 	const pg_uuid_t *payer_id;
 	const pg_uuid_t *payee_id;
 	Account    *payer;
@@ -1350,6 +1434,8 @@ replay_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
 	then_bits = reason_bits(bt, values[6], nulls[6]) | reason_bits(bt, values[7], nulls[7]);
 	tally(bt, &verdict, then_bits, nulls[8] ? -1 : DatumGetInt32(values[8]),
 		  DatumGetBool(values[9]));
+	if (bt->rows != NULL)
+		put_payment(bt, &verdict, t, values, nulls);
 
 	/* record it, as the trigger's state statement does */
 	if (bt->baseline_on)
@@ -1802,7 +1888,8 @@ replay(Backtest *bt, Oid owner, Oid nspid, TimestampTz from, TimestampTz to, Jso
 		Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
 		Datum		values[2] = {TimestampTzGetDatum(from), TimestampTzGetDatum(to)};
 
-		for_each_row(bt, replay_sql, 2, types, values, replay_row);
+		for_each_row(bt, bt->rows ? replay_payments_sql : replay_sql, 2, types, values,
+					 replay_row);
 	}
 
 	MemoryContextDelete(bt->cxt);
@@ -1845,14 +1932,14 @@ put_row(Tuplestorestate *store, TupleDesc desc, const Backtest *bt, const char *
 }
 
 /*
- * p2pay.backtest(from, to, rules): per evaluated rule in catalogue order,
- * then overall, what replaying the payments of [from, to) under the current
- * configuration (changed by the rule rows in rules) would fire and decide,
- * next to what was decided at the time.  Writes nothing.
+ * Check the arguments and the call of fname (p2pay.backtest or
+ * p2pay.backtest_payments), and replay the range as the owner of payments,
+ * with a row per payment into rows when it is not NULL.  Returns the
+ * replay's counts, in the caller's memory.
  */
-PG_FUNCTION_INFO_V1(p2pay_backtest);
-Datum
-p2pay_backtest(PG_FUNCTION_ARGS)
+static Backtest *
+backtest_call(FunctionCallInfo fcinfo, const char *fname, bool per_payment,
+			  Tuplestorestate **rows, TupleDesc *rows_desc)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	TimestampTz from;
@@ -1863,15 +1950,13 @@ p2pay_backtest(PG_FUNCTION_ARGS)
 	Oid			owner;
 	Relation	rel;
 	TupleDesc	desc;
-	Tuplestorestate *store;
-	MemoryContext old;
 	Backtest   *bt;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("argument %s of p2pay.backtest must not be null",
-						PG_ARGISNULL(0) ? "from" : "to"),
+				 errmsg("argument %s of %s must not be null",
+						PG_ARGISNULL(0) ? "from" : "to", fname),
 				 errhint("Give the range to replay as [from, to), such as now() - interval '7 days', now().")));
 	from = PG_GETARG_TIMESTAMPTZ(0);
 	to = PG_GETARG_TIMESTAMPTZ(1);
@@ -1889,10 +1974,10 @@ p2pay_backtest(PG_FUNCTION_ARGS)
 		(rsinfo->allowedModes & SFRM_Materialize) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("p2pay.backtest must be called where a set of rows is accepted"),
-				 errhint("SELECT * FROM p2pay.backtest(from, to) reads it.")));
+				 errmsg("%s must be called where a set of rows is accepted", fname),
+				 errhint("SELECT * FROM %s(from, to) reads it.", fname)));
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "p2pay_backtest: must return rows");
+		elog(ERROR, "%s: must return rows", fname);
 
 	nspid = p2pay_schema();
 	relid = p2pay_relid("payments");
@@ -1900,18 +1985,76 @@ p2pay_backtest(PG_FUNCTION_ARGS)
 	owner = rel->rd_rel->relowner;
 	table_close(rel, AccessShareLock);
 
+	{
+		MemoryContext old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+
+		*rows_desc = CreateTupleDescCopy(desc);
+		*rows = tuplestore_begin_heap(true, false, work_mem);
+		MemoryContextSwitchTo(old);
+	}
+
 	bt = palloc0(sizeof(Backtest));
+	if (per_payment)
+	{
+		if ((*rows_desc)->natts != NUM_PR)
+			elog(ERROR, "%s: must return %d columns", fname, NUM_PR);
+		bt->rows = *rows;
+		bt->rows_desc = *rows_desc;
+		bt->decision_type = TupleDescAttr(*rows_desc, PR_DECISION)->atttypid;
+	}
 	replay(bt, owner, nspid, from, to, rules);
+	return bt;
+}
+
+/*
+ * p2pay.backtest(from, to, rules): per evaluated rule in catalogue order,
+ * then overall, what replaying the payments of [from, to) under the current
+ * configuration (changed by the rule rows in rules) would fire and decide,
+ * next to what was decided at the time.  Writes nothing.
+ */
+PG_FUNCTION_INFO_V1(p2pay_backtest);
+Datum
+p2pay_backtest(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Tuplestorestate *store;
+	TupleDesc	desc;
+	MemoryContext old;
+	Backtest   *bt;
+
+	bt = backtest_call(fcinfo, "p2pay.backtest", false, &store, &desc);
 
 	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-	desc = CreateTupleDescCopy(desc);
-	store = tuplestore_begin_heap(true, false, work_mem);
 	for (int r = 0; r < RULE_COUNT; r++)
 		if (RULE_EVALUATED(&bt->cfg.rules[r]))
 			put_row(store, desc, bt, p2pay_rule_name(r), &bt->rule[r], bt->rule[r].fired);
 	put_row(store, desc, bt, "overall", &bt->overall,
 			bt->overall.would_review + bt->overall.would_decline);
 	MemoryContextSwitchTo(old);
+
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = store;
+	rsinfo->setDesc = desc;
+	pfree(bt);
+	return (Datum) 0;
+}
+
+/*
+ * p2pay.backtest_payments(from, to, rules): the same replay as
+ * p2pay.backtest(), a row per payment in replay order: its score, decision
+ * and reasons, active and shadow, under the configuration replayed, next to
+ * those it was given at the time.  Writes nothing.
+ */
+PG_FUNCTION_INFO_V1(p2pay_backtest_payments);
+Datum
+p2pay_backtest_payments(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Tuplestorestate *store;
+	TupleDesc	desc;
+	Backtest   *bt;
+
+	bt = backtest_call(fcinfo, "p2pay.backtest_payments", true, &store, &desc);
 
 	rsinfo->returnMode = SFRM_Materialize;
 	rsinfo->setResult = store;

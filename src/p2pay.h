@@ -270,6 +270,8 @@ extern double p2pay_normal_limit(const RuleParams *p, int64 days, int64 day_tota
 extern void p2pay_evaluate(const P2payConfig *cfg, const PaymentFacts *facts,
 						   Verdict *verdict, bool count);
 extern const char *p2pay_decision_label(int decision);
+extern Datum p2pay_decision_datum(Oid typid, int decision);
+extern Datum p2pay_rule_names(const bool *fired);
 
 /* config.c: the cached configuration */
 extern const P2payConfig *p2pay_config(Oid nspid);

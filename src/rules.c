@@ -18,6 +18,8 @@
 
 #include "fmgr.h"
 #include "portability/instr_time.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
@@ -546,6 +548,39 @@ p2pay_parse_params(RuleId rule, Jsonb *params, RuleParams *out, bool partial)
 		else
 			parse_number(def->name, pd, found, out);
 	}
+}
+
+/* The decision enum's values, looked up once per backend. */
+static Oid	decision_typid = InvalidOid;
+static Datum decision_values[3];
+
+/* The datum of a decision in the enum type typid (p2pay.decision). */
+Datum
+p2pay_decision_datum(Oid typid, int decision)
+{
+	Assert(decision >= DECISION_APPROVE && decision <= DECISION_DECLINE);
+	if (typid != decision_typid)
+	{
+		for (int i = 0; i < 3; i++)
+			decision_values[i] = DirectFunctionCall2(enum_in,
+													 CStringGetDatum(p2pay_decision_label(i)),
+													 ObjectIdGetDatum(typid));
+		decision_typid = typid;
+	}
+	return decision_values[decision];
+}
+
+/* The names of the rules marked in fired, in catalogue order, as a text[]. */
+Datum
+p2pay_rule_names(const bool *fired)
+{
+	Datum	   *names = palloc(sizeof(Datum) * RULE_COUNT);
+	int			n = 0;
+
+	for (int i = 0; i < RULE_COUNT; i++)
+		if (fired[i])
+			names[n++] = CStringGetTextDatum(p2pay_rule_name(i));
+	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
 }
 
 /* The label of a decision, as in the p2pay.decision enum. */

@@ -150,10 +150,6 @@ layout_invalidate(Datum arg, Oid relid)
 		entry->valid = false;
 }
 
-/* The decision enum's values, looked up once per backend. */
-static Oid	decision_typid = InvalidOid;
-static Datum decision_values[3];
-
 /* The kind of identity of a column (pg_attribute.attidentity), or '\0'. */
 static char
 identity_of(Oid relid, AttrNumber attnum)
@@ -394,34 +390,6 @@ end_as_owner(const OwnerContext *saved)
 		elog(ERROR, "p2pay: SPI_finish failed");
 }
 
-/* The datum of a decision in the enum type typid. */
-static Datum
-decision_datum(Oid typid, int decision)
-{
-	if (typid != decision_typid)
-	{
-		for (int i = 0; i < 3; i++)
-			decision_values[i] = DirectFunctionCall2(enum_in,
-													 CStringGetDatum(p2pay_decision_label(i)),
-													 ObjectIdGetDatum(typid));
-		decision_typid = typid;
-	}
-	return decision_values[decision];
-}
-
-/* The names of the rules marked in fired, as a text[]. */
-static Datum
-rule_names(const bool *fired)
-{
-	Datum	   *names = palloc(sizeof(Datum) * RULE_COUNT);
-	int			n = 0;
-
-	for (int i = 0; i < RULE_COUNT; i++)
-		if (fired[i])
-			names[n++] = CStringGetTextDatum(p2pay_rule_name(i));
-	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
-}
-
 /* The row as inserted: the client's input with the verdict written on it. */
 static HeapTuple
 write_verdict(HeapTuple tup, TupleDesc desc, const int *attnums,
@@ -435,21 +403,21 @@ write_verdict(HeapTuple tup, TupleDesc desc, const int *attnums,
 	cols[0] = attnums[COL_RISK_SCORE];
 	values[0] = Float8GetDatum(verdict->score);
 	cols[1] = attnums[COL_DECISION];
-	values[1] = decision_datum(decision_type, verdict->decision);
+	values[1] = p2pay_decision_datum(decision_type, verdict->decision);
 	cols[2] = attnums[COL_IS_APPROVED];
 	values[2] = BoolGetDatum(verdict->decision == DECISION_APPROVE);
 	cols[3] = attnums[COL_REASONS];
-	values[3] = rule_names(verdict->fired);
+	values[3] = p2pay_rule_names(verdict->fired);
 	cols[4] = attnums[COL_AMOUNT_BASE];
 	values[4] = NumericGetDatum(facts->amount_base);
 	cols[5] = attnums[COL_RULESET_VERSION];
 	values[5] = Int64GetDatum(version);
 	cols[6] = attnums[COL_SHADOW_REASONS];
-	values[6] = rule_names(verdict->shadow_fired);
+	values[6] = p2pay_rule_names(verdict->shadow_fired);
 	cols[7] = attnums[COL_SHADOW_RISK_SCORE];
 	values[7] = Float8GetDatum(verdict->shadow_score);
 	cols[8] = attnums[COL_SHADOW_DECISION];
-	values[8] = decision_datum(decision_type, verdict->shadow_decision);
+	values[8] = p2pay_decision_datum(decision_type, verdict->shadow_decision);
 
 	return heap_modify_tuple_by_cols(tup, desc, 9, cols, values, nulls);
 }
@@ -665,11 +633,11 @@ p2pay_score(PG_FUNCTION_ARGS)
 
 	decision_type = TupleDescAttr(result_desc, 1)->atttypid;
 	values[0] = Float8GetDatum(verdict.score);
-	values[1] = decision_datum(decision_type, verdict.decision);
-	values[2] = rule_names(verdict.fired);
+	values[1] = p2pay_decision_datum(decision_type, verdict.decision);
+	values[2] = p2pay_rule_names(verdict.fired);
 	values[3] = Float8GetDatum(verdict.shadow_score);
-	values[4] = decision_datum(decision_type, verdict.shadow_decision);
-	values[5] = rule_names(verdict.shadow_fired);
+	values[4] = p2pay_decision_datum(decision_type, verdict.shadow_decision);
+	values[5] = p2pay_rule_names(verdict.shadow_fired);
 	values[6] = Int64GetDatum(version);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, nulls)));
 }
@@ -771,7 +739,7 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 
 		if (!isnull)
 			approved = BoolGetDatum(decision ==
-									decision_datum(TupleDescAttr(desc, attnums[COL_DECISION] - 1)->atttypid,
+									p2pay_decision_datum(TupleDescAttr(desc, attnums[COL_DECISION] - 1)->atttypid,
 												   DECISION_APPROVE));
 		return PointerGetDatum(heap_modify_tuple_by_cols(td->tg_newtuple, desc, 1, &col,
 														 &approved, &approved_null));
