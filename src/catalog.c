@@ -47,6 +47,7 @@
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -428,4 +429,40 @@ p2pay_end_as_owner(const OwnerContext *saved)
 {
 	AtEOXact_GUC(false, saved->nestlevel);
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+/* Open a table p2pay reads directly, checking that it is a heap table. */
+Relation
+p2pay_open_checked(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+
+	p2pay_require_heap(rel);
+	return rel;
+}
+
+/* Check an index that a lookup or a count scans (see p2pay_check_index). */
+void
+p2pay_check_scanned_index(Oid indexid, Relation heap, const AttrNumber *keys, int nkeys,
+						  bool unique)
+{
+	Relation	index = index_open(indexid, AccessShareLock);
+
+	p2pay_check_index(index, heap, keys, nkeys, unique);
+	index_close(index, AccessShareLock);
+}
+
+/* Prepare a statement once for the life of the backend. */
+SPIPlanPtr
+p2pay_prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	/* a generic plan from the start: the shape never depends on the values */
+	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	if (plan == NULL)
+		elog(ERROR, "p2pay: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "p2pay: SPI_keepplan failed");
+	return plan;
 }

@@ -10,6 +10,10 @@
 
 #include "p2pay.h"
 #include "compat.h"
+#include "locks.h"
+#include "rules.h"
+#include "stats.h"
+#include "trigger.h"
 
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
@@ -23,7 +27,7 @@ int			p2pay_future_tolerance = 300;
 
 /*
  * How long a transaction that holds account locks tries for one more that
- * it can't wait for in the lock manager (state.c), in milliseconds.
+ * it can't wait for in the lock manager (locks.c), in milliseconds.
  */
 int			p2pay_multi_payment_lock_timeout = 10;
 

@@ -4,8 +4,8 @@
  * Each rule has a name, the parameters it takes (checked when a rule row is
  * written, never at payment time) and one small function that decides from
  * the payment's facts whether it fires.  The catalogue's order is the order
- * of reasons on a payment.  Nothing here reads a table: state.c gathers the
- * facts, so a rule costs a comparison.
+ * of reasons on a payment.  Nothing here reads a table: facts.c assembles
+ * the facts, so a rule costs a comparison.
  */
 #include "postgres.h"
 
@@ -13,6 +13,8 @@
 
 #include "p2pay.h"
 #include "compat.h"
+#include "facts.h"
+#include "rules.h"
 
 #include "common/int.h"
 
@@ -624,25 +626,24 @@ decide(const P2payConfig *cfg, double score, bool blocklisted, bool allowlisted)
 /*
  * Score a payment: 1 - product(1 - weight) over the active rules that fired,
  * rounded to 12 decimal places; and the same with the shadow rules counted
- * as active.  With count, each rule's evaluation goes into the per-rule
- * statistics (inserts count; dry runs and backtests don't).  A rule snoozed for the payer or payee does not fire.  A payment
+ * as active.  With a clock (the caller's last reading of it), each
+ * evaluated rule's time goes into rule_ns, with one reading a rule, and
+ * the clock is left at the last; the caller counts them (trigger.c).  A
+ * rule snoozed for the payer or payee does not fire.  A payment
  * touching a blocklisted account is declined whatever the score; one with an
  * allowlisted payer or payee is otherwise approved.
  */
 void
 p2pay_evaluate(const P2payConfig *cfg, const PaymentFacts *facts, Verdict *verdict,
-			   bool count)
+			   instr_time *clock, int64 *rule_ns)
 {
 	double		keep = 1.0;
 	double		shadow_keep = 1.0;
 
-	count = count && p2pay_stats_enabled();
-
+	Assert((clock == NULL) == (rule_ns == NULL));
 	for (int i = 0; i < RULE_COUNT; i++)
 	{
 		const RuleConfig *rc = &cfg->rules[i];
-		instr_time	start,
-					elapsed;
 		bool		fired;
 
 		verdict->fired[i] = false;
@@ -650,14 +651,18 @@ p2pay_evaluate(const P2payConfig *cfg, const PaymentFacts *facts, Verdict *verdi
 		if (!RULE_EVALUATED(rc))
 			continue;
 
-		if (count)
-			INSTR_TIME_SET_CURRENT(start);
 		fired = rule_defs[i].fires(&rc->p, facts) && (facts->snoozed & (1u << i)) == 0;
-		if (count)
+		if (clock != NULL)
 		{
-			INSTR_TIME_SET_CURRENT(elapsed);
-			INSTR_TIME_SUBTRACT(elapsed, start);
-			p2pay_stats_count(i, fired, (int64) (INSTR_TIME_GET_DOUBLE(elapsed) * 1e9));
+			instr_time	now;
+			instr_time	elapsed;
+
+			/* one reading a rule: its time is since the previous one */
+			INSTR_TIME_SET_CURRENT(now);
+			elapsed = now;
+			INSTR_TIME_SUBTRACT(elapsed, *clock);
+			rule_ns[i] = (int64) (INSTR_TIME_GET_DOUBLE(elapsed) * 1e9);
+			*clock = now;
 		}
 
 		if (!fired)

@@ -32,6 +32,13 @@
 
 #include "p2pay.h"
 #include "compat.h"
+#include "facts.h"
+#include "locks.h"
+#include "refs.h"
+#include "rules.h"
+#include "stats.h"
+#include "store.h"
+#include "trigger.h"
 
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -479,9 +486,9 @@ score(Oid nspid, const PaymentInput *in, bool record, MemoryContext result_cxt,
 {
 	const P2payConfig *cfg;
 	int64		version = 0;
-	instr_time	start,
-				elapsed;
-
+	instr_time	start;
+	instr_time	clock;
+	int64		rule_ns[RULE_COUNT];
 	bool		count = record && p2pay_stats_enabled();
 
 	if (count)
@@ -506,14 +513,27 @@ score(Oid nspid, const PaymentInput *in, bool record, MemoryContext result_cxt,
 		p2pay_lock_payment(cfg, in, facts);
 	p2pay_read_facts(cfg, nspid, in, facts, record);
 
-	if (count)
+	if (!count)
 	{
-		INSTR_TIME_SET_CURRENT(elapsed);
+		p2pay_evaluate(cfg, facts, verdict, NULL, NULL);
+		return cfg->version;
+	}
+
+	/*
+	 * The statistics of an insert: the facts' time, then each rule's, one
+	 * clock reading each.
+	 */
+	INSTR_TIME_SET_CURRENT(clock);
+	{
+		instr_time	elapsed = clock;
+
 		INSTR_TIME_SUBTRACT(elapsed, start);
 		p2pay_stats_count(STATS_FACTS, false, (int64) (INSTR_TIME_GET_DOUBLE(elapsed) * 1e9));
 	}
-
-	p2pay_evaluate(cfg, facts, verdict, record);
+	p2pay_evaluate(cfg, facts, verdict, &clock, rule_ns);
+	for (int i = 0; i < RULE_COUNT; i++)
+		if (RULE_EVALUATED(&cfg->rules[i]))
+			p2pay_stats_count(i, verdict->fired[i] || verdict->shadow_fired[i], rule_ns[i]);
 	return cfg->version;
 }
 
