@@ -2,7 +2,7 @@
 EXTENSION   = p2pay
 EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 MODULE_big  = p2pay
-OBJS        = src/p2pay.o src/catalog.o src/config.o src/rules.o src/facts.o src/store.o src/refs.o \
+OBJS        = src/p2pay.o src/common.o src/catalog.o src/config.o src/rules.o src/facts.o src/store.o src/refs.o \
               src/locks.o src/moneyflow.o src/trigger.o src/json.o src/output.o src/stats.o \
               src/backtest.o
 DATA        = $(wildcard $(EXTENSION)--*.sql)

@@ -466,3 +466,44 @@ p2pay_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 		elog(ERROR, "p2pay: SPI_keepplan failed");
 	return plan;
 }
+
+/*
+ * Whether an invalidation of relid (InvalidOid: of every relation) can
+ * concern a valid cache: the caller then compares relid with its
+ * relations.  One that comes while the cache is loading leaves it stale.
+ */
+bool
+p2pay_cache_concerned(P2payCacheState *cs, Oid relid)
+{
+	if (cs->loading)
+	{
+		cs->stale = true;
+		return false;
+	}
+	if (!cs->valid)
+		return false;
+	if (!OidIsValid(relid))
+	{
+		cs->valid = false;
+		return false;
+	}
+	return true;
+}
+
+/* Start loading a cache: invalid until loaded whole. */
+void
+p2pay_cache_begin_load(P2payCacheState *cs)
+{
+	cs->valid = false;
+	cs->loading = true;
+	cs->stale = false;
+}
+
+/* A cache loaded whole: valid unless an invalidation came meanwhile. */
+void
+p2pay_cache_end_load(P2payCacheState *cs)
+{
+	Assert(cs->loading);
+	cs->loading = false;
+	cs->valid = !cs->stale;
+}

@@ -42,6 +42,12 @@
 
 #define P2PAY_LOCK_SPACE 0x7032
 
+/*
+ * How long a transaction that holds account locks tries for one more that
+ * it can't wait for in the lock manager (locks.c), in milliseconds.
+ */
+int			p2pay_multi_payment_lock_timeout = 10;
+
 /* The lock key of an account. */
 static uint64
 account_key(const pg_uuid_t *id)

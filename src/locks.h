@@ -8,6 +8,7 @@
 #include "facts.h"
 #include "rules.h"
 
+extern int	p2pay_multi_payment_lock_timeout;	/* p2pay.multi_payment_lock_timeout */
 extern void p2pay_lock_register_callbacks(void);
 extern void p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b);
 extern void p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in,

@@ -31,14 +31,10 @@
 #include "utils/numeric.h"
 #include "utils/uuid.h"
 
+/* A payment's decision, as the p2pay.decision enum orders it (rules.c) */
 #define DECISION_APPROVE	0
 #define DECISION_REVIEW		1
 #define DECISION_DECLINE	2
-
-/* p2pay.c: settings, and how messages quote input */
-extern int	p2pay_future_tolerance;
-extern int	p2pay_multi_payment_lock_timeout;
-extern int	p2pay_delete_mode;
 
 /*
  * What deleting a payment means (p2pay.delete_mode): a reversal, which
@@ -58,6 +54,7 @@ extern int	p2pay_delete_mode;
 #define P2PAY_MESSAGE_ARCHIVE "archive"
 #define P2PAY_MESSAGE_REVERSE "reverse"
 
+/* common.c: how messages quote input, which events end a transaction */
 #define P2PAY_ECHO_MAX 64
 extern char *p2pay_echo(const char *value);
 extern bool p2pay_xact_ends(XactEvent event);
@@ -124,6 +121,23 @@ extern struct _SPI_plan *p2pay_prepare_kept(const char *sql, int nargs, Oid *arg
 #define SQL_PLUS " OPERATOR(pg_catalog.+) "
 #define SQL_MINUS " OPERATOR(pg_catalog.-) "
 extern void p2pay_end_as_owner(const OwnerContext *saved);
+
+/*
+ * A per-backend cache of what p2pay reads of its tables (refs.c, store.c):
+ * valid until a relcache invalidation of one of its relations; one that
+ * comes while it is being loaded leaves it stale, and the caller loads it
+ * again once its locks are taken.
+ */
+typedef struct P2payCacheState
+{
+	bool		valid;
+	bool		loading;
+	bool		stale;			/* an invalidation came while loading */
+} P2payCacheState;
+
+extern bool p2pay_cache_concerned(P2payCacheState *cs, Oid relid);
+extern void p2pay_cache_begin_load(P2payCacheState *cs);
+extern void p2pay_cache_end_load(P2payCacheState *cs);
 
 /* rules.c: a decision's label, as in the p2pay.decision enum */
 extern const char *p2pay_decision_label(int decision);

@@ -116,9 +116,7 @@ static const struct
  */
 static struct
 {
-	bool		valid;
-	bool		loading;		/* and stale: an invalidation came while loading */
-	bool		stale;
+	P2payCacheState state;
 	Oid			nspid;
 	Oid			refs[NUM_REFS]; /* the tables the lookup reads */
 	Oid			ref_idxs[NUM_REFS];
@@ -131,21 +129,11 @@ static bool callback_registered = false;
 static void
 refs_relcache_callback(Datum arg, Oid relid)
 {
-	if (cache.loading)
-	{
-		cache.stale = true;
+	if (!p2pay_cache_concerned(&cache.state, relid))
 		return;
-	}
-	if (!cache.valid)
-		return;
-	if (!OidIsValid(relid))
-	{
-		cache.valid = false;
-		return;
-	}
 	for (int i = 0; i < NUM_REFS; i++)
 		if (cache.refs[i] == relid || cache.ref_idxs[i] == relid)
-			cache.valid = false;
+			cache.state.valid = false;
 }
 
 /* Check the tables the lookup reads: their columns and primary keys. */
@@ -186,7 +174,7 @@ load_refs(Oid nspid)
 static void
 load_cache(Oid nspid)
 {
-	if (cache.valid && cache.nspid == nspid)
+	if (cache.state.valid && cache.nspid == nspid)
 		return;
 
 	if (!callback_registered)
@@ -199,13 +187,10 @@ load_cache(Oid nspid)
 	 * Valid once loaded whole, unless an invalidation came meanwhile (the
 	 * caller then loads it again once its locks are taken).
 	 */
-	cache.valid = false;
-	cache.loading = true;
-	cache.stale = false;
+	p2pay_cache_begin_load(&cache.state);
 	cache.nspid = nspid;
 	load_refs(nspid);
-	cache.loading = false;
-	cache.valid = !cache.stale;
+	p2pay_cache_end_load(&cache.state);
 }
 
 /*
@@ -349,7 +334,7 @@ p2pay_lookup_references(Oid nspid, const PaymentInput *in, PaymentFacts *facts,
 		load_cache(nspid);
 		for (int i = 0; i < NUM_REFS; i++)
 			ra.rels[i] = table_open(cache.refs[i], AccessShareLock);
-		if (cache.valid)
+		if (cache.state.valid)
 			break;
 		for (int i = 0; i < NUM_REFS; i++)
 			table_close(ra.rels[i], NoLock);

@@ -231,9 +231,7 @@ typedef struct PaySource
  */
 static struct
 {
-	bool		valid;
-	bool		loading;		/* and stale: an invalidation came while loading */
-	bool		stale;
+	P2payCacheState state;
 	Oid			nspid;
 	Oid			rels[NUM_RELS];
 	Oid			idxs[NUM_IDXS];
@@ -249,27 +247,17 @@ static bool callback_registered = false;
 static void
 state_relcache_callback(Datum arg, Oid relid)
 {
-	if (cache.loading)
-	{
-		cache.stale = true;
+	if (!p2pay_cache_concerned(&cache.state, relid))
 		return;
-	}
-	if (!cache.valid)
-		return;
-	if (!OidIsValid(relid))
-	{
-		cache.valid = false;
-		return;
-	}
 	for (int i = 0; i < NUM_RELS; i++)
 		if (cache.rels[i] == relid)
-			cache.valid = false;
+			cache.state.valid = false;
 	for (int i = 0; i < NUM_IDXS; i++)
 		if (cache.idxs[i] == relid)
-			cache.valid = false;
+			cache.state.valid = false;
 	for (int i = 0; i < cache.nsources; i++)
 		if (cache.sources[i].relid == relid || cache.sources[i].index == relid)
-			cache.valid = false;
+			cache.state.valid = false;
 }
 
 /*
@@ -536,7 +524,7 @@ load_payments(void)
 static void
 load_cache(Oid nspid)
 {
-	if (cache.valid && cache.nspid == nspid)
+	if (cache.state.valid && cache.nspid == nspid)
 		return;
 
 	if (!callback_registered)
@@ -554,9 +542,7 @@ load_cache(Oid nspid)
 	 * Valid once loaded whole, unless an invalidation came meanwhile (the
 	 * caller then loads it again once its locks are taken).
 	 */
-	cache.valid = false;
-	cache.loading = true;
-	cache.stale = false;
+	p2pay_cache_begin_load(&cache.state);
 	cache.nspid = nspid;
 	for (int i = 0; i < NUM_RELS; i++)
 		cache.rels[i] = p2pay_relid(rel_names[i]);
@@ -565,8 +551,7 @@ load_cache(Oid nspid)
 	load_payments();
 	for (int r = REL_PAIR; r < NUM_RELS; r++)
 		load_state_table(r);
-	cache.loading = false;
-	cache.valid = !cache.stale;
+	p2pay_cache_end_load(&cache.state);
 }
 
 /* The tables and indexes open for one payment. */
@@ -642,7 +627,7 @@ open_state(StateAccess *sa, Oid nspid, bool record)
 		 * miss one.  With the locks held, the cache loaded again stays
 		 * right.
 		 */
-		if (cache.valid)
+		if (cache.state.valid)
 			break;
 		release_state(sa);
 	}

@@ -4,10 +4,14 @@
  * per-account state, unless it is archived.
  *
  * Every inserted row goes through four steps in the inserting transaction:
- * validate the input (nothing is read or locked for a bad row), lock the
- * payer's and payee's accounts, read the facts and record the payment in the
- * per-account state, then write score, decision, reasons and amount_base
- * onto the row.  Whatever the client put in those columns is overwritten.
+ * validate the input (nothing is read or locked for a bad row) and look its
+ * references up (refs.c), lock the payer's and payee's accounts (locks.c),
+ * read the facts and record the payment in the per-account state
+ * (store.c, through facts.c's assembly), evaluate the rules (rules.c),
+ * then write score, decision, reasons and amount_base onto the row.
+ * Whatever the client put in those columns is overwritten.  The rule
+ * statistics (stats.c) are counted here, with one clock reading for the
+ * facts and one for each rule evaluated.
  *
  * The SPI work runs as the owner of payments (as foreign-key checks do), so
  * an application role needs INSERT on payments and nothing else.  The
@@ -64,6 +68,16 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
+
+/* How far in the future a payment's created_at may lie, in seconds. */
+int			p2pay_future_tolerance = 300;
+
+/*
+ * What a delete of a payment does (DELETE_MODE_*): reverse it, or archive
+ * it (trigger.c).  A transaction deletes payments in one mode, the one of
+ * its first delete.
+ */
+int			p2pay_delete_mode = DELETE_MODE_REVERSE;
 
 /* Columns the trigger reads or writes, by name. */
 typedef enum PaymentColumn
