@@ -1682,6 +1682,22 @@ state_money_flow(FactSource *src, bool sum, bool loops, bool cycle_on, PaymentFa
 	p2pay_read_money_flow(ss->cfg, ss->in, facts, ss->record, sum, loops, cycle_on);
 }
 
+/* The state's answers, in FactSource's order. */
+static const FactSource state_functions = {
+	.payments_after = state_payments_after,
+	.payees_after = state_payees_after,
+	.payers_after = state_payers_after,
+	.paid_after = state_paid_after,
+	.band_after = state_band_after,
+	.pair_seen = state_pair_seen,
+	.paid_back = state_paid_back,
+	.account = state_account,
+	.normal = state_normal,
+	.previous = state_previous,
+	.payers_of_payer_after = state_payers_of_payer_after,
+	.money_flow = state_money_flow,
+};
+
 /*
  * Read the facts that depend on other payments, as they were before this
  * one (facts.c decides which), and, if record, record this payment in the
@@ -1697,18 +1713,7 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 
 	Assert(facts->created_at == t);
 	memset(&ss, 0, sizeof(ss));
-	ss.src.payments_after = state_payments_after;
-	ss.src.payees_after = state_payees_after;
-	ss.src.payers_after = state_payers_after;
-	ss.src.paid_after = state_paid_after;
-	ss.src.band_after = state_band_after;
-	ss.src.pair_seen = state_pair_seen;
-	ss.src.paid_back = state_paid_back;
-	ss.src.account = state_account;
-	ss.src.normal = state_normal;
-	ss.src.previous = state_previous;
-	ss.src.payers_of_payer_after = state_payers_of_payer_after;
-	ss.src.money_flow = state_money_flow;
+	ss.src = state_functions;
 	ss.cfg = cfg;
 	ss.in = in;
 	ss.record = record;
