@@ -2,8 +2,9 @@
 EXTENSION   = p2pay
 EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 MODULE_big  = p2pay
-OBJS        = src/p2pay.o src/catalog.o src/config.o src/rules.o src/state.o src/facts.o src/trigger.o \
-              src/json.o src/output.o src/stats.o src/backtest.o
+OBJS        = src/p2pay.o src/common.o src/catalog.o src/config.o src/rules.o src/facts.o src/store.o src/refs.o \
+              src/locks.o src/moneyflow.o src/trigger.o src/json.o src/output.o src/stats.o \
+              src/backtest.o
 DATA        = $(wildcard $(EXTENSION)--*.sql)
 
 # pg_regress: one file per behaviour, run in this order.
@@ -70,7 +71,8 @@ check-update-chain:
 	@bash $(srcdir)/scripts/check-update-chain.sh $(srcdir) $(EXTENSION) $(EXTVERSION)
 
 # Every object depends on the shared headers (PGXS tracks only the .c files).
-$(OBJS): src/p2pay.h src/compat.h src/json.h
+$(OBJS): src/p2pay.h src/compat.h src/json.h src/facts.h src/rules.h src/stats.h src/store.h \
+         src/refs.h src/locks.h src/moneyflow.h src/trigger.h src/timeutil.h
 
 # libpq clients: warnings as errors like the extension.
 PG_INCLUDEDIR := $(shell $(PG_CONFIG) --includedir)

@@ -798,6 +798,24 @@ REVOKE ALL ON FUNCTION @extschema@.backtest(timestamptz, timestamptz, jsonb) FRO
 COMMENT ON FUNCTION @extschema@.backtest(timestamptz, timestamptz, jsonb) IS
   'Replay the payments created in [from, to) in created_at order through the current rules, or those rules changed by the rule rows given as JSON; per rule and overall, what would fire, be reviewed or declined, next to what was decided at the time, with precision and recall against fraud_labels.  Writes nothing.';
 
+-- The same replay, a row per payment: which payments a rule change would
+-- change, and (with the rules as they are) a check that the replay decides
+-- what the trigger decided.
+CREATE FUNCTION @extschema@.backtest_payments("from" timestamptz, "to" timestamptz,
+  rules jsonb DEFAULT NULL,
+  OUT transaction_id uuid, OUT created_at timestamptz,
+  OUT risk_score double precision, OUT decision @extschema@.decision, OUT reasons text[],
+  OUT shadow_risk_score double precision, OUT shadow_decision @extschema@.decision,
+  OUT shadow_reasons text[],
+  OUT risk_score_at_time double precision, OUT decision_at_time @extschema@.decision,
+  OUT reasons_at_time text[], OUT shadow_risk_score_at_time double precision,
+  OUT shadow_decision_at_time @extschema@.decision, OUT shadow_reasons_at_time text[])
+  RETURNS SETOF record
+  AS 'MODULE_PATHNAME', 'p2pay_backtest_payments' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION @extschema@.backtest_payments(timestamptz, timestamptz, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.backtest_payments(timestamptz, timestamptz, jsonb) IS
+  'The replay of backtest() (the payments created in [from, to), in created_at order, through the current rules or those rules changed by the rule rows given as JSON), a row per payment: the score, decision and reasons it would get, active and shadow, next to those it was given at the time (decision_at_time: before any analyst''s resolution).  Writes nothing.';
+
 ------------------------------------------------------------------------------
 -- Functions: statistics per database, and decision counters.  Each
 -- database has its own block of shared memory (p2pay.stats_databases of them,
@@ -2533,13 +2551,14 @@ BEGIN
   EXECUTE pg_catalog.format(
     'GRANT EXECUTE ON FUNCTION %1$I.resolve(uuid, %1$I.decision, text), '
     '%1$I.score(uuid, uuid, numeric, char, uuid, timestamptz), '
-    '%1$I.backtest(timestamptz, timestamptz, jsonb), %1$I.rule_stats_read(), '
+    '%1$I.backtest(timestamptz, timestamptz, jsonb), '
+    '%1$I.backtest_payments(timestamptz, timestamptz, jsonb), %1$I.rule_stats_read(), '
     '%1$I.decision_stats_read(), %1$I.flagged_since(timestamptz, %1$I.decision, interval) TO %2$I',
     '@extschema@', role);
 END $$;
 REVOKE ALL ON FUNCTION @extschema@.grant_analyst(name) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.grant_analyst(name) IS
-  'Give a role what an analyst needs (README "Privileges", p2pay_analyst): usage of the schema, SELECT on every table and view of the schema, fraud_labels to label, review_claims to claim reviews, and EXECUTE on resolve(), score(), backtest(), rule_stats_read(), decision_stats_read() and flagged_since().  Idempotent; run by the extension''s owner or a superuser, again after an update of the extension (SELECT covers the tables that exist when it runs).';
+  'Give a role what an analyst needs (README "Privileges", p2pay_analyst): usage of the schema, SELECT on every table and view of the schema, fraud_labels to label, review_claims to claim reviews, and EXECUTE on resolve(), score(), backtest(), backtest_payments(), rule_stats_read(), decision_stats_read() and flagged_since().  Idempotent; run by the extension''s owner or a superuser, again after an update of the extension (SELECT covers the tables that exist when it runs).';
 
 CREATE FUNCTION @extschema@.grant_admin(role name) RETURNS void
   LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

@@ -418,6 +418,30 @@ SELECT s AS statement, try(s) AS error
     ('SELECT * FROM p2pay.backtest(now() - interval ''1 day'', now(), ''[{"name": "amount_limit", "colour": "red"}]'')')
   ) AS t (s);
 
+-- (6) Payment by payment: backtest_payments() replays the same payments in
+-- the same order.  Under the rules that scored them (version 1) every
+-- payment gets what the trigger gave it; under the rules as changed in (4)
+-- the payments listed are those the change decides otherwise.
+SELECT count(*) AS payments,
+       count(*) FILTER (WHERE (reasons, shadow_reasons, risk_score, decision,
+                               shadow_risk_score, shadow_decision)
+                              IS DISTINCT FROM
+                              (reasons_at_time, shadow_reasons_at_time, risk_score_at_time,
+                               decision_at_time, shadow_risk_score_at_time,
+                               shadow_decision_at_time)) AS differing
+  FROM p2pay.backtest_payments(:F, :TO, p2pay.rules_at(1));
+SELECT (SELECT count(*) FROM p2pay.backtest_payments(:F, :TO))
+       = (SELECT payments FROM p2pay.backtest(:F, :TO) WHERE rule = 'overall') AS same_payments;
+SELECT p.amount, b.reasons_at_time, b.decision_at_time, b.reasons, b.decision
+  FROM p2pay.backtest_payments(:F, :TO) b
+  JOIN p2pay.payments p USING (transaction_id)
+ WHERE (b.reasons, b.decision) IS DISTINCT FROM (reasons_at_time, decision_at_time)
+ ORDER BY b.created_at, p.id;
+SELECT * FROM p2pay.backtest_payments(NULL, :TO);
+SELECT * FROM p2pay.backtest_payments(:F, :F);
+SELECT has_function_privilege('public', 'p2pay.backtest_payments(timestamptz, timestamptz, jsonb)',
+                              'EXECUTE') AS public_may_run;
+
 DROP TABLE plan;
 DROP FUNCTION u(int), method(int), tx(int), try(text), fingerprint();
 DROP EXTENSION p2pay;

@@ -10,13 +10,14 @@
  * counts what would fire, be reviewed or be declined, next to what was
  * decided at the time, with precision and recall against p2pay.fraud_labels.
  *
- * Why it matches the trigger: state.c reads every fact from payments and
- * from state derived from them (account_stats, pair_stats, payer_hourly);
- * here the same facts are kept in memory and moved forward as each payment
- * is replayed.  A payment counts in a window when its created_at is after
- * created_at - window of the payment being scored (strict, as in
- * FACTS_SELECT), the payment itself is added as the trigger adds it, counts
- * stop where the trigger's LIMITs stop them, and the window and running sums
+ * Why it matches the trigger: the facts are assembled by the same code,
+ * p2pay_assemble_facts (facts.c), which decides which facts are read and
+ * where each count stops; the trigger's source answers from the state
+ * tables (store.c), the replay's from the same facts kept in memory and
+ * moved forward as each payment is replayed (ReplaySource here).  A payment
+ * counts in a window when its created_at is after created_at - window of
+ * the payment being scored (strict, as in the state's index scans), the
+ * payment itself is added as the trigger adds it, and the window and running sums
  * are exact numerics turned into float8 only where the trigger casts them,
  * so that a total that equals a limit in decimal compares as it does there.
  * History before from comes from set-based queries restricted to the
@@ -82,6 +83,9 @@
 #include "postgres.h"
 
 #include "p2pay.h"
+#include "facts.h"
+#include "rules.h"
+#include "timeutil.h"
 
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -104,14 +108,6 @@
 
 /* Rows fetched from a cursor at a time. */
 #define BATCH_ROWS 10000
-
-/*
- * The trigger's bounds on the money-flow rules (state.c): pass_through sums
- * what at most PASS_THROUGH_PAYERS payers paid in, cycle follows at most
- * CYCLE_FANOUT distinct next accounts from each account on the way round.
- */
-#define PASS_THROUGH_PAYERS 200
-#define CYCLE_FANOUT 32
 
 /* The windows over a payer's own payments, each with its own start. */
 typedef enum OutWindow
@@ -309,6 +305,11 @@ typedef struct Backtest
 	Pair	  **scratch;		/* the pairs paying into a busy payer */
 	int			scratch_cap;
 
+	/* backtest_payments(): a row per payment, with the decision type */
+	Tuplestorestate *rows;
+	TupleDesc	rows_desc;
+	Oid			decision_type;
+
 	int64		payments;
 	int64		labelled_fraud;
 	Counts		rule[RULE_COUNT];
@@ -432,6 +433,45 @@ static const char *replay_sql =
 " ORDER BY p.created_at, p.id";
 
 /*
+ * The same for backtest_payments(), with what a result row shows of the
+ * payment at the time: its columns 1 to 10 are replay_sql's.
+ */
+static const char *replay_payments_sql =
+"SELECT p.payer_id, p.payee_id, p.payment_method_id, p.created_at,"
+"       p.amount_base, p.amount_base::pg_catalog.float8, p.reasons, p.shadow_reasons,"
+"       CASE coalesce(d.old_decision, p.decision)::pg_catalog.text"
+"         WHEN 'approve' THEN 0 WHEN 'review' THEN 1 WHEN 'decline' THEN 2 END,"
+"       coalesce(f.is_fraud, false),"
+"       p.transaction_id, p.risk_score, p.shadow_risk_score, p.shadow_decision"
+"  FROM p2pay.payments p"
+"  LEFT JOIN (SELECT DISTINCT ON (g.transaction_id) g.transaction_id, g.old_decision"
+"               FROM p2pay.decision_log g ORDER BY g.transaction_id, g.id) d"
+"         ON d.transaction_id" SQL_EQ "p.transaction_id"
+"  LEFT JOIN p2pay.fraud_labels f ON f.transaction_id" SQL_EQ "p.transaction_id"
+" WHERE p.created_at" SQL_GE "$1 AND p.created_at" SQL_LT "$2 AND p.amount_base IS NOT NULL"
+" ORDER BY p.created_at, p.id";
+
+/* The result columns of backtest_payments(), in order. */
+enum
+{
+	PR_TRANSACTION_ID,
+	PR_CREATED_AT,
+	PR_RISK_SCORE,
+	PR_DECISION,
+	PR_REASONS,
+	PR_SHADOW_RISK_SCORE,
+	PR_SHADOW_DECISION,
+	PR_SHADOW_REASONS,
+	PR_RISK_SCORE_AT_TIME,
+	PR_DECISION_AT_TIME,
+	PR_REASONS_AT_TIME,
+	PR_SHADOW_RISK_SCORE_AT_TIME,
+	PR_SHADOW_DECISION_AT_TIME,
+	PR_SHADOW_REASONS_AT_TIME,
+	NUM_PR
+};
+
+/*
  * The columns the statements read, by table: each of the type the code
  * reads it as, and NOT NULL where the code reads it without a null test.
  * The tables stay locked until the end of the transaction, so no DDL can
@@ -443,7 +483,9 @@ static const ColumnSpec payments_read[] = {
 	COLUMN_NOT_NULL("payment_method_id", UUIDOID),
 	COLUMN_NOT_NULL("created_at", TIMESTAMPTZOID), COLUMN("amount_base", NUMERICOID),
 	COLUMN("reasons", TEXTARRAYOID), COLUMN("shadow_reasons", TEXTARRAYOID),
-	OWN_TYPE_COLUMN("decision", "decision"), {NULL}
+	OWN_TYPE_COLUMN("decision", "decision"), COLUMN("risk_score", FLOAT8OID),
+	COLUMN("shadow_risk_score", FLOAT8OID), OWN_TYPE_COLUMN("shadow_decision", "decision"),
+	{NULL}
 };
 static const ColumnSpec users_read[] = {
 	COLUMN_NOT_NULL("id", UUIDOID), COLUMN_NOT_NULL("created_at", TIMESTAMPTZOID), {NULL}
@@ -633,7 +675,9 @@ expire_out(Backtest *bt, Account *a, TimestampTz t)
 				a->payees--;
 			else if (w == WIN_STRUCTURING && op->in_band)
 				a->band_n--;
+			Assert(op->pair->fan_out_n >= 0 && a->payees >= 0 && a->band_n >= 0);
 		}
+		Assert(a->out_start[w] <= a->out_len);
 	}
 	compact_out(bt, a);
 }
@@ -648,6 +692,7 @@ expire_in(Backtest *bt, Account *a, TimestampTz t)
 	{
 		if (--a->in[a->in_start].pair->fan_in_n == 0)
 			a->payers--;
+		Assert(a->in[a->in_start].pair->fan_in_n >= 0 && a->payers >= 0);
 		a->in_start++;
 	}
 	if (a->in_start >= 16 && a->in_start * 2 >= a->in_len)
@@ -670,6 +715,7 @@ expire_pt(Backtest *bt, Account *a, TimestampTz t)
 
 		if (--pp->pair->pt_n == 0)
 			a->pt_payers--;
+		Assert(pp->pair->pt_n >= 0 && a->pt_payers >= 0);
 		if (a->pt_start == a->pt_len)
 		{
 			/* the window is empty: so is the sum */
@@ -727,22 +773,6 @@ cycle_room(Backtest *bt, Pair **list, int *len, int *cap, TimestampTz edge, bool
 		: MemoryContextAlloc(bt->cxt, sizeof(Pair *) * *cap);
 }
 
-/* The start of the UTC day holding t, as state.c computes it. */
-static inline TimestampTz
-day_start_of(TimestampTz t)
-{
-	TimestampTz r = t % USECS_PER_DAY;
-
-	return r < 0 ? t - r - USECS_PER_DAY : t - r;
-}
-
-/* The UTC day holding t, as a date. */
-static inline DateADT
-day_of(TimestampTz t)
-{
-	return (DateADT) (day_start_of(t) / USECS_PER_DAY);
-}
-
 /*
  * The account's figures for day, made empty the first time.  Days come in
  * order (the history by day, then the replay by time), so it is the last
@@ -793,8 +823,8 @@ note_day(Account *a, DateADT day)
 }
 
 /*
- * The account's normal as FACTS_SELECT reads it on day: how many days of
- * history it has (state.c's days_known), and its totals over the days in
+ * The account's normal as store.c reads it from account_daily on day: how
+ * many days of history it has, and its totals over the days in
  * [day - BASELINE_DAYS, day).
  */
 static int64
@@ -951,6 +981,12 @@ count_payment(Backtest *bt, Account *payer, Account *payee, Pair *pair,
 					sizeof(Pair *) * (from->cycle_out_len - lo));
 			from->cycle_out[lo] = pair;
 			from->cycle_out_len++;
+			/* in payee uuid order, each payee once */
+			Assert(lo == 0 || memcmp(&from->cycle_out[lo - 1]->key.payee, &pair->key.payee,
+									 sizeof(pg_uuid_t)) < 0);
+			Assert(lo + 1 == from->cycle_out_len ||
+				   memcmp(&pair->key.payee, &from->cycle_out[lo + 1]->key.payee,
+						  sizeof(pg_uuid_t)) < 0);
 			pair->cycle_out_listed = true;
 		}
 		if (pair->cycle_to->pays && !pair->cycle_in_listed)
@@ -1092,6 +1128,7 @@ closes_cycle(Backtest *bt, Account *a, Account *b, TimestampTz t)
 		Pair	   *ds[CYCLE_FANOUT];
 		int			nd = cycle_next(cs[i]->cycle_to, edge, a, b, ds);
 
+		Assert(nd >= 0 && nd <= CYCLE_FANOUT);
 		for (int j = 0; j < nd; j++)
 			if (ds[j]->cycle_to->cycle_mark == mark)
 				return true;
@@ -1160,25 +1197,190 @@ reason_bits(Backtest *bt, Datum d, bool isnull)
 }
 
 /*
+ * The replay as a FactSource (facts.h) for one payment: the answers come
+ * from the windows, pairs and lists kept in memory, moved up to the
+ * payment's time first (replay_source_at).  Each window is kept for the
+ * rule that reads it, so each function is asked for that rule's window
+ * only, as p2pay_assemble_facts asks.
+ */
+typedef struct ReplaySource
+{
+	FactSource	src;			/* first: facts.c sees only this */
+	Backtest   *bt;
+	Account    *payer;
+	Account    *payee;
+	Pair	   *pair;
+	TimestampTz t;
+} ReplaySource;
+
+/* The window of rule ended at the payment being replayed: after must be its start. */
+#define ASSERT_WINDOW(rs, rule, after) \
+	Assert((after) == (rs)->t - (rs)->bt->cfg.rules[rule].p.window)
+
+static int64
+replay_payments_after(FactSource *src, TimestampTz after, int64 limit)
+{
+	ReplaySource *rs = (ReplaySource *) src;
+	Account    *a = rs->payer;
+
+	ASSERT_WINDOW(rs, RULE_PAYER_VELOCITY_COUNT, after);
+	Assert(rs->bt->out_on[WIN_VELOCITY_COUNT]);
+	return Min(a->out_len - a->out_start[WIN_VELOCITY_COUNT], limit);
+}
+
+static int64
+replay_payees_after(FactSource *src, TimestampTz after, int64 limit)
+{
+	ReplaySource *rs = (ReplaySource *) src;
+
+	ASSERT_WINDOW(rs, RULE_PAYER_FAN_OUT, after);
+	Assert(rs->payer->payees >= (rs->pair->fan_out_n > 0 ? 1 : 0));
+	return Min(rs->payer->payees - (rs->pair->fan_out_n > 0 ? 1 : 0), limit);
+}
+
+static int64
+replay_payers_after(FactSource *src, TimestampTz after, int64 limit)
+{
+	ReplaySource *rs = (ReplaySource *) src;
+
+	ASSERT_WINDOW(rs, RULE_PAYEE_FAN_IN, after);
+	Assert(rs->payee->payers >= (rs->pair->fan_in_n > 0 ? 1 : 0));
+	return Min(rs->payee->payers - (rs->pair->fan_in_n > 0 ? 1 : 0), limit);
+}
+
+static double
+replay_paid_after(FactSource *src, TimestampTz after)
+{
+	ReplaySource *rs = (ReplaySource *) src;
+
+	ASSERT_WINDOW(rs, RULE_PAYER_VELOCITY_AMOUNT, after);
+	return sum_float8(rs->payer->window_sum);
+}
+
+static int64
+replay_band_after(FactSource *src, TimestampTz after, double lo, double hi, int64 limit)
+{
+	ReplaySource *rs = (ReplaySource *) src;
+
+	ASSERT_WINDOW(rs, RULE_STRUCTURING, after);
+	Assert(rs->payer->band_n >= 0);
+	return Min(rs->payer->band_n, limit);
+}
+
+static bool
+replay_pair_seen(FactSource *src)
+{
+	return ((ReplaySource *) src)->pair->seen;
+}
+
+static bool
+replay_paid_back(FactSource *src, TimestampTz after, double min)
+{
+	ReplaySource *rs = (ReplaySource *) src;
+	PairKey		back;
+	Pair	   *paid;
+
+	ASSERT_WINDOW(rs, RULE_ROUND_TRIP, after);
+	Assert(min == rs->bt->cfg.rules[RULE_ROUND_TRIP].p.min_amount);
+	back.payer = rs->payee->id;
+	back.payee = rs->payer->id;
+	paid = (Pair *) hash_search(rs->bt->pairs, &back, HASH_FIND, NULL);
+	return paid && paid->has_round_trip && paid->round_trip_at > after;
+}
+
+static void
+replay_account(FactSource *src, int64 *out_count, double *out_sum)
+{
+	ReplaySource *rs = (ReplaySource *) src;
+
+	*out_count = rs->payer->out_count;
+	*out_sum = sum_float8(rs->payer->out_sum);
+}
+
+static void
+replay_normal(FactSource *src, bool payer, AccountNormal *out)
+{
+	ReplaySource *rs = (ReplaySource *) src;
+	int64		unused;
+
+	if (!rs->bt->baseline_on)
+		return;					/* no rule compares with a normal */
+	if (payer)
+		out->days = normal_of(rs->payer, p2pay_date_of(rs->t), &out->out_count,
+							  &out->out_payees, &unused);
+	else
+		out->days = normal_of(rs->payee, p2pay_date_of(rs->t), &unused, &unused,
+							  &out->in_payers);
+}
+
+static bool
+replay_previous(FactSource *src, TimestampTz *at)
+{
+	ReplaySource *rs = (ReplaySource *) src;
+
+	if (!rs->payer->has_previous)
+		return false;
+	*at = rs->payer->previous_at;
+	return true;
+}
+
+static int64
+replay_payers_of_payer_after(FactSource *src, TimestampTz after, int64 limit)
+{
+	ReplaySource *rs = (ReplaySource *) src;
+
+	ASSERT_WINDOW(rs, RULE_PASS_THROUGH, after);
+	expire_pt(rs->bt, rs->payer, rs->t);
+	return Min(rs->payer->pt_payers, limit);
+}
+
+static void
+replay_money_flow(FactSource *src, bool sum, bool loops, bool cycle_on, PaymentFacts *facts)
+{
+	ReplaySource *rs = (ReplaySource *) src;
+
+	if (sum)
+	{
+		expire_pt(rs->bt, rs->payer, rs->t);
+		facts->received = received(rs->bt, rs->payer);
+	}
+	if (loops)
+		facts->closes_cycle = closes_cycle(rs->bt, rs->payer, rs->payee, rs->t);
+}
+
+/* The replay's answers, in FactSource's order. */
+static const FactSource replay_functions = {
+	.payments_after = replay_payments_after,
+	.payees_after = replay_payees_after,
+	.payers_after = replay_payers_after,
+	.paid_after = replay_paid_after,
+	.band_after = replay_band_after,
+	.pair_seen = replay_pair_seen,
+	.paid_back = replay_paid_back,
+	.account = replay_account,
+	.normal = replay_normal,
+	.previous = replay_previous,
+	.payers_of_payer_after = replay_payers_of_payer_after,
+	.money_flow = replay_money_flow,
+};
+
+/*
  * The facts the trigger would read for this payment, from the state as it is
- * after the payments replayed before it (state.c's p2pay_lookup_references
- * and FACTS_SELECT, arm by arm).
+ * after the payments replayed before it: the lookups from the account
+ * table (as refs.c reads them at the payment's time), the rest assembled
+ * by facts.c from the replay's source.
  */
 static void
 read_facts(Backtest *bt, Account *payer, Account *payee, Pair *pair,
 		   const pg_uuid_t *method, TimestampTz t, double amount, PaymentFacts *f)
 {
-	const RuleConfig *rules = bt->cfg.rules;
-	const RuleConfig *rt = &rules[RULE_ROUND_TRIP];
-	const RuleConfig *ad = &rules[RULE_AMOUNT_DEVIATION];
-	const RuleConfig *dr = &rules[RULE_DORMANT_REACTIVATION];
-	bool		band;
+	ReplaySource source;
 
 	memset(f, 0, sizeof(*f));
 	f->amount = amount;
 	f->created_at = t;
 
-	/* the lookup statement */
+	/* the lookup */
 	f->payer_created_at = payer->created_at;
 	f->payee_created_at = payee->created_at;
 	f->method_registered = method_registered(payer, method);
@@ -1188,85 +1390,19 @@ read_facts(Backtest *bt, Account *payer, Account *payee, Pair *pair,
 		listed_at(payee->allowed, payee->allowed_until, t);
 	f->snoozed = snoozed_at(payer, t) | snoozed_at(payee, t);
 
-	/*
-	 * The facts statement's counts stop once their rule is decided; the
-	 * counts here go on to the end of the window, which decides the same.
-	 */
+	/* the windows, up to this payment */
 	if (bt->keep_out)
 		expire_out(bt, payer, t);
 	if (bt->fan_in_on)
 		expire_in(bt, payee, t);
 
-	f->velocity_count = 1;
-	if (bt->out_on[WIN_VELOCITY_COUNT])
-		f->velocity_count += payer->out_len - payer->out_start[WIN_VELOCITY_COUNT];
-
-	f->velocity_amount = amount;
-	if (bt->amount_on)
-		f->velocity_amount = sum_float8(payer->window_sum) + amount;
-
-	f->fan_out = 1;
-	if (bt->out_on[WIN_FAN_OUT])
-		f->fan_out += payer->payees - (pair->fan_out_n > 0 ? 1 : 0);
-
-	f->fan_in = 1;
-	if (bt->fan_in_on)
-		f->fan_in += payee->payers - (pair->fan_in_n > 0 ? 1 : 0);
-
-	band = in_band(bt, amount);
-	f->band_count = band
-		? Min(payer->band_n, Max(rules[RULE_STRUCTURING].p.min_count - 1, 0)) + 1
-		: 0;
-
-	f->pair_seen = pair->seen;
-
-	if (RULE_EVALUATED(rt) && amount >= rt->p.min_amount)
-	{
-		PairKey		back;
-		Pair	   *paid;
-
-		back.payer = payee->id;
-		back.payee = payer->id;
-		paid = (Pair *) hash_search(bt->pairs, &back, HASH_FIND, NULL);
-		f->paid_back = paid && paid->has_round_trip && paid->round_trip_at > t - rt->p.window;
-	}
-
-	f->out_count = payer->out_count;
-	/* the mean is read only when the rule can fire on it */
-	if (RULE_EVALUATED(ad) && payer->out_count > 0 && payer->out_count >= ad->p.min_history)
-		f->out_sum = sum_float8(payer->out_sum);
-
-	if (RULE_EVALUATED(dr) && amount > dr->p.min_amount)
-	{
-		f->has_previous = payer->has_previous;
-		f->previous_at = payer->has_previous ? payer->previous_at : 0;
-	}
-
-	if (bt->pass_through_on)
-	{
-		const RuleConfig *pt = &rules[RULE_PASS_THROUGH];
-
-		expire_pt(bt, payer, t);
-		f->received_from = Min(payer->pt_payers, Max(pt->p.min_payers, 0));
-		if (amount >= pt->p.min_amount)
-			f->received = received(bt, payer);
-	}
-
-	if (bt->cycle_on && amount >= rules[RULE_CYCLE].p.min_amount)
-		f->closes_cycle = closes_cycle(bt, payer, payee, t);
-
-	/* each account's normal, before this payment's own day counts */
-	if (bt->baseline_on)
-	{
-		DateADT		day = day_of(t);
-		int64		unused1;
-		int64		unused2;
-
-		f->payer_days = normal_of(payer, day, &f->payer_day_payments,
-								  &f->payer_day_payees, &unused1);
-		f->payee_days = normal_of(payee, day, &unused1, &unused2,
-								  &f->payee_day_payers);
-	}
+	source.src = replay_functions;
+	source.bt = bt;
+	source.payer = payer;
+	source.payee = payee;
+	source.pair = pair;
+	source.t = t;
+	p2pay_assemble_facts(&bt->cfg, &source.src, f);
 }
 
 /*
@@ -1315,12 +1451,50 @@ tally(Backtest *bt, const Verdict *v, uint32 then_bits, int then_decision, bool 
 	bt->overall.declined_at_time += then_decision == DECISION_DECLINE;
 }
 
+/*
+ * Add backtest_payments()'s row of a payment: its verdict in the replay,
+ * then what it had at the time (values and nulls: replay_payments_sql's
+ * columns).
+ */
+static void
+put_payment(Backtest *bt, const Verdict *v, TimestampTz t, const Datum *values,
+			const bool *nulls)
+{
+	Datum		row[NUM_PR];
+	bool		isnull[NUM_PR] = {false};
+	Oid			dt = bt->decision_type;
+
+	row[PR_TRANSACTION_ID] = values[10];
+	isnull[PR_TRANSACTION_ID] = nulls[10];
+	row[PR_CREATED_AT] = TimestampTzGetDatum(t);
+	row[PR_RISK_SCORE] = Float8GetDatum(v->score);
+	row[PR_DECISION] = p2pay_decision_datum(dt, v->decision);
+	row[PR_REASONS] = p2pay_rule_names(v->fired);
+	row[PR_SHADOW_RISK_SCORE] = Float8GetDatum(v->shadow_score);
+	row[PR_SHADOW_DECISION] = p2pay_decision_datum(dt, v->shadow_decision);
+	row[PR_SHADOW_REASONS] = p2pay_rule_names(v->shadow_fired);
+	row[PR_RISK_SCORE_AT_TIME] = values[11];
+	isnull[PR_RISK_SCORE_AT_TIME] = nulls[11];
+	isnull[PR_DECISION_AT_TIME] = nulls[8];
+	if (!nulls[8])
+		row[PR_DECISION_AT_TIME] = p2pay_decision_datum(dt, DatumGetInt32(values[8]));
+	row[PR_REASONS_AT_TIME] = values[6];
+	isnull[PR_REASONS_AT_TIME] = nulls[6];
+	row[PR_SHADOW_RISK_SCORE_AT_TIME] = values[12];
+	isnull[PR_SHADOW_RISK_SCORE_AT_TIME] = nulls[12];
+	row[PR_SHADOW_DECISION_AT_TIME] = values[13];
+	isnull[PR_SHADOW_DECISION_AT_TIME] = nulls[13];
+	row[PR_SHADOW_REASONS_AT_TIME] = values[7];
+	isnull[PR_SHADOW_REASONS_AT_TIME] = nulls[7];
+	tuplestore_putvalues(bt->rows, bt->rows_desc, row, isnull);
+}
+
 /* Replay one payment: read its facts, score it, count it, record it. */
 static void
 replay_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
 {
-	Datum		values[10];
-	bool		nulls[10];
+	Datum		values[14];
+	bool		nulls[14];
 	const pg_uuid_t *payer_id;
 	const pg_uuid_t *payee_id;
 	Account    *payer;
@@ -1332,6 +1506,8 @@ replay_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
 	Verdict		verdict;
 	uint32		then_bits;
 
+	/* per-row work in the batch's context, reset after it */
+	Assert(CurrentMemoryContext == bt->batch_cxt);
 	heap_deform_tuple(tup, desc, values, nulls);
 	payer_id = DatumGetUUIDP(values[0]);
 	payee_id = DatumGetUUIDP(values[1]);
@@ -1345,17 +1521,19 @@ replay_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
 	pair = enter_pair(bt, payer_id, payee_id);
 
 	read_facts(bt, payer, payee, pair, DatumGetUUIDP(values[2]), t, amount, &facts);
-	p2pay_evaluate(&bt->cfg, &facts, &verdict, false);
+	p2pay_evaluate(&bt->cfg, &facts, &verdict, NULL, NULL);
 
 	then_bits = reason_bits(bt, values[6], nulls[6]) | reason_bits(bt, values[7], nulls[7]);
 	tally(bt, &verdict, then_bits, nulls[8] ? -1 : DatumGetInt32(values[8]),
 		  DatumGetBool(values[9]));
+	if (bt->rows != NULL)
+		put_payment(bt, &verdict, t, values, nulls);
 
 	/* record it, as the trigger's state statement does */
 	if (bt->baseline_on)
 	{
-		DateADT		day = day_of(t);
-		bool		first_today = !pair->seen || pair->last_at < day_start_of(t);
+		DateADT		day = p2pay_date_of(t);
+		bool		first_today = !pair->seen || pair->last_at < p2pay_day_of(t);
 
 		if (payer->pays)
 		{
@@ -1630,7 +1808,7 @@ load_normals(Backtest *bt, TimestampTz from, Datum accounts)
 		return;
 
 	first_values[0] = accounts;
-	first_values[1] = DateADTGetDatum(day_of(from));
+	first_values[1] = DateADTGetDatum(p2pay_date_of(from));
 	run_select(first_day_sql, 2, first_types, first_values);
 	for (uint64 row = 0; row < SPI_processed; row++)
 	{
@@ -1644,7 +1822,7 @@ load_normals(Backtest *bt, TimestampTz from, Datum accounts)
 	SPI_freetuptable(SPI_tuptable);
 
 	values[0] = accounts;
-	values[1] = TimestampTzGetDatum(history_start(day_start_of(from),
+	values[1] = TimestampTzGetDatum(history_start(p2pay_day_of(from),
 												  BASELINE_DAYS * USECS_PER_DAY));
 	values[2] = TimestampTzGetDatum(from);
 	for_each_row(bt, daily_sql, 3, types, values, daily_row);
@@ -1802,7 +1980,8 @@ replay(Backtest *bt, Oid owner, Oid nspid, TimestampTz from, TimestampTz to, Jso
 		Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
 		Datum		values[2] = {TimestampTzGetDatum(from), TimestampTzGetDatum(to)};
 
-		for_each_row(bt, replay_sql, 2, types, values, replay_row);
+		for_each_row(bt, bt->rows ? replay_payments_sql : replay_sql, 2, types, values,
+					 replay_row);
 	}
 
 	MemoryContextDelete(bt->cxt);
@@ -1845,14 +2024,14 @@ put_row(Tuplestorestate *store, TupleDesc desc, const Backtest *bt, const char *
 }
 
 /*
- * p2pay.backtest(from, to, rules): per evaluated rule in catalogue order,
- * then overall, what replaying the payments of [from, to) under the current
- * configuration (changed by the rule rows in rules) would fire and decide,
- * next to what was decided at the time.  Writes nothing.
+ * Check the arguments and the call of fname (p2pay.backtest or
+ * p2pay.backtest_payments), and replay the range as the owner of payments,
+ * with a row per payment into rows when it is not NULL.  Returns the
+ * replay's counts, in the caller's memory.
  */
-PG_FUNCTION_INFO_V1(p2pay_backtest);
-Datum
-p2pay_backtest(PG_FUNCTION_ARGS)
+static Backtest *
+backtest_call(FunctionCallInfo fcinfo, const char *fname, bool per_payment,
+			  Tuplestorestate **rows, TupleDesc *rows_desc)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	TimestampTz from;
@@ -1863,15 +2042,13 @@ p2pay_backtest(PG_FUNCTION_ARGS)
 	Oid			owner;
 	Relation	rel;
 	TupleDesc	desc;
-	Tuplestorestate *store;
-	MemoryContext old;
 	Backtest   *bt;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("argument %s of p2pay.backtest must not be null",
-						PG_ARGISNULL(0) ? "from" : "to"),
+				 errmsg("argument %s of %s must not be null",
+						PG_ARGISNULL(0) ? "from" : "to", fname),
 				 errhint("Give the range to replay as [from, to), such as now() - interval '7 days', now().")));
 	from = PG_GETARG_TIMESTAMPTZ(0);
 	to = PG_GETARG_TIMESTAMPTZ(1);
@@ -1889,10 +2066,10 @@ p2pay_backtest(PG_FUNCTION_ARGS)
 		(rsinfo->allowedModes & SFRM_Materialize) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("p2pay.backtest must be called where a set of rows is accepted"),
-				 errhint("SELECT * FROM p2pay.backtest(from, to) reads it.")));
+				 errmsg("%s must be called where a set of rows is accepted", fname),
+				 errhint("SELECT * FROM %s(from, to) reads it.", fname)));
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "p2pay_backtest: must return rows");
+		elog(ERROR, "%s: must return rows", fname);
 
 	nspid = p2pay_schema();
 	relid = p2pay_relid("payments");
@@ -1900,18 +2077,76 @@ p2pay_backtest(PG_FUNCTION_ARGS)
 	owner = rel->rd_rel->relowner;
 	table_close(rel, AccessShareLock);
 
+	{
+		MemoryContext old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+
+		*rows_desc = CreateTupleDescCopy(desc);
+		*rows = tuplestore_begin_heap(true, false, work_mem);
+		MemoryContextSwitchTo(old);
+	}
+
 	bt = palloc0(sizeof(Backtest));
+	if (per_payment)
+	{
+		if ((*rows_desc)->natts != NUM_PR)
+			elog(ERROR, "%s: must return %d columns", fname, NUM_PR);
+		bt->rows = *rows;
+		bt->rows_desc = *rows_desc;
+		bt->decision_type = TupleDescAttr(*rows_desc, PR_DECISION)->atttypid;
+	}
 	replay(bt, owner, nspid, from, to, rules);
+	return bt;
+}
+
+/*
+ * p2pay.backtest(from, to, rules): per evaluated rule in catalogue order,
+ * then overall, what replaying the payments of [from, to) under the current
+ * configuration (changed by the rule rows in rules) would fire and decide,
+ * next to what was decided at the time.  Writes nothing.
+ */
+PG_FUNCTION_INFO_V1(p2pay_backtest);
+Datum
+p2pay_backtest(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Tuplestorestate *store;
+	TupleDesc	desc;
+	MemoryContext old;
+	Backtest   *bt;
+
+	bt = backtest_call(fcinfo, "p2pay.backtest", false, &store, &desc);
 
 	old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
-	desc = CreateTupleDescCopy(desc);
-	store = tuplestore_begin_heap(true, false, work_mem);
 	for (int r = 0; r < RULE_COUNT; r++)
 		if (RULE_EVALUATED(&bt->cfg.rules[r]))
 			put_row(store, desc, bt, p2pay_rule_name(r), &bt->rule[r], bt->rule[r].fired);
 	put_row(store, desc, bt, "overall", &bt->overall,
 			bt->overall.would_review + bt->overall.would_decline);
 	MemoryContextSwitchTo(old);
+
+	rsinfo->returnMode = SFRM_Materialize;
+	rsinfo->setResult = store;
+	rsinfo->setDesc = desc;
+	pfree(bt);
+	return (Datum) 0;
+}
+
+/*
+ * p2pay.backtest_payments(from, to, rules): the same replay as
+ * p2pay.backtest(), a row per payment in replay order: its score, decision
+ * and reasons, active and shadow, under the configuration replayed, next to
+ * those it was given at the time.  Writes nothing.
+ */
+PG_FUNCTION_INFO_V1(p2pay_backtest_payments);
+Datum
+p2pay_backtest_payments(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Tuplestorestate *store;
+	TupleDesc	desc;
+	Backtest   *bt;
+
+	bt = backtest_call(fcinfo, "p2pay.backtest_payments", true, &store, &desc);
 
 	rsinfo->returnMode = SFRM_Materialize;
 	rsinfo->setResult = store;

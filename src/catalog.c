@@ -47,6 +47,7 @@
 #include "catalog/pg_type.h"
 #include "commands/defrem.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -428,4 +429,81 @@ p2pay_end_as_owner(const OwnerContext *saved)
 {
 	AtEOXact_GUC(false, saved->nestlevel);
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+/* Open a table p2pay reads directly, checking that it is a heap table. */
+Relation
+p2pay_open_checked(Oid relid)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+
+	p2pay_require_heap(rel);
+	return rel;
+}
+
+/* Check an index that a lookup or a count scans (see p2pay_check_index). */
+void
+p2pay_check_scanned_index(Oid indexid, Relation heap, const AttrNumber *keys, int nkeys,
+						  bool unique)
+{
+	Relation	index = index_open(indexid, AccessShareLock);
+
+	p2pay_check_index(index, heap, keys, nkeys, unique);
+	index_close(index, AccessShareLock);
+}
+
+/* Prepare a statement once for the life of the backend. */
+SPIPlanPtr
+p2pay_prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	/* a generic plan from the start: the shape never depends on the values */
+	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+	if (plan == NULL)
+		elog(ERROR, "p2pay: SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "p2pay: SPI_keepplan failed");
+	return plan;
+}
+
+/*
+ * Whether an invalidation of relid (InvalidOid: of every relation) can
+ * concern a valid cache: the caller then compares relid with its
+ * relations.  One that comes while the cache is loading leaves it stale.
+ */
+bool
+p2pay_cache_concerned(P2payCacheState *cs, Oid relid)
+{
+	if (cs->loading)
+	{
+		cs->stale = true;
+		return false;
+	}
+	if (!cs->valid)
+		return false;
+	if (!OidIsValid(relid))
+	{
+		cs->valid = false;
+		return false;
+	}
+	return true;
+}
+
+/* Start loading a cache: invalid until loaded whole. */
+void
+p2pay_cache_begin_load(P2payCacheState *cs)
+{
+	cs->valid = false;
+	cs->loading = true;
+	cs->stale = false;
+}
+
+/* A cache loaded whole: valid unless an invalidation came meanwhile. */
+void
+p2pay_cache_end_load(P2payCacheState *cs)
+{
+	Assert(cs->loading);
+	cs->loading = false;
+	cs->valid = !cs->stale;
 }

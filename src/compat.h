@@ -71,7 +71,7 @@
 #endif
 
 /*
- * Writing the state tables (facts.c).  16 gave heap_update an out argument
+ * Writing the state tables (store.c).  16 gave heap_update an out argument
  * saying which indexes need entries, and lets a HOT update still need
  * entries in summarizing (BRIN) indexes; 14 gave index_insert its
  * indexUnchanged hint.
@@ -101,7 +101,7 @@ p2pay_heap_update(Relation rel, ItemPointer otid, HeapTuple tup, CommandId cid,
 #endif
 
 /*
- * An index scan (facts.c): 18 added the instrumentation an EXPLAIN ANALYZE
+ * An index scan (store.c): 18 added the instrumentation an EXPLAIN ANALYZE
  * fills; p2pay's scans have none.
  */
 #if PG_VERSION_NUM >= 180000

@@ -2,7 +2,9 @@
  * p2pay.c: module entry point and settings.
  *
  * Settings are defined here and nowhere else, all under the reserved prefix
- * "p2pay.".  Rule parameters and decision thresholds are not settings: they
+ * "p2pay."; each one's variable lives with the code that reads it
+ * (trigger.c, locks.c, stats.c), and nothing else of p2pay calls into this
+ * file.  Rule parameters and decision thresholds are not settings: they
  * are rows of p2pay.rules and p2pay.settings, so that they are
  * transactional and kept by pg_dump.
  */
@@ -10,29 +12,16 @@
 
 #include "p2pay.h"
 #include "compat.h"
+#include "locks.h"
+#include "rules.h"
+#include "stats.h"
+#include "trigger.h"
 
 #include "fmgr.h"
-#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
 
 PG_MODULE_MAGIC;
-
-/* How far in the future a payment's created_at may lie, in seconds. */
-int			p2pay_future_tolerance = 300;
-
-/*
- * How long a transaction that holds account locks tries for one more that
- * it can't wait for in the lock manager (state.c), in milliseconds.
- */
-int			p2pay_multi_payment_lock_timeout = 10;
-
-/*
- * What a delete of a payment does (DELETE_MODE_*): reverse it, or archive
- * it (trigger.c).  A transaction deletes payments in one mode, the one of
- * its first delete.
- */
-int			p2pay_delete_mode = DELETE_MODE_REVERSE;
 
 static const struct config_enum_entry delete_mode_options[] = {
 	{"reverse", DELETE_MODE_REVERSE, false},
@@ -41,49 +30,6 @@ static const struct config_enum_entry delete_mode_options[] = {
 };
 
 void		_PG_init(void);
-
-/*
- * Whether a transaction callback's event ends the transaction: its locks
- * are released (or handed to a prepared transaction), and what p2pay
- * follows through a transaction (the account locks it holds, the mode it
- * deletes payments in) starts again with the next.
- */
-bool
-p2pay_xact_ends(XactEvent event)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			return true;
-		default:
-			return false;
-	}
-}
-
-/*
- * An input value as a message quotes it: at most P2PAY_ECHO_MAX bytes, cut
- * on a character boundary, with "..." where it was cut.  A message never
- * grows with what a client sent (an amount of 1e131071 is 8 characters
- * long and 131,073 digits printed).
- */
-char *
-p2pay_echo(const char *value)
-{
-	size_t		len;
-	int			cut;
-
-	if (value == NULL)
-		return pstrdup("(null)");
-	len = strnlen(value, P2PAY_ECHO_MAX + 1);
-	if (len <= P2PAY_ECHO_MAX)
-		return pstrdup(value);
-	cut = pg_mbcliplen(value, (int) len, P2PAY_ECHO_MAX);
-	return psprintf("%.*s...", cut, value);
-}
 
 /*
  * Refuse a SET of p2pay.delete_mode to another mode than the one this

@@ -4,8 +4,8 @@
  * Each rule has a name, the parameters it takes (checked when a rule row is
  * written, never at payment time) and one small function that decides from
  * the payment's facts whether it fires.  The catalogue's order is the order
- * of reasons on a payment.  Nothing here reads a table: state.c gathers the
- * facts, so a rule costs a comparison.
+ * of reasons on a payment.  Nothing here reads a table: facts.c assembles
+ * the facts, so a rule costs a comparison.
  */
 #include "postgres.h"
 
@@ -13,11 +13,15 @@
 
 #include "p2pay.h"
 #include "compat.h"
+#include "facts.h"
+#include "rules.h"
 
 #include "common/int.h"
 
 #include "fmgr.h"
 #include "portability/instr_time.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
@@ -548,6 +552,39 @@ p2pay_parse_params(RuleId rule, Jsonb *params, RuleParams *out, bool partial)
 	}
 }
 
+/* The decision enum's values, looked up once per backend. */
+static Oid	decision_typid = InvalidOid;
+static Datum decision_values[3];
+
+/* The datum of a decision in the enum type typid (p2pay.decision). */
+Datum
+p2pay_decision_datum(Oid typid, int decision)
+{
+	Assert(decision >= DECISION_APPROVE && decision <= DECISION_DECLINE);
+	if (typid != decision_typid)
+	{
+		for (int i = 0; i < 3; i++)
+			decision_values[i] = DirectFunctionCall2(enum_in,
+													 CStringGetDatum(p2pay_decision_label(i)),
+													 ObjectIdGetDatum(typid));
+		decision_typid = typid;
+	}
+	return decision_values[decision];
+}
+
+/* The names of the rules marked in fired, in catalogue order, as a text[]. */
+Datum
+p2pay_rule_names(const bool *fired)
+{
+	Datum	   *names = palloc(sizeof(Datum) * RULE_COUNT);
+	int			n = 0;
+
+	for (int i = 0; i < RULE_COUNT; i++)
+		if (fired[i])
+			names[n++] = CStringGetTextDatum(p2pay_rule_name(i));
+	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
 /* The label of a decision, as in the p2pay.decision enum. */
 const char *
 p2pay_decision_label(int decision)
@@ -589,25 +626,24 @@ decide(const P2payConfig *cfg, double score, bool blocklisted, bool allowlisted)
 /*
  * Score a payment: 1 - product(1 - weight) over the active rules that fired,
  * rounded to 12 decimal places; and the same with the shadow rules counted
- * as active.  With count, each rule's evaluation goes into the per-rule
- * statistics (inserts count; dry runs and backtests don't).  A rule snoozed for the payer or payee does not fire.  A payment
+ * as active.  With a clock (the caller's last reading of it), each
+ * evaluated rule's time goes into rule_ns, with one reading a rule, and
+ * the clock is left at the last; the caller counts them (trigger.c).  A
+ * rule snoozed for the payer or payee does not fire.  A payment
  * touching a blocklisted account is declined whatever the score; one with an
  * allowlisted payer or payee is otherwise approved.
  */
 void
 p2pay_evaluate(const P2payConfig *cfg, const PaymentFacts *facts, Verdict *verdict,
-			   bool count)
+			   instr_time *clock, int64 *rule_ns)
 {
 	double		keep = 1.0;
 	double		shadow_keep = 1.0;
 
-	count = count && p2pay_stats_enabled();
-
+	Assert((clock == NULL) == (rule_ns == NULL));
 	for (int i = 0; i < RULE_COUNT; i++)
 	{
 		const RuleConfig *rc = &cfg->rules[i];
-		instr_time	start,
-					elapsed;
 		bool		fired;
 
 		verdict->fired[i] = false;
@@ -615,14 +651,18 @@ p2pay_evaluate(const P2payConfig *cfg, const PaymentFacts *facts, Verdict *verdi
 		if (!RULE_EVALUATED(rc))
 			continue;
 
-		if (count)
-			INSTR_TIME_SET_CURRENT(start);
 		fired = rule_defs[i].fires(&rc->p, facts) && (facts->snoozed & (1u << i)) == 0;
-		if (count)
+		if (clock != NULL)
 		{
-			INSTR_TIME_SET_CURRENT(elapsed);
-			INSTR_TIME_SUBTRACT(elapsed, start);
-			p2pay_stats_count(i, fired, (int64) (INSTR_TIME_GET_DOUBLE(elapsed) * 1e9));
+			instr_time	now;
+			instr_time	elapsed;
+
+			/* one reading a rule: its time is since the previous one */
+			INSTR_TIME_SET_CURRENT(now);
+			elapsed = now;
+			INSTR_TIME_SUBTRACT(elapsed, *clock);
+			rule_ns[i] = (int64) (INSTR_TIME_GET_DOUBLE(elapsed) * 1e9);
+			*clock = now;
 		}
 
 		if (!fired)

@@ -45,6 +45,8 @@
 
 #include "p2pay.h"
 #include "compat.h"
+#include "rules.h"
+#include "stats.h"
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"

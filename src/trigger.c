@@ -4,10 +4,14 @@
  * per-account state, unless it is archived.
  *
  * Every inserted row goes through four steps in the inserting transaction:
- * validate the input (nothing is read or locked for a bad row), lock the
- * payer's and payee's accounts, read the facts and record the payment in the
- * per-account state, then write score, decision, reasons and amount_base
- * onto the row.  Whatever the client put in those columns is overwritten.
+ * validate the input (nothing is read or locked for a bad row) and look its
+ * references up (refs.c), lock the payer's and payee's accounts (locks.c),
+ * read the facts and record the payment in the per-account state
+ * (store.c, through facts.c's assembly), evaluate the rules (rules.c),
+ * then write score, decision, reasons and amount_base onto the row.
+ * Whatever the client put in those columns is overwritten.  The rule
+ * statistics (stats.c) are counted here, with one clock reading for the
+ * facts and one for each rule evaluated.
  *
  * The SPI work runs as the owner of payments (as foreign-key checks do), so
  * an application role needs INSERT on payments and nothing else.  The
@@ -32,6 +36,13 @@
 
 #include "p2pay.h"
 #include "compat.h"
+#include "facts.h"
+#include "locks.h"
+#include "refs.h"
+#include "rules.h"
+#include "stats.h"
+#include "store.h"
+#include "trigger.h"
 
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -57,6 +68,16 @@
 #include "utils/rel.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
+
+/* How far in the future a payment's created_at may lie, in seconds. */
+int			p2pay_future_tolerance = 300;
+
+/*
+ * What a delete of a payment does (DELETE_MODE_*): reverse it, or archive
+ * it (trigger.c).  A transaction deletes payments in one mode, the one of
+ * its first delete.
+ */
+int			p2pay_delete_mode = DELETE_MODE_REVERSE;
 
 /* Columns the trigger reads or writes, by name. */
 typedef enum PaymentColumn
@@ -149,10 +170,6 @@ layout_invalidate(Datum arg, Oid relid)
 	while ((entry = hash_seq_search(&seq)) != NULL)
 		entry->valid = false;
 }
-
-/* The decision enum's values, looked up once per backend. */
-static Oid	decision_typid = InvalidOid;
-static Datum decision_values[3];
 
 /* The kind of identity of a column (pg_attribute.attidentity), or '\0'. */
 static char
@@ -394,34 +411,6 @@ end_as_owner(const OwnerContext *saved)
 		elog(ERROR, "p2pay: SPI_finish failed");
 }
 
-/* The datum of a decision in the enum type typid. */
-static Datum
-decision_datum(Oid typid, int decision)
-{
-	if (typid != decision_typid)
-	{
-		for (int i = 0; i < 3; i++)
-			decision_values[i] = DirectFunctionCall2(enum_in,
-													 CStringGetDatum(p2pay_decision_label(i)),
-													 ObjectIdGetDatum(typid));
-		decision_typid = typid;
-	}
-	return decision_values[decision];
-}
-
-/* The names of the rules marked in fired, as a text[]. */
-static Datum
-rule_names(const bool *fired)
-{
-	Datum	   *names = palloc(sizeof(Datum) * RULE_COUNT);
-	int			n = 0;
-
-	for (int i = 0; i < RULE_COUNT; i++)
-		if (fired[i])
-			names[n++] = CStringGetTextDatum(p2pay_rule_name(i));
-	return PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
-}
-
 /* The row as inserted: the client's input with the verdict written on it. */
 static HeapTuple
 write_verdict(HeapTuple tup, TupleDesc desc, const int *attnums,
@@ -435,21 +424,21 @@ write_verdict(HeapTuple tup, TupleDesc desc, const int *attnums,
 	cols[0] = attnums[COL_RISK_SCORE];
 	values[0] = Float8GetDatum(verdict->score);
 	cols[1] = attnums[COL_DECISION];
-	values[1] = decision_datum(decision_type, verdict->decision);
+	values[1] = p2pay_decision_datum(decision_type, verdict->decision);
 	cols[2] = attnums[COL_IS_APPROVED];
 	values[2] = BoolGetDatum(verdict->decision == DECISION_APPROVE);
 	cols[3] = attnums[COL_REASONS];
-	values[3] = rule_names(verdict->fired);
+	values[3] = p2pay_rule_names(verdict->fired);
 	cols[4] = attnums[COL_AMOUNT_BASE];
 	values[4] = NumericGetDatum(facts->amount_base);
 	cols[5] = attnums[COL_RULESET_VERSION];
 	values[5] = Int64GetDatum(version);
 	cols[6] = attnums[COL_SHADOW_REASONS];
-	values[6] = rule_names(verdict->shadow_fired);
+	values[6] = p2pay_rule_names(verdict->shadow_fired);
 	cols[7] = attnums[COL_SHADOW_RISK_SCORE];
 	values[7] = Float8GetDatum(verdict->shadow_score);
 	cols[8] = attnums[COL_SHADOW_DECISION];
-	values[8] = decision_datum(decision_type, verdict->shadow_decision);
+	values[8] = p2pay_decision_datum(decision_type, verdict->shadow_decision);
 
 	return heap_modify_tuple_by_cols(tup, desc, 9, cols, values, nulls);
 }
@@ -511,9 +500,9 @@ score(Oid nspid, const PaymentInput *in, bool record, MemoryContext result_cxt,
 {
 	const P2payConfig *cfg;
 	int64		version = 0;
-	instr_time	start,
-				elapsed;
-
+	instr_time	start;
+	instr_time	clock;
+	int64		rule_ns[RULE_COUNT];
 	bool		count = record && p2pay_stats_enabled();
 
 	if (count)
@@ -538,14 +527,27 @@ score(Oid nspid, const PaymentInput *in, bool record, MemoryContext result_cxt,
 		p2pay_lock_payment(cfg, in, facts);
 	p2pay_read_facts(cfg, nspid, in, facts, record);
 
-	if (count)
+	if (!count)
 	{
-		INSTR_TIME_SET_CURRENT(elapsed);
+		p2pay_evaluate(cfg, facts, verdict, NULL, NULL);
+		return cfg->version;
+	}
+
+	/*
+	 * The statistics of an insert: the facts' time, then each rule's, one
+	 * clock reading each.
+	 */
+	INSTR_TIME_SET_CURRENT(clock);
+	{
+		instr_time	elapsed = clock;
+
 		INSTR_TIME_SUBTRACT(elapsed, start);
 		p2pay_stats_count(STATS_FACTS, false, (int64) (INSTR_TIME_GET_DOUBLE(elapsed) * 1e9));
 	}
-
-	p2pay_evaluate(cfg, facts, verdict, record);
+	p2pay_evaluate(cfg, facts, verdict, &clock, rule_ns);
+	for (int i = 0; i < RULE_COUNT; i++)
+		if (RULE_EVALUATED(&cfg->rules[i]))
+			p2pay_stats_count(i, verdict->fired[i] || verdict->shadow_fired[i], rule_ns[i]);
 	return cfg->version;
 }
 
@@ -665,11 +667,11 @@ p2pay_score(PG_FUNCTION_ARGS)
 
 	decision_type = TupleDescAttr(result_desc, 1)->atttypid;
 	values[0] = Float8GetDatum(verdict.score);
-	values[1] = decision_datum(decision_type, verdict.decision);
-	values[2] = rule_names(verdict.fired);
+	values[1] = p2pay_decision_datum(decision_type, verdict.decision);
+	values[2] = p2pay_rule_names(verdict.fired);
 	values[3] = Float8GetDatum(verdict.shadow_score);
-	values[4] = decision_datum(decision_type, verdict.shadow_decision);
-	values[5] = rule_names(verdict.shadow_fired);
+	values[4] = p2pay_decision_datum(decision_type, verdict.shadow_decision);
+	values[5] = p2pay_rule_names(verdict.shadow_fired);
 	values[6] = Int64GetDatum(version);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(result_desc), values, nulls)));
 }
@@ -771,7 +773,7 @@ p2pay_guard_payment(PG_FUNCTION_ARGS)
 
 		if (!isnull)
 			approved = BoolGetDatum(decision ==
-									decision_datum(TupleDescAttr(desc, attnums[COL_DECISION] - 1)->atttypid,
+									p2pay_decision_datum(TupleDescAttr(desc, attnums[COL_DECISION] - 1)->atttypid,
 												   DECISION_APPROVE));
 		return PointerGetDatum(heap_modify_tuple_by_cols(td->tg_newtuple, desc, 1, &col,
 														 &approved, &approved_null));

@@ -58,6 +58,7 @@ CREATE TEMP TABLE analyst_expected(p) AS
   ('p2pay.resolve(uuid,p2pay.decision,text) EXECUTE'),
   ('p2pay.score(uuid,uuid,numeric,character,uuid,timestamp with time zone) EXECUTE'),
   ('p2pay.backtest(timestamp with time zone,timestamp with time zone,jsonb) EXECUTE'),
+  ('p2pay.backtest_payments(timestamp with time zone,timestamp with time zone,jsonb) EXECUTE'),
   ('p2pay.rule_stats_read() EXECUTE'), ('p2pay.decision_stats_read() EXECUTE'),
   ('p2pay.flagged_since(timestamp with time zone,p2pay.decision,interval) EXECUTE');
 CREATE TEMP TABLE admin_expected(p) AS VALUES

@@ -16,7 +16,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION p2pay;
 
-SELECT plan(95);
+SELECT plan(97);
 
 ------------------------------------------------------------------------------
 -- The roles, as the README grants them: scripts/roles.sql holds the
@@ -36,6 +36,8 @@ SELECT is(has_function_privilege('p2pay_analyst', 'p2pay.backtest(timestamptz, t
           true, 'analysts may run backtest()');
 SELECT is(has_function_privilege('p2pay_admin', 'p2pay.backtest(timestamptz, timestamptz, jsonb)', 'EXECUTE'),
           true, 'admins may run backtest(), as analysts');
+SELECT is(has_function_privilege('p2pay_analyst', 'p2pay.backtest_payments(timestamptz, timestamptz, jsonb)', 'EXECUTE'),
+          true, 'analysts may run backtest_payments()');
 SELECT is(has_function_privilege('p2pay_admin', 'p2pay.rule_stats_reset()', 'EXECUTE'),
           true, 'admins may run rule_stats_reset()');
 SELECT is(has_function_privilege('p2pay_admin', 'p2pay.decision_stats_reset()', 'EXECUTE'),
@@ -115,6 +117,8 @@ SELECT throws_ok($$SELECT p2pay.snooze('amount_limit', '00000000-0000-4000-8000-
                  '42501', NULL, 'the application cannot run snooze()');
 SELECT throws_ok($$SELECT * FROM p2pay.backtest(now() - interval '1 day', now())$$,
                  '42501', NULL, 'the application cannot run backtest()');
+SELECT throws_ok($$SELECT * FROM p2pay.backtest_payments(now() - interval '1 day', now())$$,
+                 '42501', NULL, 'the application cannot run backtest_payments()');
 SELECT throws_ok($$SELECT p2pay.rule_stats_reset()$$,
                  '42501', NULL, 'the application cannot run rule_stats_reset()');
 SELECT throws_ok($$SELECT * FROM p2pay.score('00000000-0000-4000-8000-0000000e0002',

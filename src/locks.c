@@ -1,0 +1,430 @@
+/*
+ * locks.c: the account locks that keep the per-account state exact under
+ * concurrency.
+ *
+ * Locking: a payment takes a transaction-scoped advisory lock on its payer
+ * and on its payee (and, for the cycle rule, on the accounts its payee
+ * paid), all in one pass, lower key first, before it reads any state;
+ * every writer of the state (insert and delete) goes through here, and an
+ * insert that waited sees everything the other one committed (a commit is
+ * visible before its locks are released).  A transaction that already
+ * holds account locks (of an earlier payment, or an earlier row of the
+ * same statement) waits in the lock manager only for a key above all of
+ * them; for any other it tries, naps, and after
+ * p2pay.multi_payment_lock_timeout gives way with 40001.  So whoever waits
+ * in the lock manager for an account lock waits for a larger key than any
+ * it holds, and these locks can't close a deadlock cycle: a transaction of
+ * one payment never gets 40P01 from them, and one of several may get 40001
+ * and be retried (so may a payment alone whose cycle-rule accounts keep
+ * changing as it locks them: see p2pay_lock_payment).  What a transaction
+ * holds is followed through its subtransactions by transaction callbacks.
+ * The keys live in their own advisory namespace (field 4 =
+ * P2PAY_LOCK_SPACE), so they can't collide with an application's
+ * pg_advisory_lock keys.
+ */
+#include "postgres.h"
+
+#include "p2pay.h"
+#include "facts.h"
+#include "locks.h"
+#include "moneyflow.h"
+#include "rules.h"
+
+#include "access/xact.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "storage/lock.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#define P2PAY_LOCK_SPACE 0x7032
+
+/*
+ * How long a transaction that holds account locks tries for one more that
+ * it can't wait for in the lock manager (locks.c), in milliseconds.
+ */
+int			p2pay_multi_payment_lock_timeout = 10;
+
+/* The lock key of an account. */
+static uint64
+account_key(const pg_uuid_t *id)
+{
+	return hash_bytes_extended(id->data, UUID_LEN, P2PAY_LOCK_SPACE);
+}
+
+/*
+ * The account locks this transaction holds, exact across savepoints: an
+ * entry for each subtransaction nesting level at which a pass of locks
+ * ended and whose locks are still held, the lowest level first, each with
+ * the largest key held at its level or below.  A subtransaction that rolls
+ * back releases the locks it took, and its entry goes; one that commits
+ * hands them to its parent, and so does its entry; the end of the
+ * transaction releases them all.  Kept in TopMemoryContext, and room is
+ * made before a pass takes its first lock, so that a lock is never held
+ * unrecorded.
+ */
+typedef struct HeldLevel
+{
+	int			level;			/* subtransaction nesting level */
+	uint64		max_key;		/* the largest key held at this level or below */
+} HeldLevel;
+
+static HeldLevel *held = NULL;
+static int	held_depth = 0;
+static int	held_size = 0;
+
+/*
+ * Whether this transaction holds an account lock and, if it does, the
+ * largest key it holds.
+ */
+static bool
+held_max(uint64 *max_key)
+{
+	if (held_depth == 0)
+		return false;
+	*max_key = held[held_depth - 1].max_key;
+	return true;
+}
+
+/* Make room for one more level, before a pass takes any lock. */
+static void
+reserve_held(void)
+{
+	if (held_depth < held_size)
+		return;
+	if (held == NULL)
+	{
+		held = MemoryContextAlloc(TopMemoryContext, 8 * sizeof(HeldLevel));
+		held_size = 8;
+		return;
+	}
+	held = repalloc(held, 2 * held_size * sizeof(HeldLevel));
+	held_size *= 2;
+}
+
+/* Record at level that this transaction holds key (room was made). */
+static void
+note_held_at(int level, uint64 key)
+{
+	HeldLevel  *top = held_depth > 0 ? &held[held_depth - 1] : NULL;
+
+	if (top != NULL && top->level == level)
+	{
+		top->max_key = Max(top->max_key, key);
+		return;
+	}
+	Assert(held_depth < held_size);
+	held[held_depth].level = level;
+	held[held_depth].max_key = top != NULL ? Max(top->max_key, key) : key;
+	held_depth++;
+}
+
+/* The transaction ended: its locks are released (or handed to PREPARE). */
+static void
+held_xact_callback(XactEvent event, void *arg)
+{
+	if (p2pay_xact_ends(event))
+		held_depth = 0;
+}
+
+/*
+ * A subtransaction ended (the callback runs at its nesting level): rolled
+ * back, the locks it took are released; committed, they pass to its parent.
+ */
+static void
+held_subxact_callback(SubXactEvent event, SubTransactionId subid,
+					  SubTransactionId parent_subid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	uint64		max_key;
+
+	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
+		return;
+	if (held_depth == 0 || held[held_depth - 1].level < level)
+		return;
+	max_key = held[held_depth - 1].max_key;
+	while (held_depth > 0 && held[held_depth - 1].level >= level)
+		held_depth--;
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+		note_held_at(level - 1, max_key);
+}
+
+/* Follow the transaction's account locks through its (sub)transactions. */
+void
+p2pay_lock_register_callbacks(void)
+{
+	RegisterXactCallback(held_xact_callback, NULL);
+	RegisterSubXactCallback(held_subxact_callback, NULL);
+}
+
+static void
+key_tag(LOCKTAG *tag, uint64 key)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) (key >> 32), (uint32) key,
+						 P2PAY_LOCK_SPACE);
+}
+
+/* Take the lock of key, waiting in the lock manager for as long as it takes. */
+static void
+lock_key(uint64 key)
+{
+	LOCKTAG		tag;
+
+	key_tag(&tag, key);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+static void
+unlock_key(uint64 key)
+{
+	LOCKTAG		tag;
+
+	key_tag(&tag, key);
+	(void) LockRelease(&tag, ExclusiveLock, false);
+}
+
+/* The longest nap between two tries of a busy lock, in milliseconds. */
+#define LOCK_NAP_MAX_MS 10
+
+/*
+ * Take the lock of key without ever waiting for it in the lock manager, so
+ * that this transaction can't be an edge of a deadlock cycle however many
+ * locks it holds: try it, and while another transaction holds it (or waits
+ * for it first), nap and try again, for at most
+ * p2pay.multi_payment_lock_timeout; then give way with a serialization
+ * failure: as the transaction aborts, its locks go to whoever waits for
+ * them.  late: the key is one of a cycle candidate set that kept changing
+ * (p2pay_lock_payment), not one taken after an earlier payment's locks.
+ */
+static void
+lock_key_or_give_way(uint64 key, bool late)
+{
+	LOCKTAG		tag;
+	TimestampTz start = GetCurrentTimestamp();
+	long		nap = 1;
+
+	key_tag(&tag, key);
+	for (;;)
+	{
+		long		waited;
+
+		if (LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
+			return;
+		waited = TimestampDifferenceMilliseconds(start, GetCurrentTimestamp());
+		if (waited >= p2pay_multi_payment_lock_timeout)
+		{
+			if (late)
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not lock an account of this payment's cycle check"),
+						 errdetail("The accounts the cycle rule follows from this payment's payee kept changing while they were locked, and the last one found was held by another transaction for more than p2pay.multi_payment_lock_timeout (%d ms).",
+								   p2pay_multi_payment_lock_timeout),
+						 errhint("Retry the transaction.")));
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not lock an account of this payment while holding the account locks of earlier payments"),
+					 errdetail("This transaction already holds the account locks of payments it inserted or deleted before, and another transaction held a lock this payment needs for more than p2pay.multi_payment_lock_timeout (%d ms); waiting for it could deadlock.",
+							   p2pay_multi_payment_lock_timeout),
+					 errhint("Retry the transaction.")));
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(nap, p2pay_multi_payment_lock_timeout - waited),
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		nap = Min(nap * 2, LOCK_NAP_MAX_MS);
+	}
+}
+
+/*
+ * Take the locks of keys[from..n) (ascending, no repeats), the rest of a
+ * pass whose keys below keys[from] are held.  Every lock this transaction
+ * holds apart from the pass's own lower ones is at most prior_max (if
+ * prior).  The lock manager is waited in only for a key above every
+ * account lock held: so whoever waits there for an account lock waits for
+ * a larger key than any it holds, and a cycle of such waits, whose keys
+ * would have to grow all the way round, can't form.  A key at or below
+ * one held is taken without waiting in the lock manager.
+ */
+static void
+lock_keys(const uint64 *keys, int from, int n, bool prior, uint64 prior_max)
+{
+	for (int i = from; i < n; i++)
+	{
+		if (!prior || keys[i] > prior_max)
+			lock_key(keys[i]);
+		else
+			lock_key_or_give_way(keys[i], false);
+	}
+}
+
+static int
+key_cmp(const void *a, const void *b)
+{
+	uint64		ka = *(const uint64 *) a;
+	uint64		kb = *(const uint64 *) b;
+
+	return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+/* Sort keys and drop repeats; returns the new count. */
+static int
+sort_keys(uint64 *keys, int n)
+{
+	int			m = 0;
+
+	qsort(keys, n, sizeof(uint64), key_cmp);
+	for (int i = 0; i < n; i++)
+		if (m == 0 || keys[m - 1] != keys[i])
+			keys[m++] = keys[i];
+	return m;
+}
+
+/*
+ * Serialize this transaction with every other one that touches account a or
+ * b, until it ends: both locks in one ascending pass.
+ */
+void
+p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b)
+{
+	uint64		keys[2];
+	uint64		prior_max = 0;
+	bool		prior = held_max(&prior_max);
+	int			n;
+
+	keys[0] = account_key(a);
+	keys[1] = account_key(b);
+	n = sort_keys(keys, 2);
+	reserve_held();
+	lock_keys(keys, 0, n, prior, prior_max);
+	note_held_at(GetCurrentTransactionNestLevel(), keys[n - 1]);
+}
+
+/*
+ * Add the keys of the cycle candidates (moneyflow.c) not in keys[0..n),
+ * read with a new snapshot under READ COMMITTED (so that, under the
+ * payee's lock, the set is the one the facts will see), the transaction's
+ * under REPEATABLE READ, as the facts are.
+ */
+static int
+add_cycle_candidates(const PaymentInput *in, const RuleParams *cy, uint64 *keys, int n)
+{
+	uint64		found_n = p2pay_cycle_candidates(in, in->created_at - cy->window,
+												 cy->min_amount);
+
+	Assert(n >= 2);
+	for (uint64 i = 0; i < found_n; i++)
+	{
+		bool		isnull;
+		uint64		key = account_key(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i],
+																  SPI_tuptable->tupdesc, 1, &isnull)));
+		bool		found = false;
+
+		for (int k = 0; k < n && !found; k++)
+			found = keys[k] == key;
+		if (!found)
+			keys[n++] = key;
+	}
+	return n;
+}
+
+/*
+ * How many times the cycle candidates may change under a payment before
+ * the ones that came last are locked out of order (without waiting in the
+ * lock manager).
+ */
+#define LOCK_ROUNDS 3
+
+/*
+ * Lock the accounts the payment's facts depend on: its payer and payee
+ * and, when the cycle rule follows loops of four for it, the accounts a
+ * middle leg can start from (see p2pay_cycle_candidates).  Those are known
+ * only by reading, and the reading is final only under the payer's and
+ * payee's locks (only payments of theirs change it); so they are read first
+ * without locks, every key is taken in ascending order, and they are read
+ * again.  Should accounts have come in meanwhile, this pass's locks above
+ * the smallest newcomer are given back, those below kept, and the pass
+ * goes on up from there: still in ascending order, so a transaction of one
+ * payment never waits for a lock below one it holds.  The set can change
+ * again only if the payer's or payee's lock was given back; after
+ * LOCK_ROUNDS changes, the newcomers are taken as they are, above locks
+ * already held, without waiting in the lock manager (40001 if one stays
+ * busy), never at the risk of a deadlock.
+ */
+void
+p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const PaymentFacts *facts)
+{
+	const RuleConfig *cy = &cfg->rules[RULE_CYCLE];
+	uint64		keys[2 + (LOCK_ROUNDS + 2) * CYCLE_FANOUT];
+	uint64		prior_max = 0;
+	bool		prior;
+	int			n;
+	int			from = 0;
+
+	if (!(RULE_EVALUATED(cy) && facts->amount >= cy->p.min_amount && cy->p.max_length >= 4))
+	{
+		p2pay_lock_accounts(in->payer, in->payee);
+		return;
+	}
+
+	prior = held_max(&prior_max);
+	reserve_held();
+	keys[0] = account_key(in->payer);
+	keys[1] = account_key(in->payee);
+	n = sort_keys(keys, add_cycle_candidates(in, &cy->p, keys, 2));
+
+	for (int round = 0;; round++)
+	{
+		int			more;
+		uint64		first_new;
+
+		lock_keys(keys, from, n, prior, prior_max);
+		more = add_cycle_candidates(in, &cy->p, keys, n);
+		if (more == n)
+			break;
+
+		if (round == LOCK_ROUNDS)
+		{
+			/*
+			 * The payer's and payee's locks are held: no more can come.  A
+			 * newcomer above every lock held can still be waited for.
+			 */
+			uint64		top = prior ? Max(prior_max, keys[n - 1]) : keys[n - 1];
+
+			qsort(keys + n, more - n, sizeof(uint64), key_cmp);
+			for (int i = n; i < more; i++)
+			{
+				if (keys[i] > top)
+				{
+					lock_key(keys[i]);
+					top = keys[i];
+				}
+				else
+					lock_key_or_give_way(keys[i], true);
+			}
+			n = sort_keys(keys, more);
+			break;
+		}
+
+		first_new = keys[n];
+		for (int i = n + 1; i < more; i++)
+			first_new = Min(first_new, keys[i]);
+		for (int i = n - 1; i >= 0 && keys[i] > first_new; i--)
+			unlock_key(keys[i]);
+		n = sort_keys(keys, more);
+		for (from = 0; keys[from] < first_new; from++)
+			;
+	}
+	note_held_at(GetCurrentTransactionNestLevel(), keys[n - 1]);
+}
+
+
+/* Whether this transaction holds an account lock (for assertions). */
+bool
+p2pay_accounts_locked(void)
+{
+	return held_depth > 0;
+}

@@ -1,0 +1,18 @@
+/*
+ * locks.h: the account locks every writer of the per-account state takes
+ * first (locks.c).
+ */
+#ifndef P2PAY_LOCKS_H
+#define P2PAY_LOCKS_H
+
+#include "facts.h"
+#include "rules.h"
+
+extern int	p2pay_multi_payment_lock_timeout;	/* p2pay.multi_payment_lock_timeout */
+extern void p2pay_lock_register_callbacks(void);
+extern void p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b);
+extern void p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in,
+							   const PaymentFacts *facts);
+extern bool p2pay_accounts_locked(void);
+
+#endif							/* P2PAY_LOCKS_H */

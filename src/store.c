@@ -1,0 +1,1901 @@
+/*
+ * store.c: the per-account state tables (pair_stats, account_stats,
+ * account_daily, payer_hourly) and the payments as the trigger reads them,
+ * through the tables' indexes and the heap directly rather than through
+ * SQL: the trigger's FactSource (facts.h), recording a payment in the
+ * state with its index entries, and forgetting a reversed one.
+ *
+ * An ordinary insert probes about ten keys and index ranges, each bounded
+ * by a limit, an hour of one payer's rows or one key, and writes six state
+ * rows.  Through SPI most of that time would go into starting and driving
+ * the executor for plans of some thirty nodes; here each read is an index
+ * scan and each write a heap_insert or heap_update with its index entries,
+ * the way PostgreSQL maintains its own catalogs.  The money-flow facts
+ * (pass_through's sum, cycle's loops) are read only for large payments, in
+ * SQL (moneyflow.c); forgetting a payment, rarer still, is SQL too.
+ *
+ * Which facts are read, and where each count stops, is facts.c's to say;
+ * this file answers its questions.  backtest.c answers the same questions
+ * from the payments alone, and t/019_fact_agreement.pl compares the
+ * verdicts payment by payment.
+ *
+ * Locking: every write here happens with the payment's accounts locked
+ * (locks.c), taken before the facts are read.
+ *
+ * Snapshot: the facts are read with one snapshot taken after the accounts
+ * are locked (a new one per payment under READ COMMITTED, the
+ * transaction's under REPEATABLE READ), after a command-counter increment
+ * so that the payments and state rows written earlier in the transaction,
+ * and in the same statement, are seen.  The writes follow the reads.
+ * Under REPEATABLE READ a state row changed since the snapshot is a
+ * serialization failure, as for an UPDATE.
+ *
+ * The state tables' layout is checked when their descriptions are loaded
+ * (once per backend, again after any DDL on them): the columns p2pay
+ * created, in order, and plain indexes (no expressions or predicates), so
+ * that index entries can be formed from the columns alone.  Triggers,
+ * rules and row security on the state tables are not applied: the tables
+ * are the extension's own bookkeeping.
+ */
+#include "postgres.h"
+
+#include "p2pay.h"
+#include "compat.h"
+#include "facts.h"
+#include "locks.h"
+#include "moneyflow.h"
+#include "rules.h"
+#include "store.h"
+#include "timeutil.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "catalog/index.h"
+#include "catalog/pg_am.h"
+#include "executor/tuptable.h"
+#include "miscadmin.h"
+#include "nodes/execnodes.h"
+#include "partitioning/partdesc.h"
+#include "storage/bufmgr.h"
+#include "utils/builtins.h"
+#include "utils/date.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/numeric.h"
+#include "utils/partcache.h"
+#include "utils/syscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* The tables read or written, and the indexes scanned. */
+typedef enum StateRel
+{
+	REL_PAYMENTS,
+	REL_PAIR,
+	REL_ACCOUNT,
+	REL_DAILY,
+	REL_HOURLY,
+	NUM_RELS
+} StateRel;
+
+typedef enum StateIdx
+{
+	IDX_PAIR,					/* pair_stats (payer_id, payee_id) */
+	IDX_PAIR_PAYER_LAST,		/* pair_stats (payer_id, last_at) */
+	IDX_PAIR_PAYEE_LAST,		/* pair_stats (payee_id, last_at) */
+	IDX_ACCOUNT,				/* account_stats (user_id) */
+	IDX_DAILY,					/* account_daily (user_id, day) */
+	IDX_HOURLY,					/* payer_hourly (payer_id, hour) */
+	NUM_IDXS
+} StateIdx;
+
+/* For the counts that take a StateIdx: the payer's payments (see PaySource). */
+#define IDX_PAYMENTS NUM_IDXS
+
+/* Forgetting a reversed payment: statements prepared once per backend. */
+static SPIPlanPtr forget_plan = NULL;
+static SPIPlanPtr forget_empty_plan = NULL;
+
+static const char *const rel_names[NUM_RELS] = {
+	"payments", "pair_stats", "account_stats", "account_daily", "payer_hourly"
+};
+
+/*
+ * The state tables' indexes scanned, each with the key columns the scans'
+ * keys are on (by attribute number in its table), and whether the code
+ * relies on it being unique.  Payments are scanned through each table that
+ * holds them (see PaySource).
+ */
+static const struct
+{
+	const char *name;
+	StateRel	rel;
+	int			nkeys;
+	AttrNumber	keys[2];
+	bool		unique;
+}			idx_defs[NUM_IDXS] = {
+	{"pair_stats_pkey", REL_PAIR, 2, {1, 2}, true},
+	{"pair_stats_payer_last_idx", REL_PAIR, 2, {1, 4}, false},
+	{"pair_stats_payee_last_idx", REL_PAIR, 2, {2, 4}, false},
+	{"account_stats_pkey", REL_ACCOUNT, 1, {1}, true},
+	{"account_daily_pkey", REL_DAILY, 2, {1, 2}, true},
+	{"payer_hourly_pkey", REL_HOURLY, 2, {1, 2}, true},
+};
+
+/* The columns of payments that the scans of other payments read. */
+static const ColumnSpec pay_cols[] = {
+	COLUMN_NOT_NULL("payer_id", UUIDOID),
+	COLUMN_NOT_NULL("payee_id", UUIDOID),
+	COLUMN_NOT_NULL("created_at", TIMESTAMPTZOID),
+	COLUMN("amount_base", NUMERICOID),
+};
+
+/*
+ * The state tables' columns, in the order p2pay creates them: the writes
+ * form whole rows and read every column without a null test.
+ */
+enum
+{
+	PAIR_PAYER = 1, PAIR_PAYEE, PAIR_FIRST_AT, PAIR_LAST_AT, PAIR_N, PAIR_TOTAL, PAIR_NATTS = PAIR_TOTAL
+};
+enum
+{
+	ACCT_USER = 1, ACCT_OUT_COUNT, ACCT_OUT_SUM, ACCT_IN_COUNT, ACCT_IN_SUM, ACCT_NATTS = ACCT_IN_SUM
+};
+enum
+{
+	DAILY_USER = 1, DAILY_DAY, DAILY_OUT_COUNT, DAILY_OUT_PAYEES, DAILY_IN_PAYERS, DAILY_NATTS = DAILY_IN_PAYERS
+};
+enum
+{
+	HOURLY_PAYER = 1, HOURLY_HOUR, HOURLY_N, HOURLY_TOTAL, HOURLY_NATTS = HOURLY_TOTAL
+};
+
+static const ColumnSpec pair_cols[] = {
+	COLUMN_NOT_NULL("payer_id", UUIDOID), COLUMN_NOT_NULL("payee_id", UUIDOID),
+	COLUMN_NOT_NULL("first_at", TIMESTAMPTZOID), COLUMN_NOT_NULL("last_at", TIMESTAMPTZOID),
+	COLUMN_NOT_NULL("n", INT8OID), COLUMN_NOT_NULL("total", NUMERICOID)
+};
+static const ColumnSpec acct_cols[] = {
+	COLUMN_NOT_NULL("user_id", UUIDOID), COLUMN_NOT_NULL("out_count", INT8OID),
+	COLUMN_NOT_NULL("out_sum", NUMERICOID), COLUMN_NOT_NULL("in_count", INT8OID),
+	COLUMN_NOT_NULL("in_sum", NUMERICOID)
+};
+static const ColumnSpec daily_cols[] = {
+	COLUMN_NOT_NULL("user_id", UUIDOID), COLUMN_NOT_NULL("day", DATEOID),
+	COLUMN_NOT_NULL("out_count", INT8OID), COLUMN_NOT_NULL("out_payees", INT8OID),
+	COLUMN_NOT_NULL("in_payers", INT8OID)
+};
+static const ColumnSpec hourly_cols[] = {
+	COLUMN_NOT_NULL("payer_id", UUIDOID), COLUMN_NOT_NULL("hour", TIMESTAMPTZOID),
+	COLUMN_NOT_NULL("n", INT8OID), COLUMN_NOT_NULL("total", NUMERICOID)
+};
+
+static const struct
+{
+	const ColumnSpec *cols;
+	int			natts;
+}			state_cols[NUM_RELS] = {
+	{NULL, 0},
+	{pair_cols, PAIR_NATTS},
+	{acct_cols, ACCT_NATTS},
+	{daily_cols, DAILY_NATTS},
+	{hourly_cols, HOURLY_NATTS},
+};
+
+/* One index of a state table, as the writes maintain it. */
+typedef struct StateIndex
+{
+	Oid			oid;
+	IndexInfo  *info;
+} StateIndex;
+
+/*
+ * A table holding payments: p2pay.payments itself, or, when it is
+ * partitioned, each of its leaf partitions, scanned through its own index
+ * on (payer_id, created_at), with its own column numbers (a partition's
+ * may differ from its parent's).  When every level above a partition is
+ * range-partitioned on created_at, the partition holds only created_at in
+ * [lo, hi), and a scan of a window skips the partitions outside it.
+ */
+typedef struct PaySource
+{
+	Oid			relid;
+	Oid			index;
+	AttrNumber	payer,
+				payee,
+				created_at,
+				amount_base;
+	bool		bounded;
+	TimestampTz lo;
+	TimestampTz hi;
+} PaySource;
+
+/* The name of the index on (payer_id, created_at) of a plain payments. */
+#define PAYER_TIME_INDEX "payments_payer_time_idx"
+
+/*
+ * What is known of the tables, per backend, for the schema in nspid;
+ * valid is cleared by any relcache invalidation of one of them (DDL,
+ * VACUUM, ANALYZE) and everything is looked up again.
+ */
+static struct
+{
+	P2payCacheState state;
+	Oid			nspid;
+	Oid			rels[NUM_RELS];
+	Oid			idxs[NUM_IDXS];
+	int			nindexes[NUM_RELS];
+	StateIndex *indexes[NUM_RELS];	/* the ones the writes maintain */
+	PaySource  *sources;		/* bounded ones by lo, latest first, then the rest */
+	int			nsources;
+	MemoryContext cxt;
+}			cache;
+
+static bool callback_registered = false;
+
+static void
+state_relcache_callback(Datum arg, Oid relid)
+{
+	if (!p2pay_cache_concerned(&cache.state, relid))
+		return;
+	for (int i = 0; i < NUM_RELS; i++)
+		if (cache.rels[i] == relid)
+			cache.state.valid = false;
+	for (int i = 0; i < NUM_IDXS; i++)
+		if (cache.idxs[i] == relid)
+			cache.state.valid = false;
+	for (int i = 0; i < cache.nsources; i++)
+		if (cache.sources[i].relid == relid || cache.sources[i].index == relid)
+			cache.state.valid = false;
+}
+
+/*
+ * Check a state table: p2pay's columns in order, of their types and NOT
+ * NULL, then only columns dropped since; and gather the indexes the
+ * writes keep, refusing the kinds whose entries can't be formed from the
+ * columns alone.
+ */
+static void
+load_state_table(StateRel r)
+{
+	Relation	rel = p2pay_open_checked(cache.rels[r]);
+	TupleDesc	desc = RelationGetDescr(rel);
+	List	   *indexes;
+	ListCell   *lc;
+	int			n = 0;
+
+	if (desc->natts < state_cols[r].natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
+				 errdetail("A table with the %d columns p2pay defines is expected.",
+						   state_cols[r].natts)));
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (i < state_cols[r].natts)
+		{
+			const ColumnSpec *spec = &state_cols[r].cols[i];
+
+			if (att->attisdropped || strcmp(NameStr(att->attname), spec->name) != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
+						 errdetail("Column %d should be \"%s\".", i + 1, spec->name),
+						 errhint("The state tables are p2pay's own; restore the column, or count the state again after restoring the table from p2pay's script.")));
+			(void) p2pay_column(rel, spec);
+		}
+		else if (!att->attisdropped)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
+					 errdetail("It has a column \"%s\" that p2pay does not write.",
+							   p2pay_echo(NameStr(att->attname))),
+					 errhint("The state tables are p2pay's own; drop what was added to them.")));
+	}
+
+	indexes = RelationGetIndexList(rel);
+	cache.indexes[r] = MemoryContextAlloc(cache.cxt, sizeof(StateIndex) * Max(list_length(indexes), 1));
+	foreach(lc, indexes)
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+		MemoryContext old = MemoryContextSwitchTo(cache.cxt);
+		IndexInfo  *info = BuildIndexInfo(index);
+
+		MemoryContextSwitchTo(old);
+		if (info->ii_Expressions != NIL || info->ii_Predicate != NIL ||
+			info->ii_ExclusionOps != NULL || !index->rd_index->indimmediate)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("index \"%s\" on p2pay.%s is not supported",
+							p2pay_echo(RelationGetRelationName(index)), rel_names[r]),
+					 errdetail("p2pay maintains the state tables' indexes itself: plain columns, no predicate, no exclusion, not deferrable."),
+					 errhint("Drop the index.")));
+		cache.indexes[r][n].oid = RelationGetRelid(index);
+		cache.indexes[r][n].info = info;
+		n++;
+		index_close(index, AccessShareLock);
+	}
+	cache.nindexes[r] = n;
+	list_free(indexes);
+
+	for (int i = 0; i < NUM_IDXS; i++)
+		if (idx_defs[i].rel == r)
+			p2pay_check_scanned_index(cache.idxs[i], rel, idx_defs[i].keys, idx_defs[i].nkeys,
+								idx_defs[i].unique);
+	table_close(rel, AccessShareLock);
+}
+
+/* Check a table holding payments: its columns, and an index to scan them by. */
+static void
+load_source(Relation rel, PaySource *src)
+{
+	List	   *indexes;
+	ListCell   *lc;
+	AttrNumber	keys[2];
+	const char *problem = "It has no index.";
+
+	p2pay_require_heap(rel);
+	src->relid = RelationGetRelid(rel);
+	src->payer = p2pay_column(rel, &pay_cols[0]);
+	src->payee = p2pay_column(rel, &pay_cols[1]);
+	src->created_at = p2pay_column(rel, &pay_cols[2]);
+	src->amount_base = p2pay_column(rel, &pay_cols[3]);
+	keys[0] = src->payer;
+	keys[1] = src->created_at;
+
+	/* a plain payments: the index p2pay created; a partition: any that fits */
+	src->index = InvalidOid;
+	if (!rel->rd_rel->relispartition)
+	{
+		src->index = p2pay_relid(PAYER_TIME_INDEX);
+		p2pay_check_scanned_index(src->index, rel, keys, 2, false);
+		return;
+	}
+	indexes = RelationGetIndexList(rel);
+	foreach(lc, indexes)
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+
+		problem = p2pay_index_problem(index, rel, keys, 2, false);
+		index_close(index, AccessShareLock);
+		if (problem == NULL)
+		{
+			src->index = lfirst_oid(lc);
+			break;
+		}
+	}
+	list_free(indexes);
+	if (!OidIsValid(src->index))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("partition %s of p2pay.payments has no index p2pay can scan",
+						RelationGetRelationName(rel)),
+				 errdetail("p2pay reads each partition through a B-tree index on (payer_id, created_at), ascending, without a predicate. %s",
+						   problem),
+				 errhint("An index on p2pay.payments (payer_id, created_at) gives every partition one: CREATE INDEX ON p2pay.payments (payer_id, created_at) INCLUDE (payee_id, amount_base).")));
+}
+
+/*
+ * Narrow [*lo, *hi) to the created_at a partition of parent holds, when
+ * parent is range-partitioned on created_at alone; *bounded tells whether
+ * the range is known.  A default partition holds whatever its parent's
+ * other partitions don't, within its parent's range.
+ */
+static void
+narrow_bounds(Relation parent, AttrNumber created_at, Oid child, bool *bounded,
+			  TimestampTz *lo, TimestampTz *hi)
+{
+	PartitionKey key = RelationGetPartitionKey(parent);
+	HeapTuple	tup;
+	Datum		d;
+	bool		isnull;
+	PartitionBoundSpec *spec;
+
+	if (key == NULL || key->strategy != PARTITION_STRATEGY_RANGE || key->partnatts != 1 ||
+		key->partattrs[0] != created_at || key->parttypid[0] != TIMESTAMPTZOID)
+	{
+		*bounded = false;
+		return;
+	}
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(child));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "p2pay: cache lookup failed for relation %u", child);
+	d = SysCacheGetAttr(RELOID, tup, Anum_pg_class_relpartbound, &isnull);
+	spec = isnull ? NULL : (PartitionBoundSpec *) stringToNode(TextDatumGetCString(d));
+	ReleaseSysCache(tup);
+	if (spec == NULL || spec->is_default || spec->strategy != PARTITION_STRATEGY_RANGE)
+		return;
+
+	{
+		PartitionRangeDatum *lower = linitial_node(PartitionRangeDatum, spec->lowerdatums);
+		PartitionRangeDatum *upper = linitial_node(PartitionRangeDatum, spec->upperdatums);
+
+		if (lower->kind == PARTITION_RANGE_DATUM_VALUE)
+			*lo = Max(*lo, DatumGetTimestampTz(castNode(Const, lower->value)->constvalue));
+		else if (lower->kind == PARTITION_RANGE_DATUM_MAXVALUE)
+			*lo = DT_NOEND;
+		if (upper->kind == PARTITION_RANGE_DATUM_VALUE)
+			*hi = Min(*hi, DatumGetTimestampTz(castNode(Const, upper->value)->constvalue));
+		else if (upper->kind == PARTITION_RANGE_DATUM_MINVALUE)
+			*hi = DT_NOBEGIN;
+	}
+}
+
+/*
+ * Gather the leaf partitions under a partitioned rel (locked), each with
+ * the range of created_at it holds as far as the partitioning tells.
+ */
+static void
+gather_partitions(Relation rel, bool bounded, TimestampTz lo, TimestampTz hi, List **out)
+{
+	PartitionDesc pd = RelationGetPartitionDesc(rel, false);
+	AttrNumber	created_at = p2pay_column(rel, &pay_cols[2]);
+
+	for (int i = 0; i < pd->nparts; i++)
+	{
+		Relation	child = try_table_open(pd->oids[i], AccessShareLock);
+		bool		child_bounded = bounded;
+		TimestampTz child_lo = lo;
+		TimestampTz child_hi = hi;
+
+		if (child == NULL)
+			continue;			/* dropped since the partitions were listed */
+		narrow_bounds(rel, created_at, pd->oids[i], &child_bounded, &child_lo, &child_hi);
+		if (child->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+			gather_partitions(child, child_bounded, child_lo, child_hi, out);
+		else
+		{
+			PaySource  *src = MemoryContextAllocZero(cache.cxt, sizeof(PaySource));
+
+			load_source(child, src);
+			src->bounded = child_bounded;
+			src->lo = child_lo;
+			src->hi = child_hi;
+			*out = lappend(*out, src);
+		}
+		table_close(child, AccessShareLock);
+	}
+}
+
+/* Order of the payment sources: bounded ones, latest range first, then the rest. */
+static int
+source_cmp(const void *a, const void *b)
+{
+	const PaySource *sa = (const PaySource *) a;
+	const PaySource *sb = (const PaySource *) b;
+
+	if (sa->bounded != sb->bounded)
+		return sa->bounded ? -1 : 1;
+	if (!sa->bounded || sa->lo == sb->lo)
+		return 0;
+	return sa->lo > sb->lo ? -1 : 1;
+}
+
+/*
+ * Find the tables holding payments: p2pay.payments, or its leaf partitions;
+ * check each one's columns and the index it is scanned by.
+ */
+static void
+load_payments(void)
+{
+	Relation	rel = table_open(cache.rels[REL_PAYMENTS], AccessShareLock);
+	List	   *found = NIL;
+	ListCell   *lc;
+	int			n = 0;
+
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+	{
+		(void) p2pay_column(rel, &pay_cols[0]);
+		(void) p2pay_column(rel, &pay_cols[1]);
+		(void) p2pay_column(rel, &pay_cols[3]);
+		gather_partitions(rel, true, DT_NOBEGIN, DT_NOEND, &found);
+	}
+	else
+	{
+		PaySource  *src = MemoryContextAllocZero(cache.cxt, sizeof(PaySource));
+
+		load_source(rel, src);
+		src->bounded = false;
+		found = lappend(found, src);
+	}
+
+	cache.sources = MemoryContextAlloc(cache.cxt, sizeof(PaySource) * Max(list_length(found), 1));
+	foreach(lc, found)
+		cache.sources[n++] = *(PaySource *) lfirst(lc);
+	cache.nsources = n;
+	qsort(cache.sources, n, sizeof(PaySource), source_cmp);
+	list_free(found);
+	table_close(rel, AccessShareLock);
+}
+
+static void
+load_cache(Oid nspid)
+{
+	if (cache.state.valid && cache.nspid == nspid)
+		return;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(state_relcache_callback, (Datum) 0);
+		callback_registered = true;
+	}
+	if (cache.cxt == NULL)
+		cache.cxt = AllocSetContextCreate(TopMemoryContext, "p2pay state tables",
+										  ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(cache.cxt);
+
+	/*
+	 * Valid once loaded whole, unless an invalidation came meanwhile (the
+	 * caller then loads it again once its locks are taken).
+	 */
+	p2pay_cache_begin_load(&cache.state);
+	cache.nspid = nspid;
+	for (int i = 0; i < NUM_RELS; i++)
+		cache.rels[i] = p2pay_relid(rel_names[i]);
+	for (int i = 0; i < NUM_IDXS; i++)
+		cache.idxs[i] = p2pay_relid(idx_defs[i].name);
+	load_payments();
+	for (int r = REL_PAIR; r < NUM_RELS; r++)
+		load_state_table(r);
+	p2pay_cache_end_load(&cache.state);
+}
+
+/* The tables and indexes open for one payment. */
+typedef struct StateAccess
+{
+	Relation	rels[NUM_RELS];
+	Relation	idxs[NUM_IDXS];
+	TupleTableSlot *slots[NUM_RELS];	/* none for payments */
+	Relation   *src_rels;		/* each PaySource, opened when first scanned */
+	Relation   *src_idxs;
+	TupleTableSlot **src_slots;
+	Relation   *writes[NUM_RELS];	/* each state table's indexes, as cache.indexes */
+	int			nwrites[NUM_RELS];	/* how many (0 for a dry run) */
+	Snapshot	snapshot;
+	LOCKMODE	lockmode;
+} StateAccess;
+
+/* Release what open_state took; the locks are kept to the end of the transaction. */
+static void
+release_state(StateAccess *sa)
+{
+	for (int r = REL_PAIR; r < NUM_RELS; r++)
+		for (int k = 0; k < sa->nwrites[r]; k++)
+			index_close(sa->writes[r][k], NoLock);
+	for (int i = 0; i < NUM_IDXS; i++)
+		index_close(sa->idxs[i], NoLock);
+	for (int i = 0; i < cache.nsources; i++)
+	{
+		if (sa->src_rels[i] == NULL)
+			continue;
+		if (sa->src_slots[i] != NULL)
+			ExecDropSingleTupleTableSlot(sa->src_slots[i]);
+		index_close(sa->src_idxs[i], NoLock);
+		table_close(sa->src_rels[i], NoLock);
+	}
+	for (int i = 0; i < NUM_RELS; i++)
+	{
+		if (sa->slots[i] != NULL)
+			ExecDropSingleTupleTableSlot(sa->slots[i]);
+		table_close(sa->rels[i], NoLock);
+	}
+}
+
+static void
+open_state(StateAccess *sa, Oid nspid, bool record)
+{
+	sa->lockmode = record ? RowExclusiveLock : AccessShareLock;
+	for (;;)
+	{
+		load_cache(nspid);
+		for (int i = 0; i < NUM_RELS; i++)
+		{
+			sa->rels[i] = table_open(cache.rels[i], sa->lockmode);
+			sa->slots[i] = i == REL_PAYMENTS ? NULL : table_slot_create(sa->rels[i], NULL);
+			sa->nwrites[i] = 0;
+		}
+		sa->src_rels = palloc0(sizeof(Relation) * Max(cache.nsources, 1));
+		sa->src_idxs = palloc0(sizeof(Relation) * Max(cache.nsources, 1));
+		sa->src_slots = palloc0(sizeof(TupleTableSlot *) * Max(cache.nsources, 1));
+		for (int i = 0; i < NUM_IDXS; i++)
+			sa->idxs[i] = index_open(cache.idxs[i], sa->lockmode);
+		for (int r = REL_PAIR; record && r < NUM_RELS; r++)
+		{
+			sa->writes[r] = palloc(sizeof(Relation) * Max(cache.nindexes[r], 1));
+			for (int k = 0; k < cache.nindexes[r]; k++)
+				sa->writes[r][k] = index_open(cache.indexes[r][k].oid, RowExclusiveLock);
+			sa->nwrites[r] = cache.nindexes[r];
+		}
+
+		/*
+		 * Taking the locks took in the invalidations of DDL that committed
+		 * before: had it changed a state table's indexes, the writes would
+		 * miss one.  With the locks held, the cache loaded again stays
+		 * right.
+		 */
+		if (cache.state.valid)
+			break;
+		release_state(sa);
+	}
+
+	/*
+	 * As a statement of the trigger's own would: see everything this
+	 * transaction wrote so far, with a new snapshot under READ COMMITTED.
+	 */
+	CommandCounterIncrement();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	sa->snapshot = GetActiveSnapshot();
+}
+
+static void
+close_state(StateAccess *sa)
+{
+	PopActiveSnapshot();
+	release_state(sa);
+}
+
+/*
+ * Scans.  Keys are on the index's columns: the first is always an
+ * account (uuid equality), the second, if any, a time or day bound.
+ */
+static IndexScanDesc
+begin_scan(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
+{
+	IndexScanDesc scan = p2pay_index_beginscan(sa->rels[idx_defs[ix].rel], sa->idxs[ix],
+											   sa->snapshot, nkeys, 0);
+
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	return scan;
+}
+
+/* The next row of the scan in its table's slot, or NULL at the end. */
+static TupleTableSlot *
+next_row(StateAccess *sa, IndexScanDesc scan, StateIdx ix, ScanDirection dir)
+{
+	TupleTableSlot *slot = sa->slots[idx_defs[ix].rel];
+
+	return index_getnext_slot(scan, dir, slot) ? slot : NULL;
+}
+
+static void
+key_account(ScanKey key, const pg_uuid_t *id)
+{
+	ScanKeyInit(key, 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(id));
+}
+
+static void
+key_second(ScanKey key, StrategyNumber strategy, RegProcedure proc, Datum value)
+{
+	ScanKeyInit(key, 2, strategy, proc, value);
+}
+
+/* A scan of an account's rows since an instant (exclusive), in time order. */
+static IndexScanDesc
+scan_since(StateAccess *sa, StateIdx ix, const pg_uuid_t *account, TimestampTz after)
+{
+	ScanKeyData keys[2];
+
+	key_account(&keys[0], account);
+	key_second(&keys[1], BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
+	return begin_scan(sa, ix, keys, 2);
+}
+
+static int64
+get_int8(TupleTableSlot *slot, AttrNumber att)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, att, &isnull);
+
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+static TimestampTz
+get_ts(TupleTableSlot *slot, AttrNumber att)
+{
+	bool		isnull;
+
+	return DatumGetTimestampTz(slot_getattr(slot, att, &isnull));
+}
+
+static Datum
+get_numeric(TupleTableSlot *slot, AttrNumber att)
+{
+	bool		isnull;
+
+	return slot_getattr(slot, att, &isnull);
+}
+
+/*
+ * Scans of payments: over each table holding them (one, or the leaf
+ * partitions) whose range of created_at can meet [from, until], through
+ * its index on (payer_id, created_at).  The order of the rows across
+ * tables is not a time order; the counts, sums and searches below don't
+ * need one.
+ */
+typedef struct PayScan
+{
+	StateAccess *sa;
+	ScanKeyData keys[3];
+	int			nkeys;
+	TimestampTz from;
+	TimestampTz until;
+	int			next;			/* the next source to look at */
+	int			cur;			/* the source scanned, or -1 */
+	IndexScanDesc scan;
+} PayScan;
+
+/*
+ * Open a source for this payment, once; false if it holds nothing: dropped
+ * meanwhile, or never written (a default partition that no payment fell
+ * into costs no index descent).
+ */
+static bool
+open_source(StateAccess *sa, int i)
+{
+	if (sa->src_rels[i] != NULL)
+		return sa->src_slots[i] != NULL;
+	sa->src_rels[i] = try_table_open(cache.sources[i].relid, AccessShareLock);
+	if (sa->src_rels[i] == NULL)
+		return false;
+	sa->src_idxs[i] = index_open(cache.sources[i].index, AccessShareLock);
+	if (RelationGetNumberOfBlocks(sa->src_rels[i]) == 0)
+		return false;
+	sa->src_slots[i] = table_slot_create(sa->src_rels[i], NULL);
+	return true;
+}
+
+/* Whether source i can hold a payment created in [from, until]. */
+static bool
+source_meets(int i, TimestampTz from, TimestampTz until)
+{
+	const PaySource *src = &cache.sources[i];
+
+	return !src->bounded || (src->hi > from && src->lo <= until);
+}
+
+/*
+ * Begin a scan of the payer's payments with created_at in the range the
+ * keys give (keys[1..]); from and until bound it for skipping sources.
+ */
+static void
+pay_scan_begin(PayScan *ps, StateAccess *sa, const pg_uuid_t *payer, ScanKey time_keys,
+			   int ntime_keys, TimestampTz from, TimestampTz until)
+{
+	ps->sa = sa;
+	key_account(&ps->keys[0], payer);
+	for (int i = 0; i < ntime_keys; i++)
+		ps->keys[1 + i] = time_keys[i];
+	ps->nkeys = 1 + ntime_keys;
+	ps->from = from;
+	ps->until = until;
+	ps->next = 0;
+	ps->cur = -1;
+	ps->scan = NULL;
+}
+
+/* The next payment of the scan, and its source; NULL at the end. */
+static TupleTableSlot *
+pay_scan_next(PayScan *ps, const PaySource **src)
+{
+	StateAccess *sa = ps->sa;
+
+	for (;;)
+	{
+		if (ps->scan != NULL)
+		{
+			TupleTableSlot *slot = sa->src_slots[ps->cur];
+
+			if (index_getnext_slot(ps->scan, ForwardScanDirection, slot))
+			{
+				*src = &cache.sources[ps->cur];
+				return slot;
+			}
+			index_endscan(ps->scan);
+			ps->scan = NULL;
+		}
+		while (ps->next < cache.nsources &&
+			   (!source_meets(ps->next, ps->from, ps->until) || !open_source(sa, ps->next)))
+			ps->next++;
+		if (ps->next >= cache.nsources)
+			return NULL;
+		ps->cur = ps->next++;
+		ps->scan = p2pay_index_beginscan(sa->src_rels[ps->cur], sa->src_idxs[ps->cur],
+										 sa->snapshot, ps->nkeys, 0);
+		index_rescan(ps->scan, ps->keys, ps->nkeys, NULL, 0);
+	}
+}
+
+static void
+pay_scan_end(PayScan *ps)
+{
+	if (ps->scan != NULL)
+		index_endscan(ps->scan);
+	ps->scan = NULL;
+}
+
+/* A scan of the payer's payments created after an instant (exclusive). */
+static void
+pay_scan_since(PayScan *ps, StateAccess *sa, const pg_uuid_t *payer, TimestampTz after)
+{
+	ScanKeyData key;
+
+	ScanKeyInit(&key, 2, BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
+	pay_scan_begin(ps, sa, payer, &key, 1, after, DT_NOEND);
+}
+
+/* How many of the payer's payments since an instant there are, stopping at limit. */
+static int64
+count_payments(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after, int64 limit)
+{
+	PayScan		ps;
+	const PaySource *src;
+	int64		n = 0;
+
+	if (limit <= 0)
+		return 0;
+	pay_scan_since(&ps, sa, payer, after);
+	while (n < limit && pay_scan_next(&ps, &src) != NULL)
+		n++;
+	pay_scan_end(&ps);
+	return n;
+}
+
+/*
+ * How many rows of an account's range the scan finds, stopping at limit;
+ * those whose uuid column skip_att equals skip don't count.
+ */
+static int64
+count_range(StateAccess *sa, StateIdx ix, const pg_uuid_t *account, TimestampTz after,
+			AttrNumber skip_att, const pg_uuid_t *skip, int64 limit)
+{
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int64		n = 0;
+
+	if (ix == IDX_PAYMENTS)
+		return count_payments(sa, account, after, limit);
+	if (limit <= 0)
+		return 0;
+	scan = scan_since(sa, ix, account, after);
+	while (n < limit && (slot = next_row(sa, scan, ix, ForwardScanDirection)) != NULL)
+	{
+		if (skip != NULL)
+		{
+			bool		isnull;
+			pg_uuid_t  *id = DatumGetUUIDP(slot_getattr(slot, skip_att, &isnull));
+
+			if (memcmp(id->data, skip->data, UUID_LEN) == 0)
+				continue;
+		}
+		n++;
+	}
+	index_endscan(scan);
+	Assert(n >= 0 && n <= Max(limit, 0));
+	return n;
+}
+
+/* The row of a key (one or two columns), copied, or NULL. */
+static HeapTuple
+fetch_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
+{
+	IndexScanDesc scan = begin_scan(sa, ix, keys, nkeys);
+	TupleTableSlot *slot = next_row(sa, scan, ix, ForwardScanDirection);
+	HeapTuple	row = slot ? ExecCopySlotHeapTuple(slot) : NULL;
+
+	index_endscan(scan);
+	return row;
+}
+
+/*
+ * The row of a key as last committed: an update that found the row
+ * changed under it (which only a writer without the account's lock, such
+ * as a manual UPDATE, can do) applies itself to this version, as an
+ * UPDATE under READ COMMITTED would.
+ */
+static HeapTuple
+fetch_latest(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
+{
+	Snapshot	saved = sa->snapshot;
+	HeapTuple	row;
+
+	sa->snapshot = GetLatestSnapshot();
+	row = fetch_row(sa, ix, keys, nkeys);
+	sa->snapshot = saved;
+	return row;
+}
+
+static HeapTuple
+fetch_account(StateAccess *sa, const pg_uuid_t *id)
+{
+	ScanKeyData key;
+
+	key_account(&key, id);
+	return fetch_row(sa, IDX_ACCOUNT, &key, 1);
+}
+
+/*
+ * An account's normal (see BASELINE_DAYS) and its row of the day, if any;
+ * read only when a count reaches its limit (loaded).
+ */
+typedef struct DailyFacts
+{
+	const pg_uuid_t *id;
+	DateADT		day;
+	bool		loaded;
+	int64		days;
+	int64		out_count;
+	int64		out_payees;
+	int64		in_payers;
+	HeapTuple	today;
+} DailyFacts;
+
+static void
+read_daily(StateAccess *sa, DailyFacts *out)
+{
+	const pg_uuid_t *id = out->id;
+	DateADT		day = out->day;
+	DateADT		first_counted = day - BASELINE_DAYS;
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	DateADT		first = day;
+
+	if (out->loaded)
+		return;
+	out->loaded = true;
+
+	/*
+	 * Backwards from the day: its row, then the days counted; a row before
+	 * them means the account has all BASELINE_DAYS of history, the end of
+	 * the rows that its first day is the last one seen.
+	 */
+	key_account(&keys[0], id);
+	key_second(&keys[1], BTLessEqualStrategyNumber, F_DATE_LE, DateADTGetDatum(day));
+	scan = begin_scan(sa, IDX_DAILY, keys, 2);
+	while ((slot = next_row(sa, scan, IDX_DAILY, BackwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		DateADT		d = DatumGetDateADT(slot_getattr(slot, DAILY_DAY, &isnull));
+
+		first = d;
+		if (d < first_counted)
+			break;
+		if (d == day)
+		{
+			out->today = ExecCopySlotHeapTuple(slot);
+			continue;
+		}
+		out->out_count += get_int8(slot, DAILY_OUT_COUNT);
+		out->out_payees += get_int8(slot, DAILY_OUT_PAYEES);
+		out->in_payers += get_int8(slot, DAILY_IN_PAYERS);
+	}
+	index_endscan(scan);
+	out->days = Min(BASELINE_DAYS, (int64) day - (int64) first);
+}
+
+/*
+ * The payer's payments since an instant, until (exclusive), summed; the
+ * sum is numeric, as the buckets'.
+ */
+static Datum
+sum_payments(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after,
+			 TimestampTz before, Datum sum)
+{
+	ScanKeyData keys[2];
+	PayScan		ps;
+	const PaySource *src;
+	TupleTableSlot *slot;
+
+	ScanKeyInit(&keys[0], 2, BTGreaterStrategyNumber, F_TIMESTAMPTZ_GT, TimestampTzGetDatum(after));
+	ScanKeyInit(&keys[1], 2, BTLessStrategyNumber, F_TIMESTAMPTZ_LT, TimestampTzGetDatum(before));
+	pay_scan_begin(&ps, sa, payer, keys, 2, after, before);
+	while ((slot = pay_scan_next(&ps, &src)) != NULL)
+	{
+		bool		isnull;
+		Datum		amount = slot_getattr(slot, src->amount_base, &isnull);
+
+		if (!isnull)
+			sum = DirectFunctionCall2(numeric_add, sum, amount);
+	}
+	pay_scan_end(&ps);
+	return sum;
+}
+
+/* What the payer paid in its window: whole hour buckets plus the edge hour's rows. */
+static double
+velocity_amount(StateAccess *sa, const pg_uuid_t *payer, TimestampTz since,
+				TimestampTz first_whole_hour)
+{
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	Datum		sum = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
+
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE,
+			   TimestampTzGetDatum(first_whole_hour));
+	scan = begin_scan(sa, IDX_HOURLY, keys, 2);
+	while ((slot = next_row(sa, scan, IDX_HOURLY, ForwardScanDirection)) != NULL)
+		sum = DirectFunctionCall2(numeric_add, sum, get_numeric(slot, HOURLY_TOTAL));
+	index_endscan(scan);
+
+	return p2pay_numeric_to_double(sum_payments(sa, payer, since, first_whole_hour, sum));
+}
+
+/*
+ * How many of the payer's payments since an instant lie in [lo, hi),
+ * stopping at limit.
+ */
+static int64
+count_band(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after,
+		   double lo, double hi, int64 limit)
+{
+	PayScan		ps;
+	const PaySource *src;
+	TupleTableSlot *slot;
+	int64		n = 0;
+
+	if (limit <= 0)
+		return 0;
+	pay_scan_since(&ps, sa, payer, after);
+	while (n < limit && (slot = pay_scan_next(&ps, &src)) != NULL)
+	{
+		bool		isnull;
+		Datum		amount = slot_getattr(slot, src->amount_base, &isnull);
+		double		a;
+
+		if (isnull)
+			continue;
+		a = p2pay_numeric_to_double(amount);
+		if (a >= lo && a < hi)
+			n++;
+	}
+	pay_scan_end(&ps);
+	return n;
+}
+
+/* Whether from paid to at least min since an instant. */
+static bool
+paid_since(StateAccess *sa, const pg_uuid_t *from, const pg_uuid_t *to,
+		   TimestampTz after, double min)
+{
+	PayScan		ps;
+	const PaySource *src;
+	TupleTableSlot *slot;
+	bool		found = false;
+
+	pay_scan_since(&ps, sa, from, after);
+	while (!found && (slot = pay_scan_next(&ps, &src)) != NULL)
+	{
+		bool		isnull;
+		pg_uuid_t  *payee = DatumGetUUIDP(slot_getattr(slot, src->payee, &isnull));
+		Datum		amount;
+
+		if (memcmp(payee->data, to->data, UUID_LEN) != 0)
+			continue;
+		amount = slot_getattr(slot, src->amount_base, &isnull);
+		found = !isnull && p2pay_numeric_to_double(amount) >= min;
+	}
+	pay_scan_end(&ps);
+	return found;
+}
+
+/* Whether payer paid payee in [from, until). */
+static bool
+paid_during(StateAccess *sa, const pg_uuid_t *payer, const pg_uuid_t *payee,
+			TimestampTz from, TimestampTz until)
+{
+	ScanKeyData keys[2];
+	PayScan		ps;
+	const PaySource *src;
+	TupleTableSlot *slot;
+	bool		found = false;
+
+	ScanKeyInit(&keys[0], 2, BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE, TimestampTzGetDatum(from));
+	ScanKeyInit(&keys[1], 2, BTLessStrategyNumber, F_TIMESTAMPTZ_LT, TimestampTzGetDatum(until));
+	pay_scan_begin(&ps, sa, payer, keys, 2, from, until);
+	while (!found && (slot = pay_scan_next(&ps, &src)) != NULL)
+	{
+		bool		isnull;
+		pg_uuid_t  *id = DatumGetUUIDP(slot_getattr(slot, src->payee, &isnull));
+
+		found = memcmp(id->data, payee->data, UUID_LEN) == 0;
+	}
+	pay_scan_end(&ps);
+	return found;
+}
+
+/*
+ * The state's view of the payer's previous payment, which survives
+ * archiving (a partition dropped, or payments deleted under
+ * p2pay.delete_mode = archive): the latest last payment at or before t
+ * among its pairs.  A real payment's time, so never later than the true
+ * previous payment, and equal to it unless a pair was also paid after t.
+ */
+static bool
+previous_archived(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, TimestampTz *at)
+{
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE, TimestampTzGetDatum(t));
+	scan = begin_scan(sa, IDX_PAIR_PAYER_LAST, keys, 2);
+	slot = next_row(sa, scan, IDX_PAIR_PAYER_LAST, BackwardScanDirection);
+	if (slot != NULL)
+		*at = get_ts(slot, PAIR_LAST_AT);
+	index_endscan(scan);
+	return slot != NULL;
+}
+
+/*
+ * The payer's latest payment at or before t: the last of the payer's rows
+ * at or before t in each table that can hold one, latest range first (once
+ * one is found, tables whose range ends before it can't hold a later one);
+ * or, when the latest were archived, what the pairs' last payments say.
+ */
+static bool
+previous_payment(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, TimestampTz *at)
+{
+	ScanKeyData keys[2];
+	bool		found = false;
+
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE, TimestampTzGetDatum(t));
+	for (int i = 0; i < cache.nsources; i++)
+	{
+		const PaySource *src = &cache.sources[i];
+		IndexScanDesc scan;
+
+		if (!source_meets(i, DT_NOBEGIN, t) || (found && src->bounded && src->hi <= *at))
+			continue;
+		if (!open_source(sa, i))
+			continue;
+		scan = p2pay_index_beginscan(sa->src_rels[i], sa->src_idxs[i], sa->snapshot, 2, 0);
+		index_rescan(scan, keys, 2, NULL, 0);
+		if (index_getnext_slot(scan, BackwardScanDirection, sa->src_slots[i]))
+		{
+			TimestampTz ts = get_ts(sa->src_slots[i], src->created_at);
+
+			if (!found || ts > *at)
+				*at = ts;
+			found = true;
+		}
+		index_endscan(scan);
+	}
+	{
+		TimestampTz archived;
+
+		if (previous_archived(sa, payer, t, &archived) && (!found || archived > *at))
+		{
+			*at = archived;
+			found = true;
+		}
+	}
+	return found;
+}
+
+/*
+ * Writes.  The index entries are formed from the columns (the indexes are
+ * plain, see load_state_table); a HOT update needs none.
+ */
+static void
+index_row(StateAccess *sa, StateRel r, HeapTuple tup, bool hot, bool update,
+		  const bool *changed)
+{
+	Relation	rel = sa->rels[r];
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int k = 0; k < sa->nwrites[r]; k++)
+	{
+		IndexInfo  *info = cache.indexes[r][k].info;
+		Datum		values[INDEX_MAX_KEYS];
+		bool		isnull[INDEX_MAX_KEYS];
+		bool		unchanged = update;
+
+		if (!info->ii_ReadyForInserts || (hot && !p2pay_index_summarizing(info)))
+			continue;
+		for (int i = 0; i < info->ii_NumIndexAttrs; i++)
+		{
+			AttrNumber	att = info->ii_IndexAttrNumbers[i];
+
+			values[i] = heap_getattr(tup, att, desc, &isnull[i]);
+			if (changed[att])
+				unchanged = false;
+		}
+		p2pay_index_insert(sa->writes[r][k], values, isnull, &tup->t_self, rel,
+						   info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+						   unchanged, info);
+	}
+}
+
+/*
+ * A state row of the table's descriptor: p2pay's columns from values, any
+ * column dropped after them null.
+ */
+static HeapTuple
+form_row(StateAccess *sa, StateRel r, const Datum *values)
+{
+	TupleDesc	desc = RelationGetDescr(sa->rels[r]);
+	Datum	   *all = palloc(sizeof(Datum) * desc->natts);
+	bool	   *nulls = palloc(sizeof(bool) * desc->natts);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		nulls[i] = i >= state_cols[r].natts;
+		all[i] = nulls[i] ? (Datum) 0 : values[i];
+	}
+	return heap_form_tuple(desc, all, nulls);
+}
+
+static void
+insert_row(StateAccess *sa, StateRel r, Datum *values)
+{
+	bool		changed[8] = {false};
+	HeapTuple	tup = form_row(sa, r, values);
+
+	heap_insert(sa->rels[r], tup, GetCurrentCommandId(true), 0, NULL);
+	index_row(sa, r, tup, false, false, changed);
+}
+
+/* A state row changed since the transaction's snapshot was taken: 40001. */
+static void
+state_changed(StateRel r)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not serialize access due to concurrent update"),
+			 errdetail("The account state in p2pay.%s changed after this transaction's snapshot was taken.",
+					   rel_names[r])));
+}
+
+/*
+ * Replace row old (as read with the snapshot) by one with values; changed
+ * marks the columns that differ.  False if old was changed meanwhile, under
+ * READ COMMITTED: the caller reads it again and retries.
+ */
+static bool
+update_row(StateAccess *sa, StateRel r, HeapTuple old, Datum *values, const bool *changed)
+{
+	HeapTuple	tup = form_row(sa, r, values);
+	TM_FailureData tmfd;
+	TM_Result	result;
+
+	result = p2pay_heap_update(sa->rels[r], &old->t_self, tup, GetCurrentCommandId(true), &tmfd);
+	if (result != TM_Ok)
+	{
+		/*
+		 * Every writer of an account's state holds its lock, so under
+		 * REPEATABLE READ or SERIALIZABLE a newer version means the
+		 * snapshot is older than the lock.
+		 */
+		if ((result == TM_Updated || result == TM_Deleted) && !IsolationUsesXactSnapshot())
+			return false;
+		if (result == TM_Updated || result == TM_Deleted)
+			state_changed(r);
+		elog(ERROR, "p2pay: updating a row of p2pay.%s failed (%d)", rel_names[r], (int) result);
+	}
+	index_row(sa, r, tup, HeapTupleIsHeapOnly(tup), true, changed);
+	return true;
+}
+
+/*
+ * A state row to be written that the snapshot doesn't show: under
+ * REPEATABLE READ one committed since would make the insert fail on the
+ * key; say what it is instead.
+ */
+static void
+check_absent(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
+{
+	if (IsolationUsesXactSnapshot() && fetch_latest(sa, ix, keys, nkeys) != NULL)
+		state_changed(idx_defs[ix].rel);
+}
+
+/*
+ * How a state row changes: the row to insert if there is none, or the
+ * counters and sums to add to (an int8 count, or a numeric sum), and for a
+ * pair, first_at and last_at to stretch to the payment's time.
+ */
+typedef struct RowChange
+{
+	Datum		fresh[8];
+	int			nadd;
+	struct
+	{
+		AttrNumber	att;
+		bool		numeric;
+		Datum		by;
+	}			add[2];
+	bool		span;
+	TimestampTz t;
+} RowChange;
+
+static void
+add_to(RowChange *change, AttrNumber att, bool numeric, Datum by)
+{
+	change->add[change->nadd].att = att;
+	change->add[change->nadd].numeric = numeric;
+	change->add[change->nadd].by = by;
+	change->nadd++;
+}
+
+/*
+ * Apply change to the row of keys (read before with the snapshot, or
+ * NULL): insert it, or update it, again on the latest version if a writer
+ * without the account's lock changed it meanwhile.
+ */
+static void
+upsert_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple row,
+		   RowChange *change)
+{
+	StateRel	r = idx_defs[ix].rel;
+	TupleDesc	desc = RelationGetDescr(sa->rels[r]);
+
+	/* a state row is written only with the accounts locked, every index kept */
+	Assert(r != REL_PAYMENTS && sa->lockmode == RowExclusiveLock);
+	Assert(sa->nwrites[r] == cache.nindexes[r]);
+	Assert(p2pay_accounts_locked());
+
+	for (;;)
+	{
+		Datum		values[8];
+		bool		changed[8 + 1] = {false};
+
+		if (row == NULL)
+		{
+			check_absent(sa, ix, keys, nkeys);
+			insert_row(sa, r, change->fresh);
+			return;
+		}
+		for (int i = 0; i < state_cols[r].natts; i++)
+		{
+			bool		isnull;
+
+			values[i] = heap_getattr(row, i + 1, desc, &isnull);
+		}
+		for (int i = 0; i < change->nadd; i++)
+		{
+			AttrNumber	att = change->add[i].att;
+
+			values[att - 1] = change->add[i].numeric ?
+				DirectFunctionCall2(numeric_add, values[att - 1], change->add[i].by) :
+				Int64GetDatum(DatumGetInt64(values[att - 1]) + DatumGetInt64(change->add[i].by));
+			changed[att] = true;
+		}
+		if (change->span && change->t < DatumGetTimestampTz(values[PAIR_FIRST_AT - 1]))
+		{
+			values[PAIR_FIRST_AT - 1] = TimestampTzGetDatum(change->t);
+			changed[PAIR_FIRST_AT] = true;
+		}
+		if (change->span && change->t > DatumGetTimestampTz(values[PAIR_LAST_AT - 1]))
+		{
+			values[PAIR_LAST_AT - 1] = TimestampTzGetDatum(change->t);
+			changed[PAIR_LAST_AT] = true;
+		}
+		if (update_row(sa, r, row, values, changed))
+			return;
+		row = fetch_latest(sa, ix, keys, nkeys);
+	}
+}
+
+/* The pair's key in pair_stats. */
+static void
+key_pair(ScanKey keys, const pg_uuid_t *payer, const pg_uuid_t *payee)
+{
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(payee));
+}
+
+/* The pair's row (read before, or NULL): first and last time, count and total. */
+static void
+record_pair(StateAccess *sa, const PaymentInput *in, HeapTuple row, Datum amount)
+{
+	ScanKeyData keys[2];
+	RowChange	change = {.span = true,.t = in->created_at};
+
+	change.fresh[PAIR_PAYER - 1] = UUIDPGetDatum(in->payer);
+	change.fresh[PAIR_PAYEE - 1] = UUIDPGetDatum(in->payee);
+	change.fresh[PAIR_FIRST_AT - 1] = TimestampTzGetDatum(in->created_at);
+	change.fresh[PAIR_LAST_AT - 1] = TimestampTzGetDatum(in->created_at);
+	change.fresh[PAIR_N - 1] = Int64GetDatum(1);
+	change.fresh[PAIR_TOTAL - 1] = amount;
+	add_to(&change, PAIR_N, false, Int64GetDatum(1));
+	add_to(&change, PAIR_TOTAL, true, amount);
+	key_pair(keys, in->payer, in->payee);
+	upsert_row(sa, IDX_PAIR, keys, 2, row, &change);
+}
+
+/* The payer's bucket of the hour. */
+static void
+record_hour(StateAccess *sa, const pg_uuid_t *payer, TimestampTz hour, Datum amount)
+{
+	ScanKeyData keys[2];
+	RowChange	change = {0};
+
+	change.fresh[HOURLY_PAYER - 1] = UUIDPGetDatum(payer);
+	change.fresh[HOURLY_HOUR - 1] = TimestampTzGetDatum(hour);
+	change.fresh[HOURLY_N - 1] = Int64GetDatum(1);
+	change.fresh[HOURLY_TOTAL - 1] = amount;
+	add_to(&change, HOURLY_N, false, Int64GetDatum(1));
+	add_to(&change, HOURLY_TOTAL, true, amount);
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTEqualStrategyNumber, F_TIMESTAMPTZ_EQ, TimestampTzGetDatum(hour));
+	upsert_row(sa, IDX_HOURLY, keys, 2, fetch_row(sa, IDX_HOURLY, keys, 2), &change);
+}
+
+/*
+ * An account's running totals (its row read before, or NULL): out for the
+ * payer, in for the payee.
+ */
+static void
+record_account(StateAccess *sa, const pg_uuid_t *id, HeapTuple row, bool out, Datum amount)
+{
+	AttrNumber	count_att = out ? ACCT_OUT_COUNT : ACCT_IN_COUNT;
+	AttrNumber	sum_att = out ? ACCT_OUT_SUM : ACCT_IN_SUM;
+	Datum		zero = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
+	ScanKeyData key;
+	RowChange	change = {0};
+
+	change.fresh[ACCT_USER - 1] = UUIDPGetDatum(id);
+	change.fresh[ACCT_OUT_COUNT - 1] = change.fresh[ACCT_IN_COUNT - 1] = Int64GetDatum(0);
+	change.fresh[ACCT_OUT_SUM - 1] = change.fresh[ACCT_IN_SUM - 1] = zero;
+	change.fresh[count_att - 1] = Int64GetDatum(1);
+	change.fresh[sum_att - 1] = amount;
+	add_to(&change, count_att, false, Int64GetDatum(1));
+	add_to(&change, sum_att, true, amount);
+	key_account(&key, id);
+	upsert_row(sa, IDX_ACCOUNT, &key, 1, row, &change);
+}
+
+/*
+ * Whether the payment is its pair's first of the UTC day starting at
+ * day_start, whatever order the pair's payments came in: the pair's row
+ * (read before, or NULL) decides unless the day lies strictly between its
+ * first and last payments, which only a payment older than the pair's last
+ * can meet; then the payer's payments of that day are read for one to the
+ * payee.
+ */
+static bool
+first_of_day(StateAccess *sa, const PaymentInput *in, HeapTuple pair, TimestampTz day_start)
+{
+	TupleDesc	desc = RelationGetDescr(sa->rels[REL_PAIR]);
+	TimestampTz day_end = day_start + USECS_PER_DAY;
+	TimestampTz first_at;
+	TimestampTz last_at;
+	bool		isnull;
+
+	if (pair == NULL)
+		return true;
+	first_at = DatumGetTimestampTz(heap_getattr(pair, PAIR_FIRST_AT, desc, &isnull));
+	last_at = DatumGetTimestampTz(heap_getattr(pair, PAIR_LAST_AT, desc, &isnull));
+	if (last_at < day_start || first_at >= day_end)
+		return true;			/* none of the pair's payments is that day */
+	if (first_at >= day_start || last_at < day_end)
+		return false;			/* its first or its last is */
+	return !paid_during(sa, in->payer, in->payee, day_start, day_end);
+}
+
+/*
+ * An account's row of the day (read with its normal, or now): out_count
+ * and out_payees for the payer, in_payers for the payee.
+ */
+static void
+record_day(StateAccess *sa, DailyFacts *daily, bool out, bool new_pair)
+{
+	int64		fresh = new_pair ? 1 : 0;
+	ScanKeyData keys[2];
+	RowChange	change = {0};
+
+	change.fresh[DAILY_USER - 1] = UUIDPGetDatum(daily->id);
+	change.fresh[DAILY_DAY - 1] = DateADTGetDatum(daily->day);
+	change.fresh[DAILY_OUT_COUNT - 1] = Int64GetDatum(out ? 1 : 0);
+	change.fresh[DAILY_OUT_PAYEES - 1] = Int64GetDatum(out ? fresh : 0);
+	change.fresh[DAILY_IN_PAYERS - 1] = Int64GetDatum(out ? 0 : fresh);
+	if (out)
+	{
+		add_to(&change, DAILY_OUT_COUNT, false, Int64GetDatum(1));
+		add_to(&change, DAILY_OUT_PAYEES, false, Int64GetDatum(fresh));
+	}
+	else
+		add_to(&change, DAILY_IN_PAYERS, false, Int64GetDatum(fresh));
+	key_account(&keys[0], daily->id);
+	key_second(&keys[1], BTEqualStrategyNumber, F_DATE_EQ, DateADTGetDatum(daily->day));
+	upsert_row(sa, IDX_DAILY, keys, 2,
+			   daily->loaded ? daily->today : fetch_row(sa, IDX_DAILY, keys, 2), &change);
+}
+
+
+/*
+ * The state tables as a FactSource (facts.h) for one payment: each answer
+ * an index scan bounded by its limit, or one key.  The rows the recording
+ * rewrites (the pair's, the payer's running totals, each account's row of
+ * the day) are kept as they are read.
+ */
+typedef struct StateSource
+{
+	FactSource	src;			/* first: facts.c sees only this */
+	StateAccess sa;
+	const P2payConfig *cfg;
+	const PaymentInput *in;
+	bool		record;
+	DailyFacts	payer_day;
+	DailyFacts	payee_day;
+	bool		pair_read;
+	HeapTuple	pair;
+	bool		payer_acct_read;
+	HeapTuple	payer_acct;
+} StateSource;
+
+static int64
+state_payments_after(FactSource *src, TimestampTz after, int64 limit)
+{
+	StateSource *ss = (StateSource *) src;
+
+	return count_range(&ss->sa, IDX_PAYMENTS, ss->in->payer, after, 0, NULL, limit);
+}
+
+static int64
+state_payees_after(FactSource *src, TimestampTz after, int64 limit)
+{
+	StateSource *ss = (StateSource *) src;
+
+	return count_range(&ss->sa, IDX_PAIR_PAYER_LAST, ss->in->payer, after, PAIR_PAYEE,
+					   ss->in->payee, limit);
+}
+
+static int64
+state_payers_after(FactSource *src, TimestampTz after, int64 limit)
+{
+	StateSource *ss = (StateSource *) src;
+
+	return count_range(&ss->sa, IDX_PAIR_PAYEE_LAST, ss->in->payee, after, PAIR_PAYER,
+					   ss->in->payer, limit);
+}
+
+static double
+state_paid_after(FactSource *src, TimestampTz after)
+{
+	StateSource *ss = (StateSource *) src;
+
+	return velocity_amount(&ss->sa, ss->in->payer, after, p2pay_hour_of(after) + USECS_PER_HOUR);
+}
+
+static int64
+state_band_after(FactSource *src, TimestampTz after, double lo, double hi, int64 limit)
+{
+	StateSource *ss = (StateSource *) src;
+
+	return count_band(&ss->sa, ss->in->payer, after, lo, hi, limit);
+}
+
+static bool
+state_pair_seen(FactSource *src)
+{
+	StateSource *ss = (StateSource *) src;
+
+	if (!ss->pair_read)
+	{
+		ScanKeyData keys[2];
+
+		key_pair(keys, ss->in->payer, ss->in->payee);
+		ss->pair = fetch_row(&ss->sa, IDX_PAIR, keys, 2);
+		ss->pair_read = true;
+	}
+	return ss->pair != NULL;
+}
+
+static bool
+state_paid_back(FactSource *src, TimestampTz after, double min)
+{
+	StateSource *ss = (StateSource *) src;
+
+	return paid_since(&ss->sa, ss->in->payee, ss->in->payer, after, min);
+}
+
+/* The payer's row of account_stats, read once. */
+static HeapTuple
+payer_account(StateSource *ss)
+{
+	if (!ss->payer_acct_read)
+	{
+		ss->payer_acct = fetch_account(&ss->sa, ss->in->payer);
+		ss->payer_acct_read = true;
+	}
+	return ss->payer_acct;
+}
+
+static void
+state_account(FactSource *src, int64 *out_count, double *out_sum)
+{
+	StateSource *ss = (StateSource *) src;
+	HeapTuple	row = payer_account(ss);
+
+	*out_count = 0;
+	*out_sum = 0;
+	if (row != NULL)
+	{
+		TupleDesc	desc = RelationGetDescr(ss->sa.rels[REL_ACCOUNT]);
+		bool		isnull;
+
+		*out_count = DatumGetInt64(heap_getattr(row, ACCT_OUT_COUNT, desc, &isnull));
+		*out_sum = p2pay_numeric_to_double(heap_getattr(row, ACCT_OUT_SUM, desc, &isnull));
+	}
+}
+
+static void
+state_normal(FactSource *src, bool payer, AccountNormal *out)
+{
+	StateSource *ss = (StateSource *) src;
+	DailyFacts *daily = payer ? &ss->payer_day : &ss->payee_day;
+
+	read_daily(&ss->sa, daily);
+	out->days = daily->days;
+	out->out_count = daily->out_count;
+	out->out_payees = daily->out_payees;
+	out->in_payers = daily->in_payers;
+}
+
+static bool
+state_previous(FactSource *src, TimestampTz *at)
+{
+	StateSource *ss = (StateSource *) src;
+
+	return previous_payment(&ss->sa, ss->in->payer, ss->in->created_at, at);
+}
+
+static int64
+state_payers_of_payer_after(FactSource *src, TimestampTz after, int64 limit)
+{
+	StateSource *ss = (StateSource *) src;
+
+	return count_range(&ss->sa, IDX_PAIR_PAYEE_LAST, ss->in->payer, after, 0, NULL, limit);
+}
+
+/*
+ * The money-flow facts, in SQL (moneyflow.c), with the same snapshot; a
+ * loop needs someone to have paid the payer in cycle's window, which the
+ * index tells first.
+ */
+static void
+state_money_flow(FactSource *src, bool sum, bool loops, bool cycle_on, PaymentFacts *facts)
+{
+	StateSource *ss = (StateSource *) src;
+	const RuleConfig *cy = &ss->cfg->rules[RULE_CYCLE];
+
+	loops = loops && count_range(&ss->sa, IDX_PAIR_PAYEE_LAST, ss->in->payer,
+								 ss->in->created_at - cy->p.window, 0, NULL, 1) > 0;
+	p2pay_read_money_flow(ss->cfg, ss->in, facts, ss->record, sum, loops, cycle_on);
+}
+
+/* The state's answers, in FactSource's order. */
+static const FactSource state_functions = {
+	.payments_after = state_payments_after,
+	.payees_after = state_payees_after,
+	.payers_after = state_payers_after,
+	.paid_after = state_paid_after,
+	.band_after = state_band_after,
+	.pair_seen = state_pair_seen,
+	.paid_back = state_paid_back,
+	.account = state_account,
+	.normal = state_normal,
+	.previous = state_previous,
+	.payers_of_payer_after = state_payers_of_payer_after,
+	.money_flow = state_money_flow,
+};
+
+/*
+ * Read the facts that depend on other payments, as they were before this
+ * one (facts.c decides which), and, if record, record this payment in the
+ * per-account state.  When recording, the accounts are locked.
+ */
+void
+p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
+				 PaymentFacts *facts, bool record)
+{
+	TimestampTz t = in->created_at;
+	TimestampTz day_start = p2pay_day_of(t);
+	StateSource ss;
+
+	Assert(facts->created_at == t);
+	memset(&ss, 0, sizeof(ss));
+	ss.src = state_functions;
+	ss.cfg = cfg;
+	ss.in = in;
+	ss.record = record;
+	ss.payer_day.id = in->payer;
+	ss.payee_day.id = in->payee;
+	ss.payer_day.day = ss.payee_day.day = p2pay_date_of(t);
+
+	open_state(&ss.sa, nspid, record);
+	p2pay_assemble_facts(cfg, &ss.src, facts);
+
+	if (record)
+	{
+		Datum		amount = NumericGetDatum(facts->amount_base);
+		HeapTuple	pair;
+		bool		new_today;
+
+		Assert(p2pay_accounts_locked());
+		Assert(ss.sa.lockmode == RowExclusiveLock);
+
+		(void) state_pair_seen(&ss.src);
+		pair = ss.pair;
+
+		/* the pair's first payment of the day counts a new payee and payer */
+		new_today = first_of_day(&ss.sa, in, pair, day_start);
+
+		record_pair(&ss.sa, in, pair, amount);
+		record_hour(&ss.sa, in->payer, p2pay_hour_of(t), amount);
+		record_account(&ss.sa, in->payer, payer_account(&ss), true, amount);
+		record_account(&ss.sa, in->payee, fetch_account(&ss.sa, in->payee), false, amount);
+		record_day(&ss.sa, &ss.payer_day, true, new_today);
+		record_day(&ss.sa, &ss.payee_day, false, new_today);
+	}
+
+	close_state(&ss.sa);
+}
+
+/*
+ * Takes a reversed payment out of the state: the inverse of the insert's
+ * writes, exact whatever else was archived (deleted with p2pay.delete_mode
+ * = archive, which leaves the state as it was).  The counts and sums
+ * subtract the payment: a bucket that held only it goes, and so does a
+ * pair whose count reaches 0 (archived payments still count in it).  A
+ * pair's first and last times are read again only when the payment was its
+ * first or its last, from the pair's payments that remain (the first one
+ * at or after it, or the last one at or before it, through the payer's
+ * index); when none remains, as when the pair's other payments were all
+ * archived, whose exact times are not known any more, the bound moves to
+ * the other one.  A multi-row DELETE has removed every row before the
+ * first of these statements runs, and each row's statement sees the pair
+ * as the previous one left it, so the times come out as if the rows had
+ * been deleted one by one.
+ *
+ * The payment's UTC day in account_daily: out_count goes down by one, and
+ * out_payees (the payer's distinct payees that day) and in_payers (the
+ * payee's distinct payers that day) go down by one when no payment of the
+ * pair remains that day; none of them below what the payments that remain
+ * that day count (the payee's distinct payers through the pairs paid since
+ * the day began).  Without archived payments that day this is exact,
+ * including after a multi-row DELETE, whose rows' statements all see what
+ * the whole statement left.  With archived payments that day, which the
+ * payments that remain can't show, the distinct counts are never higher
+ * than they should be and at most one lower per payment reversed: a pair
+ * whose only payments left that day are archived stops counting.
+ */
+#define WHEN_IS(col, param, then) "CASE WHEN " col SQL_EQ param " THEN " then " ELSE 0 END"
+#define PAIR_PAYMENT(cmp, dir) \
+"(SELECT p.created_at FROM p2pay.payments p" \
+"   WHERE p.payer_id" SQL_EQ "$1 AND p.payee_id" SQL_EQ "$2 AND p.created_at" cmp "$8" \
+"   ORDER BY p.created_at " dir " LIMIT 1)"
+static const char *forget_sql =
+"WITH acct AS ("
+"  UPDATE p2pay.account_stats a"
+"     SET out_count = a.out_count" SQL_MINUS WHEN_IS("a.user_id", "$1", "1") ","
+"         out_sum = a.out_sum" SQL_MINUS WHEN_IS("a.user_id", "$1", "$4") ","
+"         in_count = a.in_count" SQL_MINUS WHEN_IS("a.user_id", "$2", "1") ","
+"         in_sum = a.in_sum" SQL_MINUS WHEN_IS("a.user_id", "$2", "$4")
+"   WHERE a.user_id" SQL_EQ "ANY (ARRAY[$1, $2])),"
+" bucket_gone AS ("
+"  DELETE FROM p2pay.payer_hourly h"
+"   WHERE h.payer_id" SQL_EQ "$1 AND h.hour" SQL_EQ "$3 AND h.n" SQL_LE "1),"
+" bucket AS ("
+"  UPDATE p2pay.payer_hourly h SET n = h.n" SQL_MINUS "1, total = h.total" SQL_MINUS "$4"
+"   WHERE h.payer_id" SQL_EQ "$1 AND h.hour" SQL_EQ "$3 AND h.n" SQL_GT "1),"
+" pair_gone AS ("
+"  DELETE FROM p2pay.pair_stats s"
+"   WHERE s.payer_id" SQL_EQ "$1 AND s.payee_id" SQL_EQ "$2 AND s.n" SQL_LE "1),"
+" day_left AS ("
+"  SELECT pg_catalog.count(*) AS n, pg_catalog.count(DISTINCT p.payee_id) AS payees,"
+"         CASE WHEN pg_catalog.bool_or(p.payee_id" SQL_EQ "$2) THEN 0 ELSE 1 END AS pair_gone"
+"    FROM p2pay.payments p"
+"   WHERE p.payer_id" SQL_EQ "$1 AND p.created_at" SQL_GE "$5 AND p.created_at" SQL_LT "$6),"
+" payer_day AS ("
+"  UPDATE p2pay.account_daily d"
+"     SET out_count = GREATEST(t.n, d.out_count" SQL_MINUS "1),"
+"         out_payees = GREATEST(t.payees, d.out_payees" SQL_MINUS "t.pair_gone)"
+"    FROM day_left t"
+"   WHERE d.user_id" SQL_EQ "$1 AND d.day" SQL_EQ "$7),"
+" payee_day AS ("
+"  UPDATE p2pay.account_daily d"
+"     SET in_payers = GREATEST((SELECT pg_catalog.count(*) FROM p2pay.pair_stats s"
+"                                WHERE s.payee_id" SQL_EQ "$2 AND s.last_at" SQL_GE "$5"
+"                                  AND EXISTS (SELECT 1 FROM p2pay.payments p"
+"                                               WHERE p.payer_id" SQL_EQ "s.payer_id"
+"                                                 AND p.payee_id" SQL_EQ "$2"
+"                                                 AND p.created_at" SQL_GE "$5"
+"                                                 AND p.created_at" SQL_LT "$6)),"
+"                              d.in_payers" SQL_MINUS "t.pair_gone)"
+"    FROM day_left t"
+"   WHERE d.user_id" SQL_EQ "$2 AND d.day" SQL_EQ "$7)"
+"UPDATE p2pay.pair_stats s"
+"   SET n = s.n" SQL_MINUS "1, total = s.total" SQL_MINUS "$4,"
+"       first_at = CASE WHEN s.first_at" SQL_EQ "$8"
+"                  THEN COALESCE(" PAIR_PAYMENT(SQL_GE, "ASC") ", s.last_at)"
+"                  ELSE s.first_at END,"
+"       last_at = CASE WHEN s.last_at" SQL_EQ "$8"
+"                 THEN COALESCE(" PAIR_PAYMENT(SQL_LE, "DESC") ", s.first_at)"
+"                 ELSE s.last_at END"
+" WHERE s.payer_id" SQL_EQ "$1 AND s.payee_id" SQL_EQ "$2 AND s.n" SQL_GT "1";
+
+/*
+ * After forget_sql: the payer's and payee's rows that no payment counts in
+ * any more go, their row of the payment's day ($3) and their running
+ * totals, as rebuild_state() would count none.  An empty day would
+ * otherwise still count in the history that an account's normal needs.
+ * Archived payments still count, so their rows stay.
+ */
+static const char *forget_empty_sql =
+"WITH day_gone AS ("
+"  DELETE FROM p2pay.account_daily d"
+"   WHERE d.user_id" SQL_EQ "ANY (ARRAY[$1, $2]) AND d.day" SQL_EQ "$3"
+"     AND d.out_count" SQL_EQ "0 AND d.in_payers" SQL_EQ "0)"
+"DELETE FROM p2pay.account_stats a"
+" WHERE a.user_id" SQL_EQ "ANY (ARRAY[$1, $2]) AND a.out_count" SQL_EQ "0"
+"   AND a.in_count" SQL_EQ "0";
+
+/*
+ * Take a reversed payment out of the per-account state, so that no rule
+ * counts it any more.  The accounts are locked.
+ */
+void
+p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
+					 TimestampTz created_at, Numeric amount_base)
+{
+	Datum		values[8];
+	Datum		empty_keys[3];
+	int			ret;
+	TimestampTz day_start = p2pay_day_of(created_at);
+
+	Assert(p2pay_accounts_locked());
+	if (forget_plan == NULL)
+	{
+		Oid			types[8] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, NUMERICOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, DATEOID, TIMESTAMPTZOID};
+
+		forget_plan = p2pay_prepare_kept(forget_sql, 8, types);
+	}
+	if (forget_empty_plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, UUIDOID, DATEOID};
+
+		forget_empty_plan = p2pay_prepare_kept(forget_empty_sql, 3, types);
+	}
+
+	values[0] = UUIDPGetDatum(payer);
+	values[1] = UUIDPGetDatum(payee);
+	values[2] = TimestampTzGetDatum(p2pay_hour_of(created_at));
+	values[3] = NumericGetDatum(amount_base);
+	values[4] = TimestampTzGetDatum(day_start);
+	values[5] = TimestampTzGetDatum(day_start + USECS_PER_DAY);
+	values[6] = DateADTGetDatum((DateADT) (day_start / USECS_PER_DAY));
+	values[7] = TimestampTzGetDatum(created_at);
+	empty_keys[0] = values[0];
+	empty_keys[1] = values[1];
+	empty_keys[2] = values[6];
+
+	ret = SPI_execute_plan(forget_plan, values, NULL, false, 0);
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "p2pay: forgetting a payment failed: %s", SPI_result_code_string(ret));
+
+	ret = SPI_execute_plan(forget_empty_plan, empty_keys, NULL, false, 0);
+	if (ret != SPI_OK_DELETE)
+		elog(ERROR, "p2pay: forgetting a payment's empty rows failed: %s",
+			 SPI_result_code_string(ret));
+}
+

@@ -1,0 +1,17 @@
+/*
+ * store.h: the per-account state tables (store.c): the facts read from
+ * them for the trigger, recording a payment in them, and forgetting a
+ * reversed one.  The accounts are locked (locks.h) before any of these.
+ */
+#ifndef P2PAY_STORE_H
+#define P2PAY_STORE_H
+
+#include "facts.h"
+#include "rules.h"
+
+extern void p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
+							 PaymentFacts *facts, bool record);
+extern void p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
+								 TimestampTz created_at, Numeric amount_base);
+
+#endif							/* P2PAY_STORE_H */
