@@ -14,6 +14,32 @@ ISOLATION    = config_reload account_lock cycle_lock lock_order multi_payment_lo
 
 TAP_TESTS    = 1
 
+# make installcheck runs the pg_regress and isolation suites on an instance
+# of its own, as make check does in PostgreSQL's tree: pg_regress initdbs
+# and starts one with this installation's programs (in tmp_check/, and
+# tmp_check_iso/ for the isolation suite), adds the settings of
+# tmp_instance.conf to it, and removes it when the suite passes.  That file
+# is test/instance.conf (p2pay preloaded, logical decoding, commit
+# timestamps), the one scripts/lib.sh's clusters use too, plus
+# output_plugin_libraries when this installation's server knows the setting
+# (scripts/instance-conf.sh asks it, at every make installcheck).
+# USE_RUNNING=1 runs them instead against the server that PGHOST and PGPORT
+# name (PGXS's installcheck), which must have those settings; make test
+# does so for its partitioned run.  The TAP tests (t/) start nodes of their
+# own either way.
+USE_RUNNING ?=
+ifneq ($(filter-out 0 1,$(USE_RUNNING)),)
+$(error USE_RUNNING must be 1, 0 or empty, not '$(USE_RUNNING)')
+endif
+INSTANCE_CONF  = tmp_instance.conf
+ifneq ($(USE_RUNNING),1)
+REGRESS_OPTS   = --temp-config=$(INSTANCE_CONF) --temp-instance=./tmp_check
+ISOLATION_OPTS = --temp-config=$(INSTANCE_CONF) --temp-instance=./tmp_check_iso
+endif
+# What make installcheck does before the suites: refuse root when it would
+# start a server, and write the instance's configuration.
+REGRESS_PREP   = installcheck-user $(if $(filter 1,$(USE_RUNNING)),,$(INSTANCE_CONF))
+
 PG_CONFIG  ?= pg_config
 PG_CFLAGS  += -Wall -Wextra -Werror -Wno-unused-parameter
 
@@ -146,6 +172,31 @@ ifneq ($(BIN_LINK_DIR),)
 	    echo "rm -f $$link"; rm -f "$$link"; \
 	  fi; \
 	done
+endif
+
+# The configuration of make installcheck's instance, written again at
+# every run: the server of PG_CONFIG's installation decides what it holds.
+.PHONY: $(INSTANCE_CONF)
+$(INSTANCE_CONF):
+	@bash $(srcdir)/scripts/instance-conf.sh '$(bindir)' > $@
+EXTRA_CLEAN += $(INSTANCE_CONF)
+
+# PostgreSQL refuses to run as root, so make installcheck does too when it
+# would start a server: its own instance, or the TAP tests' nodes.
+INSTALLCHECK_STARTS_SERVERS = $(or $(if $(filter 1,$(USE_RUNNING)),,$(REGRESS)$(ISOLATION)),$(TAP_TESTS))
+.PHONY: installcheck-user
+installcheck-user:
+ifneq ($(strip $(INSTALLCHECK_STARTS_SERVERS)),)
+	@if [ "$$(id -u)" = 0 ]; then \
+	  echo "make installcheck: PostgreSQL refuses to run as root, and make installcheck starts servers"; \
+	  echo "(its own instance for the pg_regress and isolation suites, the TAP tests' nodes).  Either:"; \
+	  echo "  - run it as an unprivileged user who can write the tree, e.g. as root, in a copy owned by postgres:"; \
+	  echo "      runuser -u postgres -- make installcheck"; \
+	  echo "  - or run make test, which does that for you (and installs what the suites need);"; \
+	  echo "  - or run the pg_regress and isolation suites against a server you run (PGHOST, PGPORT):"; \
+	  echo "      make installcheck USE_RUNNING=1 TAP_TESTS="; \
+	  exit 1; \
+	fi >&2
 endif
 
 .PHONY: test demo eval bench valgrind check-docker

@@ -7,6 +7,8 @@ PG_MAJOR=${PG_MAJOR:-15}
 # another major version); builds and clusters then use its pg_config.
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 export PATH="$PG_BIN:$PATH"
+# This file's directory, wherever the script that sources it runs from.
+P2PAY_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # Run a command as root: directly when root, through sudo otherwise.
 as_root() {
@@ -113,39 +115,24 @@ make_workdir() {
   echo "$dir"
 }
 
-# Whether this server knows the output_plugin_libraries setting (15.19+).
-has_output_plugin_libraries() {
-  local settings
-  settings=$("$PG_BIN/postgres" --describe-config 2>/dev/null)
-  [[ $settings == *$'\n'output_plugin_libraries$'\t'* ]]
-}
-
 # start_cluster DIR PORT: initdb and start a cluster whose data, socket and
-# log live in DIR, with p2pay preloaded; sets PGHOST, PGPORT, PGUSER,
-# PGDATABASE.  OUTPUT_PLUGINS lists the output plugins the server accepts
-# (pgoutput, test_decoding, p2pay); CLUSTER_CONF, settings to add, one per
-# line; POSTGRES_PROGRAM, a program pg_ctl runs in place of postgres (a
+# log live in DIR, configured as make installcheck configures its own
+# instance (test/instance.conf, through scripts/instance-conf.sh: p2pay
+# preloaded, logical decoding); sets PGHOST, PGPORT, PGUSER, PGDATABASE.
+# OUTPUT_PLUGINS lists the output plugins the server accepts (pgoutput,
+# test_decoding, p2pay); CLUSTER_CONF, settings to add, one per line; POSTGRES_PROGRAM, a program pg_ctl runs in place of postgres (a
 # wrapper that runs it under valgrind), and PG_CTL_TIMEOUT, how many seconds
 # pg_ctl waits for the server to start or stop (60).
 start_cluster() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 conf
+  conf=$(bash "$P2PAY_SCRIPTS/instance-conf.sh" "$PG_BIN") || return 1
   as_pg initdb -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 ||
     { cat "$dir/initdb.log"; return 1; }
   {
     echo "port = $port"
     echo "listen_addresses = '127.0.0.1'"
     echo "unix_socket_directories = '$dir'"
-    echo "wal_level = logical"
-    echo "max_replication_slots = 10"
-    echo "max_wal_senders = 10"
-    echo "fsync = off"
-    # p2pay.flagged_since() reads commit timestamps.
-    echo "track_commit_timestamp = on"
-    # p2pay.rule_stats keeps its counters in shared memory, reserved at start.
-    echo "shared_preload_libraries = 'p2pay'"
-    if has_output_plugin_libraries; then
-      echo "output_plugin_libraries = '${OUTPUT_PLUGINS:-pgoutput, test_decoding, p2pay}'"
-    fi
+    echo "$conf"
     if [ -n "${CLUSTER_CONF:-}" ]; then echo "$CLUSTER_CONF"; fi
   } | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
   as_pg pg_ctl -D "$dir/data" -l "$dir/server.log" ${POSTGRES_PROGRAM:+-p "$POSTGRES_PROGRAM"} \

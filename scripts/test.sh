@@ -3,7 +3,10 @@
 # suite (pg_regress, isolation, TAP, pgTAP) against throwaway clusters,
 # twice: once on a plain p2pay.payments, once with payments partitioned
 # after each CREATE EXTENSION p2pay and managed by pg_partman
-# (scripts/partition-on-create.sql).  Exits non-zero on any failure.
+# (scripts/partition-on-create.sql).  Exits non-zero on any failure.  The
+# clusters are configured as make installcheck configures its own instance
+# (test/instance.conf), and the first run's pg_regress and isolation suites
+# are that make installcheck.
 # P2PAY_RUNS=plain or P2PAY_RUNS=partitioned runs one of the two.
 #
 # make test SANITIZE=1 (or SANITIZE=1 bash scripts/test.sh): the same suites
@@ -94,13 +97,22 @@ run_suite() {
 }
 show_failures() {
   cat "$WORK/src/regression.diffs" 2>/dev/null || true
+  tail -n 60 "$WORK"/src/tmp_check*/log/postmaster.log 2>/dev/null || true
   cat "$WORK/src/output_iso/regression.diffs" 2>/dev/null || true
   for f in "$WORK"/src/tmp_check/log/regress_log_*; do [ -f "$f" ] && tail -n 60 "$f"; done
   return 1
 }
+# check MAKE_ARGS...: make installcheck in the copy.  The plain run's
+# pg_regress and isolation suites run on the instance make installcheck
+# starts itself; the partitioned run's on the cluster, whose template1 holds
+# the event trigger (USE_RUNNING=1), and so do the sanitized run's, whose
+# servers need the runtime that only pg_ctl (in SANITIZER_BIN) gives them.
 check() {
+  local running=
+  if [ -n "$P2PAY_PARTITIONED" ] || [ -n "$SANITIZE" ]; then running=1; fi
   as_pg env ${P2PAY_PARTITIONED:+P2PAY_PARTITIONED=1} make -C "$WORK/src" -s installcheck \
-    PG_CONFIG="$PG_BIN/pg_config" ${P2PAY_PARTITIONED:+EXTRA_REGRESS_OPTS=--use-existing} "$@" ||
+    PG_CONFIG="$PG_BIN/pg_config" USE_RUNNING=$running \
+    ${P2PAY_PARTITIONED:+EXTRA_REGRESS_OPTS=--use-existing} "$@" ||
     show_failures
 }
 
