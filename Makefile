@@ -57,6 +57,22 @@ PG_CFLAGS  += $(SANITIZE_FLAGS)
 TOOL_SANITIZE_FLAGS = $(SANITIZE_FLAGS) -fno-sanitize-recover=undefined,float-cast-overflow
 endif
 
+# make ASSERT=1 builds the extension with PostgreSQL's assertions on
+# (-DUSE_ASSERT_CHECKING, as a server configured with --enable-cassert
+# builds its own code; in CPPFLAGS, so the JIT's bitcode has them too):
+# every Assert() of p2pay and of the inline code of PostgreSQL's headers is
+# checked, and a failed one ends the backend with a TRAP line in the
+# server's log.  The tools are not affected.  Such a p2pay.so loads into a
+# server built without assertions: Assert() calls ExceptionalCondition(),
+# which every server has, and p2pay uses no function or structure that
+# exists only in an assertion-enabled server.  It combines with SANITIZE;
+# CI runs make test SANITIZE=1 ASSERT=1.
+ASSERT     ?=
+ifeq ($(ASSERT),1)
+ASSERT_FLAGS = -DUSE_ASSERT_CHECKING
+PG_CPPFLAGS += $(ASSERT_FLAGS)
+endif
+
 # Client programs, built by make and installed next to PostgreSQL's own.
 SCRIPTS_built = tools/p2pay-stream tools/p2pay-forward tools/p2pay-http
 EXTRA_CLEAN   = .build-mode http/swagger-ui
@@ -80,15 +96,21 @@ PG_INCLUDEDIR := $(shell $(PG_CONFIG) --includedir)
 PG_LIBDIR     := $(shell $(PG_CONFIG) --libdir)
 TOOL_CFLAGS    = -O2 -g -Wall -Wextra -Werror -I$(PG_INCLUDEDIR) $(TOOL_SANITIZE_FLAGS)
 
-# Objects built with and without SANITIZE must never be linked together,
-# nor objects and programs built for another installation (p2pay-http has
-# its files' directory built in): .build-mode records the mode and the
-# installation of the last build, and a change rebuilds.
-BUILD_MODE = $(if $(SANITIZE_FLAGS),sanitize,plain) $(datadir)
+# Objects built with and without SANITIZE, or with and without ASSERT, must
+# never be linked together, nor objects and programs built for another
+# installation (p2pay-http has its files' directory built in): .build-mode
+# records the modes and the installation of the last build, and a change
+# rebuilds.
+BUILD_MODE = $(if $(SANITIZE_FLAGS),sanitize,plain)$(if $(ASSERT_FLAGS),+assert) $(datadir)
 .build-mode: .FORCE
 	@[ "$$(cat $@ 2>/dev/null)" = '$(BUILD_MODE)' ] || echo '$(BUILD_MODE)' > $@
 .PHONY: .FORCE
 $(OBJS) tools/p2pay-stream tools/p2pay-forward tools/p2pay-http: .build-mode
+# The JIT's bitcode of the extension (with_llvm) is built with or without
+# assertions too.
+ifeq ($(with_llvm),yes)
+$(OBJS:.o=.bc): .build-mode
+endif
 
 tools/p2pay-stream: tools/p2pay-stream.c tools/replication.h
 	$(CC) $(TOOL_CFLAGS) -o $@ $< -L$(PG_LIBDIR) -lpq

@@ -89,12 +89,12 @@ install_package_extension() {
 # Build p2pay with warnings as errors and install it into PostgreSQL.  make
 # also builds tools/p2pay-forward, which links librdkafka: every script that
 # builds gets it here, whatever its own package list says.  The build is the
-# plain one even under make test SANITIZE=1 (which builds its sanitized copy
-# elsewhere): SANITIZE= overrides what make passes down.
+# plain one even under make test SANITIZE=1 or ASSERT=1 (which builds its
+# copy elsewhere): SANITIZE= and ASSERT= override what make passes down.
 build_and_install() {
   ensure_packages librdkafka-dev libmicrohttpd-dev
-  make -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE=
-  as_root make -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE=
+  make -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE= ASSERT=
+  as_root make -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE= ASSERT=
 }
 
 # A TCP port nobody listens on.

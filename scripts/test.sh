@@ -15,6 +15,11 @@
 # process wrote a sanitizer report.  The sanitized build is made in the
 # suites' copy of the tree, and the plain build is installed again at exit.
 #
+# make test ASSERT=1: the same suites with p2pay.so built with PostgreSQL's
+# assertions on (make ASSERT=1), made and installed like the sanitized build
+# (with which it combines: make test SANITIZE=1 ASSERT=1, as CI runs it), and
+# the plain build installed again at exit.
+#
 # P2PAY_SERVER_SUITES_ONLY=1: only the suites whose result can depend on the
 # PostgreSQL version (pg_regress, isolation, TAP, pgTAP); the browser and
 # OpenAPI suites, the compose file's and make install's links, and the
@@ -54,13 +59,21 @@ case ${SANITIZE:-} in
   1) ;;
   *) echo "make test: SANITIZE must be 1 or empty, not '$SANITIZE'" >&2; exit 2 ;;
 esac
+case ${ASSERT:-} in
+  ''|0) ASSERT= ;;
+  1) ;;
+  *) echo "make test: ASSERT must be 1 or empty, not '$ASSERT'" >&2; exit 2 ;;
+esac
 build_and_install
 
 WORK=$(make_workdir test)
 cleanup() {
   stop_cluster "$WORK"
-  # A sanitized p2pay.so cannot load into a server without the runtime.
-  if [ -n "$SANITIZE" ]; then as_root make -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE=; fi
+  # A sanitized p2pay.so cannot load into a server without the runtime, and
+  # one with assertions is not the build for use.
+  if [ -n "$SANITIZE$ASSERT" ]; then
+    as_root make -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE= ASSERT=
+  fi
   [ -n "${P2PAY_KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -70,9 +83,19 @@ trap cleanup EXIT
 mkdir "$WORK/src"
 tar --exclude=.git --exclude=tmp_check --exclude=results --exclude=log -cf - . | tar -C "$WORK/src" -xf -
 bindir=()
+if [ -n "$SANITIZE$ASSERT" ]; then
+  make -C "$WORK/src" -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE="$SANITIZE" ASSERT="$ASSERT"
+  as_root make -C "$WORK/src" -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE="$SANITIZE" ASSERT="$ASSERT"
+fi
+if [ -n "$ASSERT" ]; then
+  # Only a p2pay.so built with assertions calls ExceptionalCondition().
+  symbols=$(nm -D --undefined-only "$("$PG_BIN/pg_config" --pkglibdir)/p2pay.so")
+  if [[ $symbols != *' ExceptionalCondition'* ]]; then
+    echo "make test ASSERT=1: the installed p2pay.so was built without assertions" >&2
+    exit 1
+  fi
+fi
 if [ -n "$SANITIZE" ]; then
-  make -C "$WORK/src" -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE=1
-  as_root make -C "$WORK/src" -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE=1
   sanitizer_setup "$WORK"
   bindir=(bindir="$SANITIZER_BIN")
 fi
