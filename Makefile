@@ -25,8 +25,8 @@ TAP_TESTS    = 1
 # (scripts/instance-conf.sh asks it, at every make installcheck).
 # USE_RUNNING=1 runs them instead against the server that PGHOST and PGPORT
 # name (PGXS's installcheck), which must have those settings; make test
-# does so for its partitioned run.  The TAP tests (t/) start nodes of their
-# own either way.
+# does so for its partitioned and sanitized runs.  The TAP tests (t/) start
+# nodes of their own either way.
 USE_RUNNING ?=
 ifneq ($(filter-out 0 1,$(USE_RUNNING)),)
 $(error USE_RUNNING must be 1, 0 or empty, not '$(USE_RUNNING)')
