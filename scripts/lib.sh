@@ -97,10 +97,12 @@ build_and_install() {
   as_root make -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE= ASSERT=
 }
 
-# A TCP port nobody listens on.
+# A TCP port nobody listens on, tried in a random order: two runs that start
+# at once (other checkouts' make test on the same machine) would otherwise
+# both find the first free one, and the second server would fail to bind it.
 free_port() {
   local port
-  for port in $(seq 54320 54400); do
+  for port in $(shuf -i 54320-54400); do
     if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "$port"; return; fi
   done
   echo "no free port in 54320-54400" >&2; return 1
