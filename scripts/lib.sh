@@ -122,9 +122,10 @@ make_workdir() {
 # instance (test/instance.conf, through scripts/instance-conf.sh: p2pay
 # preloaded, logical decoding); sets PGHOST, PGPORT, PGUSER, PGDATABASE.
 # OUTPUT_PLUGINS lists the output plugins the server accepts (pgoutput,
-# test_decoding, p2pay); CLUSTER_CONF, settings to add, one per line; POSTGRES_PROGRAM, a program pg_ctl runs in place of postgres (a
-# wrapper that runs it under valgrind), and PG_CTL_TIMEOUT, how many seconds
-# pg_ctl waits for the server to start or stop (60).
+# test_decoding, p2pay); CLUSTER_CONF, settings to add, one per line;
+# POSTGRES_PROGRAM, a program pg_ctl runs in place of postgres (a wrapper
+# that runs it under valgrind), and PG_CTL_TIMEOUT, how many seconds pg_ctl
+# waits for the server to start or stop (60).
 start_cluster() {
   local dir=$1 port=$2 conf
   conf=$(bash "$P2PAY_SCRIPTS/instance-conf.sh" "$PG_BIN") || return 1

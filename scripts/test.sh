@@ -81,7 +81,7 @@ trap cleanup EXIT
 # The suites write results into the tree: run them in a copy the cluster
 # user owns.
 mkdir "$WORK/src"
-tar --exclude=.git --exclude=tmp_check --exclude=results --exclude=log -cf - . | tar -C "$WORK/src" -xf -
+tar --exclude=.git --exclude=tmp_check --exclude=tmp_check_iso --exclude=results --exclude=log -cf - . | tar -C "$WORK/src" -xf -
 bindir=()
 if [ -n "$SANITIZE$ASSERT" ]; then
   make -C "$WORK/src" -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE="$SANITIZE" ASSERT="$ASSERT"
