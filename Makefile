@@ -15,13 +15,39 @@ ISOLATION    = config_reload account_lock cycle_lock lock_order multi_payment_lo
 
 TAP_TESTS    = 1
 
+# make installcheck runs the pg_regress and isolation suites on an instance
+# of its own, as make check does in PostgreSQL's tree: pg_regress initdbs
+# and starts one with this installation's programs (in tmp_check/, and
+# tmp_check_iso/ for the isolation suite), adds the settings of
+# tmp_instance.conf to it, and removes it when the suite passes.  That file
+# is test/instance.conf (p2pay preloaded, logical decoding, commit
+# timestamps), the one scripts/lib.sh's clusters use too, plus
+# output_plugin_libraries when this installation's server knows the setting
+# (scripts/instance-conf.sh asks it, at every make installcheck).
+# USE_RUNNING=1 runs them instead against the server that PGHOST and PGPORT
+# name (PGXS's installcheck), which must have those settings; make test
+# does so for its partitioned and sanitized runs.  The TAP tests (t/) start
+# nodes of their own either way.
+USE_RUNNING ?=
+ifneq ($(filter-out 0 1,$(USE_RUNNING)),)
+$(error USE_RUNNING must be 1, 0 or empty, not '$(USE_RUNNING)')
+endif
+INSTANCE_CONF  = tmp_instance.conf
+ifneq ($(USE_RUNNING),1)
+REGRESS_OPTS   = --temp-config=$(INSTANCE_CONF) --temp-instance=./tmp_check
+ISOLATION_OPTS = --temp-config=$(INSTANCE_CONF) --temp-instance=./tmp_check_iso
+endif
+# What make installcheck does before the suites: refuse root when it would
+# start a server, and write the instance's configuration.
+REGRESS_PREP   = installcheck-user $(if $(filter 1,$(USE_RUNNING)),,$(INSTANCE_CONF))
+
 PG_CONFIG  ?= pg_config
 PG_CFLAGS  += -Wall -Wextra -Werror -Wno-unused-parameter
 
 # make SANITIZE=1 builds the extension and the tools with AddressSanitizer
 # and UndefinedBehaviorSanitizer (gcc's).  The library then loads only into
 # a server that has the ASan runtime preloaded: make test SANITIZE=1 sets
-# that up (README: Testing under sanitizers and valgrind).  In a server, UB
+# that up (docs/testing.md: Testing under sanitizers and valgrind).  In a server, UB
 # is reported and execution goes on, so that a run lists every finding (the
 # run fails on any report); a tool stops at the first, so that the test that
 # ran it fails.
@@ -30,6 +56,22 @@ ifeq ($(SANITIZE),1)
 SANITIZE_FLAGS = -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer
 PG_CFLAGS  += $(SANITIZE_FLAGS)
 TOOL_SANITIZE_FLAGS = $(SANITIZE_FLAGS) -fno-sanitize-recover=undefined,float-cast-overflow
+endif
+
+# make ASSERT=1 builds the extension with PostgreSQL's assertions on
+# (-DUSE_ASSERT_CHECKING, as a server configured with --enable-cassert
+# builds its own code; in CPPFLAGS, so the JIT's bitcode has them too):
+# every Assert() of p2pay and of the inline code of PostgreSQL's headers is
+# checked, and a failed one ends the backend with a TRAP line in the
+# server's log.  The tools are not affected.  Such a p2pay.so loads into a
+# server built without assertions: Assert() calls ExceptionalCondition(),
+# which every server has, and p2pay uses no function or structure that
+# exists only in an assertion-enabled server.  It combines with SANITIZE;
+# CI runs make test SANITIZE=1 ASSERT=1.
+ASSERT     ?=
+ifeq ($(ASSERT),1)
+ASSERT_FLAGS = -DUSE_ASSERT_CHECKING
+PG_CPPFLAGS += $(ASSERT_FLAGS)
 endif
 
 # Client programs (tools/README.md), installed next to PostgreSQL's own.
@@ -79,15 +121,21 @@ PG_INCLUDEDIR := $(shell $(PG_CONFIG) --includedir)
 PG_LIBDIR     := $(shell $(PG_CONFIG) --libdir)
 TOOL_CFLAGS    = -O2 -g -Wall -Wextra -Werror -I$(PG_INCLUDEDIR) $(TOOL_SANITIZE_FLAGS)
 
-# Objects built with and without SANITIZE must never be linked together,
-# nor objects and programs built for another installation (p2pay-http has
-# its files' directory built in): .build-mode records the mode and the
-# installation of the last build, and a change rebuilds.
-BUILD_MODE = $(if $(SANITIZE_FLAGS),sanitize,plain) $(datadir)
+# Objects built with and without SANITIZE, or with and without ASSERT, must
+# never be linked together, nor objects and programs built for another
+# installation (p2pay-http has its files' directory built in): .build-mode
+# records the modes and the installation of the last build, and a change
+# rebuilds.
+BUILD_MODE = $(if $(SANITIZE_FLAGS),sanitize,plain)$(if $(ASSERT_FLAGS),+assert) $(datadir)
 .build-mode: .FORCE
 	@[ "$$(cat $@ 2>/dev/null)" = '$(BUILD_MODE)' ] || echo '$(BUILD_MODE)' > $@
 .PHONY: .FORCE
 $(OBJS) $(TOOLS_ALL) tools/p2pay-forward-test: .build-mode
+# The JIT's bitcode of the extension (with_llvm) is built with or without
+# assertions too.
+ifeq ($(with_llvm),yes)
+$(OBJS:.o=.bc): .build-mode
+endif
 
 # make tools: every program, or an error that names the missing library.
 # make (all): the ones whose libraries are found, and a line on the rest.
@@ -196,6 +244,31 @@ ifneq ($(BIN_LINK_DIR),)
 	    echo "rm -f $$link"; rm -f "$$link"; \
 	  fi; \
 	done
+endif
+
+# The configuration of make installcheck's instance, written again at
+# every run: the server of PG_CONFIG's installation decides what it holds.
+.PHONY: $(INSTANCE_CONF)
+$(INSTANCE_CONF):
+	@bash $(srcdir)/scripts/instance-conf.sh '$(bindir)' > $@
+EXTRA_CLEAN += $(INSTANCE_CONF)
+
+# PostgreSQL refuses to run as root, so make installcheck does too when it
+# would start a server: its own instance, or the TAP tests' nodes.
+INSTALLCHECK_STARTS_SERVERS = $(or $(if $(filter 1,$(USE_RUNNING)),,$(REGRESS)$(ISOLATION)),$(TAP_TESTS))
+.PHONY: installcheck-user
+installcheck-user:
+ifneq ($(strip $(INSTALLCHECK_STARTS_SERVERS)),)
+	@if [ "$$(id -u)" = 0 ]; then \
+	  echo "make installcheck: PostgreSQL refuses to run as root, and make installcheck starts servers"; \
+	  echo "(its own instance for the pg_regress and isolation suites, the TAP tests' nodes).  Either:"; \
+	  echo "  - run it as an unprivileged user who can write the tree, e.g. as root, in a copy owned by postgres:"; \
+	  echo "      runuser -u postgres -- make installcheck"; \
+	  echo "  - or run make test, which does that for you (and installs what the suites need);"; \
+	  echo "  - or run the pg_regress and isolation suites against a server you run (PGHOST, PGPORT):"; \
+	  echo "      make installcheck USE_RUNNING=1 TAP_TESTS="; \
+	  exit 1; \
+	fi >&2
 endif
 
 .PHONY: test demo eval bench valgrind check-docker

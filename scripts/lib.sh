@@ -7,6 +7,8 @@ PG_MAJOR=${PG_MAJOR:-15}
 # another major version); builds and clusters then use its pg_config.
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/$PG_MAJOR/bin}
 export PATH="$PG_BIN:$PATH"
+# This file's directory, wherever the script that sources it runs from.
+P2PAY_SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 # Run a command as root: directly when root, through sudo otherwise.
 as_root() {
@@ -87,18 +89,20 @@ install_package_extension() {
 # Build p2pay with warnings as errors and install it into PostgreSQL.  make
 # also builds tools/p2pay-forward, which links librdkafka: every script that
 # builds gets it here, whatever its own package list says.  The build is the
-# plain one even under make test SANITIZE=1 (which builds its sanitized copy
-# elsewhere): SANITIZE= overrides what make passes down.
+# plain one even under make test SANITIZE=1 or ASSERT=1 (which builds its
+# copy elsewhere): SANITIZE= and ASSERT= override what make passes down.
 build_and_install() {
   ensure_packages librdkafka-dev libmicrohttpd-dev
-  make -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE=
-  as_root make -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE=
+  make -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE= ASSERT=
+  as_root make -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE= ASSERT=
 }
 
-# A TCP port nobody listens on.
+# A TCP port nobody listens on, tried in a random order: two runs that start
+# at once (other checkouts' make test on the same machine) would otherwise
+# both find the first free one, and the second server would fail to bind it.
 free_port() {
   local port
-  for port in $(seq 54320 54400); do
+  for port in $(shuf -i 54320-54400); do
     if ! (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "$port"; return; fi
   done
   echo "no free port in 54320-54400" >&2; return 1
@@ -113,39 +117,25 @@ make_workdir() {
   echo "$dir"
 }
 
-# Whether this server knows the output_plugin_libraries setting (15.19+).
-has_output_plugin_libraries() {
-  local settings
-  settings=$("$PG_BIN/postgres" --describe-config 2>/dev/null)
-  [[ $settings == *$'\n'output_plugin_libraries$'\t'* ]]
-}
-
 # start_cluster DIR PORT: initdb and start a cluster whose data, socket and
-# log live in DIR, with p2pay preloaded; sets PGHOST, PGPORT, PGUSER,
-# PGDATABASE.  OUTPUT_PLUGINS lists the output plugins the server accepts
-# (pgoutput, test_decoding, p2pay); CLUSTER_CONF, settings to add, one per
-# line; POSTGRES_PROGRAM, a program pg_ctl runs in place of postgres (a
-# wrapper that runs it under valgrind), and PG_CTL_TIMEOUT, how many seconds
-# pg_ctl waits for the server to start or stop (60).
+# log live in DIR, configured as make installcheck configures its own
+# instance (test/instance.conf, through scripts/instance-conf.sh: p2pay
+# preloaded, logical decoding); sets PGHOST, PGPORT, PGUSER, PGDATABASE.
+# OUTPUT_PLUGINS lists the output plugins the server accepts (pgoutput,
+# test_decoding, p2pay); CLUSTER_CONF, settings to add, one per line;
+# POSTGRES_PROGRAM, a program pg_ctl runs in place of postgres (a wrapper
+# that runs it under valgrind), and PG_CTL_TIMEOUT, how many seconds pg_ctl
+# waits for the server to start or stop (60).
 start_cluster() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 conf
+  conf=$(bash "$P2PAY_SCRIPTS/instance-conf.sh" "$PG_BIN") || return 1
   as_pg initdb -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1 ||
     { cat "$dir/initdb.log"; return 1; }
   {
     echo "port = $port"
     echo "listen_addresses = '127.0.0.1'"
     echo "unix_socket_directories = '$dir'"
-    echo "wal_level = logical"
-    echo "max_replication_slots = 10"
-    echo "max_wal_senders = 10"
-    echo "fsync = off"
-    # p2pay.flagged_since() reads commit timestamps.
-    echo "track_commit_timestamp = on"
-    # p2pay.rule_stats keeps its counters in shared memory, reserved at start.
-    echo "shared_preload_libraries = 'p2pay'"
-    if has_output_plugin_libraries; then
-      echo "output_plugin_libraries = '${OUTPUT_PLUGINS:-pgoutput, test_decoding, p2pay}'"
-    fi
+    echo "$conf"
     if [ -n "${CLUSTER_CONF:-}" ]; then echo "$CLUSTER_CONF"; fi
   } | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
   as_pg pg_ctl -D "$dir/data" -l "$dir/server.log" ${POSTGRES_PROGRAM:+-p "$POSTGRES_PROGRAM"} \

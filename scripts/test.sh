@@ -3,7 +3,10 @@
 # suite (pg_regress, isolation, TAP, pgTAP) against throwaway clusters,
 # twice: once on a plain p2pay.payments, once with payments partitioned
 # after each CREATE EXTENSION p2pay and managed by pg_partman
-# (scripts/partition-on-create.sql).  Exits non-zero on any failure.
+# (scripts/partition-on-create.sql).  Exits non-zero on any failure.  The
+# clusters are configured as make installcheck configures its own instance
+# (test/instance.conf), and the first run's pg_regress and isolation suites
+# are that make installcheck.
 # P2PAY_RUNS=plain or P2PAY_RUNS=partitioned runs one of the two.
 #
 # make test SANITIZE=1 (or SANITIZE=1 bash scripts/test.sh): the same suites
@@ -11,6 +14,11 @@
 # with the sanitizers' runtime, and one more check at the end: that no
 # process wrote a sanitizer report.  The sanitized build is made in the
 # suites' copy of the tree, and the plain build is installed again at exit.
+#
+# make test ASSERT=1: the same suites with p2pay.so built with PostgreSQL's
+# assertions on (make ASSERT=1), made and installed like the sanitized build
+# (with which it combines: make test SANITIZE=1 ASSERT=1, as CI runs it), and
+# the plain build installed again at exit.
 #
 # P2PAY_SERVER_SUITES_ONLY=1: only the suites whose result can depend on the
 # PostgreSQL version (pg_regress, isolation, TAP, pgTAP); the browser and
@@ -51,6 +59,11 @@ case ${SANITIZE:-} in
   1) ;;
   *) echo "make test: SANITIZE must be 1 or empty, not '$SANITIZE'" >&2; exit 2 ;;
 esac
+case ${ASSERT:-} in
+  ''|0) ASSERT= ;;
+  1) ;;
+  *) echo "make test: ASSERT must be 1 or empty, not '$ASSERT'" >&2; exit 2 ;;
+esac
 build_and_install
 # The programs, which make builds only when it finds their libraries (the
 # packages above): built here whatever make found, so that a missing one
@@ -60,8 +73,11 @@ make -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE= tools tools-test
 WORK=$(make_workdir test)
 cleanup() {
   stop_cluster "$WORK"
-  # A sanitized p2pay.so cannot load into a server without the runtime.
-  if [ -n "$SANITIZE" ]; then as_root make -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE=; fi
+  # A sanitized p2pay.so cannot load into a server without the runtime, and
+  # one with assertions is not the build for use.
+  if [ -n "$SANITIZE$ASSERT" ]; then
+    as_root make -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE= ASSERT=
+  fi
   [ -n "${P2PAY_KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -69,11 +85,21 @@ trap cleanup EXIT
 # The suites write results into the tree: run them in a copy the cluster
 # user owns.
 mkdir "$WORK/src"
-tar --exclude=.git --exclude=tmp_check --exclude=results --exclude=log -cf - . | tar -C "$WORK/src" -xf -
+tar --exclude=.git --exclude=tmp_check --exclude=tmp_check_iso --exclude=results --exclude=log -cf - . | tar -C "$WORK/src" -xf -
 bindir=()
+if [ -n "$SANITIZE$ASSERT" ]; then
+  make -C "$WORK/src" -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE="$SANITIZE" ASSERT="$ASSERT" all tools tools-test
+  as_root make -C "$WORK/src" -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE="$SANITIZE" ASSERT="$ASSERT"
+fi
+if [ -n "$ASSERT" ]; then
+  # Only a p2pay.so built with assertions calls ExceptionalCondition().
+  symbols=$(nm -D --undefined-only "$("$PG_BIN/pg_config" --pkglibdir)/p2pay.so")
+  if [[ $symbols != *' ExceptionalCondition'* ]]; then
+    echo "make test ASSERT=1: the installed p2pay.so was built without assertions" >&2
+    exit 1
+  fi
+fi
 if [ -n "$SANITIZE" ]; then
-  make -C "$WORK/src" -s PG_CONFIG="$PG_BIN/pg_config" SANITIZE=1 all tools tools-test
-  as_root make -C "$WORK/src" -s install PG_CONFIG="$PG_BIN/pg_config" SANITIZE=1
   sanitizer_setup "$WORK"
   bindir=(bindir="$SANITIZER_BIN")
 fi
@@ -98,13 +124,22 @@ run_suite() {
 }
 show_failures() {
   cat "$WORK/src/regression.diffs" 2>/dev/null || true
+  tail -n 60 "$WORK"/src/tmp_check*/log/postmaster.log 2>/dev/null || true
   cat "$WORK/src/output_iso/regression.diffs" 2>/dev/null || true
   for f in "$WORK"/src/tmp_check/log/regress_log_*; do [ -f "$f" ] && tail -n 60 "$f"; done
   return 1
 }
+# check MAKE_ARGS...: make installcheck in the copy.  The plain run's
+# pg_regress and isolation suites run on the instance make installcheck
+# starts itself; the partitioned run's on the cluster, whose template1 holds
+# the event trigger (USE_RUNNING=1), and so do the sanitized run's, whose
+# servers need the runtime that only pg_ctl (in SANITIZER_BIN) gives them.
 check() {
+  local running=
+  if [ -n "$P2PAY_PARTITIONED" ] || [ -n "$SANITIZE" ]; then running=1; fi
   as_pg env ${P2PAY_PARTITIONED:+P2PAY_PARTITIONED=1} make -C "$WORK/src" -s installcheck \
-    PG_CONFIG="$PG_BIN/pg_config" ${P2PAY_PARTITIONED:+EXTRA_REGRESS_OPTS=--use-existing} "$@" ||
+    PG_CONFIG="$PG_BIN/pg_config" USE_RUNNING=$running \
+    ${P2PAY_PARTITIONED:+EXTRA_REGRESS_OPTS=--use-existing} "$@" ||
     show_failures
 }
 

@@ -93,7 +93,7 @@ echo "valgrind: server started in $(($(date +%s) - started)) s"
 suite=0
 regress=()
 if [ -n "${VALGRIND_TESTS:-}" ]; then regress=(REGRESS="$VALGRIND_TESTS"); fi
-as_pg make -C "$WORK/src" -s installcheck PG_CONFIG="$PG_BIN/pg_config" ISOLATION= TAP_TESTS= "${regress[@]}" ||
+as_pg make -C "$WORK/src" -s installcheck PG_CONFIG="$PG_BIN/pg_config" USE_RUNNING=1 ISOLATION= TAP_TESTS= "${regress[@]}" ||
   { cat "$WORK/src/regression.diffs" 2>/dev/null || true; suite=1; }
 stop_cluster "$WORK"
 echo "valgrind: pg_regress and server stop took $(($(date +%s) - started)) s"
