@@ -87,8 +87,9 @@ install_package_extension() {
 }
 
 # Build p2pay with warnings as errors and install it into PostgreSQL.  make
-# also builds tools/p2pay-forward, which links librdkafka: every script that
-# builds gets it here, whatever its own package list says.  The build is the
+# builds each program whose library it finds; the packages of all three are
+# installed here, so every script that builds gets them, whatever its own
+# package list says, and make builds the tools too.  The build is the
 # plain one even under make test SANITIZE=1 or ASSERT=1 (which builds its
 # copy elsewhere): SANITIZE= and ASSERT= override what make passes down.
 build_and_install() {
