@@ -14,6 +14,10 @@
  * (pass_through's sum, cycle's loops) are read only for large payments, in
  * SQL (moneyflow.c); forgetting a payment, rarer still, is SQL too.
  *
+ * Recording a payment (record_payment) is the state's one derivation from
+ * the payments: the trigger records each insert through it, and
+ * rebuild_state() every stored payment, after emptying the state.
+ *
  * Which facts are read, and where each count stops, is facts.c's to say;
  * this file answers its questions.  backtest.c answers the same questions
  * from the payments alone, and t/019_fact_agreement.pl compares the
@@ -66,6 +70,7 @@
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -567,6 +572,7 @@ typedef struct StateAccess
 	int			nwrites[NUM_RELS];	/* how many (0 for a dry run) */
 	Snapshot	snapshot;
 	LOCKMODE	lockmode;
+	bool		whole;			/* rebuilding: the state tables held alone */
 } StateAccess;
 
 /* Release what open_state took; the locks are kept to the end of the transaction. */
@@ -1346,10 +1352,13 @@ upsert_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple row,
 	StateRel	r = idx_defs[ix].rel;
 	TupleDesc	desc = RelationGetDescr(sa->rels[r]);
 
-	/* a state row is written only with the accounts locked, every index kept */
+	/*
+	 * a state row is written only with the accounts locked (or the whole
+	 * state, by a rebuild), every index kept
+	 */
 	Assert(r != REL_PAYMENTS && sa->lockmode == RowExclusiveLock);
 	Assert(sa->nwrites[r] == cache.nindexes[r]);
-	Assert(p2pay_accounts_locked());
+	Assert(p2pay_accounts_locked() || sa->whole);
 
 	for (;;)
 	{
@@ -1698,6 +1707,55 @@ static const FactSource state_functions = {
 	.money_flow = state_money_flow,
 };
 
+/* Set ss to answer for the payment in, none of its rows read yet. */
+static void
+begin_payment(StateSource *ss, const PaymentInput *in)
+{
+	DateADT		day = p2pay_date_of(in->created_at);
+
+	ss->in = in;
+	memset(&ss->payer_day, 0, sizeof(DailyFacts));
+	memset(&ss->payee_day, 0, sizeof(DailyFacts));
+	ss->payer_day.id = in->payer;
+	ss->payee_day.id = in->payee;
+	ss->payer_day.day = ss->payee_day.day = day;
+	ss->pair_read = false;
+	ss->pair = NULL;
+	ss->payer_acct_read = false;
+	ss->payer_acct = NULL;
+}
+
+/*
+ * Record the payment in the per-account state: the one derivation of the
+ * state from a payment, for the trigger and for rebuild_state() alike.
+ * The rows the facts read already are taken as they were read.
+ */
+static void
+record_payment(StateSource *ss, Numeric amount_base)
+{
+	const PaymentInput *in = ss->in;
+	TimestampTz t = in->created_at;
+	Datum		amount = NumericGetDatum(amount_base);
+	HeapTuple	pair;
+	bool		new_today;
+
+	Assert(ss->sa.lockmode == RowExclusiveLock);
+	Assert(p2pay_accounts_locked() || ss->sa.whole);
+
+	(void) state_pair_seen(&ss->src);
+	pair = ss->pair;
+
+	/* the pair's first payment of the day counts a new payee and payer */
+	new_today = first_of_day(&ss->sa, in, pair, p2pay_day_of(t));
+
+	record_pair(&ss->sa, in, pair, amount);
+	record_hour(&ss->sa, in->payer, p2pay_hour_of(t), amount);
+	record_account(&ss->sa, in->payer, payer_account(ss), true, amount);
+	record_account(&ss->sa, in->payee, fetch_account(&ss->sa, in->payee), false, amount);
+	record_day(&ss->sa, &ss->payer_day, true, new_today);
+	record_day(&ss->sa, &ss->payee_day, false, new_today);
+}
+
 /*
  * Read the facts that depend on other payments, as they were before this
  * one (facts.c decides which), and, if record, record this payment in the
@@ -1707,47 +1765,178 @@ void
 p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 				 PaymentFacts *facts, bool record)
 {
-	TimestampTz t = in->created_at;
-	TimestampTz day_start = p2pay_day_of(t);
 	StateSource ss;
 
-	Assert(facts->created_at == t);
+	Assert(facts->created_at == in->created_at);
 	memset(&ss, 0, sizeof(ss));
 	ss.src = state_functions;
 	ss.cfg = cfg;
-	ss.in = in;
 	ss.record = record;
-	ss.payer_day.id = in->payer;
-	ss.payee_day.id = in->payee;
-	ss.payer_day.day = ss.payee_day.day = p2pay_date_of(t);
+	begin_payment(&ss, in);
 
 	open_state(&ss.sa, nspid, record);
 	p2pay_assemble_facts(cfg, &ss.src, facts);
 
 	if (record)
 	{
-		Datum		amount = NumericGetDatum(facts->amount_base);
-		HeapTuple	pair;
-		bool		new_today;
-
 		Assert(p2pay_accounts_locked());
-		Assert(ss.sa.lockmode == RowExclusiveLock);
-
-		(void) state_pair_seen(&ss.src);
-		pair = ss.pair;
-
-		/* the pair's first payment of the day counts a new payee and payer */
-		new_today = first_of_day(&ss.sa, in, pair, day_start);
-
-		record_pair(&ss.sa, in, pair, amount);
-		record_hour(&ss.sa, in->payer, p2pay_hour_of(t), amount);
-		record_account(&ss.sa, in->payer, payer_account(&ss), true, amount);
-		record_account(&ss.sa, in->payee, fetch_account(&ss.sa, in->payee), false, amount);
-		record_day(&ss.sa, &ss.payer_day, true, new_today);
-		record_day(&ss.sa, &ss.payee_day, false, new_today);
+		record_payment(&ss, facts->amount_base);
 	}
 
 	close_state(&ss.sa);
+}
+
+/*
+ * rebuild_state(): the per-account state counted again from the stored
+ * payments, each recorded through record_payment() as the trigger records
+ * an insert, so that the state has one derivation.  The state tables are
+ * emptied first, and payments are held still meanwhile (SHARE ROW
+ * EXCLUSIVE, on every partition), so no account lock is taken: the state
+ * tables, truncated in this transaction, are this transaction's alone.
+ *
+ * Payments are read in (payer_id, created_at) order: each pair's in time
+ * order, so that first_of_day() decides from the pair's row alone (a
+ * payment is never older than its pair's last one recorded), and a
+ * payer's rows are written one after the other.  Each payment is its own
+ * command, so that it sees the rows the one before wrote.
+ */
+static const char *const rebuild_lock_sql =
+"LOCK TABLE p2pay.payments IN SHARE ROW EXCLUSIVE MODE";
+static const char *const rebuild_truncate_sql =
+"TRUNCATE p2pay.account_stats, p2pay.pair_stats, p2pay.payer_hourly, p2pay.account_daily";
+static const char *const rebuild_read_sql =
+"SELECT p.payer_id, p.payee_id, p.created_at, p.amount_base FROM p2pay.payments p"
+" ORDER BY p.payer_id, p.created_at";
+
+/* Payments read per fetch of the rebuild's cursor. */
+#define REBUILD_BATCH 1000
+
+/* Check a stored payment before it is recorded; errors as the trigger's. */
+static void
+check_stored(const PaymentInput *in, bool no_amount_base)
+{
+	if (no_amount_base)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("p2pay: payments without amount_base can't be counted"),
+				 errhint("Set amount_base (amount * the currency's rate_to_base) on payments loaded without the trigger.")));
+	if (memcmp(in->payer->data, in->payee->data, UUID_LEN) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("p2pay: a payment from an account to itself can't be counted"),
+				 errdetail("A payment of %s to itself was loaded without the trigger, which refuses such payments.",
+						   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(in->payer)))),
+				 errhint("Delete the payment, or correct its payer_id or payee_id, and rebuild again.")));
+	if (TIMESTAMP_NOT_FINITE(in->created_at))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("p2pay: a payment whose created_at is not finite can't be counted"),
+				 errdetail("A payment of %s was loaded without the trigger, which refuses such times.",
+						   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(in->payer)))),
+				 errhint("Delete the payment, or correct its created_at, and rebuild again.")));
+}
+
+/* Record every payment the cursor returns; SPI is connected, as the owner. */
+static void
+record_all(Portal portal, Oid nspid)
+{
+	StateSource ss;
+	MemoryContext row_cxt = AllocSetContextCreate(CurrentMemoryContext, "p2pay rebuild row",
+												  ALLOCSET_DEFAULT_SIZES);
+
+	memset(&ss, 0, sizeof(ss));
+	ss.src = state_functions;
+	ss.record = true;
+	open_state(&ss.sa, nspid, true);
+	ss.sa.whole = true;
+
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, REBUILD_BATCH);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			MemoryContext old = MemoryContextSwitchTo(row_cxt);
+			PaymentInput in = {0};
+			bool		isnull[4];
+			Datum		amount;
+
+			in.payer = DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull[0]));
+			in.payee = DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull[1]));
+			in.created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull[2]));
+			amount = SPI_getbinval(tup, desc, 4, &isnull[3]);
+			if (isnull[0] || isnull[1] || isnull[2])
+				elog(ERROR, "p2pay: a payment without payer_id, payee_id or created_at");
+			check_stored(&in, isnull[3]);
+
+			/* a command of its own, that sees the previous payment's rows */
+			CommandCounterIncrement();
+			UpdateActiveSnapshotCommandId();
+			begin_payment(&ss, &in);
+			record_payment(&ss, DatumGetNumeric(amount));
+
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(row_cxt);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	close_state(&ss.sa);
+	MemoryContextDelete(row_cxt);
+}
+
+/*
+ * p2pay.rebuild_state(): empty the per-account state and record every
+ * stored payment in it, as the owner of payments (see catalog.c).
+ */
+PG_FUNCTION_INFO_V1(p2pay_rebuild_state);
+Datum
+p2pay_rebuild_state(PG_FUNCTION_ARGS)
+{
+	Oid			nspid = p2pay_schema();
+	Oid			owner;
+	OwnerContext saved;
+	Portal		portal;
+	int			ret;
+
+	{
+		Relation	rel = table_open(p2pay_relid("payments"), AccessShareLock);
+
+		owner = rel->rd_rel->relowner;
+		table_close(rel, NoLock);
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "p2pay: SPI_connect failed");
+	p2pay_begin_as_owner(owner, &saved);
+
+	/* no payment may come or go while the state is counted */
+	ret = SPI_execute(rebuild_lock_sql, false, 0);
+	if (ret != SPI_OK_UTILITY)
+		elog(ERROR, "p2pay: locking payments failed: %s", SPI_result_code_string(ret));
+	ret = SPI_execute(rebuild_truncate_sql, false, 0);
+	if (ret != SPI_OK_UTILITY)
+		elog(ERROR, "p2pay: emptying the state failed: %s", SPI_result_code_string(ret));
+
+	/* read to its end, with a snapshot taken after the lock */
+	(void) set_config_option("cursor_tuple_fraction", "1", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	portal = SPI_cursor_open_with_args(NULL, rebuild_read_sql, 0, NULL, NULL, NULL, false, 0);
+	if (portal == NULL)
+		elog(ERROR, "p2pay: rebuild_state could not open a cursor: %s",
+			 SPI_result_code_string(SPI_result));
+	record_all(portal, nspid);
+	SPI_cursor_close(portal);
+
+	p2pay_end_as_owner(&saved);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "p2pay: SPI_finish failed");
+	PG_RETURN_VOID();
 }
 
 /*
