@@ -1607,3 +1607,16 @@ CREATE FUNCTION @extschema@.backtest_payments("from" timestamptz, "to" timestamp
 REVOKE ALL ON FUNCTION @extschema@.backtest_payments(timestamptz, timestamptz, jsonb) FROM PUBLIC;
 COMMENT ON FUNCTION @extschema@.backtest_payments(timestamptz, timestamptz, jsonb) IS
   'The replay of backtest() (the payments created in [from, to), in created_at order, through the current rules or those rules changed by the rule rows given as JSON), a row per payment: the score, decision and reasons it would get, active and shadow, next to those it was given at the time (decision_at_time: before any analyst''s resolution).  Writes nothing.';
+
+------------------------------------------------------------------------------
+-- rebuild_state() through the trigger's recording
+------------------------------------------------------------------------------
+
+-- The state is emptied and every stored payment recorded in it through the
+-- trigger's own recording (C), rather than counted a second time in SQL, so
+-- that the state has one derivation.  The grants stay as they were.
+CREATE OR REPLACE FUNCTION @extschema@.rebuild_state() RETURNS void
+  AS 'MODULE_PATHNAME', 'p2pay_rebuild_state' LANGUAGE C VOLATILE PARALLEL UNSAFE
+  SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION @extschema@.rebuild_state() IS
+  'Count the per-account state again from the stored payments, after loading payments with the trigger off: empties it and records every payment through the trigger''s own recording.';

@@ -902,50 +902,14 @@ COMMENT ON FUNCTION @extschema@.review_queue() IS
 -- payments.  prune_state() keeps it the size of recent activity.
 ------------------------------------------------------------------------------
 
+-- The state is emptied and every stored payment recorded in it through the
+-- trigger's own recording, as the owner of payments, with payments held
+-- still (SHARE ROW EXCLUSIVE) meanwhile.
 CREATE FUNCTION @extschema@.rebuild_state() RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-  -- Rows go in in key order, so that each primary key grows at its right
-  -- edge; a large history wants a large work_mem for the grouping.
-  -- No payment may come or go while the state is counted.
-  LOCK TABLE @extschema@.payments IN SHARE ROW EXCLUSIVE MODE;
-  IF EXISTS (SELECT 1 FROM @extschema@.payments WHERE amount_base IS NULL) THEN
-    RAISE EXCEPTION 'p2pay: payments without amount_base can''t be counted'
-      USING ERRCODE = 'null_value_not_allowed',
-            HINT = 'Set amount_base (amount * the currency''s rate_to_base) on payments loaded without the trigger.';
-  END IF;
-  TRUNCATE @extschema@.account_stats, @extschema@.pair_stats,
-           @extschema@.payer_hourly, @extschema@.account_daily;
-  INSERT INTO @extschema@.account_stats (user_id, out_count, out_sum, in_count, in_sum)
-  SELECT user_id, sum(out_count), sum(out_sum), sum(in_count), sum(in_sum)
-    FROM (SELECT payer_id AS user_id, count(*) AS out_count, sum(amount_base) AS out_sum,
-                 0 AS in_count, 0 AS in_sum
-            FROM @extschema@.payments GROUP BY payer_id
-          UNION ALL
-          SELECT payee_id, 0, 0, count(*), sum(amount_base)
-            FROM @extschema@.payments GROUP BY payee_id) t
-   GROUP BY user_id ORDER BY user_id;
-  INSERT INTO @extschema@.pair_stats (payer_id, payee_id, first_at, last_at, n, total)
-  SELECT payer_id, payee_id, min(created_at), max(created_at), count(*), sum(amount_base)
-    FROM @extschema@.payments GROUP BY payer_id, payee_id ORDER BY payer_id, payee_id;
-  INSERT INTO @extschema@.payer_hourly (payer_id, hour, n, total)
-  SELECT payer_id, date_trunc('hour', created_at, 'UTC'), count(*), sum(amount_base)
-    FROM @extschema@.payments GROUP BY 1, 2 ORDER BY 1, 2;
-  INSERT INTO @extschema@.account_daily (user_id, day, out_count, out_payees, in_payers)
-  SELECT user_id, day, sum(out_count), sum(out_payees), sum(in_payers)
-    FROM (SELECT payer_id AS user_id, (created_at AT TIME ZONE 'UTC')::date AS day,
-                 count(*) AS out_count, count(DISTINCT payee_id) AS out_payees, 0 AS in_payers
-            FROM @extschema@.payments GROUP BY 1, 2
-          UNION ALL
-          SELECT payee_id, (created_at AT TIME ZONE 'UTC')::date, 0, 0, count(DISTINCT payer_id)
-            FROM @extschema@.payments GROUP BY 1, 2) t
-   GROUP BY user_id, day ORDER BY user_id, day;
-END
-$$;
+  AS 'MODULE_PATHNAME', 'p2pay_rebuild_state' LANGUAGE C VOLATILE PARALLEL UNSAFE
+  SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION @extschema@.rebuild_state() IS
-  'Count the per-account state again from the stored payments, after loading payments with the trigger off.';
+  'Count the per-account state again from the stored payments, after loading payments with the trigger off: empties it and records every payment through the trigger''s own recording.';
 REVOKE ALL ON FUNCTION @extschema@.rebuild_state() FROM PUBLIC;
 
 -- The hourly buckets and daily rows accumulate with history, though a rule

@@ -14,6 +14,10 @@
  * (pass_through's sum, cycle's loops) are read only for large payments, in
  * SQL (moneyflow.c); forgetting a payment, rarer still, is SQL too.
  *
+ * Recording a payment (record_payment) is the state's one derivation from
+ * the payments: the trigger records each insert through it, and
+ * rebuild_state() every stored payment, after emptying the state.
+ *
  * Which facts are read, and where each count stops, is facts.c's to say;
  * this file answers its questions.  backtest.c answers the same questions
  * from the payments alone, and t/019_fact_agreement.pl compares the
@@ -66,6 +70,7 @@
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -567,6 +572,7 @@ typedef struct StateAccess
 	int			nwrites[NUM_RELS];	/* how many (0 for a dry run) */
 	Snapshot	snapshot;
 	LOCKMODE	lockmode;
+	struct Deferred *deferred;	/* rebuilding: the rows written back */
 } StateAccess;
 
 /* Release what open_state took; the locks are kept to the end of the transaction. */
@@ -888,9 +894,9 @@ count_range(StateAccess *sa, StateIdx ix, const pg_uuid_t *account, TimestampTz 
 	return n;
 }
 
-/* The row of a key (one or two columns), copied, or NULL. */
+/* The row of a key (one or two columns) in its table, copied, or NULL. */
 static HeapTuple
-fetch_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
+fetch_stored(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 {
 	IndexScanDesc scan = begin_scan(sa, ix, keys, nkeys);
 	TupleTableSlot *slot = next_row(sa, scan, ix, ForwardScanDirection);
@@ -898,6 +904,117 @@ fetch_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 
 	index_endscan(scan);
 	return row;
+}
+
+/*
+ * Rebuilding (rebuild_state()), the state rows are written back rather
+ * than through: each row the recording writes is kept in memory as it
+ * stands, and reaches its table when the rows kept outgrow
+ * maintenance_work_mem, and at the end, in key order, one version of it
+ * per flush.  Written through, every payment would leave a version of each
+ * row it touches, which PostgreSQL can't prune while the rebuild's
+ * transaction runs, and every later read of the row (an account's running
+ * totals: once per payment of the account) would walk past all of them.
+ * A row not in memory is read from its table, once rows have been flushed
+ * to it (the rebuild emptied it first).  The recording itself, what each
+ * payment changes, is the trigger's.
+ */
+typedef struct DeferredKey
+{
+	int32		ix;				/* the StateIdx of the table's key */
+	uint8		first[UUID_LEN];	/* the account */
+	uint8		second[UUID_LEN];	/* the payee, or an int64 hour or day */
+} DeferredKey;
+
+typedef struct DeferredRow
+{
+	DeferredKey key;			/* first: the hash key */
+	HeapTuple	tup;			/* the row as it stands */
+	bool		stored;			/* a version of it is in its table, at tid */
+	ItemPointerData tid;
+} DeferredRow;
+
+typedef struct Deferred
+{
+	MemoryContext cxt;			/* the rows and their hash table */
+	HTAB	   *rows;
+	Size		budget;			/* the memory they may take, in bytes */
+	bool		flushed[NUM_RELS];	/* whether rows were flushed to the table */
+} Deferred;
+
+/* Begin keeping rows, with none kept. */
+static void
+deferred_begin(Deferred *d)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = sizeof(DeferredKey);
+	ctl.entrysize = sizeof(DeferredRow);
+	ctl.hcxt = d->cxt;
+	d->rows = hash_create("p2pay rebuild rows", 1024, &ctl,
+						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+/* The key of a row, from the scan keys of its table's key index. */
+static void
+deferred_key(DeferredKey *key, StateIdx ix, ScanKey keys, int nkeys)
+{
+	Assert(ix == IDX_PAIR || ix == IDX_ACCOUNT || ix == IDX_DAILY || ix == IDX_HOURLY);
+	Assert(nkeys == (ix == IDX_ACCOUNT ? 1 : 2));
+	memset(key, 0, sizeof(DeferredKey));
+	key->ix = ix;
+	memcpy(key->first, DatumGetUUIDP(keys[0].sk_argument)->data, UUID_LEN);
+	if (ix == IDX_PAIR)
+		memcpy(key->second, DatumGetUUIDP(keys[1].sk_argument)->data, UUID_LEN);
+	else if (nkeys > 1)
+	{
+		int64		v = ix == IDX_DAILY ? (int64) DatumGetDateADT(keys[1].sk_argument)
+			: (int64) DatumGetTimestampTz(keys[1].sk_argument);
+
+		memcpy(key->second, &v, sizeof(v));
+	}
+}
+
+/* The row of a key as it stands, kept or read from its table; or NULL. */
+static HeapTuple
+deferred_fetch(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
+{
+	Deferred   *d = sa->deferred;
+	DeferredKey key;
+	DeferredRow *row;
+	HeapTuple	stored;
+	MemoryContext old;
+	bool		found;
+
+	deferred_key(&key, ix, keys, nkeys);
+	row = hash_search(d->rows, &key, HASH_FIND, NULL);
+	if (row != NULL)
+		return row->tup;
+	if (!d->flushed[idx_defs[ix].rel])
+		return NULL;
+	stored = fetch_stored(sa, ix, keys, nkeys);
+	if (stored == NULL)
+		return NULL;
+	row = hash_search(d->rows, &key, HASH_ENTER, &found);
+	Assert(!found);
+	old = MemoryContextSwitchTo(d->cxt);
+	row->tup = heap_copytuple(stored);
+	MemoryContextSwitchTo(old);
+	row->stored = true;
+	row->tid = stored->t_self;
+	return row->tup;
+}
+
+/*
+ * The row of a key (one or two columns), or NULL: in its table, or, when
+ * rebuilding, as it stands.
+ */
+static HeapTuple
+fetch_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
+{
+	if (sa->deferred != NULL)
+		return deferred_fetch(sa, ix, keys, nkeys);
+	return fetch_stored(sa, ix, keys, nkeys);
 }
 
 /*
@@ -1307,6 +1424,117 @@ check_absent(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 }
 
 /*
+ * Keep the row of a key with values, in place of the one kept (which
+ * values may point into).
+ */
+static void
+defer_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, Datum *values)
+{
+	Deferred   *d = sa->deferred;
+	DeferredKey key;
+	DeferredRow *row;
+	HeapTuple	tup;
+	MemoryContext old;
+	bool		found;
+
+	deferred_key(&key, ix, keys, nkeys);
+	tup = form_row(sa, idx_defs[ix].rel, values);
+	old = MemoryContextSwitchTo(d->cxt);
+	row = hash_search(d->rows, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		row->stored = false;
+		ItemPointerSetInvalid(&row->tid);
+		row->tup = NULL;
+	}
+	if (row->tup != NULL)
+		heap_freetuple(row->tup);
+	row->tup = heap_copytuple(tup);
+	MemoryContextSwitchTo(old);
+}
+
+/* Order of the rows flushed: by table, then by key, as the key index's. */
+static int
+deferred_cmp(const void *a, const void *b)
+{
+	const DeferredKey *ka = &(*(DeferredRow *const *) a)->key;
+	const DeferredKey *kb = &(*(DeferredRow *const *) b)->key;
+	int64		x;
+	int64		y;
+	int			c;
+
+	if (ka->ix != kb->ix)
+		return ka->ix < kb->ix ? -1 : 1;
+	c = memcmp(ka->first, kb->first, UUID_LEN);
+	if (c != 0 || ka->ix == IDX_PAIR)
+		return c != 0 ? c : memcmp(ka->second, kb->second, UUID_LEN);
+	memcpy(&x, ka->second, sizeof(x));
+	memcpy(&y, kb->second, sizeof(y));
+	return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+/*
+ * Write the rows kept to their tables, in key order (an insert, or an
+ * update of the version read), and keep none; each row's work in scratch,
+ * reset after it.
+ */
+static void
+deferred_flush(StateAccess *sa, MemoryContext scratch)
+{
+	Deferred   *d = sa->deferred;
+	long		n = hash_get_num_entries(d->rows);
+	DeferredRow **rows;
+	DeferredRow *row;
+	HASH_SEQ_STATUS seq;
+	long		i = 0;
+
+	if (n == 0)
+		return;
+	rows = MemoryContextAllocHuge(d->cxt, sizeof(DeferredRow *) * n);
+	hash_seq_init(&seq, d->rows);
+	while ((row = hash_seq_search(&seq)) != NULL)
+		rows[i++] = row;
+	Assert(i == n);
+	qsort(rows, n, sizeof(DeferredRow *), deferred_cmp);
+
+	for (i = 0; i < n; i++)
+	{
+		StateRel	r = idx_defs[rows[i]->key.ix].rel;
+		TupleDesc	desc = RelationGetDescr(sa->rels[r]);
+		MemoryContext old = MemoryContextSwitchTo(scratch);
+		Datum		values[8];
+
+		for (int k = 0; k < state_cols[r].natts; k++)
+		{
+			bool		isnull;
+
+			values[k] = heap_getattr(rows[i]->tup, k + 1, desc, &isnull);
+		}
+		if (rows[i]->stored)
+		{
+			HeapTupleData version;
+			bool		changed[8 + 1];
+
+			/* every column may have changed since the version was read */
+			memset(changed, true, sizeof(changed));
+			version.t_self = rows[i]->tid;
+			if (!update_row(sa, r, &version, values, changed))
+				elog(ERROR, "p2pay: a row of p2pay.%s changed during rebuild_state()",
+					 rel_names[r]);
+		}
+		else
+			insert_row(sa, r, values);
+		d->flushed[r] = true;
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(scratch);
+		if (i % 10000 == 0)
+			CHECK_FOR_INTERRUPTS();
+	}
+	MemoryContextReset(d->cxt);
+	deferred_begin(d);
+}
+
+/*
  * How a state row changes: the row to insert if there is none, or the
  * counters and sums to add to (an int8 count, or a numeric sum), and for a
  * pair, first_at and last_at to stretch to the payment's time.
@@ -1346,16 +1574,24 @@ upsert_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple row,
 	StateRel	r = idx_defs[ix].rel;
 	TupleDesc	desc = RelationGetDescr(sa->rels[r]);
 
-	/* a state row is written only with the accounts locked, every index kept */
+	/*
+	 * a state row is written only with the accounts locked (or the whole
+	 * state, by a rebuild), every index kept
+	 */
 	Assert(r != REL_PAYMENTS && sa->lockmode == RowExclusiveLock);
 	Assert(sa->nwrites[r] == cache.nindexes[r]);
-	Assert(p2pay_accounts_locked());
+	Assert(p2pay_accounts_locked() || sa->deferred != NULL);
 
 	for (;;)
 	{
 		Datum		values[8];
 		bool		changed[8 + 1] = {false};
 
+		if (row == NULL && sa->deferred != NULL)
+		{
+			defer_row(sa, ix, keys, nkeys, change->fresh);
+			return;
+		}
 		if (row == NULL)
 		{
 			check_absent(sa, ix, keys, nkeys);
@@ -1386,6 +1622,11 @@ upsert_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple row,
 		{
 			values[PAIR_LAST_AT - 1] = TimestampTzGetDatum(change->t);
 			changed[PAIR_LAST_AT] = true;
+		}
+		if (sa->deferred != NULL)
+		{
+			defer_row(sa, ix, keys, nkeys, values);
+			return;
 		}
 		if (update_row(sa, r, row, values, changed))
 			return;
@@ -1698,6 +1939,55 @@ static const FactSource state_functions = {
 	.money_flow = state_money_flow,
 };
 
+/* Set ss to answer for the payment in, none of its rows read yet. */
+static void
+begin_payment(StateSource *ss, const PaymentInput *in)
+{
+	DateADT		day = p2pay_date_of(in->created_at);
+
+	ss->in = in;
+	memset(&ss->payer_day, 0, sizeof(DailyFacts));
+	memset(&ss->payee_day, 0, sizeof(DailyFacts));
+	ss->payer_day.id = in->payer;
+	ss->payee_day.id = in->payee;
+	ss->payer_day.day = ss->payee_day.day = day;
+	ss->pair_read = false;
+	ss->pair = NULL;
+	ss->payer_acct_read = false;
+	ss->payer_acct = NULL;
+}
+
+/*
+ * Record the payment in the per-account state: the one derivation of the
+ * state from a payment, for the trigger and for rebuild_state() alike.
+ * The rows the facts read already are taken as they were read.
+ */
+static void
+record_payment(StateSource *ss, Numeric amount_base)
+{
+	const PaymentInput *in = ss->in;
+	TimestampTz t = in->created_at;
+	Datum		amount = NumericGetDatum(amount_base);
+	HeapTuple	pair;
+	bool		new_today;
+
+	Assert(ss->sa.lockmode == RowExclusiveLock);
+	Assert(p2pay_accounts_locked() || ss->sa.deferred != NULL);
+
+	(void) state_pair_seen(&ss->src);
+	pair = ss->pair;
+
+	/* the pair's first payment of the day counts a new payee and payer */
+	new_today = first_of_day(&ss->sa, in, pair, p2pay_day_of(t));
+
+	record_pair(&ss->sa, in, pair, amount);
+	record_hour(&ss->sa, in->payer, p2pay_hour_of(t), amount);
+	record_account(&ss->sa, in->payer, payer_account(ss), true, amount);
+	record_account(&ss->sa, in->payee, fetch_account(&ss->sa, in->payee), false, amount);
+	record_day(&ss->sa, &ss->payer_day, true, new_today);
+	record_day(&ss->sa, &ss->payee_day, false, new_today);
+}
+
 /*
  * Read the facts that depend on other payments, as they were before this
  * one (facts.c decides which), and, if record, record this payment in the
@@ -1707,47 +1997,190 @@ void
 p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 				 PaymentFacts *facts, bool record)
 {
-	TimestampTz t = in->created_at;
-	TimestampTz day_start = p2pay_day_of(t);
 	StateSource ss;
 
-	Assert(facts->created_at == t);
+	Assert(facts->created_at == in->created_at);
 	memset(&ss, 0, sizeof(ss));
 	ss.src = state_functions;
 	ss.cfg = cfg;
-	ss.in = in;
 	ss.record = record;
-	ss.payer_day.id = in->payer;
-	ss.payee_day.id = in->payee;
-	ss.payer_day.day = ss.payee_day.day = p2pay_date_of(t);
+	begin_payment(&ss, in);
 
 	open_state(&ss.sa, nspid, record);
 	p2pay_assemble_facts(cfg, &ss.src, facts);
 
 	if (record)
 	{
-		Datum		amount = NumericGetDatum(facts->amount_base);
-		HeapTuple	pair;
-		bool		new_today;
-
 		Assert(p2pay_accounts_locked());
-		Assert(ss.sa.lockmode == RowExclusiveLock);
-
-		(void) state_pair_seen(&ss.src);
-		pair = ss.pair;
-
-		/* the pair's first payment of the day counts a new payee and payer */
-		new_today = first_of_day(&ss.sa, in, pair, day_start);
-
-		record_pair(&ss.sa, in, pair, amount);
-		record_hour(&ss.sa, in->payer, p2pay_hour_of(t), amount);
-		record_account(&ss.sa, in->payer, payer_account(&ss), true, amount);
-		record_account(&ss.sa, in->payee, fetch_account(&ss.sa, in->payee), false, amount);
-		record_day(&ss.sa, &ss.payer_day, true, new_today);
-		record_day(&ss.sa, &ss.payee_day, false, new_today);
+		record_payment(&ss, facts->amount_base);
 	}
 
 	close_state(&ss.sa);
+}
+
+/*
+ * rebuild_state(): the per-account state counted again from the stored
+ * payments, each recorded through record_payment() as the trigger records
+ * an insert, so that the state has one derivation.  The state tables are
+ * emptied first, and payments are held still meanwhile (SHARE ROW
+ * EXCLUSIVE, on every partition), so no account lock is taken: the state
+ * tables, truncated in this transaction, are this transaction's alone.
+ *
+ * Payments are read in (payer_id, created_at) order: each pair's in time
+ * order, so that first_of_day() decides from the pair's row alone (a
+ * payment is never older than its pair's last one recorded), and a
+ * payer's rows are written one after the other.  Each payment is its own
+ * command, so that it sees the rows the one before wrote.
+ */
+static const char *const rebuild_lock_sql =
+"LOCK TABLE p2pay.payments IN SHARE ROW EXCLUSIVE MODE";
+static const char *const rebuild_truncate_sql =
+"TRUNCATE p2pay.account_stats, p2pay.pair_stats, p2pay.payer_hourly, p2pay.account_daily";
+static const char *const rebuild_read_sql =
+"SELECT p.payer_id, p.payee_id, p.created_at, p.amount_base FROM p2pay.payments p"
+" ORDER BY p.payer_id, p.created_at";
+
+/* Payments read per fetch of the rebuild's cursor. */
+#define REBUILD_BATCH 1000
+
+/* Check a stored payment before it is recorded; errors as the trigger's. */
+static void
+check_stored(const PaymentInput *in, bool no_amount_base)
+{
+	if (no_amount_base)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("p2pay: payments without amount_base can't be counted"),
+				 errhint("Set amount_base (amount * the currency's rate_to_base) on payments loaded without the trigger.")));
+	if (memcmp(in->payer->data, in->payee->data, UUID_LEN) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CHECK_VIOLATION),
+				 errmsg("p2pay: a payment from an account to itself can't be counted"),
+				 errdetail("A payment by %s to itself was loaded without the trigger, which refuses such payments.",
+						   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(in->payer)))),
+				 errhint("Delete the payment, or correct its payer_id or payee_id, and rebuild again.")));
+	if (TIMESTAMP_NOT_FINITE(in->created_at))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+				 errmsg("p2pay: a payment whose created_at is not finite can't be counted"),
+				 errdetail("A payment by %s was loaded without the trigger, which refuses such times.",
+						   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(in->payer)))),
+				 errhint("Delete the payment, or correct its created_at, and rebuild again.")));
+}
+
+/* Record every payment the cursor returns; SPI is connected, as the owner. */
+static void
+record_all(Portal portal, Oid nspid)
+{
+	StateSource ss;
+	Deferred	deferred = {0};
+	MemoryContext row_cxt = AllocSetContextCreate(CurrentMemoryContext, "p2pay rebuild row",
+												  ALLOCSET_DEFAULT_SIZES);
+
+	deferred.cxt = AllocSetContextCreate(CurrentMemoryContext, "p2pay rebuild rows",
+										 ALLOCSET_DEFAULT_SIZES);
+	deferred.budget = (Size) maintenance_work_mem * 1024;
+	deferred_begin(&deferred);
+
+	memset(&ss, 0, sizeof(ss));
+	ss.src = state_functions;
+	ss.record = true;
+	open_state(&ss.sa, nspid, true);
+	ss.sa.deferred = &deferred;
+
+	for (;;)
+	{
+		SPI_cursor_fetch(portal, true, REBUILD_BATCH);
+		if (SPI_processed == 0)
+			break;
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			MemoryContext old;
+			PaymentInput in = {0};
+			bool		isnull[4];
+			Datum		amount;
+
+			if (MemoryContextMemAllocated(deferred.cxt, true) > deferred.budget)
+				deferred_flush(&ss.sa, row_cxt);
+			old = MemoryContextSwitchTo(row_cxt);
+
+			in.payer = DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull[0]));
+			in.payee = DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull[1]));
+			in.created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull[2]));
+			amount = SPI_getbinval(tup, desc, 4, &isnull[3]);
+			if (isnull[0] || isnull[1] || isnull[2])
+				elog(ERROR, "p2pay: a payment without payer_id, payee_id or created_at");
+			check_stored(&in, isnull[3]);
+
+			/* a command of its own, that sees the rows flushed before */
+			CommandCounterIncrement();
+			UpdateActiveSnapshotCommandId();
+			begin_payment(&ss, &in);
+			record_payment(&ss, DatumGetNumeric(amount));
+
+			MemoryContextSwitchTo(old);
+			MemoryContextReset(row_cxt);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		CHECK_FOR_INTERRUPTS();
+	}
+	SPI_freetuptable(SPI_tuptable);
+
+	deferred_flush(&ss.sa, row_cxt);
+	close_state(&ss.sa);
+	MemoryContextDelete(row_cxt);
+	MemoryContextDelete(deferred.cxt);
+}
+
+/*
+ * p2pay.rebuild_state(): empty the per-account state and record every
+ * stored payment in it, as the owner of payments (see catalog.c).
+ */
+PG_FUNCTION_INFO_V1(p2pay_rebuild_state);
+Datum
+p2pay_rebuild_state(PG_FUNCTION_ARGS)
+{
+	Oid			nspid = p2pay_schema();
+	Oid			owner;
+	OwnerContext saved;
+	Portal		portal;
+	int			ret;
+
+	{
+		Relation	rel = table_open(p2pay_relid("payments"), AccessShareLock);
+
+		owner = rel->rd_rel->relowner;
+		table_close(rel, NoLock);
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "p2pay: SPI_connect failed");
+	p2pay_begin_as_owner(owner, &saved);
+
+	/* no payment may come or go while the state is counted */
+	ret = SPI_execute(rebuild_lock_sql, false, 0);
+	if (ret != SPI_OK_UTILITY)
+		elog(ERROR, "p2pay: locking payments failed: %s", SPI_result_code_string(ret));
+	ret = SPI_execute(rebuild_truncate_sql, false, 0);
+	if (ret != SPI_OK_UTILITY)
+		elog(ERROR, "p2pay: emptying the state failed: %s", SPI_result_code_string(ret));
+
+	/* read to its end, with a snapshot taken after the lock */
+	(void) set_config_option("cursor_tuple_fraction", "1", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	portal = SPI_cursor_open_with_args(NULL, rebuild_read_sql, 0, NULL, NULL, NULL, false, 0);
+	if (portal == NULL)
+		elog(ERROR, "p2pay: rebuild_state could not open a cursor: %s",
+			 SPI_result_code_string(SPI_result));
+	record_all(portal, nspid);
+	SPI_cursor_close(portal);
+
+	p2pay_end_as_owner(&saved);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "p2pay: SPI_finish failed");
+	PG_RETURN_VOID();
 }
 
 /*

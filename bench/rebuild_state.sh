@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# bench/rebuild_state.sh: how long p2pay.rebuild_state() takes on a history
+# loaded as scripts/bench.sh loads its own (BENCH_HISTORY payments between
+# BENCH_USERS users, pre-scored, triggers off), against the set-based SQL
+# count it replaced (p2pay--1.2.sql at SQL_FROM), alternated, BENCH_ROUNDS
+# times each, on one throwaway cluster (fsync off); then whether the two
+# leave the same state, row for row.  maintenance_work_mem is
+# REBUILD_MEMORY for both (1GB, as scripts/bench.sh counts its state).
+#   BENCH_HISTORY (1000000), BENCH_USERS (10000), BENCH_ROUNDS (2),
+#   REBUILD_MEMORY (1GB), SQL_FROM (a8319d4)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+N=${BENCH_HISTORY:-1000000}
+USERS=${BENCH_USERS:-10000}
+ROUNDS=${BENCH_ROUNDS:-2}
+MEMORY=${REBUILD_MEMORY:-1GB}
+SQL_FROM=${SQL_FROM:-a8319d4}
+BANK=00000000-0000-4000-8000-000000000001
+
+build_and_install
+WORK=$(make_workdir rebuild)
+trap 'stop_cluster "$WORK"; rm -rf "$WORK"' EXIT
+export CLUSTER_CONF="fsync = off
+synchronous_commit = off
+shared_buffers = 2GB
+max_wal_size = 16GB
+checkpoint_timeout = 30min
+autovacuum = off"
+start_cluster "$WORK" "$(free_port)"
+q() { as_pg psql -X -q -v ON_ERROR_STOP=1 -d bench "$@"; }
+as_pg createdb bench
+q <<SQL
+CREATE EXTENSION p2pay;
+CREATE SCHEMA bench;
+CREATE FUNCTION bench.uid(n bigint) RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  AS \$\$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid \$\$;
+INSERT INTO p2pay.users (id, first_name, created_at)
+  SELECT bench.uid(n), 'user ' || n, now() - interval '10 years' FROM generate_series(1, $USERS + 2) n;
+INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
+  SELECT id, '$BANK' FROM p2pay.users;
+SET work_mem = '1GB';
+SET session_replication_role = replica;
+SELECT setseed(0.0);
+INSERT INTO p2pay.payments (transaction_id, payer_id, payee_id, amount, currency, payment_method_id,
+                            created_at, risk_score, decision, is_approved, reasons, amount_base)
+SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
+       bench.uid(payer), bench.uid(1 + (payer - 1 + off) % $USERS), amount, 'USD', '$BANK',
+       now() - i * interval '25.92 seconds', 0, 'approve', true, '{}', amount
+  FROM (SELECT i, payer,
+               CASE WHEN random() < 0.8
+                    THEN 1 + (payer * 131 + floor(random() * 20)::bigint * 7919) % ($USERS - 1)
+                    ELSE 1 + floor(random() * ($USERS - 1))::bigint END AS off,
+               round((5 + 2000 * random() ^ 6)::numeric, 2) AS amount
+          FROM (SELECT i, 1 + floor(random() * $USERS)::bigint AS payer
+                  FROM generate_series(0, $N - 1) i) r) g;
+RESET session_replication_role;
+VACUUM ANALYZE;
+SQL
+# the set-based count, word for word, as bench.rebuild_state_sql()
+git show "$SQL_FROM:p2pay--1.2.sql" |
+  sed -n '/^CREATE FUNCTION @extschema@.rebuild_state()/,/^\$\$;/p' |
+  sed -e 's/@extschema@.rebuild_state()/bench.rebuild_state_sql()/' -e 's/@extschema@/p2pay/g' | q
+
+settings="SET work_mem = '1GB'; SET maintenance_work_mem = '$MEMORY';"
+echo "$N payments, $USERS users, maintenance_work_mem $MEMORY"
+for r in $(seq 1 "$ROUNDS"); do
+  for f in bench.rebuild_state_sql p2pay.rebuild_state; do
+    ms=$(q -A -t -c "CHECKPOINT" -c "$settings" -c '\timing on' -c "SELECT $f()" | awk '/^Time:/ {print $2}')
+    echo "round $r: $f(): $ms ms"
+  done
+done
+q -A -t -c "SELECT 'state: ' || (SELECT count(*) FROM p2pay.account_stats) || ' accounts, ' ||
+  (SELECT count(*) FROM p2pay.pair_stats) || ' pairs, ' || (SELECT count(*) FROM p2pay.payer_hourly) ||
+  ' hours, ' || (SELECT count(*) FROM p2pay.account_daily) || ' days, ' ||
+  pg_size_pretty(pg_total_relation_size('p2pay.account_stats') + pg_total_relation_size('p2pay.pair_stats')
+    + pg_total_relation_size('p2pay.payer_hourly') + pg_total_relation_size('p2pay.account_daily'))"
+q -A -t <<SQL
+$settings
+SELECT bench.rebuild_state_sql();
+CREATE TEMP TABLE sql_account AS TABLE p2pay.account_stats;
+CREATE TEMP TABLE sql_pair AS TABLE p2pay.pair_stats;
+CREATE TEMP TABLE sql_hourly AS TABLE p2pay.payer_hourly;
+CREATE TEMP TABLE sql_daily AS TABLE p2pay.account_daily;
+SELECT p2pay.rebuild_state();
+SELECT 'rows that differ between the two: ' ||
+  (SELECT count(*) FROM ((TABLE sql_account EXCEPT ALL TABLE p2pay.account_stats)
+                         UNION ALL (TABLE p2pay.account_stats EXCEPT ALL TABLE sql_account)) d) +
+  (SELECT count(*) FROM ((TABLE sql_pair EXCEPT ALL TABLE p2pay.pair_stats)
+                         UNION ALL (TABLE p2pay.pair_stats EXCEPT ALL TABLE sql_pair)) d) +
+  (SELECT count(*) FROM ((TABLE sql_hourly EXCEPT ALL TABLE p2pay.payer_hourly)
+                         UNION ALL (TABLE p2pay.payer_hourly EXCEPT ALL TABLE sql_hourly)) d) +
+  (SELECT count(*) FROM ((TABLE sql_daily EXCEPT ALL TABLE p2pay.account_daily)
+                         UNION ALL (TABLE p2pay.account_daily EXCEPT ALL TABLE sql_daily)) d);
+SQL
