@@ -20,14 +20,21 @@
  * payment itself is added as the trigger adds it, and the window and running sums
  * are exact numerics turned into float8 only where the trigger casts them,
  * so that a total that equals a limit in decimal compares as it does there.
- * History before from comes from set-based queries restricted to the
- * accounts of the replayed payments: their payments in [from - longest
- * window, from) for the window rules, and the all-time facts as of from
- * (out_count and out_sum, pairs seen, the latest payment).  With cycle
- * following loops of 4, the history also holds every payment of at least
- * its min_amount inside its window: the leg C -> D of a loop A -> B -> C ->
- * D -> A may join two accounts with no payment in the range, which enter
- * the account table bare.  The lookups
+ * The history before from is recorded as the range's payments are, by
+ * record_payment, without being scored, read in the same order.  Only the
+ * payments some fact of the range reaches are read: every payment of the
+ * accounts that pay in the range, for the all-time facts (out_count and
+ * out_sum, pairs seen and their latest payment, the latest payment); and
+ * every payment paid or received by an account of the range from the
+ * start of the longest window before from, or from the start of the UTC
+ * day BASELINE_DAYS before the day of from when the normals are read,
+ * whichever is earlier.  With cycle following loops of 4, the history also
+ * holds every payment of at least its min_amount inside its window: the
+ * leg C -> D of a loop A -> B -> C -> D -> A may join two accounts with no
+ * payment in the range, which enter the account table bare.  A payment
+ * before from - longest is outside every window of the range and counts
+ * in the all-time facts and the normals only, so the windows' lists hold
+ * at from what they would hold had they been kept all along.  The lookups
  * (users.created_at, registered methods, blocklist, allowlist, snoozes) are
  * read once into the account table and evaluated at each payment's
  * created_at, as the trigger's lookup statement does.  amount_base is the
@@ -60,15 +67,23 @@
  * payers paying for the first time that day; and its first day, as payer
  * or payee.  The facts are the totals over [day - BASELINE_DAYS, day) and
  * the days known, as they stand before the payment (its own day's row
- * never counts).  The history of the normals is built from the payments of
- * the accounts in [the start of the day BASELINE_DAYS before the day of
- * from, from), each pair's first of a day found with a window function,
- * since account_daily also counts the payments at and after from; the first
- * day comes from account_daily's rows before the day of from, which hold
- * payments before from only, or from that history.  The replay moves both
- * forward, with each pair's last_at.  They are read only when one of those
- * rules is evaluated with a baseline_factor, or new_payee_high_amount with
- * a min_known_days (the payer's days known).
+ * never counts).  The days are recorded from the history (account_daily
+ * also counts the payments at and after from): a pair's payment before the
+ * start of the day BASELINE_DAYS before the day of from is before the start
+ * of every day a normal of the range counts, so the days from there on are
+ * whole without it.  An account's first day is the earlier of its first
+ * day in account_daily before the day of from (rows of payments before
+ * from only) and its first payment in the history.  They are kept only
+ * when one of those rules is evaluated with a baseline_factor, or
+ * new_payee_high_amount with a min_known_days (the payer's days known).
+ *
+ * Archived payments (docs/partitioning.md) have left payments but not the
+ * state, which the trigger reads.  The history is read from payments, so
+ * the all-time facts, the windows and the days' figures of a backtest
+ * count the payments still stored, as rebuild_state() would: a payer whose
+ * payments before from were archived has a lower out_count and may meet a
+ * known payee as new.  The first day alone is read from the state, and
+ * keeps the days of archived payments.
  *
  * Memory: everything the replay keeps (the hash tables of accounts and
  * pairs, per-account lists of payments inside the longest window, the exact
@@ -301,6 +316,7 @@ typedef struct Backtest
 	bool		cycle_four;		/* cycle follows loops of 4: third accounts count */
 	bool		baseline_on;	/* a rule compares with the account's normal */
 	int64		longest;		/* the longest window of an evaluated rule */
+	TimestampTz window_start;	/* from - longest: before it, no window of the range */
 	int64		mark;			/* the last pass that marked pairs or accounts */
 	Pair	  **scratch;		/* the pairs paying into a busy payer */
 	int			scratch_cap;
@@ -348,66 +364,30 @@ static const char *snoozes_sql =
 static const char *version_sql = "SELECT r.version FROM p2pay.ruleset r";
 
 /*
- * The all-time facts as of from, of the payers: per payer (payee_id null)
- * count, sum and latest time, as account_stats and the dormant probe have
- * them; per pair (payee_id set), that pair_stats has a row.
- */
-static const char *alltime_sql =
-"SELECT p.payer_id, p.payee_id, pg_catalog.count(*), pg_catalog.sum(p.amount_base),"
-"       pg_catalog.max(p.created_at)"
-"  FROM p2pay.payments p"
-" WHERE p.payer_id" SQL_EQ "ANY ($1) AND p.created_at" SQL_LT "$2"
-"   AND p.amount_base IS NOT NULL"
-" GROUP BY GROUPING SETS ((p.payer_id), (p.payer_id, p.payee_id))";
-
-/*
- * The payments inside the longest window before from, paid or received by
- * the accounts of the range; and when cycle follows loops of 4 ($4), those
- * inside its window ($5) of at least its min_amount ($6) between any two
- * accounts: the middle leg C -> D of a loop A -> B -> C -> D -> A may join
- * two accounts that have no payment in the range.
+ * The payments before from ($2) that the replay's state counts, in replay
+ * order: every payment of the payers of the range ($1), for the all-time
+ * facts; from $4 on, every payment paid or received by the accounts of the
+ * range ($3), for the windows and the normals ($4: the start of the
+ * longest window, or of the UTC day BASELINE_DAYS before the day of from
+ * when the normals are read, whichever is earlier); and when cycle follows
+ * loops of 4 ($5), those inside its window ($6) of at least its min_amount
+ * ($7) between any two accounts: the middle leg C -> D of a loop A -> B ->
+ * C -> D -> A may join two accounts that have no payment in the range.
  */
 static const char *history_sql =
 "SELECT p.payer_id, p.payee_id, p.created_at, p.amount_base, p.amount_base::pg_catalog.float8"
 "  FROM p2pay.payments p"
-" WHERE p.created_at" SQL_GE "$2 AND p.created_at" SQL_LT "$3 AND p.amount_base IS NOT NULL"
-"   AND (p.payer_id" SQL_EQ "ANY ($1) OR p.payee_id" SQL_EQ "ANY ($1)"
-"        OR ($4 AND p.created_at" SQL_GE "$5"
-"            AND p.amount_base::pg_catalog.float8" SQL_GE "$6))"
+" WHERE p.created_at" SQL_LT "$2 AND p.amount_base IS NOT NULL"
+"   AND (p.payer_id" SQL_EQ "ANY ($1)"
+"        OR (p.created_at" SQL_GE "$4"
+"            AND (p.payer_id" SQL_EQ "ANY ($3) OR p.payee_id" SQL_EQ "ANY ($3)))"
+"        OR ($5 AND p.created_at" SQL_GE "$6"
+"            AND p.amount_base::pg_catalog.float8" SQL_GE "$7))"
 " ORDER BY p.created_at, p.id";
 
 /*
- * The accounts' normal before from, per account and UTC day, as
- * account_daily would have it had the payments been inserted in (created_at,
- * id) order: from their payments in [$2, $3), $2 the start of the UTC day
- * BASELINE_DAYS before the day of from.  A payment is its pair's first of
- * the day when the pair's previous payment (pair_stats.last_at) is before
- * the start of its day, or there is none; one before $2 is, so the window
- * of the pair's payments from $2 on is enough.
- */
-static const char *daily_sql =
-"SELECT x.id, (q.created_at AT TIME ZONE 'UTC')::pg_catalog.date AS day,"
-"       pg_catalog.count(*) FILTER (WHERE x.pays),"
-"       pg_catalog.count(*) FILTER (WHERE x.pays AND q.first_today),"
-"       pg_catalog.count(*) FILTER (WHERE NOT x.pays AND q.first_today)"
-"  FROM (SELECT p.payer_id, p.payee_id, p.created_at,"
-"               coalesce(pg_catalog.lag(p.created_at)"
-"                          OVER (PARTITION BY p.payer_id, p.payee_id ORDER BY p.created_at, p.id)"
-"                        " SQL_LT "pg_catalog.date_trunc('day', p.created_at, 'UTC'), true)"
-"                 AS first_today"
-"          FROM p2pay.payments p"
-"         WHERE p.created_at" SQL_GE "$2 AND p.created_at" SQL_LT "$3"
-"           AND p.amount_base IS NOT NULL"
-"           AND (p.payer_id" SQL_EQ "ANY ($1) OR p.payee_id" SQL_EQ "ANY ($1))) q"
-" CROSS JOIN LATERAL (VALUES (q.payer_id, true), (q.payee_id, false)) AS x (id, pays)"
-" WHERE x.id" SQL_EQ "ANY ($1)"
-" GROUP BY x.id, day"
-" ORDER BY x.id, day";
-
-/*
  * Each account's first day in account_daily before the day of from ($2):
- * those rows hold only payments before from (the day of from itself comes
- * from daily_sql).
+ * those rows hold only payments before from, archived ones too.
  */
 static const char *first_day_sql =
 "SELECT a.id, (SELECT pg_catalog.min(d.day) FROM p2pay.account_daily d"
@@ -775,8 +755,8 @@ cycle_room(Backtest *bt, Pair **list, int *len, int *cap, TimestampTz edge, bool
 
 /*
  * The account's figures for day, made empty the first time.  Days come in
- * order (the history by day, then the replay by time), so it is the last
- * one or a new one after it; the days no later payment's normal reaches
+ * order (the history, then the range, both by time), so it is the last one
+ * or a new one after it; the days no later payment's normal reaches
  * (BASELINE_DAYS before day or earlier) are dropped on the way.
  */
 static DayFigures *
@@ -999,7 +979,6 @@ count_payment(Backtest *bt, Account *payer, Account *payee, Pair *pair,
 			pair->cycle_in_listed = true;
 		}
 	}
-	pair->seen = true;
 }
 
 /* Pairs by their latest payment, then by payer uuid (uuid_cmp is memcmp). */
@@ -1489,6 +1468,53 @@ put_payment(Backtest *bt, const Verdict *v, TimestampTz t, const Datum *values,
 	tuplestore_putvalues(bt->rows, bt->rows_desc, row, isnull);
 }
 
+/*
+ * Record a payment in the replay's state, as the trigger's state statement
+ * records it: the day's figures of its accounts (whether it is the pair's
+ * first that day), the pair's latest payment, the windows, and the payer's
+ * all-time facts (out_count, out_sum, the latest payment).  payer and payee
+ * are NULL for an account with no payment in the range; a payment before
+ * every window of the range counts only in the rest.
+ */
+static void
+record_payment(Backtest *bt, Account *payer, Account *payee, Pair *pair,
+			   TimestampTz t, double amount, Datum amount_base)
+{
+	if (bt->baseline_on)
+	{
+		DateADT		day = p2pay_date_of(t);
+		bool		first_today = !pair->seen || pair->last_at < p2pay_day_of(t);
+
+		if (payer && payer->pays)
+		{
+			DayFigures *df = account_day(bt, payer, day);
+
+			df->out_count++;
+			df->out_payees += first_today;
+		}
+		if (payee && payee->is_paid)
+			account_day(bt, payee, day)->in_payers += first_today;
+		if (payer)
+			note_day(payer, day);
+		if (payee)
+			note_day(payee, day);
+	}
+	if (!pair->seen || t > pair->last_at)
+		pair->last_at = t;
+	pair->seen = true;
+	if (t >= bt->window_start)
+		count_payment(bt, payer, payee, pair, t, amount, amount_base);
+	if (payer && payer->pays)
+	{
+		payer->out_count++;
+		if (RULE_EVALUATED(&bt->cfg.rules[RULE_AMOUNT_DEVIATION]))
+			payer->out_sum = accumulate(bt, payer->out_sum, DatumGetNumeric(amount_base), false);
+		if (!payer->has_previous || t > payer->previous_at)
+			payer->previous_at = t;
+		payer->has_previous = true;
+	}
+}
+
 /* Replay one payment: read its facts, score it, count it, record it. */
 static void
 replay_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
@@ -1529,36 +1555,10 @@ replay_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
 	if (bt->rows != NULL)
 		put_payment(bt, &verdict, t, values, nulls);
 
-	/* record it, as the trigger's state statement does */
-	if (bt->baseline_on)
-	{
-		DateADT		day = p2pay_date_of(t);
-		bool		first_today = !pair->seen || pair->last_at < p2pay_day_of(t);
-
-		if (payer->pays)
-		{
-			DayFigures *df = account_day(bt, payer, day);
-
-			df->out_count++;
-			df->out_payees += first_today;
-		}
-		if (payee->is_paid)
-			account_day(bt, payee, day)->in_payers += first_today;
-		note_day(payer, day);
-		note_day(payee, day);
-	}
-	if (!pair->seen || t > pair->last_at)
-		pair->last_at = t;
-	count_payment(bt, payer, payee, pair, t, amount, values[4]);
-	payer->out_count++;
-	if (RULE_EVALUATED(&bt->cfg.rules[RULE_AMOUNT_DEVIATION]))
-		payer->out_sum = accumulate(bt, payer->out_sum, DatumGetNumeric(values[4]), false);
-	if (!payer->has_previous || t > payer->previous_at)
-		payer->previous_at = t;
-	payer->has_previous = true;
+	record_payment(bt, payer, payee, pair, t, amount, values[4]);
 }
 
-/* Count a payment made before from inside the longest window. */
+/* Record a payment made before from, as the payments of the range are. */
 static void
 history_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
 {
@@ -1570,9 +1570,9 @@ history_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
 	heap_deform_tuple(tup, desc, values, nulls);
 	payer_id = DatumGetUUIDP(values[0]);
 	payee_id = DatumGetUUIDP(values[1]);
-	count_payment(bt, find_account(bt, payer_id), find_account(bt, payee_id),
-				  enter_pair(bt, payer_id, payee_id),
-				  DatumGetTimestampTz(values[2]), DatumGetFloat8(values[4]), values[3]);
+	record_payment(bt, find_account(bt, payer_id), find_account(bt, payee_id),
+				   enter_pair(bt, payer_id, payee_id),
+				   DatumGetTimestampTz(values[2]), DatumGetFloat8(values[4]), values[3]);
 }
 
 /* Run a read-only statement through a cursor, handing each row to row_fn. */
@@ -1737,95 +1737,53 @@ load_lookups(Backtest *bt, Datum accounts, Datum payers)
 	SPI_freetuptable(SPI_tuptable);
 }
 
-/* Take one row of the all-time facts: a payer's (payee_id null) or a pair's. */
-static void
-all_time_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
-{
-	Datum		values[5];
-	bool		nulls[5];
-	const pg_uuid_t *payer_id;
-
-	heap_deform_tuple(tup, desc, values, nulls);
-	payer_id = DatumGetUUIDP(values[0]);
-	if (nulls[1])
-	{
-		Account    *a = find_account(bt, payer_id);
-		MemoryContext old;
-
-		if (a == NULL)
-			return;
-		a->out_count = DatumGetInt64(values[2]);
-		old = MemoryContextSwitchTo(bt->cxt);
-		a->out_sum = DatumGetNumericCopy(values[3]);
-		MemoryContextSwitchTo(old);
-		a->has_previous = true;
-		a->previous_at = DatumGetTimestampTz(values[4]);
-	}
-	else
-	{
-		Pair	   *pair = enter_pair(bt, payer_id, DatumGetUUIDP(values[1]));
-
-		pair->seen = true;
-		pair->last_at = DatumGetTimestampTz(values[4]);
-	}
-}
-
 static TimestampTz history_start(TimestampTz from, int64 window);
 
-/* Take one day of an account's normal before from. */
+/*
+ * Record the payments before from that the range's facts reach
+ * (history_sql), and take each account's first day in account_daily, which
+ * keeps the days of archived payments too.
+ */
 static void
-daily_row(Backtest *bt, HeapTuple tup, TupleDesc desc)
+load_history(Backtest *bt, TimestampTz from, Datum accounts, Datum payers)
 {
-	Datum		values[5];
-	bool		nulls[5];
-	Account    *a;
-	DateADT		day;
-	DayFigures *f;
+	const RuleParams *cy = &bt->cfg.rules[RULE_CYCLE].p;
+	TimestampTz start = bt->window_start;
+	Oid			types[7] = {UUIDARRAYOID, TIMESTAMPTZOID, UUIDARRAYOID, TIMESTAMPTZOID,
+	BOOLOID, TIMESTAMPTZOID, FLOAT8OID};
+	Datum		values[7];
 
-	heap_deform_tuple(tup, desc, values, nulls);
-	a = find_account(bt, DatumGetUUIDP(values[0]));
-	if (a == NULL)
-		return;
-	day = DatumGetDateADT(values[1]);
-	f = account_day(bt, a, day);
-	f->out_count += DatumGetInt64(values[2]);
-	f->out_payees += DatumGetInt64(values[3]);
-	f->in_payers += DatumGetInt64(values[4]);
-	note_day(a, day);
-}
-
-/* Load each account's normal as it stood at from. */
-static void
-load_normals(Backtest *bt, TimestampTz from, Datum accounts)
-{
-	Oid			types[3] = {UUIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-	Datum		values[3];
-	Oid			first_types[2] = {UUIDARRAYOID, DATEOID};
-	Datum		first_values[2];
-
-	/* no day before -infinity */
+	/* no payment, and no day, before -infinity */
 	if (TIMESTAMP_NOT_FINITE(from))
 		return;
 
-	first_values[0] = accounts;
-	first_values[1] = DateADTGetDatum(p2pay_date_of(from));
-	run_select(first_day_sql, 2, first_types, first_values);
-	for (uint64 row = 0; row < SPI_processed; row++)
+	if (bt->baseline_on)
 	{
-		bool		isnull;
-		Account    *a = find_account(bt, DatumGetUUIDP(column(row, 1, &isnull)));
-		Datum		d = column(row, 2, &isnull);
+		Oid			first_types[2] = {UUIDARRAYOID, DATEOID};
+		Datum		first_values[2] = {accounts, DateADTGetDatum(p2pay_date_of(from))};
 
-		if (a != NULL && !isnull)
-			note_day(a, DatumGetDateADT(d));
+		run_select(first_day_sql, 2, first_types, first_values);
+		for (uint64 row = 0; row < SPI_processed; row++)
+		{
+			bool		isnull;
+			Account    *a = find_account(bt, DatumGetUUIDP(column(row, 1, &isnull)));
+			Datum		d = column(row, 2, &isnull);
+
+			if (a != NULL && !isnull)
+				note_day(a, DatumGetDateADT(d));
+		}
+		SPI_freetuptable(SPI_tuptable);
+		start = Min(start, history_start(p2pay_day_of(from), BASELINE_DAYS * USECS_PER_DAY));
 	}
-	SPI_freetuptable(SPI_tuptable);
 
-	values[0] = accounts;
-	values[1] = TimestampTzGetDatum(history_start(p2pay_day_of(from),
-												  BASELINE_DAYS * USECS_PER_DAY));
-	values[2] = TimestampTzGetDatum(from);
-	for_each_row(bt, daily_sql, 3, types, values, daily_row);
+	values[0] = payers;
+	values[1] = TimestampTzGetDatum(from);
+	values[2] = accounts;
+	values[3] = TimestampTzGetDatum(start);
+	values[4] = BoolGetDatum(bt->cycle_four);
+	values[5] = TimestampTzGetDatum(history_start(from, cy->window));
+	values[6] = Float8GetDatum(cy->min_amount);
+	for_each_row(bt, history_sql, 7, types, values, history_row);
 }
 
 /* The rule-set version the caller's snapshot sees. */
@@ -1953,29 +1911,8 @@ replay(Backtest *bt, Oid owner, Oid nspid, TimestampTz from, TimestampTz to, Jso
 
 	load_accounts(bt, from, to, &accounts, &payers);
 	load_lookups(bt, accounts, payers);
-	{
-		Oid			types[2] = {UUIDARRAYOID, TIMESTAMPTZOID};
-		Datum		values[2] = {payers, TimestampTzGetDatum(from)};
-
-		for_each_row(bt, alltime_sql, 2, types, values, all_time_row);
-	}
-	if (bt->baseline_on)
-		load_normals(bt, from, accounts);
-	if (bt->keep_out || bt->fan_in_on || bt->round_trip_on ||
-		bt->pass_through_on || bt->cycle_on)
-	{
-		const RuleParams *cy = &bt->cfg.rules[RULE_CYCLE].p;
-		Oid			types[6] = {UUIDARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-		BOOLOID, TIMESTAMPTZOID, FLOAT8OID};
-		Datum		values[6] = {accounts,
-			TimestampTzGetDatum(history_start(from, bt->longest)),
-			TimestampTzGetDatum(from),
-			BoolGetDatum(bt->cycle_four),
-			TimestampTzGetDatum(history_start(from, cy->window)),
-		Float8GetDatum(cy->min_amount)};
-
-		for_each_row(bt, history_sql, 6, types, values, history_row);
-	}
+	bt->window_start = history_start(from, bt->longest);
+	load_history(bt, from, accounts, payers);
 	{
 		Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
 		Datum		values[2] = {TimestampTzGetDatum(from), TimestampTzGetDatum(to)};
