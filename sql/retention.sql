@@ -70,6 +70,14 @@ SELECT count(*) AS present FROM p2pay.payments;
 UNION ALL (SELECT * FROM state_before EXCEPT SELECT * FROM state());
 SELECT * FROM rent_verdict();
 SELECT * FROM stream();
+-- backtest() replays from the payments, which no longer hold the archived
+-- ones: from July 2025 on, the landlord is a new payee again.  The tenant's
+-- first day comes from account_daily, which keeps it: the tenant has the
+-- 30 days of history that min_known_days asks for.
+SELECT b.created_at, 'new_payee_high_amount' = ANY (b.reasons) AS new_payee,
+       'new_payee_high_amount' = ANY (b.reasons_at_time) AS new_payee_at_time
+  FROM p2pay.backtest_payments('2025-07-01', '2025-07-06',
+         '[{"name": "new_payee_high_amount", "params": {"min_known_days": 30}}]') b;
 
 -- A delete in the default mode, by an analyst or the application, in
 -- another transaction, is a reversal: a deleted event, and the payment
