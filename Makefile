@@ -113,7 +113,7 @@ check-update-chain:
 	@bash $(srcdir)/scripts/check-update-chain.sh $(srcdir) $(EXTENSION) $(EXTVERSION)
 
 # Every object depends on the shared headers (PGXS tracks only the .c files).
-$(OBJS): src/p2pay.h src/compat.h src/json.h src/facts.h src/rules.h src/stats.h src/store.h \
+$(OBJS): src/p2pay.h src/catalog.h src/compat.h src/json.h src/facts.h src/rules.h src/stats.h src/store.h \
          src/refs.h src/locks.h src/moneyflow.h src/trigger.h src/timeutil.h
 
 # libpq clients: warnings as errors like the extension.
