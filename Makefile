@@ -27,7 +27,7 @@ TAP_TESTS    = 1
 # USE_RUNNING=1 runs them instead against the server that PGHOST and PGPORT
 # name (PGXS's installcheck), which must have those settings; make test
 # does so for its partitioned and sanitized runs.  The TAP tests (t/) start
-# nodes of their own either way.
+# nodes of their own either way, with the same settings (t/lib/P2payNode.pm).
 USE_RUNNING ?=
 ifneq ($(filter-out 0 1,$(USE_RUNNING)),)
 $(error USE_RUNNING must be 1, 0 or empty, not '$(USE_RUNNING)')
