@@ -27,7 +27,7 @@ TAP_TESTS    = 1
 # USE_RUNNING=1 runs them instead against the server that PGHOST and PGPORT
 # name (PGXS's installcheck), which must have those settings; make test
 # does so for its partitioned and sanitized runs.  The TAP tests (t/) start
-# nodes of their own either way.
+# nodes of their own either way, with the same settings (t/lib/P2payNode.pm).
 USE_RUNNING ?=
 ifneq ($(filter-out 0 1,$(USE_RUNNING)),)
 $(error USE_RUNNING must be 1, 0 or empty, not '$(USE_RUNNING)')
@@ -113,7 +113,7 @@ check-update-chain:
 	@bash $(srcdir)/scripts/check-update-chain.sh $(srcdir) $(EXTENSION) $(EXTVERSION)
 
 # Every object depends on the shared headers (PGXS tracks only the .c files).
-$(OBJS): src/p2pay.h src/compat.h src/json.h src/facts.h src/rules.h src/stats.h src/store.h \
+$(OBJS): src/p2pay.h src/catalog.h src/compat.h src/json.h src/facts.h src/rules.h src/stats.h src/store.h \
          src/refs.h src/locks.h src/moneyflow.h src/trigger.h src/timeutil.h
 
 # libpq clients: warnings as errors like the extension.

@@ -6,7 +6,8 @@
 # unless told otherwise).  An older server refuses to start with a setting
 # it does not know, so the server itself is asked (postgres
 # --describe-config runs as any user, root included, and needs no data
-# directory).  Used by make installcheck and scripts/lib.sh's start_cluster.
+# directory).  Used by make installcheck, scripts/lib.sh's start_cluster and
+# the TAP tests' nodes (t/lib/P2payNode.pm).
 set -euo pipefail
 bindir=${1:?usage: instance-conf.sh BINDIR}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -125,12 +125,18 @@ SELECT count(*) AS partitions,
  WHERE i.inhparent = 'p2pay.payments'::regclass;
 -- Grants, comments, the view.  MAINTAIN (17's privilege, which an owner
 -- holds) is left out of the listings: what is kept is what p2pay granted.
-SELECT a.grantee::regrole, a.privilege_type
+-- The owner (the user who created the extension, whatever its name) is
+-- shown as owner.
+SELECT CASE WHEN a.grantee = relowner THEN 'owner' ELSE a.grantee::regrole::text END AS grantee,
+       a.privilege_type
   FROM pg_class, aclexplode(relacl) a
  WHERE oid = 'p2pay.payments'::regclass AND a.privilege_type <> 'MAINTAIN' ORDER BY 1, 2;
-SELECT attname, attacl FROM pg_attribute
- WHERE attrelid = 'p2pay.payments'::regclass AND attacl IS NOT NULL;
-SELECT a.grantee::regrole, a.privilege_type
+SELECT t.attname, a.grantee::regrole, a.privilege_type, a.is_grantable,
+       a.grantor = c.relowner AS granted_by_owner
+  FROM pg_attribute t JOIN pg_class c ON c.oid = t.attrelid, aclexplode(t.attacl) a
+ WHERE t.attrelid = 'p2pay.payments'::regclass AND t.attacl IS NOT NULL;
+SELECT CASE WHEN a.grantee = relowner THEN 'owner' ELSE a.grantee::regrole::text END AS grantee,
+       a.privilege_type
   FROM pg_class, aclexplode(relacl) a
  WHERE oid = 'p2pay.review_queue'::regclass AND a.privilege_type <> 'MAINTAIN' ORDER BY 1, 2;
 SELECT obj_description('p2pay.payments'::regclass, 'pg_class') IS NOT NULL AS table_comment,

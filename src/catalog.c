@@ -33,6 +33,7 @@
 #include "postgres.h"
 
 #include "p2pay.h"
+#include "catalog.h"
 
 #include "access/genam.h"
 #include "access/htup_details.h"

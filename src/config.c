@@ -13,6 +13,7 @@
 #include "postgres.h"
 
 #include "p2pay.h"
+#include "catalog.h"
 #include "rules.h"
 
 #include "access/htup_details.h"

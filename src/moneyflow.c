@@ -17,6 +17,7 @@
 #include "postgres.h"
 
 #include "p2pay.h"
+#include "catalog.h"
 #include "facts.h"
 #include "moneyflow.h"
 #include "rules.h"

@@ -55,6 +55,7 @@
 #include "postgres.h"
 
 #include "p2pay.h"
+#include "catalog.h"
 #include "compat.h"
 #include "json.h"
 

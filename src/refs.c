@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "p2pay.h"
+#include "catalog.h"
 #include "facts.h"
 #include "refs.h"
 

@@ -123,7 +123,8 @@ sub forward
 # ---------------------------------------------------------------------------
 # a. track_commit_timestamp off
 
-my $primary = P2payNode::start_node('primary', "max_prepared_transactions = 5\n");
+my $primary = P2payNode::start_node('primary',
+	"max_prepared_transactions = 5\ntrack_commit_timestamp = off\n");
 P2payNode::create_db($primary, $db);
 my ($rc, $out, $err) = $primary->psql($db, 'SELECT * FROM p2pay.flagged_since(now())');
 like($err, qr/flagged_since\(\) needs track_commit_timestamp/,
@@ -317,8 +318,7 @@ SKIP:
 	skip 'failover slots (sync_replication_slots) need PostgreSQL 17 or later', 8
 	  if $standby->safe_psql('postgres', 'SHOW server_version_num') < 170000;
 
-	my $p17 = P2payNode::start_node('primary17',
-		"track_commit_timestamp = on\nsynchronized_standby_slots = 'standby17'\n");
+	my $p17 = P2payNode::start_node('primary17', "synchronized_standby_slots = 'standby17'\n");
 	P2payNode::create_db($p17, $db);
 	P2payNode::seed_row_decided($p17, $db, 12);
 	$p17->safe_psql($db, $log_inserts);

@@ -17,42 +17,43 @@
 
 const char *progname = "p2pay";
 
-/* Format "progname: [prefix]message\n" into line, cut to fit. */
+/*
+ * Write "progname: [prefix]message\n" to stderr in one call, the message cut
+ * to fit the line: what every message function below does.
+ */
 static void
-format_line(char *line, size_t size, const char *prefix, const char *fmt, va_list ap)
+write_line(const char *prefix, const char *fmt, va_list ap)
 {
-	int			len = snprintf(line, size, "%s: %s", progname, prefix);
+	char		line[2048];
+	int			len = snprintf(line, sizeof(line), "%s: %s", progname, prefix);
 
-	if (len < 0 || (size_t) len >= size - 1)
+	if (len < 0 || (size_t) len >= sizeof(line) - 1)
 		len = 0;
-	vsnprintf(line + len, size - (size_t) len - 1, fmt, ap);
+	vsnprintf(line + len, sizeof(line) - (size_t) len - 1, fmt, ap);
 	strcat(line, "\n");
+	fputs(line, stderr);
 }
 
 /* Log one line to stderr, prefixed with the program's name, in one write. */
 void
 logmsg(const char *fmt,...)
 {
-	char		line[2048];
 	va_list		ap;
 
 	va_start(ap, fmt);
-	format_line(line, sizeof(line), "", fmt, ap);
+	write_line("", fmt, ap);
 	va_end(ap);
-	fputs(line, stderr);
 }
 
 /* Log "error: " and the message, and exit 1. */
 void
 die(const char *fmt,...)
 {
-	char		line[2048];
 	va_list		ap;
 
 	va_start(ap, fmt);
-	format_line(line, sizeof(line), "error: ", fmt, ap);
+	write_line("error: ", fmt, ap);
 	va_end(ap);
-	fputs(line, stderr);
 	exit(1);
 }
 
@@ -60,13 +61,11 @@ die(const char *fmt,...)
 void
 bad_usage(const char *fmt,...)
 {
-	char		line[2048];
 	va_list		ap;
 
 	va_start(ap, fmt);
-	format_line(line, sizeof(line), "", fmt, ap);
+	write_line("", fmt, ap);
 	va_end(ap);
-	fputs(line, stderr);
 	fprintf(stderr, "Try \"%s --help\" for more information.\n", progname);
 	exit(2);
 }

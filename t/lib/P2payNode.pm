@@ -1,11 +1,12 @@
 # t/lib/P2payNode.pm: a PostgreSQL::Test::Cluster set up for p2pay's TAP
-# tests: p2pay preloaded (p2pay.rule_stats needs its shared memory), logical
-# decoding on, the p2pay output plugin allowed where the server knows
-# output_plugin_libraries (15.19 and later), databases with the extension
-# created at its default version or at an older one.  In make test's second
-# run (P2PAY_PARTITIONED=1 in the environment), p2pay.payments is
-# partitioned and managed by pg_partman right after each CREATE EXTENSION
-# p2pay (scripts/partition-on-create.sql).
+# tests: configured as make installcheck configures its own instance
+# (test/instance.conf, through scripts/instance-conf.sh: p2pay preloaded,
+# logical decoding on, commit timestamps, the p2pay output plugin allowed
+# where the server knows output_plugin_libraries), databases with the
+# extension created at its default version or at an older one.  In make
+# test's second run (P2PAY_PARTITIONED=1 in the environment),
+# p2pay.payments is partitioned and managed by pg_partman right after each
+# CREATE EXTENSION p2pay (scripts/partition-on-create.sql).
 package P2payNode;
 
 use strict;
@@ -13,13 +14,15 @@ use warnings;
 
 use File::Basename qw(dirname);
 use File::Spec;
+use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
+my $scripts = File::Spec->catdir(dirname(__FILE__), '..', '..', 'scripts');
+
 # The second run's event trigger, read once.
-my $partition_sql = slurp_file(
-	File::Spec->catfile(dirname(__FILE__), '..', '..', 'scripts', 'partition-on-create.sql'));
+my $partition_sql = slurp_file(File::Spec->catfile($scripts, 'partition-on-create.sql'));
 
 # Whether this is make test's second run, on a partitioned payments.
 sub partitioned
@@ -37,26 +40,34 @@ sub partition_on_create
 	return;
 }
 
+# instance_conf(NODE): the settings of make installcheck's instance for
+# the server NODE runs (scripts/instance-conf.sh asks that server which
+# settings it knows).
+sub instance_conf
+{
+	my ($node) = @_;
+	my ($out, $err);
+	IPC::Run::run([ 'bash', File::Spec->catfile($scripts, 'instance-conf.sh'),
+			$node->config_data('--bindir') ],
+		'>', \$out, '2>', \$err)
+	  or die "scripts/instance-conf.sh failed: $err";
+	return $out;
+}
+
 # start_node(NAME, EXTRA_CONF): a started node set up as above, with no
-# database of p2pay's yet.  EXTRA_CONF is appended to postgresql.conf after
-# the preload, so it can override it (shared_preload_libraries = '').
+# database of p2pay's yet.  Besides the instance's settings, it allows
+# replication connections and standbys (allows_streaming), as
+# PostgreSQL::Test::Cluster sets them up.  EXTRA_CONF is appended to
+# postgresql.conf after the instance's settings, so it can override them
+# (shared_preload_libraries = '', track_commit_timestamp = off).
 sub start_node
 {
 	my ($name, $extra) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(allows_streaming => 'logical');
-	$node->append_conf('postgresql.conf', "shared_preload_libraries = 'p2pay'");
+	$node->append_conf('postgresql.conf', instance_conf($node));
 	$node->append_conf('postgresql.conf', $extra) if defined $extra;
 	$node->start;
-
-	my $known = $node->safe_psql('postgres',
-		"SELECT count(*) FROM pg_settings WHERE name = 'output_plugin_libraries'");
-	if ($known)
-	{
-		$node->append_conf('postgresql.conf',
-			"output_plugin_libraries = 'pgoutput, test_decoding, p2pay'");
-		$node->restart;
-	}
 	partition_on_create($node);
 	return $node;
 }

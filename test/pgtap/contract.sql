@@ -6,15 +6,7 @@
 -- payments scored (the trigger works as the table owner) and can't touch the
 -- rules or the state.  Everything happens in one transaction that is rolled
 -- back, the role included.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION p2pay;
+\ir preamble.psql
 
 SELECT plan(94);
 

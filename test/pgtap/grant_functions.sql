@@ -6,15 +6,7 @@
 -- Refused for a role that is not the extension's owner, a null role and a
 -- role that does not exist.  Everything happens in one transaction that is
 -- rolled back, the roles included.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION p2pay;
+\ir preamble.psql
 
 SELECT plan(25);
 

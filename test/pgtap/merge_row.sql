@@ -6,15 +6,7 @@
 -- a new key is inserted.  The function refuses any other table (42809) and
 -- any other use (22023).  Everything happens in one transaction that is
 -- rolled back.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION p2pay;
+\ir preamble.psql
 
 SELECT plan(18);
 

@@ -6,15 +6,7 @@
 -- two LOGIN-less test users entered with SET SESSION AUTHORIZATION stand in
 -- for an analyst and an admin who log in as themselves.  Everything happens
 -- in one transaction that is rolled back, the roles included.
-\set ON_ERROR_STOP 1
-\set QUIET 1
-\pset format unaligned
-\pset tuples_only true
-\pset pager off
-
-BEGIN;
-CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION p2pay;
+\ir preamble.psql
 
 SELECT plan(97);
 
