@@ -156,12 +156,7 @@ is( $node->safe_psql(
 	'the payments lie in 24 monthly partitions or more, none in the default one');
 my $plain_stream = $node->safe_psql('plain', sprintf($stream, 'plain'));
 my $parted_stream = $node->safe_psql('parted', sprintf($stream, 'parted'));
-{
-	# Remove once the output plugin reports a partition's changes as
-	# p2pay.payments' (another change, under way).
-	local $TODO = 'the p2pay output plugin does not report changes of partitions yet';
-	is($parted_stream, $plain_stream, 'the p2pay stream carries the same events from the partitions');
-}
+is($parted_stream, $plain_stream, 'the p2pay stream carries the same events from the partitions');
 like($plain_stream, qr/"event":"flagged"/, 'the stream has the flagged payments');
 
 # Maintenance with more partitions ahead: pg_partman creates them, and the
@@ -189,10 +184,7 @@ SELECT p2pay.resolve(transaction_id, 'approve', 'checked')
   FROM p2pay.payments WHERE decision = 'review' ORDER BY id LIMIT 1;
 SELECT count(*) FROM pg_logical_slot_get_changes('s_parted', NULL, NULL)
  WHERE data LIKE '%"event":"decision_changed"%'});
-{
-	local $TODO = 'the p2pay output plugin does not report changes of partitions yet';
-	is($resolved, "\n1", 'a review resolved in a partition reaches the stream as a decision change');
-}
+is($resolved, "\n1", 'a review resolved in a partition reaches the stream as a decision change');
 $node->safe_psql('plain', qq{
 SELECT p2pay.resolve(transaction_id, 'approve', 'checked')
   FROM p2pay.payments WHERE decision = 'review' ORDER BY id LIMIT 1;
