@@ -217,21 +217,14 @@ DELETE FROM p2pay.payments WHERE payer_id = u(16) AND payee_id = u(18) AND creat
 SELECT * FROM pairs WHERE payer = 16 AND payee = 18;
 SELECT * FROM days WHERE u IN (16, 18) ORDER BY u, day;
 SELECT * FROM state_vs_recount();
--- A reversal rolled back leaves the state as it was.
-CREATE FUNCTION state_rows() RETURNS SETOF text LANGUAGE sql AS $$
-  SELECT 'account ' || a::text FROM p2pay.account_stats a
-  UNION ALL SELECT 'pair ' || p::text FROM p2pay.pair_stats p
-  UNION ALL SELECT 'hour ' || h::text FROM p2pay.payer_hourly h
-  UNION ALL SELECT 'day ' || d::text FROM p2pay.account_daily d
-$$;
-CREATE TEMP TABLE state_before AS SELECT * FROM state_rows() r;
+-- A reversal rolled back leaves the state as it was: the accounts' rows
+-- are back, and the state is again what the payments count.
 BEGIN;
 DELETE FROM p2pay.payments WHERE payer_id = u(16);
 SELECT count(*) AS accounts_16_to_19 FROM p2pay.account_stats WHERE user_id IN (u(16), u(17), u(18), u(19));
 ROLLBACK;
-SELECT count(*) AS rows_changed
-  FROM ((TABLE state_before EXCEPT ALL SELECT * FROM state_rows())
-        UNION ALL (SELECT * FROM state_rows() EXCEPT ALL TABLE state_before)) t;
+SELECT count(*) AS accounts_16_to_19 FROM p2pay.account_stats WHERE user_id IN (u(16), u(17), u(18), u(19));
+SELECT * FROM state_vs_recount();
 -- Every payment of 16 reversed: its accounts' rows go with the last one.
 DELETE FROM p2pay.payments WHERE payer_id = u(16);
 SELECT count(*) AS accounts_16_to_19 FROM p2pay.account_stats WHERE user_id IN (u(16), u(17), u(18), u(19));
@@ -258,8 +251,6 @@ SELECT count(*) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS fan_in_at_inser
 SELECT rule, payments, fired, fired_at_time
   FROM p2pay.backtest(:S, :S + interval '1 hour') WHERE rule = 'payee_fan_in';
 
-DROP TABLE state_before;
-DROP FUNCTION state_rows();
 DROP VIEW pairs;
 DROP VIEW days;
 DROP FUNCTION state_vs_recount();
