@@ -1802,6 +1802,7 @@ key_pair(ScanKey keys, const pg_uuid_t *payer, const pg_uuid_t *payee)
 	key_second(&keys[1], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(payee));
 }
 
+/* The pair's row, or NULL. */
 static HeapTuple
 fetch_pair(StateAccess *sa, const pg_uuid_t *payer, const pg_uuid_t *payee)
 {
