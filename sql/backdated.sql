@@ -180,6 +180,56 @@ SELECT * FROM days WHERE u IN (8, 9) ORDER BY u, day;
 
 SELECT * FROM state_vs_recount();
 
+-- Reversals take a payment out of the state row by row, as if it had
+-- never been recorded.  16 pays 17 on three days, 18 three times on the
+-- first of them and once on the second, and 19 twice at one instant.
+\set D1 '''2026-03-25 00:00:00+00'''::timestamptz
+SELECT count(pay(a, b, :D1 + at)) AS paid
+  FROM (VALUES (16, 17, interval '9 hours'), (16, 17, '10 hours 30 minutes'),
+               (16, 17, '1 day 12 hours'), (16, 17, '2 days 8 hours'),
+               (16, 18, '8 hours'), (16, 18, '9 hours 15 minutes'), (16, 18, '15 hours'),
+               (16, 18, '1 day 11 hours'), (16, 19, '10 hours'), (16, 19, '10 hours')) v (a, b, at);
+-- The pairs' rows, by user number.
+CREATE VIEW pairs AS
+SELECT right(payer_id::text, 2)::int AS payer, right(payee_id::text, 2)::int AS payee,
+       first_at, last_at, n, total
+  FROM p2pay.pair_stats;
+SELECT * FROM pairs WHERE payer = 16 ORDER BY payee;
+SELECT * FROM days WHERE u BETWEEN 16 AND 19 ORDER BY u, day;
+-- The pair's first payment, then its last: its first and last times are
+-- read again from its payments that remain; the last one's day held only
+-- it, so that day's rows go, and so does its hour's bucket, while the
+-- first one's bucket keeps the payment to 18 of that hour.
+DELETE FROM p2pay.payments WHERE payer_id = u(16) AND payee_id = u(17) AND created_at = :D1 + interval '9 hours';
+DELETE FROM p2pay.payments WHERE payer_id = u(16) AND payee_id = u(17) AND created_at = :D1 + interval '2 days 8 hours';
+SELECT * FROM pairs WHERE payer = 16 AND payee = 17;
+SELECT * FROM days WHERE u IN (16, 17) ORDER BY u, day;
+SELECT hour, n, total FROM p2pay.payer_hourly
+ WHERE payer_id = u(16) AND hour IN (:D1 + interval '9 hours', :D1 + interval '2 days 8 hours');
+-- One of the pair's two payments at one instant: its first and last times
+-- stay the other's.
+DELETE FROM p2pay.payments WHERE id = (SELECT min(id) FROM p2pay.payments WHERE payee_id = u(19));
+SELECT * FROM pairs WHERE payer = 16 AND payee = 19;
+-- One statement reverses the three payments of a pair on one day: the
+-- payer's day keeps one payee fewer, the payee's day goes, and the pair
+-- starts on the next day.
+DELETE FROM p2pay.payments WHERE payer_id = u(16) AND payee_id = u(18) AND created_at < :D1 + interval '1 day';
+SELECT * FROM pairs WHERE payer = 16 AND payee = 18;
+SELECT * FROM days WHERE u IN (16, 18) ORDER BY u, day;
+SELECT * FROM state_vs_recount();
+-- A reversal rolled back leaves the state as it was: the accounts' rows
+-- are back, and the state is again what the payments count.
+BEGIN;
+DELETE FROM p2pay.payments WHERE payer_id = u(16);
+SELECT count(*) AS accounts_16_to_19 FROM p2pay.account_stats WHERE user_id IN (u(16), u(17), u(18), u(19));
+ROLLBACK;
+SELECT count(*) AS accounts_16_to_19 FROM p2pay.account_stats WHERE user_id IN (u(16), u(17), u(18), u(19));
+SELECT * FROM state_vs_recount();
+-- Every payment of 16 reversed: its accounts' rows go with the last one.
+DELETE FROM p2pay.payments WHERE payer_id = u(16);
+SELECT count(*) AS accounts_16_to_19 FROM p2pay.account_stats WHERE user_id IN (u(16), u(17), u(18), u(19));
+SELECT * FROM state_vs_recount();
+
 -- What the rules see: a shop (15) whose history arrived latest day first
 -- (a late import), 30 customers a day for ten days, has 30 new payers each
 -- of those days, so 25 customers today are its normal, and payee_fan_in
@@ -201,6 +251,7 @@ SELECT count(*) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS fan_in_at_inser
 SELECT rule, payments, fired, fired_at_time
   FROM p2pay.backtest(:S, :S + interval '1 hour') WHERE rule = 'payee_fan_in';
 
+DROP VIEW pairs;
 DROP VIEW days;
 DROP FUNCTION state_vs_recount();
 DROP FUNCTION pay(int, int, timestamptz);

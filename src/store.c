@@ -9,14 +9,16 @@
  * by a limit, an hour of one payer's rows or one key, and writes six state
  * rows.  Through SPI most of that time would go into starting and driving
  * the executor for plans of some thirty nodes; here each read is an index
- * scan and each write a heap_insert or heap_update with its index entries,
- * the way PostgreSQL maintains its own catalogs.  The money-flow facts
- * (pass_through's sum, cycle's loops) are read only for large payments, in
- * SQL (moneyflow.c); forgetting a payment, rarer still, is SQL too.
+ * scan and each write a heap_insert, heap_update or heap_delete with its
+ * index entries, the way PostgreSQL maintains its own catalogs.  The
+ * money-flow facts (pass_through's sum, cycle's loops) are read only for
+ * large payments, in SQL (moneyflow.c).
  *
  * Recording a payment (record_payment) is the state's one derivation from
  * the payments: the trigger records each insert through it, and
- * rebuild_state() every stored payment, after emptying the state.
+ * rebuild_state() every stored payment, after emptying the state.  A
+ * reversal (p2pay_forget_payment) takes a payment out again through the
+ * same rows and changes (RowChange), inverted.
  *
  * Which facts are read, and where each count stops, is facts.c's to say;
  * this file answers its questions.  backtest.c answers the same questions
@@ -106,10 +108,6 @@ typedef enum StateIdx
 
 /* For the counts that take a StateIdx: the payer's payments (see PaySource). */
 #define IDX_PAYMENTS NUM_IDXS
-
-/* Forgetting a reversed payment: statements prepared once per backend. */
-static SPIPlanPtr forget_plan = NULL;
-static SPIPlanPtr forget_empty_plan = NULL;
 
 static const char *const rel_names[NUM_RELS] = {
 	"payments", "pair_stats", "account_stats", "account_daily", "payer_hourly"
@@ -1211,20 +1209,29 @@ paid_since(StateAccess *sa, const pg_uuid_t *from, const pg_uuid_t *to,
 	return found;
 }
 
+/* A scan of the payer's payments created in [from, until). */
+static void
+pay_scan_during(PayScan *ps, StateAccess *sa, const pg_uuid_t *payer, TimestampTz from,
+				TimestampTz until)
+{
+	ScanKeyData keys[2];
+
+	ScanKeyInit(&keys[0], 2, BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE, TimestampTzGetDatum(from));
+	ScanKeyInit(&keys[1], 2, BTLessStrategyNumber, F_TIMESTAMPTZ_LT, TimestampTzGetDatum(until));
+	pay_scan_begin(ps, sa, payer, keys, 2, from, until);
+}
+
 /* Whether payer paid payee in [from, until). */
 static bool
 paid_during(StateAccess *sa, const pg_uuid_t *payer, const pg_uuid_t *payee,
 			TimestampTz from, TimestampTz until)
 {
-	ScanKeyData keys[2];
 	PayScan		ps;
 	const PaySource *src;
 	TupleTableSlot *slot;
 	bool		found = false;
 
-	ScanKeyInit(&keys[0], 2, BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE, TimestampTzGetDatum(from));
-	ScanKeyInit(&keys[1], 2, BTLessStrategyNumber, F_TIMESTAMPTZ_LT, TimestampTzGetDatum(until));
-	pay_scan_begin(&ps, sa, payer, keys, 2, from, until);
+	pay_scan_during(&ps, sa, payer, from, until);
 	while (!found && (slot = pay_scan_next(&ps, &src)) != NULL)
 	{
 		bool		isnull;
@@ -1261,48 +1268,72 @@ previous_archived(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, Timest
 }
 
 /*
- * The payer's latest payment at or before t: the last of the payer's rows
- * at or before t in each table that can hold one, latest range first (once
- * one is found, tables whose range ends before it can't hold a later one);
- * or, when the latest were archived, what the pairs' last payments say.
+ * The payer's payment nearest to t, at or after it (dir forward) or at or
+ * before it (backward), to payee if not NULL: the nearest in each table
+ * that can hold one (once one is found, tables whose range lies wholly
+ * beyond it can't hold a nearer one).
  */
 static bool
-previous_payment(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, TimestampTz *at)
+nearest_payment(StateAccess *sa, const pg_uuid_t *payer, const pg_uuid_t *payee, TimestampTz t,
+				ScanDirection dir, TimestampTz *at)
 {
+	bool		forward = ScanDirectionIsForward(dir);
 	ScanKeyData keys[2];
 	bool		found = false;
 
 	key_account(&keys[0], payer);
-	key_second(&keys[1], BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE, TimestampTzGetDatum(t));
+	if (forward)
+		key_second(&keys[1], BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE, TimestampTzGetDatum(t));
+	else
+		key_second(&keys[1], BTLessEqualStrategyNumber, F_TIMESTAMPTZ_LE, TimestampTzGetDatum(t));
 	for (int i = 0; i < cache.nsources; i++)
 	{
 		const PaySource *src = &cache.sources[i];
+		TupleTableSlot *slot;
 		IndexScanDesc scan;
 
-		if (!source_meets(i, DT_NOBEGIN, t) || (found && src->bounded && src->hi <= *at))
+		if (!source_meets(i, forward ? t : DT_NOBEGIN, forward ? DT_NOEND : t) ||
+			(found && src->bounded && (forward ? src->lo >= *at : src->hi <= *at)))
 			continue;
 		if (!open_source(sa, i))
 			continue;
+		slot = sa->src_slots[i];
 		scan = p2pay_index_beginscan(sa->src_rels[i], sa->src_idxs[i], sa->snapshot, 2, 0);
 		index_rescan(scan, keys, 2, NULL, 0);
-		if (index_getnext_slot(scan, BackwardScanDirection, sa->src_slots[i]))
+		while (index_getnext_slot(scan, dir, slot))
 		{
-			TimestampTz ts = get_ts(sa->src_slots[i], src->created_at);
+			TimestampTz ts = get_ts(slot, src->created_at);
+			bool		isnull;
 
-			if (!found || ts > *at)
-				*at = ts;
+			if (found && (forward ? ts >= *at : ts <= *at))
+				break;			/* no nearer one in this table */
+			if (payee != NULL &&
+				memcmp(DatumGetUUIDP(slot_getattr(slot, src->payee, &isnull))->data,
+					   payee->data, UUID_LEN) != 0)
+				continue;
+			*at = ts;
 			found = true;
+			break;
 		}
 		index_endscan(scan);
 	}
-	{
-		TimestampTz archived;
+	return found;
+}
 
-		if (previous_archived(sa, payer, t, &archived) && (!found || archived > *at))
-		{
-			*at = archived;
-			found = true;
-		}
+/*
+ * The payer's latest payment at or before t, in the payments; or, when the
+ * latest were archived, what the pairs' last payments say.
+ */
+static bool
+previous_payment(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, TimestampTz *at)
+{
+	bool		found = nearest_payment(sa, payer, NULL, t, BackwardScanDirection, at);
+	TimestampTz archived;
+
+	if (previous_archived(sa, payer, t, &archived) && (!found || archived > *at))
+	{
+		*at = archived;
+		found = true;
 	}
 	return found;
 }
@@ -1382,33 +1413,55 @@ state_changed(StateRel r)
 }
 
 /*
+ * Whether a write of row old (as read with the snapshot) of table r went
+ * through: false if old was changed meanwhile, under READ COMMITTED, when
+ * the caller reads it again and retries.  Every writer of an account's
+ * state holds its lock, so under REPEATABLE READ or SERIALIZABLE a newer
+ * version means the snapshot is older than the lock.
+ */
+static bool
+written(StateRel r, TM_Result result, const char *what)
+{
+	if (result == TM_Ok)
+		return true;
+	if ((result == TM_Updated || result == TM_Deleted) && !IsolationUsesXactSnapshot())
+		return false;
+	if (result == TM_Updated || result == TM_Deleted)
+		state_changed(r);
+	elog(ERROR, "p2pay: %s a row of p2pay.%s failed (%d)", what, rel_names[r], (int) result);
+	return false;
+}
+
+/*
  * Replace row old (as read with the snapshot) by one with values; changed
- * marks the columns that differ.  False if old was changed meanwhile, under
- * READ COMMITTED: the caller reads it again and retries.
+ * marks the columns that differ.  False if old was changed meanwhile (see
+ * written()).
  */
 static bool
 update_row(StateAccess *sa, StateRel r, HeapTuple old, Datum *values, const bool *changed)
 {
 	HeapTuple	tup = form_row(sa, r, values);
 	TM_FailureData tmfd;
-	TM_Result	result;
 
-	result = p2pay_heap_update(sa->rels[r], &old->t_self, tup, GetCurrentCommandId(true), &tmfd);
-	if (result != TM_Ok)
-	{
-		/*
-		 * Every writer of an account's state holds its lock, so under
-		 * REPEATABLE READ or SERIALIZABLE a newer version means the
-		 * snapshot is older than the lock.
-		 */
-		if ((result == TM_Updated || result == TM_Deleted) && !IsolationUsesXactSnapshot())
-			return false;
-		if (result == TM_Updated || result == TM_Deleted)
-			state_changed(r);
-		elog(ERROR, "p2pay: updating a row of p2pay.%s failed (%d)", rel_names[r], (int) result);
-	}
+	if (!written(r, p2pay_heap_update(sa->rels[r], &old->t_self, tup, GetCurrentCommandId(true),
+									  &tmfd), "updating"))
+		return false;
 	index_row(sa, r, tup, HeapTupleIsHeapOnly(tup), true, changed);
 	return true;
+}
+
+/*
+ * Delete row old (as read with the snapshot); its index entries stay for
+ * vacuum to remove, as any delete's.  False if old was changed meanwhile
+ * (see written()).
+ */
+static bool
+delete_row(StateAccess *sa, StateRel r, HeapTuple old)
+{
+	TM_FailureData tmfd;
+
+	return written(r, heap_delete(sa->rels[r], &old->t_self, GetCurrentCommandId(true),
+								  InvalidSnapshot, true, &tmfd, false), "deleting");
 }
 
 /*
@@ -1535,12 +1588,17 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 }
 
 /*
- * How a state row changes: the row to insert if there is none, or the
- * counters and sums to add to (an int8 count, or a numeric sum), and for a
- * pair, first_at and last_at to stretch to the payment's time.
+ * How a payment changes a state row, recorded or reversed: the counts and
+ * sums it adds to or takes from (an int8 count, or a numeric sum), a
+ * reversal's count never below a floor (what the payments that remain
+ * count); for a pair, first_at and last_at, stretched to the payment's
+ * time, or, reversing, read again when they were its time; and, recording,
+ * the row to insert if there is none.  A reversal with no row to take the
+ * payment from changes nothing.
  */
 typedef struct RowChange
 {
+	bool		reverse;
 	Datum		fresh[8];
 	int			nadd;
 	struct
@@ -1548,7 +1606,9 @@ typedef struct RowChange
 		AttrNumber	att;
 		bool		numeric;
 		Datum		by;
-	}			add[2];
+		bool		floored;
+		int64		floor;
+	}			add[4];
 	bool		span;
 	TimestampTz t;
 } RowChange;
@@ -1559,34 +1619,113 @@ add_to(RowChange *change, AttrNumber att, bool numeric, Datum by)
 	change->add[change->nadd].att = att;
 	change->add[change->nadd].numeric = numeric;
 	change->add[change->nadd].by = by;
+	change->add[change->nadd].floored = false;
 	change->nadd++;
+}
+
+/* A reversal's count, taken down by by but not below floor. */
+static void
+take_from(RowChange *change, AttrNumber att, int64 by, int64 floor)
+{
+	add_to(change, att, false, Int64GetDatum(by));
+	change->add[change->nadd - 1].floored = true;
+	change->add[change->nadd - 1].floor = floor;
+}
+
+/*
+ * The counts by which a reversal empties a row, which then goes, as
+ * rebuild_state() would count none: a pair or an hour bucket when its
+ * count reaches 0 (or less), an account's totals or its day when both its
+ * counts are 0.  An empty day would otherwise still count in the history
+ * that an account's normal needs.  Archived payments still count, so their
+ * rows stay.
+ */
+static const struct
+{
+	int			n;
+	AttrNumber	atts[2];
+	bool		at_most;		/* below 0 empties too */
+}			emptied_by[NUM_RELS] = {
+	{0, {0}, false},
+	{1, {PAIR_N}, true},
+	{2, {ACCT_OUT_COUNT, ACCT_IN_COUNT}, false},
+	{2, {DAILY_OUT_COUNT, DAILY_IN_PAYERS}, false},
+	{1, {HOURLY_N}, true},
+};
+
+static bool
+emptied(StateRel r, const Datum *values)
+{
+	for (int i = 0; i < emptied_by[r].n; i++)
+	{
+		int64		n = DatumGetInt64(values[emptied_by[r].atts[i] - 1]);
+
+		if (emptied_by[r].at_most ? n > 0 : n != 0)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * A pair's first and last times without its payment at t, given its row's
+ * values: read again, when t was one of them, from the pair's payments
+ * that remain (the first at or after t, the last at or before it); with
+ * none on that side, the other one.
+ */
+static void
+unspan_pair(StateAccess *sa, TimestampTz t, Datum *values, bool *changed)
+{
+	const pg_uuid_t *payer = DatumGetUUIDP(values[PAIR_PAYER - 1]);
+	const pg_uuid_t *payee = DatumGetUUIDP(values[PAIR_PAYEE - 1]);
+	TimestampTz first_at = DatumGetTimestampTz(values[PAIR_FIRST_AT - 1]);
+	TimestampTz last_at = DatumGetTimestampTz(values[PAIR_LAST_AT - 1]);
+	TimestampTz at;
+
+	if (first_at == t)
+	{
+		if (!nearest_payment(sa, payer, payee, t, ForwardScanDirection, &at))
+			at = last_at;
+		values[PAIR_FIRST_AT - 1] = TimestampTzGetDatum(at);
+		changed[PAIR_FIRST_AT] = true;
+	}
+	if (last_at == t)
+	{
+		if (!nearest_payment(sa, payer, payee, t, BackwardScanDirection, &at))
+			at = first_at;
+		values[PAIR_LAST_AT - 1] = TimestampTzGetDatum(at);
+		changed[PAIR_LAST_AT] = true;
+	}
 }
 
 /*
  * Apply change to the row of keys (read before with the snapshot, or
- * NULL): insert it, or update it, again on the latest version if a writer
- * without the account's lock changed it meanwhile.
+ * NULL): insert it, update it, or, reversing, delete it once emptied;
+ * again on the latest version if a writer without the account's lock
+ * changed it meanwhile.
  */
 static void
-upsert_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple row,
-		   RowChange *change)
+apply_change(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple row,
+			 RowChange *change)
 {
 	StateRel	r = idx_defs[ix].rel;
 	TupleDesc	desc = RelationGetDescr(sa->rels[r]);
 
 	/*
 	 * a state row is written only with the accounts locked (or the whole
-	 * state, by a rebuild), every index kept
+	 * state, by a rebuild, which reverses nothing), every index kept
 	 */
 	Assert(r != REL_PAYMENTS && sa->lockmode == RowExclusiveLock);
 	Assert(sa->nwrites[r] == cache.nindexes[r]);
 	Assert(p2pay_accounts_locked() || sa->deferred != NULL);
+	Assert(!change->reverse || sa->deferred == NULL);
 
 	for (;;)
 	{
 		Datum		values[8];
 		bool		changed[8 + 1] = {false};
 
+		if (row == NULL && change->reverse)
+			return;
 		if (row == NULL && sa->deferred != NULL)
 		{
 			defer_row(sa, ix, keys, nkeys, change->fresh);
@@ -1608,17 +1747,38 @@ upsert_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple row,
 		{
 			AttrNumber	att = change->add[i].att;
 
-			values[att - 1] = change->add[i].numeric ?
-				DirectFunctionCall2(numeric_add, values[att - 1], change->add[i].by) :
-				Int64GetDatum(DatumGetInt64(values[att - 1]) + DatumGetInt64(change->add[i].by));
+			if (change->add[i].numeric)
+				values[att - 1] = DirectFunctionCall2(change->reverse ? numeric_sub : numeric_add,
+													  values[att - 1], change->add[i].by);
+			else
+			{
+				int64		n = DatumGetInt64(values[att - 1]);
+				int64		by = DatumGetInt64(change->add[i].by);
+
+				n = change->reverse ? n - by : n + by;
+				if (change->add[i].floored)
+					n = Max(n, change->add[i].floor);
+				values[att - 1] = Int64GetDatum(n);
+			}
 			changed[att] = true;
 		}
-		if (change->span && change->t < DatumGetTimestampTz(values[PAIR_FIRST_AT - 1]))
+		if (change->reverse && emptied(r, values))
+		{
+			if (delete_row(sa, r, row))
+				return;
+			row = fetch_latest(sa, ix, keys, nkeys);
+			continue;
+		}
+		if (change->span && change->reverse)
+			unspan_pair(sa, change->t, values, changed);
+		if (change->span && !change->reverse &&
+			change->t < DatumGetTimestampTz(values[PAIR_FIRST_AT - 1]))
 		{
 			values[PAIR_FIRST_AT - 1] = TimestampTzGetDatum(change->t);
 			changed[PAIR_FIRST_AT] = true;
 		}
-		if (change->span && change->t > DatumGetTimestampTz(values[PAIR_LAST_AT - 1]))
+		if (change->span && !change->reverse &&
+			change->t > DatumGetTimestampTz(values[PAIR_LAST_AT - 1]))
 		{
 			values[PAIR_LAST_AT - 1] = TimestampTzGetDatum(change->t);
 			changed[PAIR_LAST_AT] = true;
@@ -1642,31 +1802,46 @@ key_pair(ScanKey keys, const pg_uuid_t *payer, const pg_uuid_t *payee)
 	key_second(&keys[1], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(payee));
 }
 
-/* The pair's row (read before, or NULL): first and last time, count and total. */
-static void
-record_pair(StateAccess *sa, const PaymentInput *in, HeapTuple row, Datum amount)
+/* The pair's row, or NULL. */
+static HeapTuple
+fetch_pair(StateAccess *sa, const pg_uuid_t *payer, const pg_uuid_t *payee)
 {
 	ScanKeyData keys[2];
-	RowChange	change = {.span = true,.t = in->created_at};
 
-	change.fresh[PAIR_PAYER - 1] = UUIDPGetDatum(in->payer);
-	change.fresh[PAIR_PAYEE - 1] = UUIDPGetDatum(in->payee);
-	change.fresh[PAIR_FIRST_AT - 1] = TimestampTzGetDatum(in->created_at);
-	change.fresh[PAIR_LAST_AT - 1] = TimestampTzGetDatum(in->created_at);
+	key_pair(keys, payer, payee);
+	return fetch_row(sa, IDX_PAIR, keys, 2);
+}
+
+/*
+ * The pair's row (read before, or NULL): first and last time, count and
+ * total, with the payment at t recorded or reversed.
+ */
+static void
+record_pair(StateAccess *sa, const pg_uuid_t *payer, const pg_uuid_t *payee, TimestampTz t,
+			HeapTuple row, Datum amount, bool reverse)
+{
+	ScanKeyData keys[2];
+	RowChange	change = {.reverse = reverse,.span = true,.t = t};
+
+	change.fresh[PAIR_PAYER - 1] = UUIDPGetDatum(payer);
+	change.fresh[PAIR_PAYEE - 1] = UUIDPGetDatum(payee);
+	change.fresh[PAIR_FIRST_AT - 1] = TimestampTzGetDatum(t);
+	change.fresh[PAIR_LAST_AT - 1] = TimestampTzGetDatum(t);
 	change.fresh[PAIR_N - 1] = Int64GetDatum(1);
 	change.fresh[PAIR_TOTAL - 1] = amount;
 	add_to(&change, PAIR_N, false, Int64GetDatum(1));
 	add_to(&change, PAIR_TOTAL, true, amount);
-	key_pair(keys, in->payer, in->payee);
-	upsert_row(sa, IDX_PAIR, keys, 2, row, &change);
+	key_pair(keys, payer, payee);
+	apply_change(sa, IDX_PAIR, keys, 2, row, &change);
 }
 
 /* The payer's bucket of the hour. */
 static void
-record_hour(StateAccess *sa, const pg_uuid_t *payer, TimestampTz hour, Datum amount)
+record_hour(StateAccess *sa, const pg_uuid_t *payer, TimestampTz hour, Datum amount,
+			bool reverse)
 {
 	ScanKeyData keys[2];
-	RowChange	change = {0};
+	RowChange	change = {.reverse = reverse};
 
 	change.fresh[HOURLY_PAYER - 1] = UUIDPGetDatum(payer);
 	change.fresh[HOURLY_HOUR - 1] = TimestampTzGetDatum(hour);
@@ -1676,31 +1851,46 @@ record_hour(StateAccess *sa, const pg_uuid_t *payer, TimestampTz hour, Datum amo
 	add_to(&change, HOURLY_TOTAL, true, amount);
 	key_account(&keys[0], payer);
 	key_second(&keys[1], BTEqualStrategyNumber, F_TIMESTAMPTZ_EQ, TimestampTzGetDatum(hour));
-	upsert_row(sa, IDX_HOURLY, keys, 2, fetch_row(sa, IDX_HOURLY, keys, 2), &change);
+	apply_change(sa, IDX_HOURLY, keys, 2, fetch_row(sa, IDX_HOURLY, keys, 2), &change);
 }
+
+/*
+ * The sides of a payment an account is on: its payer's, its payee's, or,
+ * reversing a payment from an account to itself (loaded without the
+ * trigger, which refuses them), both.
+ */
+#define SIDE_OUT 1
+#define SIDE_IN 2
 
 /*
  * An account's running totals (its row read before, or NULL): out for the
  * payer, in for the payee.
  */
 static void
-record_account(StateAccess *sa, const pg_uuid_t *id, HeapTuple row, bool out, Datum amount)
+record_account(StateAccess *sa, const pg_uuid_t *id, HeapTuple row, int sides, Datum amount,
+			   bool reverse)
 {
-	AttrNumber	count_att = out ? ACCT_OUT_COUNT : ACCT_IN_COUNT;
-	AttrNumber	sum_att = out ? ACCT_OUT_SUM : ACCT_IN_SUM;
 	Datum		zero = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
 	ScanKeyData key;
-	RowChange	change = {0};
+	RowChange	change = {.reverse = reverse};
 
 	change.fresh[ACCT_USER - 1] = UUIDPGetDatum(id);
 	change.fresh[ACCT_OUT_COUNT - 1] = change.fresh[ACCT_IN_COUNT - 1] = Int64GetDatum(0);
 	change.fresh[ACCT_OUT_SUM - 1] = change.fresh[ACCT_IN_SUM - 1] = zero;
-	change.fresh[count_att - 1] = Int64GetDatum(1);
-	change.fresh[sum_att - 1] = amount;
-	add_to(&change, count_att, false, Int64GetDatum(1));
-	add_to(&change, sum_att, true, amount);
+	for (int side = SIDE_OUT; side <= SIDE_IN; side++)
+	{
+		AttrNumber	count_att = side == SIDE_OUT ? ACCT_OUT_COUNT : ACCT_IN_COUNT;
+		AttrNumber	sum_att = side == SIDE_OUT ? ACCT_OUT_SUM : ACCT_IN_SUM;
+
+		if (!(sides & side))
+			continue;
+		change.fresh[count_att - 1] = Int64GetDatum(1);
+		change.fresh[sum_att - 1] = amount;
+		add_to(&change, count_att, false, Int64GetDatum(1));
+		add_to(&change, sum_att, true, amount);
+	}
 	key_account(&key, id);
-	upsert_row(sa, IDX_ACCOUNT, &key, 1, row, &change);
+	apply_change(sa, IDX_ACCOUNT, &key, 1, row, &change);
 }
 
 /*
@@ -1731,6 +1921,14 @@ first_of_day(StateAccess *sa, const PaymentInput *in, HeapTuple pair, TimestampT
 	return !paid_during(sa, in->payer, in->payee, day_start, day_end);
 }
 
+/* An account's key in account_daily. */
+static void
+key_day(ScanKey keys, const pg_uuid_t *id, DateADT day)
+{
+	key_account(&keys[0], id);
+	key_second(&keys[1], BTEqualStrategyNumber, F_DATE_EQ, DateADTGetDatum(day));
+}
+
 /*
  * An account's row of the day (read with its normal, or now): out_count
  * and out_payees for the payer, in_payers for the payee.
@@ -1754,10 +1952,9 @@ record_day(StateAccess *sa, DailyFacts *daily, bool out, bool new_pair)
 	}
 	else
 		add_to(&change, DAILY_IN_PAYERS, false, Int64GetDatum(fresh));
-	key_account(&keys[0], daily->id);
-	key_second(&keys[1], BTEqualStrategyNumber, F_DATE_EQ, DateADTGetDatum(daily->day));
-	upsert_row(sa, IDX_DAILY, keys, 2,
-			   daily->loaded ? daily->today : fetch_row(sa, IDX_DAILY, keys, 2), &change);
+	key_day(keys, daily->id, daily->day);
+	apply_change(sa, IDX_DAILY, keys, 2,
+				 daily->loaded ? daily->today : fetch_row(sa, IDX_DAILY, keys, 2), &change);
 }
 
 
@@ -1831,10 +2028,7 @@ state_pair_seen(FactSource *src)
 
 	if (!ss->pair_read)
 	{
-		ScanKeyData keys[2];
-
-		key_pair(keys, ss->in->payer, ss->in->payee);
-		ss->pair = fetch_row(&ss->sa, IDX_PAIR, keys, 2);
+		ss->pair = fetch_pair(&ss->sa, ss->in->payer, ss->in->payee);
 		ss->pair_read = true;
 	}
 	return ss->pair != NULL;
@@ -1980,10 +2174,10 @@ record_payment(StateSource *ss, Numeric amount_base)
 	/* the pair's first payment of the day counts a new payee and payer */
 	new_today = first_of_day(&ss->sa, in, pair, p2pay_day_of(t));
 
-	record_pair(&ss->sa, in, pair, amount);
-	record_hour(&ss->sa, in->payer, p2pay_hour_of(t), amount);
-	record_account(&ss->sa, in->payer, payer_account(ss), true, amount);
-	record_account(&ss->sa, in->payee, fetch_account(&ss->sa, in->payee), false, amount);
+	record_pair(&ss->sa, in->payer, in->payee, t, pair, amount, false);
+	record_hour(&ss->sa, in->payer, p2pay_hour_of(t), amount, false);
+	record_account(&ss->sa, in->payer, payer_account(ss), SIDE_OUT, amount, false);
+	record_account(&ss->sa, in->payee, fetch_account(&ss->sa, in->payee), SIDE_IN, amount, false);
 	record_day(&ss->sa, &ss->payer_day, true, new_today);
 	record_day(&ss->sa, &ss->payee_day, false, new_today);
 }
@@ -2184,20 +2378,20 @@ p2pay_rebuild_state(PG_FUNCTION_ARGS)
 }
 
 /*
- * Takes a reversed payment out of the state: the inverse of the insert's
- * writes, exact whatever else was archived (deleted with p2pay.delete_mode
- * = archive, which leaves the state as it was).  The counts and sums
- * subtract the payment: a bucket that held only it goes, and so does a
- * pair whose count reaches 0 (archived payments still count in it).  A
- * pair's first and last times are read again only when the payment was its
- * first or its last, from the pair's payments that remain (the first one
- * at or after it, or the last one at or before it, through the payer's
- * index); when none remains, as when the pair's other payments were all
- * archived, whose exact times are not known any more, the bound moves to
- * the other one.  A multi-row DELETE has removed every row before the
- * first of these statements runs, and each row's statement sees the pair
- * as the previous one left it, so the times come out as if the rows had
- * been deleted one by one.
+ * Reversing a payment: the inverse of recording it, through the same rows
+ * and writes, exact whatever else was archived (deleted with
+ * p2pay.delete_mode = archive, which leaves the state as it was).  The
+ * counts and sums subtract the payment: a bucket that held only it goes,
+ * and so does a pair whose count reaches 0 (archived payments still count
+ * in it).  A pair's first and last times are read again only when the
+ * payment was its first or its last, from the pair's payments that remain
+ * (the first one at or after it, or the last one at or before it, through
+ * the payer's index); when none remains, as when the pair's other payments
+ * were all archived, whose exact times are not known any more, the bound
+ * moves to the other one.  A multi-row DELETE has removed every row before
+ * the first reversal runs, and each row's reversal sees the pair as the
+ * previous one left it, so the times come out as if the rows had been
+ * deleted one by one.
  *
  * The payment's UTC day in account_daily: out_count goes down by one, and
  * out_payees (the payer's distinct payees that day) and in_payers (the
@@ -2205,82 +2399,127 @@ p2pay_rebuild_state(PG_FUNCTION_ARGS)
  * pair remains that day; none of them below what the payments that remain
  * that day count (the payee's distinct payers through the pairs paid since
  * the day began).  Without archived payments that day this is exact,
- * including after a multi-row DELETE, whose rows' statements all see what
+ * including after a multi-row DELETE, whose rows' reversals all see what
  * the whole statement left.  With archived payments that day, which the
  * payments that remain can't show, the distinct counts are never higher
  * than they should be and at most one lower per payment reversed: a pair
  * whose only payments left that day are archived stops counting.
+ *
+ * The rows that no payment counts in any more go (see emptied_by): the
+ * payer's and payee's row of the day and their running totals, as
+ * rebuild_state() would count none.
+ *
+ * Every read of the state and of the payments that remain is made with one
+ * snapshot, taken before any of the writes, as one statement's would be.
  */
-#define WHEN_IS(col, param, then) "CASE WHEN " col SQL_EQ param " THEN " then " ELSE 0 END"
-#define PAIR_PAYMENT(cmp, dir) \
-"(SELECT p.created_at FROM p2pay.payments p" \
-"   WHERE p.payer_id" SQL_EQ "$1 AND p.payee_id" SQL_EQ "$2 AND p.created_at" cmp "$8" \
-"   ORDER BY p.created_at " dir " LIMIT 1)"
-static const char *forget_sql =
-"WITH acct AS ("
-"  UPDATE p2pay.account_stats a"
-"     SET out_count = a.out_count" SQL_MINUS WHEN_IS("a.user_id", "$1", "1") ","
-"         out_sum = a.out_sum" SQL_MINUS WHEN_IS("a.user_id", "$1", "$4") ","
-"         in_count = a.in_count" SQL_MINUS WHEN_IS("a.user_id", "$2", "1") ","
-"         in_sum = a.in_sum" SQL_MINUS WHEN_IS("a.user_id", "$2", "$4")
-"   WHERE a.user_id" SQL_EQ "ANY (ARRAY[$1, $2])),"
-" bucket_gone AS ("
-"  DELETE FROM p2pay.payer_hourly h"
-"   WHERE h.payer_id" SQL_EQ "$1 AND h.hour" SQL_EQ "$3 AND h.n" SQL_LE "1),"
-" bucket AS ("
-"  UPDATE p2pay.payer_hourly h SET n = h.n" SQL_MINUS "1, total = h.total" SQL_MINUS "$4"
-"   WHERE h.payer_id" SQL_EQ "$1 AND h.hour" SQL_EQ "$3 AND h.n" SQL_GT "1),"
-" pair_gone AS ("
-"  DELETE FROM p2pay.pair_stats s"
-"   WHERE s.payer_id" SQL_EQ "$1 AND s.payee_id" SQL_EQ "$2 AND s.n" SQL_LE "1),"
-" day_left AS ("
-"  SELECT pg_catalog.count(*) AS n, pg_catalog.count(DISTINCT p.payee_id) AS payees,"
-"         CASE WHEN pg_catalog.bool_or(p.payee_id" SQL_EQ "$2) THEN 0 ELSE 1 END AS pair_gone"
-"    FROM p2pay.payments p"
-"   WHERE p.payer_id" SQL_EQ "$1 AND p.created_at" SQL_GE "$5 AND p.created_at" SQL_LT "$6),"
-" payer_day AS ("
-"  UPDATE p2pay.account_daily d"
-"     SET out_count = GREATEST(t.n, d.out_count" SQL_MINUS "1),"
-"         out_payees = GREATEST(t.payees, d.out_payees" SQL_MINUS "t.pair_gone)"
-"    FROM day_left t"
-"   WHERE d.user_id" SQL_EQ "$1 AND d.day" SQL_EQ "$7),"
-" payee_day AS ("
-"  UPDATE p2pay.account_daily d"
-"     SET in_payers = GREATEST((SELECT pg_catalog.count(*) FROM p2pay.pair_stats s"
-"                                WHERE s.payee_id" SQL_EQ "$2 AND s.last_at" SQL_GE "$5"
-"                                  AND EXISTS (SELECT 1 FROM p2pay.payments p"
-"                                               WHERE p.payer_id" SQL_EQ "s.payer_id"
-"                                                 AND p.payee_id" SQL_EQ "$2"
-"                                                 AND p.created_at" SQL_GE "$5"
-"                                                 AND p.created_at" SQL_LT "$6)),"
-"                              d.in_payers" SQL_MINUS "t.pair_gone)"
-"    FROM day_left t"
-"   WHERE d.user_id" SQL_EQ "$2 AND d.day" SQL_EQ "$7)"
-"UPDATE p2pay.pair_stats s"
-"   SET n = s.n" SQL_MINUS "1, total = s.total" SQL_MINUS "$4,"
-"       first_at = CASE WHEN s.first_at" SQL_EQ "$8"
-"                  THEN COALESCE(" PAIR_PAYMENT(SQL_GE, "ASC") ", s.last_at)"
-"                  ELSE s.first_at END,"
-"       last_at = CASE WHEN s.last_at" SQL_EQ "$8"
-"                 THEN COALESCE(" PAIR_PAYMENT(SQL_LE, "DESC") ", s.first_at)"
-"                 ELSE s.last_at END"
-" WHERE s.payer_id" SQL_EQ "$1 AND s.payee_id" SQL_EQ "$2 AND s.n" SQL_GT "1";
 
 /*
- * After forget_sql: the payer's and payee's rows that no payment counts in
- * any more go, their row of the payment's day ($3) and their running
- * totals, as rebuild_state() would count none.  An empty day would
- * otherwise still count in the history that an account's normal needs.
- * Archived payments still count, so their rows stay.
+ * What the payer's payments that remain on the reversed payment's day
+ * count: how many, to how many payees, and whether one is to its payee.
  */
-static const char *forget_empty_sql =
-"WITH day_gone AS ("
-"  DELETE FROM p2pay.account_daily d"
-"   WHERE d.user_id" SQL_EQ "ANY (ARRAY[$1, $2]) AND d.day" SQL_EQ "$3"
-"     AND d.out_count" SQL_EQ "0 AND d.in_payers" SQL_EQ "0)"
-"DELETE FROM p2pay.account_stats a"
-" WHERE a.user_id" SQL_EQ "ANY (ARRAY[$1, $2]) AND a.out_count" SQL_EQ "0"
-"   AND a.in_count" SQL_EQ "0";
+typedef struct DayLeft
+{
+	int64		out_count;
+	int64		out_payees;
+	bool		pair_left;
+} DayLeft;
+
+static int
+payee_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, UUID_LEN);
+}
+
+static void
+payments_of_day(StateAccess *sa, const pg_uuid_t *payer, const pg_uuid_t *payee,
+				TimestampTz day_start, DayLeft *left)
+{
+	PayScan		ps;
+	const PaySource *src;
+	TupleTableSlot *slot;
+	Size		size = 16;
+	pg_uuid_t  *payees = palloc(sizeof(pg_uuid_t) * size);
+
+	memset(left, 0, sizeof(DayLeft));
+	pay_scan_during(&ps, sa, payer, day_start, day_start + USECS_PER_DAY);
+	while ((slot = pay_scan_next(&ps, &src)) != NULL)
+	{
+		bool		isnull;
+		pg_uuid_t  *id = DatumGetUUIDP(slot_getattr(slot, src->payee, &isnull));
+
+		if ((Size) left->out_count == size)
+		{
+			size *= 2;
+			payees = repalloc_huge(payees, sizeof(pg_uuid_t) * size);
+		}
+		payees[left->out_count++] = *id;
+		if (memcmp(id->data, payee->data, UUID_LEN) == 0)
+			left->pair_left = true;
+	}
+	pay_scan_end(&ps);
+	qsort(payees, left->out_count, sizeof(pg_uuid_t), payee_cmp);
+	for (int64 i = 0; i < left->out_count; i++)
+		if (i == 0 || payee_cmp(&payees[i], &payees[i - 1]) != 0)
+			left->out_payees++;
+	pfree(payees);
+}
+
+/*
+ * How many payers paid payee on the UTC day starting at day_start: of the
+ * pairs paid since it began, those whose payer's payments show one.
+ */
+static int64
+payers_of_day(StateAccess *sa, const pg_uuid_t *payee, TimestampTz day_start)
+{
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int64		n = 0;
+
+	key_account(&keys[0], payee);
+	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE,
+			   TimestampTzGetDatum(day_start));
+	scan = begin_scan(sa, IDX_PAIR_PAYEE_LAST, keys, 2);
+	while ((slot = next_row(sa, scan, IDX_PAIR_PAYEE_LAST, ForwardScanDirection)) != NULL)
+	{
+		bool		isnull;
+		pg_uuid_t	payer = *DatumGetUUIDP(slot_getattr(slot, PAIR_PAYER, &isnull));
+
+		if (paid_during(sa, &payer, payee, day_start, day_start + USECS_PER_DAY))
+			n++;
+	}
+	index_endscan(scan);
+	return n;
+}
+
+/*
+ * An account's row of the reversed payment's day, on the payment's sides:
+ * out_count down by one, out_payees and in_payers by one when no payment
+ * of the pair remains that day, none below what the payments that remain
+ * count.
+ */
+static void
+forget_day(StateAccess *sa, const pg_uuid_t *id, TimestampTz day_start, int sides,
+		   const DayLeft *left)
+{
+	int64		gone = left->pair_left ? 0 : 1;
+	ScanKeyData keys[2];
+	RowChange	change = {.reverse = true};
+	HeapTuple	row;
+
+	key_day(keys, id, p2pay_date_of(day_start));
+	row = fetch_row(sa, IDX_DAILY, keys, 2);
+	if (row == NULL)
+		return;
+	if (sides & SIDE_OUT)
+	{
+		take_from(&change, DAILY_OUT_COUNT, 1, left->out_count);
+		take_from(&change, DAILY_OUT_PAYEES, gone, left->out_payees);
+	}
+	if (sides & SIDE_IN)
+		take_from(&change, DAILY_IN_PAYERS, gone, payers_of_day(sa, id, day_start));
+	apply_change(sa, IDX_DAILY, keys, 2, row, &change);
+}
 
 /*
  * Take a reversed payment out of the per-account state, so that no rule
@@ -2290,45 +2529,28 @@ void
 p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 					 TimestampTz created_at, Numeric amount_base)
 {
-	Datum		values[8];
-	Datum		empty_keys[3];
-	int			ret;
+	Datum		amount = NumericGetDatum(amount_base);
 	TimestampTz day_start = p2pay_day_of(created_at);
+	bool		self = memcmp(payer->data, payee->data, UUID_LEN) == 0;
+	int			payer_sides = self ? SIDE_OUT | SIDE_IN : SIDE_OUT;
+	StateAccess sa;
+	DayLeft		left;
 
 	Assert(p2pay_accounts_locked());
-	if (forget_plan == NULL)
-	{
-		Oid			types[8] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, NUMERICOID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, DATEOID, TIMESTAMPTZOID};
+	memset(&sa, 0, sizeof(sa));
+	open_state(&sa, p2pay_schema(), true);
 
-		forget_plan = p2pay_prepare_kept(forget_sql, 8, types);
-	}
-	if (forget_empty_plan == NULL)
-	{
-		Oid			types[3] = {UUIDOID, UUIDOID, DATEOID};
+	/* the days first: the payee's payers are counted from the pairs as they were */
+	payments_of_day(&sa, payer, payee, day_start, &left);
+	forget_day(&sa, payer, day_start, payer_sides, &left);
+	if (!self)
+		forget_day(&sa, payee, day_start, SIDE_IN, &left);
 
-		forget_empty_plan = p2pay_prepare_kept(forget_empty_sql, 3, types);
-	}
+	record_pair(&sa, payer, payee, created_at, fetch_pair(&sa, payer, payee), amount, true);
+	record_hour(&sa, payer, p2pay_hour_of(created_at), amount, true);
+	record_account(&sa, payer, fetch_account(&sa, payer), payer_sides, amount, true);
+	if (!self)
+		record_account(&sa, payee, fetch_account(&sa, payee), SIDE_IN, amount, true);
 
-	values[0] = UUIDPGetDatum(payer);
-	values[1] = UUIDPGetDatum(payee);
-	values[2] = TimestampTzGetDatum(p2pay_hour_of(created_at));
-	values[3] = NumericGetDatum(amount_base);
-	values[4] = TimestampTzGetDatum(day_start);
-	values[5] = TimestampTzGetDatum(day_start + USECS_PER_DAY);
-	values[6] = DateADTGetDatum((DateADT) (day_start / USECS_PER_DAY));
-	values[7] = TimestampTzGetDatum(created_at);
-	empty_keys[0] = values[0];
-	empty_keys[1] = values[1];
-	empty_keys[2] = values[6];
-
-	ret = SPI_execute_plan(forget_plan, values, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "p2pay: forgetting a payment failed: %s", SPI_result_code_string(ret));
-
-	ret = SPI_execute_plan(forget_empty_plan, empty_keys, NULL, false, 0);
-	if (ret != SPI_OK_DELETE)
-		elog(ERROR, "p2pay: forgetting a payment's empty rows failed: %s",
-			 SPI_result_code_string(ret));
+	close_state(&sa);
 }
-
