@@ -98,6 +98,7 @@
 #include "postgres.h"
 
 #include "p2pay.h"
+#include "catalog.h"
 #include "facts.h"
 #include "rules.h"
 #include "timeutil.h"

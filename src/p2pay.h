@@ -31,12 +31,6 @@
 #include "utils/numeric.h"
 #include "utils/uuid.h"
 
-/*
- * store.c, backtest.c and trigger.c use catalog.c's declarations through
- * this header until they include catalog.h themselves.
- */
-#include "catalog.h"
-
 /* A payment's decision, as the p2pay.decision enum orders it (rules.c) */
 #define DECISION_APPROVE	0
 #define DECISION_REVIEW		1

@@ -46,6 +46,7 @@
 #include "postgres.h"
 
 #include "p2pay.h"
+#include "catalog.h"
 #include "compat.h"
 #include "facts.h"
 #include "locks.h"

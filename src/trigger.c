@@ -35,6 +35,7 @@
 #include <math.h>
 
 #include "p2pay.h"
+#include "catalog.h"
 #include "compat.h"
 #include "facts.h"
 #include "locks.h"
