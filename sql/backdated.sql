@@ -38,12 +38,13 @@ BEGIN
   RETURN payer_time_scans() - before;
 END $$;
 
--- The state counted from the payments in set-based SQL, apart from the C
--- that records each payment (the trigger, and rebuild_state() through the
--- same code): the state as kept, then as rebuild_state() counts it, against
--- it, one line per row that only one side has (none when they agree).  The
--- state kept is put back, so that the trigger's own state is compared each
--- time.
+-- The state counted from the payments in set-based SQL (test/recount.sql),
+-- apart from the C that records each payment (the trigger, and
+-- rebuild_state() through the same code): the state as kept, then as
+-- rebuild_state() counts it, against it, one line per row that only one
+-- side has (none when they agree).  The state kept is put back, so that
+-- the trigger's own state is compared each time.
+\i test/recount.sql
 CREATE FUNCTION state_vs_recount() RETURNS TABLE (state text, side text, row_text text)
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -51,60 +52,31 @@ BEGIN
   CREATE TEMP TABLE kept_pair AS TABLE p2pay.pair_stats;
   CREATE TEMP TABLE kept_hourly AS TABLE p2pay.payer_hourly;
   CREATE TEMP TABLE kept_daily AS TABLE p2pay.account_daily;
-  CREATE TEMP TABLE sql_account (LIKE p2pay.account_stats);
-  INSERT INTO sql_account
-  SELECT user_id, sum(out_count), sum(out_sum), sum(in_count), sum(in_sum)
-    FROM (SELECT payer_id AS user_id, count(*) AS out_count, sum(amount_base) AS out_sum,
-                 0 AS in_count, 0 AS in_sum
-            FROM p2pay.payments GROUP BY payer_id
-          UNION ALL
-          SELECT payee_id, 0, 0, count(*), sum(amount_base)
-            FROM p2pay.payments GROUP BY payee_id) t
-   GROUP BY user_id;
-  CREATE TEMP TABLE sql_pair (LIKE p2pay.pair_stats);
-  INSERT INTO sql_pair
-  SELECT payer_id, payee_id, min(created_at), max(created_at), count(*), sum(amount_base)
-    FROM p2pay.payments GROUP BY payer_id, payee_id;
-  CREATE TEMP TABLE sql_hourly (LIKE p2pay.payer_hourly);
-  INSERT INTO sql_hourly
-  SELECT payer_id, date_trunc('hour', created_at, 'UTC'), count(*), sum(amount_base)
-    FROM p2pay.payments GROUP BY 1, 2;
-  CREATE TEMP TABLE sql_daily (LIKE p2pay.account_daily);
-  INSERT INTO sql_daily
-  SELECT user_id, day, sum(out_count), sum(out_payees), sum(in_payers)
-    FROM (SELECT payer_id AS user_id, (created_at AT TIME ZONE 'UTC')::date AS day,
-                 count(*) AS out_count, count(DISTINCT payee_id) AS out_payees, 0 AS in_payers
-            FROM p2pay.payments GROUP BY 1, 2
-          UNION ALL
-          SELECT payee_id, (created_at AT TIME ZONE 'UTC')::date, 0, 0, count(DISTINCT payer_id)
-            FROM p2pay.payments GROUP BY 1, 2) t
-   GROUP BY user_id, day;
   PERFORM p2pay.rebuild_state();
   RETURN QUERY
-    SELECT 'account_stats', 'kept', r::text FROM (TABLE kept_account EXCEPT TABLE sql_account) r
-    UNION ALL SELECT 'account_stats', 'recount, not kept', r::text FROM (TABLE sql_account EXCEPT TABLE kept_account) r
-    UNION ALL SELECT 'account_stats', 'rebuilt', r::text FROM (TABLE p2pay.account_stats EXCEPT TABLE sql_account) r
-    UNION ALL SELECT 'account_stats', 'recount, not rebuilt', r::text FROM (TABLE sql_account EXCEPT TABLE p2pay.account_stats) r
-    UNION ALL SELECT 'pair_stats', 'kept', r::text FROM (TABLE kept_pair EXCEPT TABLE sql_pair) r
-    UNION ALL SELECT 'pair_stats', 'recount, not kept', r::text FROM (TABLE sql_pair EXCEPT TABLE kept_pair) r
-    UNION ALL SELECT 'pair_stats', 'rebuilt', r::text FROM (TABLE p2pay.pair_stats EXCEPT TABLE sql_pair) r
-    UNION ALL SELECT 'pair_stats', 'recount, not rebuilt', r::text FROM (TABLE sql_pair EXCEPT TABLE p2pay.pair_stats) r
-    UNION ALL SELECT 'payer_hourly', 'kept', r::text FROM (TABLE kept_hourly EXCEPT TABLE sql_hourly) r
-    UNION ALL SELECT 'payer_hourly', 'recount, not kept', r::text FROM (TABLE sql_hourly EXCEPT TABLE kept_hourly) r
-    UNION ALL SELECT 'payer_hourly', 'rebuilt', r::text FROM (TABLE p2pay.payer_hourly EXCEPT TABLE sql_hourly) r
-    UNION ALL SELECT 'payer_hourly', 'recount, not rebuilt', r::text FROM (TABLE sql_hourly EXCEPT TABLE p2pay.payer_hourly) r
-    UNION ALL SELECT 'account_daily', 'kept', r::text FROM (TABLE kept_daily EXCEPT TABLE sql_daily) r
-    UNION ALL SELECT 'account_daily', 'recount, not kept', r::text FROM (TABLE sql_daily EXCEPT TABLE kept_daily) r
-    UNION ALL SELECT 'account_daily', 'rebuilt', r::text FROM (TABLE p2pay.account_daily EXCEPT TABLE sql_daily) r
-    UNION ALL SELECT 'account_daily', 'recount, not rebuilt', r::text FROM (TABLE sql_daily EXCEPT TABLE p2pay.account_daily) r
+    SELECT 'account_stats', 'kept', r::text FROM (TABLE kept_account EXCEPT TABLE recount_account_stats) r
+    UNION ALL SELECT 'account_stats', 'recount, not kept', r::text FROM (TABLE recount_account_stats EXCEPT TABLE kept_account) r
+    UNION ALL SELECT 'account_stats', 'rebuilt', r::text FROM (TABLE p2pay.account_stats EXCEPT TABLE recount_account_stats) r
+    UNION ALL SELECT 'account_stats', 'recount, not rebuilt', r::text FROM (TABLE recount_account_stats EXCEPT TABLE p2pay.account_stats) r
+    UNION ALL SELECT 'pair_stats', 'kept', r::text FROM (TABLE kept_pair EXCEPT TABLE recount_pair_stats) r
+    UNION ALL SELECT 'pair_stats', 'recount, not kept', r::text FROM (TABLE recount_pair_stats EXCEPT TABLE kept_pair) r
+    UNION ALL SELECT 'pair_stats', 'rebuilt', r::text FROM (TABLE p2pay.pair_stats EXCEPT TABLE recount_pair_stats) r
+    UNION ALL SELECT 'pair_stats', 'recount, not rebuilt', r::text FROM (TABLE recount_pair_stats EXCEPT TABLE p2pay.pair_stats) r
+    UNION ALL SELECT 'payer_hourly', 'kept', r::text FROM (TABLE kept_hourly EXCEPT TABLE recount_payer_hourly) r
+    UNION ALL SELECT 'payer_hourly', 'recount, not kept', r::text FROM (TABLE recount_payer_hourly EXCEPT TABLE kept_hourly) r
+    UNION ALL SELECT 'payer_hourly', 'rebuilt', r::text FROM (TABLE p2pay.payer_hourly EXCEPT TABLE recount_payer_hourly) r
+    UNION ALL SELECT 'payer_hourly', 'recount, not rebuilt', r::text FROM (TABLE recount_payer_hourly EXCEPT TABLE p2pay.payer_hourly) r
+    UNION ALL SELECT 'account_daily', 'kept', r::text FROM (TABLE kept_daily EXCEPT TABLE recount_account_daily) r
+    UNION ALL SELECT 'account_daily', 'recount, not kept', r::text FROM (TABLE recount_account_daily EXCEPT TABLE kept_daily) r
+    UNION ALL SELECT 'account_daily', 'rebuilt', r::text FROM (TABLE p2pay.account_daily EXCEPT TABLE recount_account_daily) r
+    UNION ALL SELECT 'account_daily', 'recount, not rebuilt', r::text FROM (TABLE recount_account_daily EXCEPT TABLE p2pay.account_daily) r
     ORDER BY 1, 3, 2;
   TRUNCATE p2pay.account_stats, p2pay.pair_stats, p2pay.payer_hourly, p2pay.account_daily;
   INSERT INTO p2pay.account_stats SELECT * FROM kept_account;
   INSERT INTO p2pay.pair_stats SELECT * FROM kept_pair;
   INSERT INTO p2pay.payer_hourly SELECT * FROM kept_hourly;
   INSERT INTO p2pay.account_daily SELECT * FROM kept_daily;
-  DROP TABLE kept_account, kept_pair, kept_hourly, kept_daily, sql_account, sql_pair, sql_hourly,
-             sql_daily;
+  DROP TABLE kept_account, kept_pair, kept_hourly, kept_daily;
 END $$;
 
 -- An account's rows of account_daily, by user number.
@@ -254,6 +226,7 @@ SELECT rule, payments, fired, fired_at_time
 DROP VIEW pairs;
 DROP VIEW days;
 DROP FUNCTION state_vs_recount();
+DROP VIEW recount_account_stats, recount_pair_stats, recount_payer_hourly, recount_account_daily;
 DROP FUNCTION pay(int, int, timestamptz);
 DROP FUNCTION payer_time_scans();
 DROP FUNCTION u(int);

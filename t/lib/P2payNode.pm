@@ -184,35 +184,10 @@ COMMIT;
 our @STATE_TABLES = qw(account_stats pair_stats payer_hourly account_daily);
 
 # The state tables counted from the payments in set-based SQL: what the
-# state must hold, derived apart from the C that records each payment (the
-# trigger, and rebuild_state() through the same code), so that comparing
-# with it is not comparing that code with itself.  Each is the rows of the
-# table named, in its columns' order.
-our %RECOUNT = (
-	account_stats => q{
-SELECT user_id, sum(out_count), sum(out_sum), sum(in_count), sum(in_sum)
-  FROM (SELECT payer_id AS user_id, count(*) AS out_count, sum(amount_base) AS out_sum,
-               0 AS in_count, 0 AS in_sum
-          FROM p2pay.payments GROUP BY payer_id
-        UNION ALL
-        SELECT payee_id, 0, 0, count(*), sum(amount_base)
-          FROM p2pay.payments GROUP BY payee_id) t
- GROUP BY user_id},
-	pair_stats => q{
-SELECT payer_id, payee_id, min(created_at), max(created_at), count(*), sum(amount_base)
-  FROM p2pay.payments GROUP BY payer_id, payee_id},
-	payer_hourly => q{
-SELECT payer_id, date_trunc('hour', created_at, 'UTC'), count(*), sum(amount_base)
-  FROM p2pay.payments GROUP BY 1, 2},
-	account_daily => q{
-SELECT user_id, day, sum(out_count), sum(out_payees), sum(in_payers)
-  FROM (SELECT payer_id AS user_id, (created_at AT TIME ZONE 'UTC')::date AS day,
-               count(*) AS out_count, count(DISTINCT payee_id) AS out_payees, 0 AS in_payers
-          FROM p2pay.payments GROUP BY 1, 2
-        UNION ALL
-        SELECT payee_id, (created_at AT TIME ZONE 'UTC')::date, 0, 0, count(DISTINCT payer_id)
-          FROM p2pay.payments GROUP BY 1, 2) t
- GROUP BY user_id, day});
+# state must hold, derived apart from the C that records each payment, so
+# that comparing with it is not comparing that code with itself
+# (test/recount.sql: a temporary view recount_<table> per state table).
+my $recount_sql = slurp_file(File::Spec->catfile(dirname(__FILE__), '..', '..', 'test', 'recount.sql'));
 
 # The SQL that lists, as lines "TAG|table LEFT only: row", the rows of each
 # state table that only one of two sets of tables holds, row for row both
@@ -231,8 +206,8 @@ sub _state_diff
 
 # state_vs_recount(NODE, DB, NAME, BEFORE): three checks: that the
 # per-account state as the trigger kept it has rows, that it equals what
-# %RECOUNT counts from the payments, and that so does what rebuild_state()
-# counts, row for row both ways.  BEFORE, if given, is SQL run between
+# test/recount.sql counts from the payments, and that so does what
+# rebuild_state() counts, row for row both ways.  BEFORE, if given, is SQL run between
 # taking the copy and rebuild_state(); its output lines are returned.  The
 # state kept is put back, so that later checks see the trigger's own.
 sub state_vs_recount
@@ -240,14 +215,13 @@ sub state_vs_recount
 	my ($node, $db, $name, $before) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
 	my $copy = join('', map { "CREATE TEMP TABLE kept_$_ AS TABLE p2pay.$_;\n" } @STATE_TABLES);
-	my $recount = join('',
-		map { "CREATE TEMP TABLE recount_$_ (LIKE p2pay.$_);\nINSERT INTO recount_$_ $RECOUNT{$_};\n" }
-		  @STATE_TABLES);
-	my $kept = _state_diff('diff', 'kept', sub { "kept_$_[0]" }, 'recounted', sub { "recount_$_[0]" });
+	my $recount = $recount_sql
+	  . join('', map { "CREATE TEMP TABLE counted_$_ AS TABLE recount_$_;\n" } @STATE_TABLES);
+	my $kept = _state_diff('diff', 'kept', sub { "kept_$_[0]" }, 'recounted', sub { "counted_$_[0]" });
 	my $rebuilt =
-	  _state_diff('rebuilt', 'rebuilt', sub { "p2pay.$_[0]" }, 'recounted', sub { "recount_$_[0]" });
+	  _state_diff('rebuilt', 'rebuilt', sub { "p2pay.$_[0]" }, 'recounted', sub { "counted_$_[0]" });
 	my $restore = join('', map { "INSERT INTO p2pay.$_ SELECT * FROM kept_$_;\n" } @STATE_TABLES);
-	my $drop = join(', ', map { ("kept_$_", "recount_$_") } @STATE_TABLES);
+	my $drop = join(', ', map { ("kept_$_", "counted_$_") } @STATE_TABLES);
 	my $out = $node->safe_psql(
 		$db, qq{
 $copy
