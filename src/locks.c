@@ -39,8 +39,9 @@
  * mode, the exclusive one being held, holds account locks while it waits;
  * but the one holding it waits for no p2pay lock and runs to its end, so
  * that wait, too, can't close a cycle.  Only one transaction at a time tries
- * to escalate: another one finding the token taken goes on with account
- * locks.
+ * to escalate: another one past the threshold finding the token taken
+ * gives way with 40001 if it holds account locks, since the first can't
+ * have the lock while it does, nor it go on taking them for ever.
  */
 #include "postgres.h"
 
@@ -380,22 +381,39 @@ escalation_tag(LOCKTAG *tag, uint32 which)
 }
 
 /*
+ * Give way to another transaction that is taking the lock covering every
+ * account (it holds the token), when this one is past the threshold too:
+ * it can't have that lock while this one holds the lock in share mode, and
+ * this one can't go on taking account locks for ever.
+ */
+static void
+give_way_to_escalation(const LOCKTAG *token)
+{
+	if (LockAcquire(token, ShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not lock every account: another transaction is doing so"),
+				 errdetail("This transaction is about to hold more than p2pay.lock_escalation_accounts (%d) account locks, and another transaction, which holds as many, is taking the lock covering every account; it can't while this one holds account locks.",
+						   p2pay_lock_escalation_accounts),
+				 errhint("Retry the transaction.")));
+	(void) LockRelease(token, ShareLock, false);
+}
+
+/*
  * Take the lock covering every account exclusively, without waiting for it
  * in the lock manager: holding the escalation token, try, nap, and give up
  * after deadlock_timeout.  Whether it is held.
  */
 static bool
-escalate(void)
+escalate(const LOCKTAG *token)
 {
-	LOCKTAG		token;
 	LOCKTAG		all;
 	TimestampTz start = GetCurrentTimestamp();
 	long		nap = 1;
 	bool		got = false;
 
-	escalation_tag(&token, ESCALATION);
 	escalation_tag(&all, ALL_ACCOUNTS);
-	if (LockAcquire(&token, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+	if (LockAcquire(token, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
 		return false;
 	for (;;)
 	{
@@ -415,50 +433,54 @@ escalate(void)
 		CHECK_FOR_INTERRUPTS();
 		nap = Min(nap * 2, LOCK_NAP_MAX_MS);
 	}
-	(void) LockRelease(&token, ExclusiveLock, false);
+	(void) LockRelease(token, ExclusiveLock, false);
 	return got;
 }
 
 /*
  * Before a pass that is to lock needed accounts: whether the lock covering
  * every account is held exclusively (already, or now), so that the pass
- * takes no lock.  Escalation is tried when the pass would take this
- * transaction past p2pay.lock_escalation_accounts account locks, and again
- * after a failed try only once it holds twice as many.  A first pass that
- * goes on with account locks waits for the escalation token to be free.
+ * takes no lock.  A first pass waits for the escalation token to be free
+ * (it holds no lock another transaction's escalation waits for).  A pass
+ * that would take this transaction past p2pay.lock_escalation_accounts
+ * account locks gives way (40001) to another transaction taking the
+ * covering lock, if this one holds account locks (which keep the other
+ * from having it), or else tries to take it; after a try that failed
+ * (writers of the moment were still open after deadlock_timeout), it tries
+ * again only once it holds twice as many.
  */
 static bool
 escalated_before_pass(int needed)
 {
 	int64		count = held_count();
+	LOCKTAG		token;
+	HeldLevel	add = {0};
 
 	if (held_escalated())
 		return true;
-	if (p2pay_lock_escalation_accounts >= 0 &&
-		count + needed > p2pay_lock_escalation_accounts &&
-		count >= escalation_retry_at)
-	{
-		HeldLevel	add = {0};
-
-		reserve_held();
-		if (escalate())
-		{
-			add.escalated = true;
-			note_held_at(GetCurrentTransactionNestLevel(), &add);
-			return true;
-		}
-		escalation_retry_at = Max(2 * count, (int64) p2pay_lock_escalation_accounts);
-		escalation_retry_at = Max(escalation_retry_at, 1);
-	}
+	escalation_tag(&token, ESCALATION);
 	if (held_depth == 0)
 	{
-		LOCKTAG		token;
-
-		escalation_tag(&token, ESCALATION);
 		(void) LockAcquire(&token, ShareLock, false, false);
 		(void) LockRelease(&token, ShareLock, false);
 	}
-	return false;
+	if (p2pay_lock_escalation_accounts < 0 ||
+		count + needed <= p2pay_lock_escalation_accounts)
+		return false;
+	if (held_depth > 0)
+		give_way_to_escalation(&token);
+	if (count < escalation_retry_at)
+		return false;
+	reserve_held();
+	if (!escalate(&token))
+	{
+		escalation_retry_at = Max(2 * count, (int64) p2pay_lock_escalation_accounts);
+		escalation_retry_at = Max(escalation_retry_at, 1);
+		return false;
+	}
+	add.escalated = true;
+	note_held_at(GetCurrentTransactionNestLevel(), &add);
+	return true;
 }
 
 /*

@@ -12,10 +12,12 @@
 #   one-payment transaction; both count the large one's payments;
 # - the escalated transaction holds one lock for every account, not one per
 #   account, and a savepoint rolled back gives that lock back;
-# - two such loads at once both finish;
+# - of two such loads at once, one escalates and the other finishes too, or
+#   gives way with 40001 and finishes when retried;
 # - under a mix of one-payment, two-payment and escalating transactions,
 #   no transaction of one payment fails, none fails with 40P01, and the
-#   per-account state equals what rebuild_state() counts.
+#   per-account state equals what rebuild_state() counts; nor does any
+#   single payment fail when every one escalates (the setting at 0).
 use strict;
 use warnings;
 
@@ -147,27 +149,74 @@ $other->quit;
 $one->quit;
 
 ###########################################################################
-# d. Two loads at once both finish.
+# d. Two loads at once: one escalates, the other finishes or gives way with
+#    40001 and finishes when retried.
 ###########################################################################
 query('DELETE FROM p2pay.payments');
 my @loads;
 for my $k (0, 1)
 {
 	my ($o, $e) = ('', '');
-	my $h = IPC::Run::start(
-		[ 'psql', '-X', '-v', 'ON_ERROR_STOP=1', '-d', $node->connstr($db),
-			'-c', payments(1 + 4000 * $k, 4000, 9000) ],
-		'>', \$o, '2>', \$e,
+	my @load = ('psql', '-X', '-v', 'ON_ERROR_STOP=1', '-v', 'VERBOSITY=verbose',
+		'-d', $node->connstr($db), '-c', payments(1 + 4000 * $k, 4000, 9000));
+	my $h = IPC::Run::start(\@load, '>', \$o, '2>', \$e,
 		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
-	push @loads, [ $h, \$e ];
+	push @loads, [ $h, \$e, \@load ];
 }
+my $first_go = 0;
 for my $k (0, 1)
 {
-	my ($h, $e) = @{ $loads[$k] };
-	ok($h->finish, "two loads at once: load $k finishes") or diag($$e);
+	my ($h, $e, $load) = @{ $loads[$k] };
+	if ($h->finish)
+	{
+		$first_go++;
+		next;
+	}
+	like($$e, qr/ERROR:  40001: could not lock every account: another transaction is doing so/,
+		"two loads at once: load $k, which did not finish, gave way with 40001");
+	my $retry_err = '';
+	ok(IPC::Run::run($load, '>', \my $o, '2>', \$retry_err), "two loads at once: load $k retried finishes")
+	  or diag($retry_err);
 }
+ok($first_go >= 1, "two loads at once: at least one finished at the first go ($first_go)");
 is(query('SELECT count(*) FROM p2pay.payments'), '8000', 'two loads at once: 8,000 payments');
 P2payNode::state_vs_recount($node, $db, 'two loads');
+
+# Deterministically: A holds a payment open, so B, escalating, keeps trying
+# for the covering lock (deadlock_timeout is long in its session); A then
+# inserts past the threshold too, and gives way; B goes on.  (A transaction
+# that starts meanwhile waits for B instead: its first pass waits for the
+# escalation token.)
+my $a = $node->background_psql($db, on_error_stop => 0);
+my $b = $node->background_psql($db, on_error_stop => 0);
+my $b_pid = $b->query_safe('SELECT pg_backend_pid()');
+$a->query_safe('\\set VERBOSITY verbose');
+$a->query_safe('BEGIN');
+$a->query_safe(payment(9001, 9002));
+$b->query_safe("SET deadlock_timeout = '300s'");
+$b->query_until(qr/sent/, "\\echo sent\nBEGIN;\n" . payments(10001, 100, 1000) . ";\n");
+my $trying = 0;
+for (my $i = 0; $i < 100 * $PostgreSQL::Test::Utils::timeout_default && !$trying; $i++)
+{
+	$trying = query("SELECT count(*) FROM pg_stat_activity
+	                  WHERE pid = $b_pid AND wait_event_type = 'Extension'");
+	usleep(10_000);
+}
+is($trying, '1', 'escalating while a payment is open: B keeps trying for the covering lock');
+($out, my $failed) = $a->query(payments(12001, 100, 1000));
+ok($failed, 'A, past the threshold while B tries, fails');
+like($a->{stderr}, qr/ERROR:  40001: could not lock every account: another transaction is doing so/,
+	'with 40001');
+$a->{stderr} = '';
+$a->query_safe('ROLLBACK');
+($out) = $b->query("SELECT count(*) FROM p2pay.payments WHERE payer_id BETWEEN uid(10001) AND uid(10100)");
+is($b->{stderr}, '', 'B gets no error');
+is($out, '100', 'B\'s load is in');
+is((split /\|/, held_by($b_pid))[1], 'ExclusiveLock,ShareLock', 'B escalated');
+$b->query_safe('COMMIT');
+$a->quit;
+$b->quit;
+P2payNode::state_vs_recount($node, $db, 'after giving way');
 
 ###########################################################################
 # e. The mix, with escalation after 6 accounts.
@@ -245,6 +294,18 @@ for my $name (qw(two load))
 		"mix, $name.sql: every transaction that failed, failed with 40001");
 }
 P2payNode::state_vs_recount($node, $db, 'mix');
+
+# Every payment escalating (0): single payments serialize, and none fails.
+$node->safe_psql('postgres', "ALTER SYSTEM SET p2pay.lock_escalation_accounts = 0");
+$node->reload;
+@cmd = ('pgbench', '-n', '-c', 4, '-j', 2, '-T', 2, '--failures-detailed',
+	'-f', $node->basedir . '/one.sql', $node->connstr($db));
+($stdout, $stderr) = ('', '');
+IPC::Run::run(\@cmd, '>', \$stdout, '2>', \$stderr,
+	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
+like($stdout, qr/number of failed transactions: 0 /, 'every payment escalating: no payment fails')
+  or diag("$stdout\n$stderr");
+P2payNode::state_vs_recount($node, $db, 'every payment escalating');
 
 my $log = slurp_file($node->logfile, $log_start);
 unlike($log, qr/deadlock detected/, 'the server never detected a deadlock');
