@@ -11,11 +11,19 @@
 #include "access/heapam.h"
 #include "access/relation.h"
 #include "catalog/dependency.h"
+#include "storage/lock.h"
 #include "utils/guc.h"
 
 /* MarkGUCPrefixReserved appeared in 15; older versions only warn. */
 #if PG_VERSION_NUM < 150000
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
+#endif
+
+/* LockHeldByMe: 17 added orstronger. */
+#if PG_VERSION_NUM >= 170000
+#define p2pay_lock_held_by_me(tag, mode) LockHeldByMe(tag, mode, false)
+#else
+#define p2pay_lock_held_by_me(tag, mode) LockHeldByMe(tag, mode)
 #endif
 
 /* numeric NaN and infinities: 14 added infinities and numeric_is_inf. */

@@ -21,10 +21,32 @@
  * The keys live in their own advisory namespace (field 4 =
  * P2PAY_LOCK_SPACE), so they can't collide with an application's
  * pg_advisory_lock keys.
+ *
+ * Escalation: one lock per account would fill the shared lock table
+ * (max_locks_per_transaction x max_connections entries) with a load of
+ * thousands of accounts in one transaction.  So every writer also holds,
+ * from the end of its first pass to its end, the lock that covers every
+ * account (ALL_ACCOUNTS, in a second namespace) in share mode; and a
+ * transaction about to hold more than p2pay.lock_escalation_accounts
+ * account locks takes that lock in exclusive mode instead, after which it
+ * takes no account lock at all: no other writer holds one then, nor can
+ * take one until it ends.  It never waits for it in the lock manager: it
+ * tries, naps, and after deadlock_timeout goes on with account locks and
+ * tries again once it holds twice as many.  Meanwhile it holds the
+ * escalation token (ESCALATION), which a transaction's first pass waits for
+ * (and lets go of at once), so that the writers drain rather than come and
+ * go for ever.  A writer whose first pass waits for ALL_ACCOUNTS in share
+ * mode, the exclusive one being held, holds account locks while it waits;
+ * but the one holding it waits for no p2pay lock and runs to its end, so
+ * that wait, too, can't close a cycle.  Only one transaction at a time tries
+ * to escalate: another one past the threshold finding the token taken
+ * gives way with 40001 if it holds account locks, since the first can't
+ * have the lock while it does, nor it go on taking them for ever.
  */
 #include "postgres.h"
 
 #include "p2pay.h"
+#include "compat.h"
 #include "facts.h"
 #include "locks.h"
 #include "moneyflow.h"
@@ -37,16 +59,28 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #define P2PAY_LOCK_SPACE 0x7032
+/* The namespace of the lock covering every account and its token. */
+#define P2PAY_ESCALATION_SPACE 0x7033
+#define ALL_ACCOUNTS 0
+#define ESCALATION 1
 
 /*
  * How long a transaction that holds account locks tries for one more that
  * it can't wait for in the lock manager (locks.c), in milliseconds.
  */
 int			p2pay_multi_payment_lock_timeout = 10;
+
+/*
+ * How many account locks a transaction holds at most before it takes the
+ * lock covering every account instead (p2pay.lock_escalation_accounts); -1
+ * never.
+ */
+int			p2pay_lock_escalation_accounts = 64;
 
 /* The lock key of an account. */
 static uint64
@@ -59,22 +93,31 @@ account_key(const pg_uuid_t *id)
  * The account locks this transaction holds, exact across savepoints: an
  * entry for each subtransaction nesting level at which a pass of locks
  * ended and whose locks are still held, the lowest level first, each with
- * the largest key held at its level or below.  A subtransaction that rolls
- * back releases the locks it took, and its entry goes; one that commits
- * hands them to its parent, and so does its entry; the end of the
- * transaction releases them all.  Kept in TopMemoryContext, and room is
- * made before a pass takes its first lock, so that a lock is never held
- * unrecorded.
+ * what is held at its level or below: the largest key, how many account
+ * locks, whether the lock covering every account is held exclusively.  A
+ * subtransaction that rolls back releases the locks it took, and its entry
+ * goes; one that commits hands them to its parent, and so does its entry;
+ * the end of the transaction releases them all.  Kept in TopMemoryContext,
+ * and room is made before a pass takes its first lock, so that a lock is
+ * never held unrecorded.
  */
 typedef struct HeldLevel
 {
 	int			level;			/* subtransaction nesting level */
 	uint64		max_key;		/* the largest key held at this level or below */
+	int64		count;			/* account locks held at this level or below */
+	bool		escalated;		/* ALL_ACCOUNTS held exclusively */
 } HeldLevel;
 
 static HeldLevel *held = NULL;
 static int	held_depth = 0;
 static int	held_size = 0;
+
+/*
+ * How many account locks this transaction is to hold before it tries to
+ * escalate again, after a try that failed.
+ */
+static int64 escalation_retry_at = 0;
 
 /*
  * Whether this transaction holds an account lock and, if it does, the
@@ -87,6 +130,20 @@ held_max(uint64 *max_key)
 		return false;
 	*max_key = held[held_depth - 1].max_key;
 	return true;
+}
+
+/* Whether this transaction holds the lock covering every account. */
+static bool
+held_escalated(void)
+{
+	return held_depth > 0 && held[held_depth - 1].escalated;
+}
+
+/* How many account locks this transaction holds. */
+static int64
+held_count(void)
+{
+	return held_depth > 0 ? held[held_depth - 1].count : 0;
 }
 
 /* Make room for one more level, before a pass takes any lock. */
@@ -105,21 +162,31 @@ reserve_held(void)
 	held_size *= 2;
 }
 
-/* Record at level that this transaction holds key (room was made). */
+/*
+ * Record at level that this transaction holds, at that level or below, what
+ * add says (room was made): key and added more account locks, or the lock
+ * covering every account.
+ */
 static void
-note_held_at(int level, uint64 key)
+note_held_at(int level, const HeldLevel *add)
 {
 	HeldLevel  *top = held_depth > 0 ? &held[held_depth - 1] : NULL;
+	HeldLevel	now = *add;
 
+	if (top != NULL)
+	{
+		now.max_key = Max(top->max_key, add->max_key);
+		now.count = top->count + add->count;
+		now.escalated = top->escalated || add->escalated;
+	}
+	now.level = level;
 	if (top != NULL && top->level == level)
 	{
-		top->max_key = Max(top->max_key, key);
+		*top = now;
 		return;
 	}
 	Assert(held_depth < held_size);
-	held[held_depth].level = level;
-	held[held_depth].max_key = top != NULL ? Max(top->max_key, key) : key;
-	held_depth++;
+	held[held_depth++] = now;
 }
 
 /* The transaction ended: its locks are released (or handed to PREPARE). */
@@ -127,7 +194,10 @@ static void
 held_xact_callback(XactEvent event, void *arg)
 {
 	if (p2pay_xact_ends(event))
+	{
 		held_depth = 0;
+		escalation_retry_at = 0;
+	}
 }
 
 /*
@@ -139,17 +209,24 @@ held_subxact_callback(SubXactEvent event, SubTransactionId subid,
 					  SubTransactionId parent_subid, void *arg)
 {
 	int			level = GetCurrentTransactionNestLevel();
-	uint64		max_key;
+	HeldLevel	top;
 
 	if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB)
 		return;
 	if (held_depth == 0 || held[held_depth - 1].level < level)
 		return;
-	max_key = held[held_depth - 1].max_key;
+	top = held[held_depth - 1];
 	while (held_depth > 0 && held[held_depth - 1].level >= level)
 		held_depth--;
 	if (event == SUBXACT_EVENT_COMMIT_SUB)
-		note_held_at(level - 1, max_key);
+	{
+		/* top counts what is below it: it replaces, rather than adds to */
+		top.level = level - 1;
+		if (held_depth > 0 && held[held_depth - 1].level == level - 1)
+			held[held_depth - 1] = top;
+		else
+			held[held_depth++] = top;
+	}
 }
 
 /* Follow the transaction's account locks through its (sub)transactions. */
@@ -167,23 +244,31 @@ key_tag(LOCKTAG *tag, uint64 key)
 						 P2PAY_LOCK_SPACE);
 }
 
-/* Take the lock of key, waiting in the lock manager for as long as it takes. */
-static void
+/*
+ * Take the lock of key, waiting in the lock manager for as long as it takes;
+ * whether this transaction did not hold it yet.
+ */
+static bool
 lock_key(uint64 key)
 {
 	LOCKTAG		tag;
 
 	key_tag(&tag, key);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	return LockAcquire(&tag, ExclusiveLock, false, false) == LOCKACQUIRE_OK;
 }
 
-static void
+/*
+ * Give back this pass's lock of key; whether this transaction no longer
+ * holds it at all (the pass had taken it first).
+ */
+static bool
 unlock_key(uint64 key)
 {
 	LOCKTAG		tag;
 
 	key_tag(&tag, key);
 	(void) LockRelease(&tag, ExclusiveLock, false);
+	return !p2pay_lock_held_by_me(&tag, ExclusiveLock);
 }
 
 /* The longest nap between two tries of a busy lock, in milliseconds. */
@@ -198,8 +283,9 @@ unlock_key(uint64 key)
  * failure: as the transaction aborts, its locks go to whoever waits for
  * them.  late: the key is one of a cycle candidate set that kept changing
  * (p2pay_lock_payment), not one taken after an earlier payment's locks.
+ * Returns whether this transaction did not hold it yet.
  */
-static void
+static bool
 lock_key_or_give_way(uint64 key, bool late)
 {
 	LOCKTAG		tag;
@@ -210,9 +296,10 @@ lock_key_or_give_way(uint64 key, bool late)
 	for (;;)
 	{
 		long		waited;
+		LockAcquireResult got = LockAcquire(&tag, ExclusiveLock, false, true);
 
-		if (LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
-			return;
+		if (got != LOCKACQUIRE_NOT_AVAIL)
+			return got == LOCKACQUIRE_OK;
 		waited = TimestampDifferenceMilliseconds(start, GetCurrentTimestamp());
 		if (waited >= p2pay_multi_payment_lock_timeout)
 		{
@@ -247,18 +334,22 @@ lock_key_or_give_way(uint64 key, bool late)
  * account lock held: so whoever waits there for an account lock waits for
  * a larger key than any it holds, and a cycle of such waits, whose keys
  * would have to grow all the way round, can't form.  A key at or below
- * one held is taken without waiting in the lock manager.
+ * one held is taken without waiting in the lock manager.  Returns how
+ * many of them this transaction did not hold yet.
  */
-static void
+static int
 lock_keys(const uint64 *keys, int from, int n, bool prior, uint64 prior_max)
 {
+	int			added = 0;
+
 	for (int i = from; i < n; i++)
 	{
 		if (!prior || keys[i] > prior_max)
-			lock_key(keys[i]);
+			added += lock_key(keys[i]);
 		else
-			lock_key_or_give_way(keys[i], false);
+			added += lock_key_or_give_way(keys[i], false);
 	}
+	return added;
 }
 
 static int
@@ -283,6 +374,138 @@ sort_keys(uint64 *keys, int n)
 	return m;
 }
 
+static void
+escalation_tag(LOCKTAG *tag, uint32 which)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, 0, which, P2PAY_ESCALATION_SPACE);
+}
+
+/*
+ * Give way to another transaction that is taking the lock covering every
+ * account (it holds the token), when this one is past the threshold too:
+ * it can't have that lock while this one holds the lock in share mode, and
+ * this one can't go on taking account locks for ever.
+ */
+static void
+give_way_to_escalation(const LOCKTAG *token)
+{
+	if (LockAcquire(token, ShareLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not lock every account: another transaction is doing so"),
+				 errdetail("This transaction is about to hold more than p2pay.lock_escalation_accounts (%d) account locks, and another transaction, which holds as many, is taking the lock covering every account; it can't while this one holds account locks.",
+						   p2pay_lock_escalation_accounts),
+				 errhint("Retry the transaction.")));
+	(void) LockRelease(token, ShareLock, false);
+}
+
+/*
+ * Take the lock covering every account exclusively, without waiting for it
+ * in the lock manager: holding the escalation token, try, nap, and give up
+ * after deadlock_timeout.  Whether it is held.
+ */
+static bool
+escalate(const LOCKTAG *token)
+{
+	LOCKTAG		all;
+	TimestampTz start = GetCurrentTimestamp();
+	long		nap = 1;
+	bool		got = false;
+
+	escalation_tag(&all, ALL_ACCOUNTS);
+	if (LockAcquire(token, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
+		return false;
+	for (;;)
+	{
+		long		waited;
+
+		if (LockAcquire(&all, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
+		{
+			got = true;
+			break;
+		}
+		waited = TimestampDifferenceMilliseconds(start, GetCurrentTimestamp());
+		if (waited >= DeadlockTimeout)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(nap, DeadlockTimeout - waited), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		nap = Min(nap * 2, LOCK_NAP_MAX_MS);
+	}
+	(void) LockRelease(token, ExclusiveLock, false);
+	return got;
+}
+
+/*
+ * Before a pass that is to lock needed accounts: whether the lock covering
+ * every account is held exclusively (already, or now), so that the pass
+ * takes no lock.  A first pass waits for the escalation token to be free
+ * (it holds no lock another transaction's escalation waits for).  A pass
+ * that would take this transaction past p2pay.lock_escalation_accounts
+ * account locks gives way (40001) to another transaction taking the
+ * covering lock, if this one holds account locks (which keep the other
+ * from having it), or else tries to take it; after a try that failed
+ * (writers of the moment were still open after deadlock_timeout), it tries
+ * again only once it holds twice as many.
+ */
+static bool
+escalated_before_pass(int needed)
+{
+	int64		count = held_count();
+	LOCKTAG		token;
+	HeldLevel	add = {0};
+
+	if (held_escalated())
+		return true;
+	escalation_tag(&token, ESCALATION);
+	if (held_depth == 0)
+	{
+		(void) LockAcquire(&token, ShareLock, false, false);
+		(void) LockRelease(&token, ShareLock, false);
+	}
+	if (p2pay_lock_escalation_accounts < 0 ||
+		count + needed <= p2pay_lock_escalation_accounts)
+		return false;
+	if (held_depth > 0)
+		give_way_to_escalation(&token);
+	if (count < escalation_retry_at)
+		return false;
+	reserve_held();
+	if (!escalate(&token))
+	{
+		escalation_retry_at = Max(2 * count, (int64) p2pay_lock_escalation_accounts);
+		escalation_retry_at = Max(escalation_retry_at, 1);
+		return false;
+	}
+	add.escalated = true;
+	note_held_at(GetCurrentTransactionNestLevel(), &add);
+	return true;
+}
+
+/*
+ * A pass took its account locks, added of them new, the largest max_key:
+ * record them and, after a first pass, hold the lock covering every account
+ * in share mode until the transaction ends (waiting while a transaction
+ * that escalated holds it).
+ */
+static void
+pass_done(uint64 max_key, int added)
+{
+	HeldLevel	add = {0};
+
+	if (held_depth == 0)
+	{
+		LOCKTAG		all;
+
+		escalation_tag(&all, ALL_ACCOUNTS);
+		(void) LockAcquire(&all, ShareLock, false, false);
+	}
+	add.max_key = max_key;
+	add.count = added;
+	note_held_at(GetCurrentTransactionNestLevel(), &add);
+}
+
 /*
  * Serialize this transaction with every other one that touches account a or
  * b, until it ends: both locks in one ascending pass.
@@ -298,9 +521,10 @@ p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b)
 	keys[0] = account_key(a);
 	keys[1] = account_key(b);
 	n = sort_keys(keys, 2);
+	if (escalated_before_pass(n))
+		return;
 	reserve_held();
-	lock_keys(keys, 0, n, prior, prior_max);
-	note_held_at(GetCurrentTransactionNestLevel(), keys[n - 1]);
+	pass_done(keys[n - 1], lock_keys(keys, 0, n, prior, prior_max));
 }
 
 /*
@@ -363,6 +587,7 @@ p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const Payment
 	bool		prior;
 	int			n;
 	int			from = 0;
+	int			added = 0;
 
 	if (!(RULE_EVALUATED(cy) && facts->amount >= cy->p.min_amount && cy->p.max_length >= 4))
 	{
@@ -370,18 +595,22 @@ p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const Payment
 		return;
 	}
 
+	if (held_escalated())
+		return;
 	prior = held_max(&prior_max);
-	reserve_held();
 	keys[0] = account_key(in->payer);
 	keys[1] = account_key(in->payee);
 	n = sort_keys(keys, add_cycle_candidates(in, &cy->p, keys, 2));
+	if (escalated_before_pass(n))
+		return;
+	reserve_held();
 
 	for (int round = 0;; round++)
 	{
 		int			more;
 		uint64		first_new;
 
-		lock_keys(keys, from, n, prior, prior_max);
+		added += lock_keys(keys, from, n, prior, prior_max);
 		more = add_cycle_candidates(in, &cy->p, keys, n);
 		if (more == n)
 			break;
@@ -399,11 +628,11 @@ p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const Payment
 			{
 				if (keys[i] > top)
 				{
-					lock_key(keys[i]);
+					added += lock_key(keys[i]);
 					top = keys[i];
 				}
 				else
-					lock_key_or_give_way(keys[i], true);
+					added += lock_key_or_give_way(keys[i], true);
 			}
 			n = sort_keys(keys, more);
 			break;
@@ -413,14 +642,13 @@ p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const Payment
 		for (int i = n + 1; i < more; i++)
 			first_new = Min(first_new, keys[i]);
 		for (int i = n - 1; i >= 0 && keys[i] > first_new; i--)
-			unlock_key(keys[i]);
+			added -= unlock_key(keys[i]);
 		n = sort_keys(keys, more);
 		for (from = 0; keys[from] < first_new; from++)
 			;
 	}
-	note_held_at(GetCurrentTransactionNestLevel(), keys[n - 1]);
+	pass_done(keys[n - 1], added);
 }
-
 
 /* Whether this transaction holds an account lock (for assertions). */
 bool

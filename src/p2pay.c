@@ -80,6 +80,16 @@ _PG_init(void)
 							PGC_USERSET,
 							GUC_UNIT_MS,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("p2pay.lock_escalation_accounts",
+							"How many account locks a transaction holds before it locks every account at once.",
+							"A transaction about to hold more account locks takes one lock covering every account "
+							"instead, once the transactions writing payments at that moment have ended (it tries "
+							"for deadlock_timeout); other writers then wait until it ends.  -1 never escalates.",
+							&p2pay_lock_escalation_accounts,
+							64, -1, INT_MAX,
+							PGC_SUSET,
+							0,
+							NULL, NULL, NULL);
 	DefineCustomEnumVariable("p2pay.delete_mode",
 							 "What deleting a payment means: reversing it, or archiving it.",
 							 "reverse takes the payment out of the per-account state and streams a deleted event; "
