@@ -88,17 +88,7 @@ psql_v() { as_pg psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
 say() { echo "== $*" >&2; }
 
 as_pg createdb "$DB"
-psql_q <<SQL
-CREATE EXTENSION p2pay;
-CREATE SCHEMA bench;
--- user n's id
-CREATE FUNCTION bench.uid(n bigint) RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
-  AS \$\$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid \$\$;
-INSERT INTO p2pay.users (id, first_name, created_at)
-  SELECT bench.uid(n), 'user ' || n, now() - interval '10 years' FROM generate_series(1, $USERS + 2) n;
-INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
-  SELECT id, '$BANK' FROM p2pay.users;
-SQL
+{ echo "CREATE EXTENSION p2pay;"; bench_accounts_sql $((USERS + 2)) "$BANK"; } | psql_q
 psql_q -f bench/plpgsql_rules.sql >/dev/null
 
 # The history: payment i (0 = the newest) was made i * 25.92 s before the
@@ -359,7 +349,7 @@ emit() { echo "$*" >>"$OUT"; }
 scales=()
 if has_part scaling; then IFS=, read -r -a scales <<<"$SCALES"; fi
 if has_part insert || has_part hot || has_part backtest || has_part http; then scales+=("$HISTORY"); fi
-mapfile -t scales < <(printf '%s\n' "${scales[@]}" | sort -n | uniq)
+if [ ${#scales[@]} -gt 0 ]; then mapfile -t scales < <(printf '%s\n' "${scales[@]}" | sort -n | uniq); fi
 
 declare -A SCALE_ROW
 for size in "${scales[@]}"; do
