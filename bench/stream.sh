@@ -19,12 +19,10 @@
 # The report, Markdown, goes to OUT.md and to stdout.
 set -euo pipefail
 
-usage="usage: bash bench/stream.sh OUT.md"
-[ $# -eq 1 ] || { echo "$usage" >&2; exit 2; }
-OUT=$(realpath -m "$1")
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=../scripts/lib.sh
 . "$HERE/../scripts/lib.sh"   # puts the server's binaries on PATH
+OUT=$(bench_part_out "$@")
 
 TXNS=${STREAM_TXNS:-200000}
 FLAGGED=${STREAM_FLAGGED:-0.01}
@@ -34,10 +32,7 @@ LAT_N=${STREAM_LATENCY_N:-2000}
 LAT_RATE=${STREAM_LATENCY_RATE:-200}
 DB=${STREAM_DB:-bench_stream}
 
-is_count() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
-for v in TXNS ROUNDS BIG_ROWS LAT_N LAT_RATE; do
-  is_count "${!v}" || { echo "stream.sh: $v must be a positive integer, not '${!v}'" >&2; exit 2; }
-done
+require_counts TXNS ROUNDS BIG_ROWS LAT_N LAT_RATE
 [[ $FLAGGED =~ ^(0(\.[0-9]+)?|1(\.0+)?|\.[0-9]+)$ ]] ||
   { echo "stream.sh: STREAM_FLAGGED must be a share between 0 and 1, not '$FLAGGED'" >&2; exit 2; }
 [[ $DB =~ ^[a-z_][a-z0-9_]*$ ]] || { echo "stream.sh: STREAM_DB must be a plain name" >&2; exit 2; }
@@ -83,10 +78,6 @@ drop_slot() {
   done
   q -c "SELECT pg_drop_replication_slot('$1')" >/dev/null
 }
-# 1234567 -> 1,234,567
-commas() { sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|[,.]\)/\1,\2\3/' -e 'ta' <<<"$1"; }
-# Arithmetic on decimals.
-calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
 # The median of the numbers on stdin, one a line.
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 log() { echo "stream.sh: $*" >&2; }
@@ -130,32 +121,6 @@ wait_active() {
     sleep 0.1
   done
   log "no walsender started for slot $1"; return 1
-}
-
-# wait_file FILE: wait until a consumer has said it is ready.
-wait_file() {
-  for _ in $(seq 100); do
-    if [ -e "$1" ]; then return; fi
-    sleep 0.1
-  done
-  log "the consumer never got ready ($1)"; return 1
-}
-
-# sample_rss PID FILE STOPFILE: every 100 ms, append "time VmRSS RssAnon"
-# (kB) of process PID to FILE, until STOPFILE exists or PID is gone.
-sample_rss() {
-  local pid=$1 file=$2 stop=$3 key value rest rss anon
-  while [ ! -e "$stop" ]; do
-    rss='' anon=''
-    while read -r key value rest; do
-      case $key in
-        VmRSS:) rss=$value ;;
-        RssAnon:) anon=$value ;;
-      esac
-    done 2>/dev/null <"/proc/$pid/status" || break
-    echo "$EPOCHREALTIME $rss $anon" >>"$file"
-    sleep 0.1
-  done
 }
 
 # stop_pid PID: end a background process we started, and reap it.

@@ -6,7 +6,7 @@
 # bench/results/latest.md.  Every comparison alternates its contenders within
 # one run and reports medians over the rounds.
 #
-# Parts (BENCH_PARTS, comma-separated; all by default):
+# Parts (BENCH_PARTS, comma-separated; all but bulk by default):
 #   insert    payments between BENCH_USERS users with BENCH_HISTORY payments of
 #             history, BENCH_CLIENTS pgbench clients: (a) the p2pay trigger,
 #             (b) the bare insert (same table, indexes and foreign keys, the
@@ -24,12 +24,20 @@
 #   stream    bench/stream.sh: the p2pay plugin against wal2json and
 #             test_decoding on the same WAL, end-to-end latency, walsender
 #             memory (its sizes: STREAM_* variables, see that script)
+#   bulk      bench/bulk.sh: BENCH_BULK payments between BENCH_BULK_ACCOUNTS
+#             accounts in one COPY and in one INSERT ... SELECT through the
+#             trigger, each against transactions of 1,000: finished or the
+#             error, payments/s, the backend's memory growth, one-payment
+#             transactions beside it, the state against rebuild_state()
+#             (long: not in the default list)
 #
 # Options, as environment variables (make bench BENCH_PARTS=insert,hot):
 #   BENCH_USERS (10000), BENCH_HISTORY (1000000), BENCH_SCALES
 #   (100000,1000000,10000000), BENCH_CLIENTS (2), BENCH_SECONDS (10, per
 #   pgbench run), BENCH_ROUNDS (3), BENCH_HTTP_CLIENTS (8), BENCH_HOT (200000), BENCH_HOT_ROUNDS (2),
-#   STREAM_ROUNDS (3) and bench/stream.sh's other STREAM_*, BENCH_RESULTS
+#   STREAM_ROUNDS (3) and bench/stream.sh's other STREAM_*, BENCH_BULK
+#   (1000000), BENCH_BULK_ACCOUNTS (100000), BENCH_BULK_TIMEOUT (1800, seconds
+#   a load may take), BENCH_RESULTS
 #   (bench/results/latest.md), BENCH_KEEP=1 (leave the cluster running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +61,7 @@ BANK=00000000-0000-4000-8000-000000000001
 has_part() { [[ ",$PARTS," == *",$1,"* ]]; }
 
 ensure_packages build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
-  postgresql-$PG_MAJOR-wal2json python3 wrk curl
+  postgresql-$PG_MAJOR-wal2json python3 python3-psycopg2 wrk curl
 # what is built and measured: the tree as it is now
 BUILT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes')"
 build_and_install
@@ -88,17 +96,7 @@ psql_v() { as_pg psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
 say() { echo "== $*" >&2; }
 
 as_pg createdb "$DB"
-psql_q <<SQL
-CREATE EXTENSION p2pay;
-CREATE SCHEMA bench;
--- user n's id
-CREATE FUNCTION bench.uid(n bigint) RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
-  AS \$\$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid \$\$;
-INSERT INTO p2pay.users (id, first_name, created_at)
-  SELECT bench.uid(n), 'user ' || n, now() - interval '10 years' FROM generate_series(1, $USERS + 2) n;
-INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
-  SELECT id, '$BANK' FROM p2pay.users;
-SQL
+{ echo "CREATE EXTENSION p2pay;"; bench_accounts_sql $((USERS + 2)) "$BANK"; } | psql_q
 psql_q -f bench/plpgsql_rules.sql >/dev/null
 
 # The history: payment i (0 = the newest) was made i * 25.92 s before the
@@ -359,7 +357,7 @@ emit() { echo "$*" >>"$OUT"; }
 scales=()
 if has_part scaling; then IFS=, read -r -a scales <<<"$SCALES"; fi
 if has_part insert || has_part hot || has_part backtest || has_part http; then scales+=("$HISTORY"); fi
-mapfile -t scales < <(printf '%s\n' "${scales[@]}" | sort -n | uniq)
+if [ ${#scales[@]} -gt 0 ]; then mapfile -t scales < <(printf '%s\n' "${scales[@]}" | sort -n | uniq); fi
 
 declare -A SCALE_ROW
 for size in "${scales[@]}"; do
@@ -472,6 +470,14 @@ if has_part stream; then
   STREAM_ROUNDS=${STREAM_ROUNDS:-3} bash bench/stream.sh "$WORK/stream.md" >&2
 fi
 
+# A failed bulk part (a state that differs from rebuild_state()'s, or the
+# script itself) fails make bench, once the other parts' report is written.
+BULK_STATUS=0
+if has_part bulk; then
+  say "bulk loads"
+  bash bench/bulk.sh "$WORK/bulk.md" >&2 || BULK_STATUS=$?
+fi
+
 # The report.
 {
   echo "# p2pay benchmark"
@@ -521,8 +527,12 @@ fi
   if has_part stream; then
     cat "$WORK/stream.md"
   fi
+  if has_part bulk; then
+    cat "$WORK/bulk.md" 2>/dev/null || printf '## Bulk loads\n\nbench/bulk.sh failed (status %s) before its report.\n\n' "$BULK_STATUS"
+  fi
   cat "$OUT"
 } >"$RESULTS.tmp"
 mv "$RESULTS.tmp" "$RESULTS"
 cat "$RESULTS"
 echo "make bench: written to $RESULTS"
+[ "$BULK_STATUS" = 0 ] || { echo "make bench: bench/bulk.sh exited with status $BULK_STATUS" >&2; exit "$BULK_STATUS"; }

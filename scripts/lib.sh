@@ -155,6 +155,75 @@ stop_cluster() {
   as_pg pg_ctl -D "$1/data" -m fast -t "${PG_CTL_TIMEOUT:-60}" -w stop >/dev/null 2>&1 || true
 }
 
+# What the benchmarks (scripts/bench.sh, bench/*.sh) share.
+
+# bench_part_out ARG...: a part of make bench that runs as a script of its
+# own (bench/stream.sh OUT.md) takes one argument, the file its report goes
+# to: prints it as an absolute path, or the usage and fails.
+bench_part_out() {
+  if [ $# -ne 1 ]; then echo "usage: bash bench/${0##*/} OUT.md" >&2; return 2; fi
+  realpath -m "$1"
+}
+
+# require_counts NAME...: each variable NAME holds a positive integer, or
+# the script stops (status 2).
+require_counts() {
+  local v
+  for v in "$@"; do
+    [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "${0##*/}: $v must be a positive integer, not '${!v}'" >&2; exit 2; }
+  done
+}
+
+# bench_accounts_sql N METHOD: the SQL that makes a benchmark's accounts in
+# a database where p2pay is installed: bench.uid(n), account n's id, and
+# accounts 1 .. N, opened ten years ago, each with payment method METHOD
+# registered.
+bench_accounts_sql() {
+  cat <<SQL
+CREATE SCHEMA bench;
+-- account n's id
+CREATE FUNCTION bench.uid(n bigint) RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
+  AS \$\$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid \$\$;
+INSERT INTO p2pay.users (id, first_name, created_at)
+  SELECT bench.uid(n), 'user ' || n, now() - interval '10 years' FROM generate_series(1, $1) n;
+INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
+  SELECT id, '$2' FROM p2pay.users;
+SQL
+}
+
+# 1234567 -> 1,234,567
+commas() { sed -e ':a' -e 's/\([0-9]\)\([0-9]\{3\}\)\($\|[,.]\)/\1,\2\3/' -e 'ta' <<<"$1"; }
+# calc EXPRESSION [DECIMALS]: arithmetic on decimals (2 decimals).
+calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+
+# wait_file FILE: wait (10 s at most) until a helper we started has said it
+# is ready by creating FILE.
+wait_file() {
+  for _ in $(seq 100); do
+    if [ -e "$1" ]; then return; fi
+    sleep 0.1
+  done
+  echo "${0##*/}: the helper never got ready ($1)" >&2; return 1
+}
+
+# sample_rss PID FILE STOPFILE [SECONDS]: every SECONDS (0.1), append "time
+# VmRSS RssAnon" (kB) of process PID to FILE, until STOPFILE exists or PID
+# is gone.
+sample_rss() {
+  local pid=$1 file=$2 stop=$3 every=${4:-0.1} key value rest rss anon
+  while [ ! -e "$stop" ]; do
+    rss='' anon=''
+    while read -r key value rest; do
+      case $key in
+        VmRSS:) rss=$value ;;
+        RssAnon:) anon=$value ;;
+      esac
+    done 2>/dev/null <"/proc/$pid/status" || break
+    echo "$EPOCHREALTIME $rss $anon" >>"$file"
+    sleep "$every"
+  done
+}
+
 # Sanitizer mode (make test SANITIZE=1).  A p2pay.so built with ASan loads
 # only into a process whose first library is the ASan runtime, and Debian's
 # PostgreSQL is not built with it: servers get the runtime through
