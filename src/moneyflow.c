@@ -25,8 +25,37 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
+
+/*
+ * Each statement is planned for index scans only.  A plan is made once and
+ * kept, and the planner sizes p2pay.payments by its statistics: planned
+ * when the table was small (just created, truncated, or with its rows yet
+ * to be counted by ANALYZE), it would scan the table sequentially or
+ * through its BRIN index on created_at, whose every block in the window
+ * then qualifies, and a load of many payments in one transaction, which
+ * ANALYZE can't see until it commits, would read all the payments it had
+ * inserted so far for each one it inserts.
+ */
+static int
+begin_index_scans_only(void)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+static void
+end_index_scans_only(int nestlevel)
+{
+	AtEOXact_GUC(false, nestlevel);
+}
 
 static SPIPlanPtr money_flow_plan = NULL;
 static SPIPlanPtr cycle_candidates_plan = NULL;
@@ -110,6 +139,7 @@ p2pay_cycle_candidates(const PaymentInput *in, TimestampTz since, double min_amo
 {
 	Datum		values[4];
 	int			ret;
+	int			guc;
 
 	if (cycle_candidates_plan == NULL)
 	{
@@ -124,7 +154,9 @@ p2pay_cycle_candidates(const PaymentInput *in, TimestampTz since, double min_amo
 	values[3] = Float8GetDatum(min_amount);
 
 	PushActiveSnapshot(GetTransactionSnapshot());
+	guc = begin_index_scans_only();
 	ret = SPI_execute_plan(cycle_candidates_plan, values, NULL, true, 0);
+	end_index_scans_only(guc);
 	PopActiveSnapshot();
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "p2pay: cycle candidates statement failed: %s", SPI_result_code_string(ret));
@@ -143,6 +175,7 @@ check_cycle_snapshot(const PaymentInput *in, TimestampTz since, double min_amoun
 	Datum		values[4];
 	int			ret;
 	bool		isnull;
+	int			guc;
 
 	if (cycle_plan == NULL)
 		return;					/* no loop of four was looked for */
@@ -151,8 +184,10 @@ check_cycle_snapshot(const PaymentInput *in, TimestampTz since, double min_amoun
 	values[2] = TimestampTzGetDatum(since);
 	values[3] = Float8GetDatum(min_amount);
 
+	guc = begin_index_scans_only();
 	ret = SPI_execute_snapshot(cycle_plan, values, NULL, GetLatestSnapshot(),
 							   InvalidSnapshot, true, false, 1);
+	end_index_scans_only(guc);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "p2pay: cycle statement failed: %s", SPI_result_code_string(ret));
 	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
@@ -184,6 +219,7 @@ p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in, PaymentFac
 		bool		isnull;
 		Datum		d;
 		int			ret;
+		int			guc;
 
 		if (money_flow_plan == NULL)
 		{
@@ -201,7 +237,9 @@ p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in, PaymentFac
 		values[6] = BoolGetDatum(cy->p.max_length >= 4);
 		values[7] = TimestampTzGetDatum(in->created_at - pt->p.window);
 
+		guc = begin_index_scans_only();
 		ret = SPI_execute_plan(money_flow_plan, values, NULL, true, 0);
+		end_index_scans_only(guc);
 		if (ret != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "p2pay: money-flow statement failed: %s", SPI_result_code_string(ret));
 
