@@ -134,50 +134,7 @@ DELETE FROM p2pay.payments WHERE id IN
 my %weight = (one => 4, one_large => 2, two => 2, two_rows => 1, delete => 1);
 my @order  = qw(one one_large two two_rows delete);
 
-my @files;
-for my $name (@order)
-{
-	my $file = $node->basedir . "/$name.sql";
-	append_to_file($file, $scripts{$name});
-	push @files, '-f', "$file\@$weight{$name}";
-}
-# Failures by serialization (40001) or deadlock (40P01) are counted per
-# script and don't stop a client; any other error would abort it.
-my @cmd = (
-	'pgbench', '-n', '-c', $CLIENTS, '-j', 2, '-T', $SECONDS,
-	'--failures-detailed', '-r', @files, $node->connstr($db));
-note "running: @cmd";
-my ($stdout, $stderr) = ('', '');
-IPC::Run::run(\@cmd, '>', \$stdout, '2>', \$stderr,
-	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default))
-  or diag("pgbench failed:\n$stderr");
-note $stdout;
-unlike($stderr, qr/aborted|ERROR/, 'mix: no client got an error other than 40001 or 40P01');
-
-# Per script: transactions that succeeded, serialization and deadlock failures.
-# pgbench 18 counts every transaction on the first line and those that
-# succeeded on a line of their own; before 18 the first line counts only
-# those that succeeded.
-my %runs;
-while ($stdout =~ m{SQL\ script\ \d+:\ \S+/(\w+)\.sql\n
-	 \ -\ weight:[^\n]*\n
-	 \ -\ (\d+)\ transactions[^\n]*\n
-	 (?:\ -\ number\ of\ transactions\ actually\ processed:\ (\d+)[^\n]*\n)?
-	 \ -\ number\ of\ failed\ transactions:\ (\d+)[^\n]*\n
-	 \ -\ number\ of\ serialization\ failures:\ (\d+)[^\n]*\n
-	 \ -\ number\ of\ deadlock\ failures:\ (\d+)}gx)
-{
-	$runs{$1} = { ok => $3 // $2, failed => $4, serialization => $5, deadlock => $6 };
-}
-is_deeply([ sort keys %runs ], [ sort @order ], 'mix: pgbench reports every script')
-  or diag($stdout);
-
-for my $name (@order)
-{
-	my $r = $runs{$name} or next;
-	diag(sprintf('%-8s %6d committed, %5d failed: %5d with 40001, %5d with 40P01',
-			$name, $r->{ok}, $r->{failed}, $r->{serialization}, $r->{deadlock}));
-}
+my %runs = %{ P2payNode::pgbench_mix($node, $db, \%scripts, \%weight, \@order, $CLIENTS, $SECONDS) };
 ok($runs{one}{ok} > 0 && $runs{one_large}{ok} > 0, 'mix: transactions of one payment were run');
 is($runs{one}{deadlock} + $runs{one_large}{deadlock},
 	0, 'mix: no transaction of one payment failed with 40P01');

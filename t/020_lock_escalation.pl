@@ -250,41 +250,7 @@ INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method
 ");
 my %weight = (one => 6, two => 2, load => 1);
 my @order  = qw(one two load);
-my @files;
-for my $name (@order)
-{
-	my $file = $node->basedir . "/$name.sql";
-	append_to_file($file, $scripts{$name});
-	push @files, '-f', "$file\@$weight{$name}";
-}
-my @cmd = (
-	'pgbench', '-n', '-c', 8, '-j', 2, '-T', 5,
-	'--failures-detailed', '-r', @files, $node->connstr($db));
-note "running: @cmd";
-my ($stdout, $stderr) = ('', '');
-IPC::Run::run(\@cmd, '>', \$stdout, '2>', \$stderr,
-	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default))
-  or diag("pgbench failed:\n$stderr");
-unlike($stderr, qr/aborted|ERROR/, 'mix: no client got an error other than 40001 or 40P01');
-my %runs;
-while ($stdout =~ m{SQL\ script\ \d+:\ \S+/(\w+)\.sql\n
-	 \ -\ weight:[^\n]*\n
-	 \ -\ (\d+)\ transactions[^\n]*\n
-	 (?:\ -\ number\ of\ transactions\ actually\ processed:\ (\d+)[^\n]*\n)?
-	 \ -\ number\ of\ failed\ transactions:\ (\d+)[^\n]*\n
-	 \ -\ number\ of\ serialization\ failures:\ (\d+)[^\n]*\n
-	 \ -\ number\ of\ deadlock\ failures:\ (\d+)}gx)
-{
-	$runs{$1} = { ok => $3 // $2, failed => $4, serialization => $5, deadlock => $6 };
-}
-is_deeply([ sort keys %runs ], [ sort @order ], 'mix: pgbench reports every script')
-  or diag($stdout);
-for my $name (@order)
-{
-	my $r = $runs{$name} or next;
-	diag(sprintf('%-5s %6d committed, %5d failed: %5d with 40001, %5d with 40P01',
-			$name, $r->{ok}, $r->{failed}, $r->{serialization}, $r->{deadlock}));
-}
+my %runs = %{ P2payNode::pgbench_mix($node, $db, \%scripts, \%weight, \@order, 8, 5) };
 ok($runs{one}{ok} > 0 && $runs{load}{ok} > 0, 'mix: one-payment transactions and loads committed');
 is($runs{one}{failed}, 0, 'mix: no transaction of one payment failed');
 for my $name (qw(two load))
@@ -298,9 +264,9 @@ P2payNode::state_vs_recount($node, $db, 'mix');
 # Every payment escalating (0): single payments serialize, and none fails.
 $node->safe_psql('postgres', "ALTER SYSTEM SET p2pay.lock_escalation_accounts = 0");
 $node->reload;
-@cmd = ('pgbench', '-n', '-c', 4, '-j', 2, '-T', 2, '--failures-detailed',
+my @cmd = ('pgbench', '-n', '-c', 4, '-j', 2, '-T', 2, '--failures-detailed',
 	'-f', $node->basedir . '/one.sql', $node->connstr($db));
-($stdout, $stderr) = ('', '');
+my ($stdout, $stderr) = ('', '');
 IPC::Run::run(\@cmd, '>', \$stdout, '2>', \$stderr,
 	IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default));
 like($stdout, qr/number of failed transactions: 0 /, 'every payment escalating: no payment fails')

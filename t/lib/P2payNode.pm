@@ -243,4 +243,58 @@ DROP TABLE $drop;});
 	return grep { !/^(rows|diff|rebuilt)\|/ } @lines;
 }
 
+# pgbench_mix(NODE, DB, SCRIPTS, WEIGHTS, ORDER, CLIENTS, SECONDS): run the
+# pgbench scripts SCRIPTS (name => text) with their WEIGHTS from CLIENTS
+# clients for SECONDS against DB; checks that no client got an error other
+# than 40001 or 40P01 (those are counted per script and don't stop a
+# client) and that pgbench reports every script of ORDER, and returns, per
+# script, { ok, failed, serialization, deadlock }: transactions that
+# succeeded, failed, failed with 40001, with 40P01.
+sub pgbench_mix
+{
+	my ($node, $db, $scripts, $weights, $order, $clients, $seconds) = @_;
+	local $Test::Builder::Level = $Test::Builder::Level + 1;
+	my @files;
+	for my $name (@$order)
+	{
+		my $file = $node->basedir . "/$name.sql";
+		PostgreSQL::Test::Utils::append_to_file($file, $scripts->{$name});
+		push @files, '-f', "$file\@$weights->{$name}";
+	}
+	my @cmd = (
+		'pgbench', '-n', '-c', $clients, '-j', 2, '-T', $seconds,
+		'--failures-detailed', '-r', @files, $node->connstr($db));
+	note "running: @cmd";
+	my ($stdout, $stderr) = ('', '');
+	IPC::Run::run(\@cmd, '>', \$stdout, '2>', \$stderr,
+		IPC::Run::timeout($PostgreSQL::Test::Utils::timeout_default))
+	  or diag("pgbench failed:\n$stderr");
+	note $stdout;
+	unlike($stderr, qr/aborted|ERROR/, 'mix: no client got an error other than 40001 or 40P01');
+
+	# pgbench 18 counts every transaction on the first line and those that
+	# succeeded on a line of their own; before 18 the first line counts
+	# only those that succeeded.
+	my %runs;
+	while ($stdout =~ m{SQL\ script\ \d+:\ \S+/(\w+)\.sql\n
+		 \ -\ weight:[^\n]*\n
+		 \ -\ (\d+)\ transactions[^\n]*\n
+		 (?:\ -\ number\ of\ transactions\ actually\ processed:\ (\d+)[^\n]*\n)?
+		 \ -\ number\ of\ failed\ transactions:\ (\d+)[^\n]*\n
+		 \ -\ number\ of\ serialization\ failures:\ (\d+)[^\n]*\n
+		 \ -\ number\ of\ deadlock\ failures:\ (\d+)}gx)
+	{
+		$runs{$1} = { ok => $3 // $2, failed => $4, serialization => $5, deadlock => $6 };
+	}
+	is_deeply([ sort keys %runs ], [ sort @$order ], 'mix: pgbench reports every script')
+	  or diag($stdout);
+	for my $name (@$order)
+	{
+		my $r = $runs{$name} or next;
+		diag(sprintf('%-9s %6d committed, %5d failed: %5d with 40001, %5d with 40P01',
+				$name, $r->{ok}, $r->{failed}, $r->{serialization}, $r->{deadlock}));
+	}
+	return \%runs;
+}
+
 1;
