@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/rebuild_state.sh: how long p2pay.rebuild_state() takes on a history
-# loaded as scripts/bench.sh loads its own (BENCH_HISTORY payments between
+# loaded as scripts/bench.sh loads its own (scripts/lib.sh's
+# bench_load_payments: BENCH_HISTORY payments between
 # BENCH_USERS users, pre-scored, triggers off), against the set-based SQL
 # count it replaced (p2pay--1.2.sql at SQL_FROM), alternated, BENCH_ROUNDS
 # times each, on one throwaway cluster (fsync off); then whether the two
@@ -17,7 +18,7 @@ USERS=${BENCH_USERS:-10000}
 ROUNDS=${BENCH_ROUNDS:-2}
 MEMORY=${REBUILD_MEMORY:-1GB}
 SQL_FROM=${SQL_FROM:-a8319d4}
-BANK=00000000-0000-4000-8000-000000000001
+BENCH_DB=bench
 
 build_and_install
 WORK=$(make_workdir rebuild)
@@ -29,35 +30,10 @@ max_wal_size = 16GB
 checkpoint_timeout = 30min
 autovacuum = off"
 start_cluster "$WORK" "$(free_port)"
-q() { as_pg psql -X -q -v ON_ERROR_STOP=1 -d bench "$@"; }
-as_pg createdb bench
-q <<SQL
-CREATE EXTENSION p2pay;
-CREATE SCHEMA bench;
-CREATE FUNCTION bench.uid(n bigint) RETURNS uuid LANGUAGE sql IMMUTABLE PARALLEL SAFE
-  AS \$\$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid \$\$;
-INSERT INTO p2pay.users (id, first_name, created_at)
-  SELECT bench.uid(n), 'user ' || n, now() - interval '10 years' FROM generate_series(1, $USERS + 2) n;
-INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
-  SELECT id, '$BANK' FROM p2pay.users;
-SET work_mem = '1GB';
-SET session_replication_role = replica;
-SELECT setseed(0.0);
-INSERT INTO p2pay.payments (transaction_id, payer_id, payee_id, amount, currency, payment_method_id,
-                            created_at, risk_score, decision, is_approved, reasons, amount_base)
-SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
-       bench.uid(payer), bench.uid(1 + (payer - 1 + off) % $USERS), amount, 'USD', '$BANK',
-       now() - i * interval '25.92 seconds', 0, 'approve', true, '{}', amount
-  FROM (SELECT i, payer,
-               CASE WHEN random() < 0.8
-                    THEN 1 + (payer * 131 + floor(random() * 20)::bigint * 7919) % ($USERS - 1)
-                    ELSE 1 + floor(random() * ($USERS - 1))::bigint END AS off,
-               round((5 + 2000 * random() ^ 6)::numeric, 2) AS amount
-          FROM (SELECT i, 1 + floor(random() * $USERS)::bigint AS payer
-                  FROM generate_series(0, $N - 1) i) r) g;
-RESET session_replication_role;
-VACUUM ANALYZE;
-SQL
+q() { as_pg psql -X -q -v ON_ERROR_STOP=1 -d "$BENCH_DB" "$@"; }
+bench_create_db "$USERS"
+bench_load_payments "$USERS" 0 "$N"
+q -c "VACUUM ANALYZE"
 # the set-based count, word for word, as bench.rebuild_state_sql()
 git show "$SQL_FROM:p2pay--1.2.sql" |
   sed -n '/^CREATE FUNCTION @extschema@.rebuild_state()/,/^\$\$;/p' |

@@ -55,8 +55,7 @@ HOT=${BENCH_HOT:-200000}
 HOT_ROUNDS=${BENCH_HOT_ROUNDS:-2}
 RESULTS=${BENCH_RESULTS:-bench/results/latest.md}
 KEEP=${BENCH_KEEP:-}
-DB=p2pay_bench
-BANK=00000000-0000-4000-8000-000000000001
+BENCH_DB=p2pay_bench
 
 has_part() { [[ ",$PARTS," == *",$1,"* ]]; }
 
@@ -91,133 +90,25 @@ max_connections = 50"
 start_cluster "$WORK" "$(free_port)"
 START=$(date +%s)
 
-psql_q() { PGOPTIONS='-c client_min_messages=warning' as_pg psql -X -q -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
-psql_v() { as_pg psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
-say() { echo "== $*" >&2; }
+bench_create_db "$USERS"
+bench_psql -f bench/plpgsql_rules.sql >/dev/null
 
-as_pg createdb "$DB"
-{ echo "CREATE EXTENSION p2pay;"; bench_accounts_sql $((USERS + 2)) "$BANK"; } | psql_q
-psql_q -f bench/plpgsql_rules.sql >/dev/null
-
-# The history: payment i (0 = the newest) was made i * 25.92 s before the
-# load, so that the last 30 days always hold the first 100,000 and a larger
-# history reaches further back, as an older one would: the windows the
-# rules read look the same at every size.  Payers, payees and amounts are
-# random (seeded), transaction ids in time order (as UUIDv7 would be):
-# four payments in five go to one of the payer's 20
-# usual payees, the rest to anyone; amounts mostly small, about one in ten
-# over 1,000.  Loaded
-# pre-scored with the trigger off, then p2pay.rebuild_state() and
-# p2pay.prune_state(), as a daily prune would leave the state.
-# The state of the payments loaded (with the triggers off), counted and
-# pruned as a daily prune would leave it, and saved for restore_state.
-count_state() {
-  psql_q -c "SET work_mem = '1GB'" -c "SET maintenance_work_mem = '1GB'" \
-    -c "SELECT p2pay.rebuild_state()" -c "SELECT * FROM p2pay.prune_state()" \
-    -c "VACUUM ANALYZE" >/dev/null
-  save_state
-}
-
-T0=$(psql_v "SELECT now()")
-LOADED=0
-grow_history() {
-  local target=$1 t
-  [ "$target" -gt "$LOADED" ] || return 0
-  say "history: loading payments $LOADED..$target"
-  t=$(date +%s)
-  psql_q <<SQL
-SET work_mem = '1GB';
-SET maintenance_work_mem = '1GB';
-SET session_replication_role = replica;
-\\timing on
-SELECT setseed(0.$LOADED);
-INSERT INTO p2pay.payments (transaction_id, payer_id, payee_id, amount, currency, payment_method_id,
-                            created_at, risk_score, decision, is_approved, reasons, amount_base)
-SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
-       bench.uid(payer), bench.uid(1 + (payer - 1 + off) % $USERS), amount, 'USD', '$BANK',
-       '$T0'::timestamptz - i * interval '25.92 seconds', 0, 'approve', true, '{}', amount
-  FROM (SELECT i, payer,
-               CASE WHEN random() < 0.8
-                    THEN 1 + (payer * 131 + floor(random() * 20)::bigint * 7919) % ($USERS - 1)
-                    ELSE 1 + floor(random() * ($USERS - 1))::bigint END AS off,
-               round((5 + 2000 * random() ^ 6)::numeric, 2) AS amount
-          FROM (SELECT i, 1 + floor(random() * $USERS)::bigint AS payer
-                  FROM generate_series($LOADED, $target - 1) i) r) g;
-RESET session_replication_role;
-SQL
-  count_state
-  LOADED=$target
-  say "history: $LOADED payments, $(( $(date +%s) - t )) s"
-}
-
-# The per-account state as the history left it, so that every run starts
-# from it: a run's payments are deleted afterwards with the triggers off,
-# and restore_state takes what they added to the state out again, or
-# later runs would score against the earlier runs' activity.  A run
-# touches the pairs it pays (their last_at moves to the run's time), every
-# account's totals, and the rows of the current day and hour.
-save_state() {
-  psql_q <<SQL
-DROP TABLE IF EXISTS bench.pair_saved, bench.account_saved, bench.daily_saved, bench.hourly_saved;
-CREATE TABLE bench.pair_saved AS SELECT * FROM p2pay.pair_stats;
-ALTER TABLE bench.pair_saved ADD PRIMARY KEY (payer_id, payee_id);
-CREATE TABLE bench.account_saved AS SELECT * FROM p2pay.account_stats;
-CREATE TABLE bench.daily_saved AS
-  SELECT * FROM p2pay.account_daily WHERE day >= current_date - 1;
-CREATE TABLE bench.hourly_saved AS
-  SELECT * FROM p2pay.payer_hourly WHERE hour >= date_trunc('hour', now()) - interval '1 hour';
-CREATE TABLE IF NOT EXISTS bench.saved_at (day date, hour timestamptz, at timestamptz);
-TRUNCATE bench.saved_at;
-INSERT INTO bench.saved_at VALUES (current_date - 1, date_trunc('hour', now()) - interval '1 hour', now());
-SQL
-  # vacuumed now, so that autovacuum has no reason to visit the copies
-  # during a run
-  psql_q -c "VACUUM ANALYZE bench.pair_saved, bench.account_saved, bench.daily_saved, bench.hourly_saved"
-}
-restore_state() {
-  psql_q <<SQL
-WITH gone AS (DELETE FROM p2pay.pair_stats s USING bench.saved_at b
-               WHERE s.last_at >= b.at RETURNING s.payer_id, s.payee_id)
-INSERT INTO p2pay.pair_stats SELECT k.* FROM bench.pair_saved k JOIN gone USING (payer_id, payee_id);
-DELETE FROM p2pay.account_stats;
-INSERT INTO p2pay.account_stats SELECT * FROM bench.account_saved;
-DELETE FROM p2pay.account_daily d USING p2pay.users u, bench.saved_at b
- WHERE d.user_id = u.id AND d.day >= b.day;
-INSERT INTO p2pay.account_daily SELECT * FROM bench.daily_saved;
-DELETE FROM p2pay.payer_hourly h USING p2pay.users u, bench.saved_at b
- WHERE h.payer_id = u.id AND h.hour >= b.hour;
-INSERT INTO p2pay.payer_hourly SELECT * FROM bench.hourly_saved;
-VACUUM p2pay.pair_stats, p2pay.account_stats, p2pay.account_daily, p2pay.payer_hourly;
-SQL
-}
-
-# The pgbench script of one payment per transaction: a random payer pays
-# one of its usual payees or (one in five) anyone, an amount like the
-# history's.
-cat >"$WORK/pay.sql" <<EOF
-\\set payer random(1, $USERS)
-\\set k random(0, 19)
-\\set off case when random(1, 100) <= 80 then 1 + (:payer * 131 + :k * 7919) % ($USERS - 1) else random(1, $USERS - 1) end
-\\set payee 1 + (:payer - 1 + :off) % $USERS
-\\set cents random_exponential(500, 2000000, 46)
-INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
-VALUES (bench.uid(:payer), bench.uid(:payee), :cents / 100.0, 'USD', '$BANK');
-EOF
+bench_pay_script "$USERS" "$WORK/pay.sql"
 # The same, to one hot payee (user USERS + 1).
 cat >"$WORK/pay_hot.sql" <<EOF
 \\set payer random(1, $USERS)
 \\set cents random(500, 50000)
 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
-VALUES (bench.uid(:payer), bench.uid($USERS + 1), :cents / 100.0, 'USD', '$BANK');
+VALUES (bench.uid(:payer), bench.uid($USERS + 1), :cents / 100.0, 'USD', '$BENCH_BANK');
 EOF
 chown postgres: "$WORK"/*.sql 2>/dev/null || true
 
 # use CONTENDER: a = p2pay, b = bare insert, c = PL/pgSQL
 use() {
   case $1 in
-    a) psql_q -c "SELECT bench.use_p2pay()" >/dev/null ;;
-    b) psql_q -c "SELECT bench.use_p2pay()" -c "ALTER TABLE p2pay.payments DISABLE TRIGGER payments_score" >/dev/null ;;
-    c) psql_q -c "ALTER TABLE p2pay.payments ENABLE TRIGGER payments_score" -c "SELECT bench.use_plpgsql()" >/dev/null ;;
+    a) bench_psql -c "SELECT bench.use_p2pay()" >/dev/null ;;
+    b) bench_psql -c "SELECT bench.use_p2pay()" -c "ALTER TABLE p2pay.payments DISABLE TRIGGER payments_score" >/dev/null ;;
+    c) bench_psql -c "ALTER TABLE p2pay.payments ENABLE TRIGGER payments_score" -c "SELECT bench.use_plpgsql()" >/dev/null ;;
   esac
 }
 
@@ -227,21 +118,18 @@ use() {
 # run starts from the same history.
 run() {
   local name=$1 script=$2 clients=$3 opts=${4:-} maxid out tps lat
-  maxid=$(psql_v "SELECT coalesce(max(id), 0) FROM p2pay.payments")
-  psql_q -c "CHECKPOINT" >/dev/null
+  maxid=$(bench_value "SELECT coalesce(max(id), 0) FROM p2pay.payments")
+  bench_psql -c "CHECKPOINT" >/dev/null
   mkdir -p "$WORK/log/$name"
   chown postgres: "$WORK/log/$name" 2>/dev/null || true
   out=$(cd "$WORK/log/$name" && PGOPTIONS="$opts" as_pg pgbench -n -M prepared -c "$clients" -j "$clients" \
-    -T "$SECS" -l --log-prefix=tx -f "$script" "$DB" 2>&1) || { echo "$out" >&2; return 1; }
+    -T "$SECS" -l --log-prefix=tx -f "$script" "$BENCH_DB" 2>&1) || { echo "$out" >&2; return 1; }
   tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
   # per-transaction log: client, number, latency (µs), script, epoch, µs
   lat=$(cat "$WORK/log/$name"/tx* | awk '{print $3}' | sort -n |
     awk '{v[NR]=$1} END {printf "%.3f %.3f", v[int(NR*0.5)+1]/1000, v[int(NR*0.99)+1]/1000}')
   rm -rf "$WORK/log/$name"
-  psql_q -c "SET session_replication_role = replica" \
-    -c "DELETE FROM p2pay.payments WHERE id > $maxid" -c "RESET session_replication_role" \
-    -c "VACUUM p2pay.payments" >/dev/null
-  restore_state
+  bench_forget_since "$maxid"
   printf '%.0f %s\n' "$tps" "$lat"
 }
 
@@ -286,7 +174,7 @@ compare() {
 # payments drawn as pay.sql draws them.
 start_http() {
   HTTP_PORT=$(free_port)
-  tools/p2pay-http --dsn "host=$WORK port=$PGPORT dbname=$DB" --listen "127.0.0.1:$HTTP_PORT" \
+  tools/p2pay-http --dsn "host=$WORK port=$PGPORT dbname=$BENCH_DB" --listen "127.0.0.1:$HTTP_PORT" \
     --pool-size 64 --max-connections 128 2>"$WORK/http.log" &
   HTTP_PID=$!
   for _ in $(seq 50); do
@@ -320,7 +208,7 @@ function request()
   end
   local payee = 1 + (payer - 1 + off) % users
   local c = cents()
-  wrk.body = string.format('{"payer_id":"%s","payee_id":"%s","amount":"%d.%02d","currency":"USD","payment_method_id":"$BANK"}',
+  wrk.body = string.format('{"payer_id":"%s","payee_id":"%s","amount":"%d.%02d","currency":"USD","payment_method_id":"$BENCH_BANK"}',
                            uid(payer), uid(payee), math.floor(c / 100), c % 100)
   return wrk.format()
 end
@@ -330,18 +218,15 @@ EOF
 to_ms() { awk '{v=$1; if (v ~ /us$/) printf "%.3f", v/1000; else if (v ~ /ms$/) printf "%.3f", v+0; else printf "%.3f", v*1000}'; }
 run_http() {
   local name=$1 maxid out rps p50 p99 bad stored
-  maxid=$(psql_v "SELECT coalesce(max(id), 0) FROM p2pay.payments")
-  psql_q -c "CHECKPOINT" >/dev/null
+  maxid=$(bench_value "SELECT coalesce(max(id), 0) FROM p2pay.payments")
+  bench_psql -c "CHECKPOINT" >/dev/null
   out=$(wrk -t 2 -c "$HTTP_CLIENTS" -d "${SECS}s" --latency -s "$WORK/pay.lua" "http://127.0.0.1:$HTTP_PORT" 2>&1)
   bad=$(sed -n 's/^ *Non-2xx or 3xx responses: *//p' <<<"$out")
-  stored=$(psql_v "SELECT count(*) FROM p2pay.payments WHERE id > $maxid")
+  stored=$(bench_value "SELECT count(*) FROM p2pay.payments WHERE id > $maxid")
   rps=$(sed -n 's/^Requests\/sec: *//p' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out" | to_ms)
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out" | to_ms)
-  psql_q -c "SET session_replication_role = replica" \
-    -c "DELETE FROM p2pay.payments WHERE id > $maxid" -c "RESET session_replication_role" \
-    -c "VACUUM p2pay.payments" >/dev/null
-  restore_state
+  bench_forget_since "$maxid"
   if [ -n "$bad" ] || [ -z "$rps" ]; then
     echo "$out" >&2; tail -5 "$WORK/http.log" >&2
     echo "make bench: $name: ${bad:-?} responses were not 201" >&2; return 1
@@ -361,7 +246,7 @@ if [ ${#scales[@]} -gt 0 ]; then mapfile -t scales < <(printf '%s\n' "${scales[@
 
 declare -A SCALE_ROW
 for size in "${scales[@]}"; do
-  grow_history "$size"
+  bench_grow_history "$USERS" "$size"
   if [ "$size" = "$HISTORY" ] && has_part insert; then
     say "insert path at $size payments of history, synchronous_commit off"
     compare "insert-$size" "$CLIENTS" "" a b c
@@ -392,17 +277,17 @@ a/b = $(ratio "$TPS_a" "$TPS_b")×"
 
   if [ "$size" = "$HISTORY" ] && has_part hot; then
     say "hot payee: $HOT payments in its 24-hour window"
-    psql_q <<SQL
+    bench_psql <<SQL
 SET session_replication_role = replica;
 SELECT setseed(0.5);
 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at,
                             risk_score, decision, is_approved, reasons, amount_base)
-SELECT bench.uid(1 + floor(random() * $USERS)::bigint), bench.uid($USERS + 1), 20, 'USD', '$BANK',
+SELECT bench.uid(1 + floor(random() * $USERS)::bigint), bench.uid($USERS + 1), 20, 'USD', '$BENCH_BANK',
        now() - i * (interval '23 hours' / $HOT), 0, 'approve', true, '{}', 20
   FROM generate_series(1, $HOT) i;
 RESET session_replication_role;
 SQL
-    count_state
+    bench_count_state
     HOT_ROWS=""
     for c in a c; do
       use "$c"
@@ -421,15 +306,15 @@ SQL
 |---|--:|--:|--:|--:|--:|--:|--:|
 ${HOT_ROWS}
 Target for p2pay: a hot payee's latency ≤ 1.5× an ordinary one's."
-    psql_q -c "SET session_replication_role = replica" \
+    bench_psql -c "SET session_replication_role = replica" \
       -c "DELETE FROM p2pay.payments WHERE payee_id = bench.uid($USERS + 1)" \
       -c "RESET session_replication_role" >/dev/null
-    count_state
+    bench_count_state
   fi
 
   if [ "$size" = "$HISTORY" ] && has_part backtest; then
     say "backtest over $size payments"
-    BT=$(psql_v "SELECT extract(epoch FROM clock_timestamp() - s) || ' ' || n
+    BT=$(bench_value "SELECT extract(epoch FROM clock_timestamp() - s) || ' ' || n
                    FROM (SELECT clock_timestamp() AS s) t0,
                         LATERAL (SELECT payments AS n FROM p2pay.backtest('-infinity', 'infinity')
                                   WHERE rule = 'overall') b")
@@ -484,8 +369,8 @@ fi
   echo
   echo "Run $(date -u '+%Y-%m-%d %H:%M UTC'), p2pay commit $BUILT, $(( $(date +%s) - START )) s."
   echo
-  echo "Machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) memory; $(psql_v 'SELECT version()' | cut -d, -f1)."
-  echo "Settings: $(psql_v "SELECT string_agg(name || ' = ' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'wal_level', 'max_wal_size', 'checkpoint_timeout', 'shared_preload_libraries')")."
+  echo "Machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) memory; $(bench_value 'SELECT version()' | cut -d, -f1)."
+  echo "Settings: $(bench_value "SELECT string_agg(name || ' = ' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'wal_level', 'max_wal_size', 'checkpoint_timeout', 'shared_preload_libraries')")."
   echo "pgbench: $CLIENTS clients (1 for the hot payee), $SECS s a run, $ROUNDS rounds ($HOT_ROUNDS for the hot payee), contenders alternated (order rotated each round), medians; one payment per transaction; the payments a run inserted are deleted and the per-account state restored before the next. $USERS users."
   echo
   if has_part insert; then

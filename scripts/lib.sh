@@ -1,4 +1,5 @@
-# scripts/lib.sh: shared by test.sh, demo.sh and bench scripts.
+# scripts/lib.sh: shared by test.sh, demo.sh and the benchmarks
+# (scripts/bench.sh, bench/floor.sh).
 # Installs packages, builds and installs p2pay, and runs throwaway clusters
 # as an unprivileged user (PostgreSQL refuses to run as root).
 
@@ -301,4 +302,151 @@ sanitizer_reports() {
     return 1
   fi
   echo "no sanitizer reports"
+}
+
+# The benchmarks' database (scripts/bench.sh, bench/floor.sh): BENCH_DB,
+# which the caller names, on the cluster start_cluster started; users
+# 1..USERS + 2 (user n's id is bench.uid(n)), each with the method
+# BENCH_BANK registered; a history of payments among users 1..USERS, which
+# bench_grow_history loads; and the per-account state it leaves, which
+# bench_forget_since gives back after each run.
+BENCH_BANK=00000000-0000-4000-8000-000000000001
+
+# A line of progress, on stderr.
+say() { echo "== $*" >&2; }
+
+# psql on BENCH_DB: stop at the first error, warnings and worse only.
+bench_psql() { PGOPTIONS='-c client_min_messages=warning' as_pg psql -X -q -v ON_ERROR_STOP=1 -d "$BENCH_DB" "$@"; }
+# The value of one query on BENCH_DB, unaligned.
+bench_value() { as_pg psql -X -q -A -t -v ON_ERROR_STOP=1 -d "$BENCH_DB" -c "$1"; }
+
+# bench_create_db USERS: create BENCH_DB with p2pay, schema bench and the
+# users; sets BENCH_T0, the instant the history is measured back from.
+bench_create_db() {
+  as_pg createdb "$BENCH_DB"
+  { echo "CREATE EXTENSION p2pay;"; bench_accounts_sql $(($1 + 2)) "$BENCH_BANK"; } | bench_psql
+  BENCH_T0=$(bench_value "SELECT now()")
+  BENCH_LOADED=0
+}
+
+# The state of the payments loaded (with the triggers off), counted and
+# pruned as a daily prune would leave it, and saved for bench_restore_state.
+bench_count_state() {
+  bench_psql -c "SET work_mem = '1GB'" -c "SET maintenance_work_mem = '1GB'" \
+    -c "SELECT p2pay.rebuild_state()" -c "SELECT * FROM p2pay.prune_state()" \
+    -c "VACUUM ANALYZE" >/dev/null
+  bench_save_state
+}
+
+# bench_load_payments USERS FROM TO: payments FROM..TO - 1 of the history
+# among users 1..USERS, loaded pre-scored with the triggers off.  Payment
+# i (0 = the newest) was made i * 25.92 s before BENCH_T0, so that the
+# last 30 days always hold the first 100,000 and a larger history reaches
+# further back, as an older one would: the windows the rules read look the
+# same at every size.  Payers, payees and amounts are random (seeded by
+# FROM), transaction ids in time order (as UUIDv7 would be): four payments
+# in five go to one of the payer's 20 usual payees, the rest to anyone;
+# amounts mostly small, about one in ten over 1,000.
+bench_load_payments() {
+  local users=$1
+  bench_psql >/dev/null <<SQL
+SET work_mem = '1GB';
+SET maintenance_work_mem = '1GB';
+SET session_replication_role = replica;
+SELECT setseed(0.$2);
+INSERT INTO p2pay.payments (transaction_id, payer_id, payee_id, amount, currency, payment_method_id,
+                            created_at, risk_score, decision, is_approved, reasons, amount_base)
+SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid,
+       bench.uid(payer), bench.uid(1 + (payer - 1 + off) % $users), amount, 'USD', '$BENCH_BANK',
+       '$BENCH_T0'::timestamptz - i * interval '25.92 seconds', 0, 'approve', true, '{}', amount
+  FROM (SELECT i, payer,
+               CASE WHEN random() < 0.8
+                    THEN 1 + (payer * 131 + floor(random() * 20)::bigint * 7919) % ($users - 1)
+                    ELSE 1 + floor(random() * ($users - 1))::bigint END AS off,
+               round((5 + 2000 * random() ^ 6)::numeric, 2) AS amount
+          FROM (SELECT i, 1 + floor(random() * $users)::bigint AS payer
+                  FROM generate_series($2, $3 - 1) i) r) g;
+RESET session_replication_role;
+SQL
+}
+
+# bench_grow_history USERS TARGET: the history grown to TARGET payments
+# (bench_load_payments), and its state counted (bench_count_state).
+bench_grow_history() {
+  local t
+  [ "$2" -gt "$BENCH_LOADED" ] || return 0
+  say "history: loading payments $BENCH_LOADED..$2"
+  t=$(date +%s)
+  bench_load_payments "$1" "$BENCH_LOADED" "$2"
+  bench_count_state
+  BENCH_LOADED=$2
+  say "history: $BENCH_LOADED payments, $(( $(date +%s) - t )) s"
+}
+
+# The per-account state as the history left it, so that every run starts
+# from it: a run's payments are deleted afterwards with the triggers off,
+# and bench_restore_state takes what they added to the state out again, or
+# later runs would score against the earlier runs' activity.  A run
+# touches the pairs it pays (their last_at moves to the run's time), every
+# account's totals, and the rows of the current day and hour.
+bench_save_state() {
+  bench_psql <<SQL
+DROP TABLE IF EXISTS bench.pair_saved, bench.account_saved, bench.daily_saved, bench.hourly_saved;
+CREATE TABLE bench.pair_saved AS SELECT * FROM p2pay.pair_stats;
+ALTER TABLE bench.pair_saved ADD PRIMARY KEY (payer_id, payee_id);
+CREATE TABLE bench.account_saved AS SELECT * FROM p2pay.account_stats;
+CREATE TABLE bench.daily_saved AS
+  SELECT * FROM p2pay.account_daily WHERE day >= current_date - 1;
+CREATE TABLE bench.hourly_saved AS
+  SELECT * FROM p2pay.payer_hourly WHERE hour >= date_trunc('hour', now()) - interval '1 hour';
+CREATE TABLE IF NOT EXISTS bench.saved_at (day date, hour timestamptz, at timestamptz);
+TRUNCATE bench.saved_at;
+INSERT INTO bench.saved_at VALUES (current_date - 1, date_trunc('hour', now()) - interval '1 hour', now());
+SQL
+  # vacuumed now, so that autovacuum has no reason to visit the copies
+  # during a run
+  bench_psql -c "VACUUM ANALYZE bench.pair_saved, bench.account_saved, bench.daily_saved, bench.hourly_saved"
+}
+bench_restore_state() {
+  bench_psql <<SQL
+WITH gone AS (DELETE FROM p2pay.pair_stats s USING bench.saved_at b
+               WHERE s.last_at >= b.at RETURNING s.payer_id, s.payee_id)
+INSERT INTO p2pay.pair_stats SELECT k.* FROM bench.pair_saved k JOIN gone USING (payer_id, payee_id);
+DELETE FROM p2pay.account_stats;
+INSERT INTO p2pay.account_stats SELECT * FROM bench.account_saved;
+DELETE FROM p2pay.account_daily d USING p2pay.users u, bench.saved_at b
+ WHERE d.user_id = u.id AND d.day >= b.day;
+INSERT INTO p2pay.account_daily SELECT * FROM bench.daily_saved;
+DELETE FROM p2pay.payer_hourly h USING p2pay.users u, bench.saved_at b
+ WHERE h.payer_id = u.id AND h.hour >= b.hour;
+INSERT INTO p2pay.payer_hourly SELECT * FROM bench.hourly_saved;
+VACUUM p2pay.pair_stats, p2pay.account_stats, p2pay.account_daily, p2pay.payer_hourly;
+SQL
+}
+
+# bench_forget_since MAXID: the payments after id MAXID deleted with the
+# triggers off, and the state restored, so that the next run starts from
+# the same history.
+bench_forget_since() {
+  bench_psql -c "SET session_replication_role = replica" \
+    -c "DELETE FROM p2pay.payments WHERE id > $1" -c "RESET session_replication_role" \
+    -c "VACUUM p2pay.payments" >/dev/null
+  bench_restore_state
+}
+
+# bench_pay_script USERS FILE: the pgbench script of one payment per
+# transaction: a random payer of users 1..USERS pays one of its usual
+# payees or (one in five) anyone, an amount like the history's.
+bench_pay_script() {
+  local users=$1
+  cat >"$2" <<PGBENCH
+\\set payer random(1, $users)
+\\set k random(0, 19)
+\\set off case when random(1, 100) <= 80 then 1 + (:payer * 131 + :k * 7919) % ($users - 1) else random(1, $users - 1) end
+\\set payee 1 + (:payer - 1 + :off) % $users
+\\set cents random_exponential(500, 2000000, 46)
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+VALUES (bench.uid(:payer), bench.uid(:payee), :cents / 100.0, 'USD', '$BENCH_BANK');
+PGBENCH
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$2"; fi
 }
