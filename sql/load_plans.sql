@@ -8,9 +8,9 @@ SET TimeZone = 'UTC';
 
 CREATE FUNCTION u(n int) RETURNS uuid LANGUAGE sql IMMUTABLE
   AS $$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid $$;
-INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(1, 200) n;
+INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(1, 100) n;
 INSERT INTO p2pay.user_payment_methods
-  SELECT u(n), '00000000-0000-4000-8000-000000000001' FROM generate_series(1, 200) n;
+  SELECT u(n), '00000000-0000-4000-8000-000000000001' FROM generate_series(1, 100) n;
 
 -- How many times payments (its partitions, if partitioned) was read
 -- sequentially, and through a BRIN index, by this backend since its
@@ -29,13 +29,13 @@ $$;
 
 BEGIN;
 SELECT * FROM payment_scans() \gset before_
--- 2,000 payments of at least the cycle rule's min_amount over one day,
--- each user paying the next ten in turn.
+-- 500 payments of at least the cycle rule's min_amount over a few hours,
+-- each user paying the next five in turn.
 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
-SELECT u(1 + i % 200), u(1 + (i % 200 + 1 + (i / 200) % 10) % 200),
+SELECT u(1 + i % 100), u(1 + (i % 100 + 1 + (i / 100) % 5) % 100),
        1000 + i % 500, 'USD', '00000000-0000-4000-8000-000000000001',
        '2026-03-01 00:00+00'::timestamptz + i * interval '40 seconds'
-  FROM generate_series(0, 1999) i
+  FROM generate_series(0, 499) i
  ORDER BY i;
 SELECT seq - :before_seq AS seq_scans, brin - :before_brin AS brin_scans FROM payment_scans();
 SELECT count(*) AS payments FROM p2pay.payments;
