@@ -104,6 +104,9 @@ EXTRA_CLEAN   = .build-mode http/swagger-ui $(TOOLS_ALL) tools/p2pay-forward-tes
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# prove prints each TAP test's time, so that a run's log says where it went.
+PROVE_FLAGS += --timer
+
 # Every installation of an older version can be updated to EXTVERSION, and
 # EXTVERSION can be installed: the scripts' names are checked before every
 # build (scripts/check-update-chain.sh; t/011_upgrade.pl walks the paths).

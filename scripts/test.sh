@@ -8,6 +8,9 @@
 # (test/instance.conf), and the first run's pg_regress and isolation suites
 # are that make installcheck.
 # P2PAY_RUNS=plain or P2PAY_RUNS=partitioned runs one of the two.
+# P2PAY_TAP_RUNS names the runs whose TAP suite runs (default: every run),
+# e.g. P2PAY_TAP_RUNS=plain: the partitioned run then runs its pg_regress,
+# isolation and pgTAP suites only, and says so.
 #
 # make test SANITIZE=1 (or SANITIZE=1 bash scripts/test.sh): the same suites
 # with p2pay.so and the tools built with ASan and UBSan, every server started
@@ -64,6 +67,14 @@ case ${ASSERT:-} in
   1) ;;
   *) echo "make test: ASSERT must be 1 or empty, not '$ASSERT'" >&2; exit 2 ;;
 esac
+runs=${P2PAY_RUNS:-plain partitioned}
+tap_runs=${P2PAY_TAP_RUNS-$runs}
+for run in $tap_runs; do
+  case $run in
+    plain|partitioned) ;;
+    *) echo "make test: P2PAY_TAP_RUNS takes plain and partitioned, not '$run'" >&2; exit 2 ;;
+  esac
+done
 build_and_install
 # The programs, which make builds only when it finds their libraries (the
 # packages above): built here whatever make found, so that a missing one
@@ -160,7 +171,11 @@ run_suites() {
   local start=$SECONDS
   run_suite "pg_regress (sql/)" check ISOLATION= TAP_TESTS=
   run_suite "isolation (specs/)" check REGRESS= TAP_TESTS=
-  run_suite "TAP (t/)" check REGRESS= ISOLATION= "${bindir[@]}"
+  if [[ " $tap_runs " == *" $run "* ]]; then
+    run_suite "TAP (t/)" check REGRESS= ISOLATION= "${bindir[@]}"
+  else
+    echo "== $run: TAP (t/): skipped (P2PAY_TAP_RUNS=$tap_runs)"
+  fi
   pg_psql -d postgres -c "DROP DATABASE IF EXISTS p2pay_pgtap" -c "CREATE DATABASE p2pay_pgtap" >/dev/null
   run_suite "pgTAP (test/pgtap/)" as_pg env PGDATABASE=p2pay_pgtap pg_prove --ext .sql -r "$WORK/src/test/pgtap"
   # The pages in a real browser, once (the payments' layout does not change
@@ -240,7 +255,6 @@ else
   echo "== skipped (P2PAY_SERVER_SUITES_ONLY=1): OpenAPI (http/openapi.json), compose file (docker/), install links, browser (test/browser/)"
 fi
 
-runs=${P2PAY_RUNS:-plain partitioned}
 for run in $runs; do
   case $run in
     plain) P2PAY_PARTITIONED= ;;
