@@ -163,6 +163,23 @@ reserve_held(void)
 }
 
 /*
+ * Make now (whose level is at or above the top entry's) what is held at its
+ * level or below: it replaces the top entry if that is of its level, or
+ * goes on top (room was made, or an entry above it was just dropped).
+ */
+static void
+set_held(const HeldLevel *now)
+{
+	if (held_depth > 0 && held[held_depth - 1].level == now->level)
+	{
+		held[held_depth - 1] = *now;
+		return;
+	}
+	Assert(held_depth < held_size);
+	held[held_depth++] = *now;
+}
+
+/*
  * Record at level that this transaction holds, at that level or below, what
  * add says (room was made): key and added more account locks, or the lock
  * covering every account.
@@ -170,23 +187,18 @@ reserve_held(void)
 static void
 note_held_at(int level, const HeldLevel *add)
 {
-	HeldLevel  *top = held_depth > 0 ? &held[held_depth - 1] : NULL;
 	HeldLevel	now = *add;
 
-	if (top != NULL)
+	if (held_depth > 0)
 	{
+		const HeldLevel *top = &held[held_depth - 1];
+
 		now.max_key = Max(top->max_key, add->max_key);
 		now.count = top->count + add->count;
 		now.escalated = top->escalated || add->escalated;
 	}
 	now.level = level;
-	if (top != NULL && top->level == level)
-	{
-		*top = now;
-		return;
-	}
-	Assert(held_depth < held_size);
-	held[held_depth++] = now;
+	set_held(&now);
 }
 
 /* The transaction ended: its locks are released (or handed to PREPARE). */
@@ -222,10 +234,7 @@ held_subxact_callback(SubXactEvent event, SubTransactionId subid,
 	{
 		/* top counts what is below it: it replaces, rather than adds to */
 		top.level = level - 1;
-		if (held_depth > 0 && held[held_depth - 1].level == level - 1)
-			held[held_depth - 1] = top;
-		else
-			held[held_depth++] = top;
+		set_held(&top);
 	}
 }
 
@@ -275,6 +284,40 @@ unlock_key(uint64 key)
 #define LOCK_NAP_MAX_MS 10
 
 /*
+ * Take the lock (tag, mode) without ever waiting for it in the lock manager:
+ * try it, and while another transaction holds it (or waits for it first),
+ * nap (1 ms, doubling up to LOCK_NAP_MAX_MS) and try again, for at most ms
+ * milliseconds.  Returns LockAcquire's answer to the last try:
+ * LOCKACQUIRE_NOT_AVAIL when the time ran out.
+ */
+static LockAcquireResult
+try_lock_for(const LOCKTAG *tag, LOCKMODE mode, int ms)
+{
+	LockAcquireResult got = LockAcquire(tag, mode, false, true);
+	TimestampTz start;
+	long		nap = 1;
+
+	if (got != LOCKACQUIRE_NOT_AVAIL)
+		return got;
+	start = GetCurrentTimestamp();
+	for (;;)
+	{
+		long		waited = TimestampDifferenceMilliseconds(start, GetCurrentTimestamp());
+
+		if (waited >= ms)
+			return LOCKACQUIRE_NOT_AVAIL;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(nap, ms - waited), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		nap = Min(nap * 2, LOCK_NAP_MAX_MS);
+		got = LockAcquire(tag, mode, false, true);
+		if (got != LOCKACQUIRE_NOT_AVAIL)
+			return got;
+	}
+}
+
+/*
  * Take the lock of key without ever waiting for it in the lock manager, so
  * that this transaction can't be an edge of a deadlock cycle however many
  * locks it holds: try it, and while another transaction holds it (or waits
@@ -289,41 +332,26 @@ static bool
 lock_key_or_give_way(uint64 key, bool late)
 {
 	LOCKTAG		tag;
-	TimestampTz start = GetCurrentTimestamp();
-	long		nap = 1;
+	LockAcquireResult got;
 
 	key_tag(&tag, key);
-	for (;;)
-	{
-		long		waited;
-		LockAcquireResult got = LockAcquire(&tag, ExclusiveLock, false, true);
-
-		if (got != LOCKACQUIRE_NOT_AVAIL)
-			return got == LOCKACQUIRE_OK;
-		waited = TimestampDifferenceMilliseconds(start, GetCurrentTimestamp());
-		if (waited >= p2pay_multi_payment_lock_timeout)
-		{
-			if (late)
-				ereport(ERROR,
-						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						 errmsg("could not lock an account of this payment's cycle check"),
-						 errdetail("The accounts the cycle rule follows from this payment's payee kept changing while they were locked, and the last one found was held by another transaction for more than p2pay.multi_payment_lock_timeout (%d ms).",
-								   p2pay_multi_payment_lock_timeout),
-						 errhint("Retry the transaction.")));
-			ereport(ERROR,
-					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-					 errmsg("could not lock an account of this payment while holding the account locks of earlier payments"),
-					 errdetail("This transaction already holds the account locks of payments it inserted or deleted before, and another transaction held a lock this payment needs for more than p2pay.multi_payment_lock_timeout (%d ms); waiting for it could deadlock.",
-							   p2pay_multi_payment_lock_timeout),
-					 errhint("Retry the transaction.")));
-		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(nap, p2pay_multi_payment_lock_timeout - waited),
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		nap = Min(nap * 2, LOCK_NAP_MAX_MS);
-	}
+	got = try_lock_for(&tag, ExclusiveLock, p2pay_multi_payment_lock_timeout);
+	if (got != LOCKACQUIRE_NOT_AVAIL)
+		return got == LOCKACQUIRE_OK;
+	if (late)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not lock an account of this payment's cycle check"),
+				 errdetail("The accounts the cycle rule follows from this payment's payee kept changing while they were locked, and the last one found was held by another transaction for more than p2pay.multi_payment_lock_timeout (%d ms).",
+						   p2pay_multi_payment_lock_timeout),
+				 errhint("Retry the transaction.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not lock an account of this payment while holding the account locks of earlier payments"),
+			 errdetail("This transaction already holds the account locks of payments it inserted or deleted before, and another transaction held a lock this payment needs for more than p2pay.multi_payment_lock_timeout (%d ms); waiting for it could deadlock.",
+					   p2pay_multi_payment_lock_timeout),
+			 errhint("Retry the transaction.")));
+	pg_unreachable();
 }
 
 /*
@@ -408,31 +436,12 @@ static bool
 escalate(const LOCKTAG *token)
 {
 	LOCKTAG		all;
-	TimestampTz start = GetCurrentTimestamp();
-	long		nap = 1;
-	bool		got = false;
+	bool		got;
 
 	escalation_tag(&all, ALL_ACCOUNTS);
 	if (LockAcquire(token, ExclusiveLock, false, true) == LOCKACQUIRE_NOT_AVAIL)
 		return false;
-	for (;;)
-	{
-		long		waited;
-
-		if (LockAcquire(&all, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL)
-		{
-			got = true;
-			break;
-		}
-		waited = TimestampDifferenceMilliseconds(start, GetCurrentTimestamp());
-		if (waited >= DeadlockTimeout)
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(nap, DeadlockTimeout - waited), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		nap = Min(nap * 2, LOCK_NAP_MAX_MS);
-	}
+	got = try_lock_for(&all, ExclusiveLock, DeadlockTimeout) != LOCKACQUIRE_NOT_AVAIL;
 	(void) LockRelease(token, ExclusiveLock, false);
 	return got;
 }
