@@ -46,6 +46,7 @@
 #include "postgres.h"
 
 #include "p2pay.h"
+#include "catalog.h"
 #include "compat.h"
 #include "facts.h"
 #include "locks.h"
@@ -60,6 +61,7 @@
 #include "storage/latch.h"
 #include "storage/lock.h"
 #include "storage/proc.h"
+#include "utils/acl.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -447,19 +449,37 @@ escalate(const LOCKTAG *token)
 }
 
 /*
- * Before a pass that is to lock needed accounts: whether the lock covering
- * every account is held exclusively (already, or now), so that the pass
- * takes no lock.  A first pass waits for the escalation token to be free
+ * Whether caller (the role inserting or deleting the payment, not the
+ * owner the trigger runs as) may take the lock covering every account.
+ * That lock makes every other writer of payments wait until this
+ * transaction ends, as LOCK TABLE p2pay.payments IN EXCLUSIVE MODE would;
+ * so it is for the roles PostgreSQL lets take that lock: with UPDATE,
+ * DELETE or TRUNCATE on payments (its owner, a superuser, a loading role
+ * granted one of them).  A role with only INSERT (p2pay_app's rights)
+ * goes on with account locks, which hold up only the writers of its own
+ * accounts, however long it leaves its transaction open.
+ */
+static bool
+may_escalate(Oid caller)
+{
+	return pg_class_aclmask(p2pay_relid("payments"), caller,
+							ACL_UPDATE | ACL_DELETE | ACL_TRUNCATE, ACLMASK_ANY) != 0;
+}
+
+/*
+ * Before a pass that is to lock needed accounts for caller: whether the
+ * lock covering every account is held exclusively (already, or now), so
+ * that the pass takes no lock.  A first pass waits for the escalation token to be free
  * (it holds no lock another transaction's escalation waits for).  A pass
  * that would take this transaction past p2pay.lock_escalation_accounts
  * account locks gives way (40001) to another transaction taking the
  * covering lock, if this one holds account locks (which keep the other
- * from having it), or else tries to take it; after a try that failed
- * (writers of the moment were still open after deadlock_timeout), it tries
- * again only once it holds twice as many.
+ * from having it), or else tries to take it if caller may; after a try
+ * that failed (writers of the moment were still open after
+ * deadlock_timeout), it tries again only once it holds twice as many.
  */
 static bool
-escalated_before_pass(int needed)
+escalated_before_pass(int needed, Oid caller)
 {
 	int64		count = held_count();
 	LOCKTAG		token;
@@ -478,7 +498,7 @@ escalated_before_pass(int needed)
 		return false;
 	if (held_depth > 0)
 		give_way_to_escalation(&token);
-	if (count < escalation_retry_at)
+	if (count < escalation_retry_at || !may_escalate(caller))
 		return false;
 	reserve_held();
 	if (!escalate(&token))
@@ -517,10 +537,11 @@ pass_done(uint64 max_key, int added)
 
 /*
  * Serialize this transaction with every other one that touches account a or
- * b, until it ends: both locks in one ascending pass.
+ * b, until it ends: both locks in one ascending pass.  caller: the role
+ * writing the payment (see may_escalate).
  */
 void
-p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b)
+p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b, Oid caller)
 {
 	uint64		keys[2];
 	uint64		prior_max = 0;
@@ -530,7 +551,7 @@ p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b)
 	keys[0] = account_key(a);
 	keys[1] = account_key(b);
 	n = sort_keys(keys, 2);
-	if (escalated_before_pass(n))
+	if (escalated_before_pass(n, caller))
 		return;
 	reserve_held();
 	pass_done(keys[n - 1], lock_keys(keys, 0, n, prior, prior_max));
@@ -585,10 +606,12 @@ add_cycle_candidates(const PaymentInput *in, const RuleParams *cy, uint64 *keys,
  * again only if the payer's or payee's lock was given back; after
  * LOCK_ROUNDS changes, the newcomers are taken as they are, above locks
  * already held, without waiting in the lock manager (40001 if one stays
- * busy), never at the risk of a deadlock.
+ * busy), never at the risk of a deadlock.  caller: the role inserting the
+ * payment (see may_escalate).
  */
 void
-p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const PaymentFacts *facts)
+p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const PaymentFacts *facts,
+				   Oid caller)
 {
 	const RuleConfig *cy = &cfg->rules[RULE_CYCLE];
 	uint64		keys[2 + (LOCK_ROUNDS + 2) * CYCLE_FANOUT];
@@ -600,7 +623,7 @@ p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const Payment
 
 	if (!(RULE_EVALUATED(cy) && facts->amount >= cy->p.min_amount && cy->p.max_length >= 4))
 	{
-		p2pay_lock_accounts(in->payer, in->payee);
+		p2pay_lock_accounts(in->payer, in->payee, caller);
 		return;
 	}
 
@@ -610,7 +633,7 @@ p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const Payment
 	keys[0] = account_key(in->payer);
 	keys[1] = account_key(in->payee);
 	n = sort_keys(keys, add_cycle_candidates(in, &cy->p, keys, 2));
-	if (escalated_before_pass(n))
+	if (escalated_before_pass(n, caller))
 		return;
 	reserve_held();
 

@@ -491,14 +491,16 @@ check_identity(const PaymentLayout *layout, HeapTuple tup, TupleDesc desc, Datum
 /*
  * Score a validated payment, as the owner of payments (the caller switched):
  * load the configuration, look the references up, and, when recording (an
- * insert), lock the accounts and record the payment in the per-account
- * state; then run the rules.  amount_base is computed into result_cxt.
- * Returns the rule-set version the verdict was reached under.
+ * insert, by the role inserter), lock the accounts and record the payment
+ * in the per-account state; then run the rules.  inserter is InvalidOid
+ * when the payment is only scored (score()).  amount_base is computed into
+ * result_cxt.  Returns the rule-set version the verdict was reached under.
  */
 static int64
-score(Oid nspid, const PaymentInput *in, bool record, MemoryContext result_cxt,
+score(Oid nspid, const PaymentInput *in, Oid inserter, MemoryContext result_cxt,
 	  PaymentFacts *facts, Verdict *verdict)
 {
+	bool		record = OidIsValid(inserter);
 	const P2payConfig *cfg;
 	int64		version = 0;
 	instr_time	start;
@@ -525,7 +527,7 @@ score(Oid nspid, const PaymentInput *in, bool record, MemoryContext result_cxt,
 	}
 
 	if (record)
-		p2pay_lock_payment(cfg, in, facts);
+		p2pay_lock_payment(cfg, in, facts, inserter);
 	p2pay_read_facts(cfg, nspid, in, facts, record);
 
 	if (!count)
@@ -589,7 +591,7 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	row_cxt = CurrentMemoryContext;
 	begin_as_owner(rel->rd_rel->relowner, &saved);
 	assign_id = check_identity(layout, tup, desc, &id);
-	version = score(p2pay_schema(), &in, true, row_cxt, &facts, &verdict);
+	version = score(p2pay_schema(), &in, saved.userid, row_cxt, &facts, &verdict);
 	end_as_owner(&saved);
 
 	/* 4. write */
@@ -661,7 +663,7 @@ p2pay_score(PG_FUNCTION_ARGS)
 		MemoryContext call_cxt = CurrentMemoryContext;
 
 		begin_as_owner(rel->rd_rel->relowner, &saved);
-		version = score(nspid, &in, false, call_cxt, &facts, &verdict);
+		version = score(nspid, &in, InvalidOid, call_cxt, &facts, &verdict);
 		end_as_owner(&saved);
 		table_close(rel, AccessShareLock);
 	}
@@ -976,7 +978,7 @@ p2pay_forget_payment_trigger(PG_FUNCTION_ARGS)
 		return PointerGetDatum(NULL);
 
 	begin_as_owner(rel->rd_rel->relowner, &saved);
-	p2pay_lock_accounts(DatumGetUUIDP(payer), DatumGetUUIDP(payee));
+	p2pay_lock_accounts(DatumGetUUIDP(payer), DatumGetUUIDP(payee), saved.userid);
 	p2pay_forget_payment(DatumGetUUIDP(payer), DatumGetUUIDP(payee),
 						 DatumGetTimestampTz(created_at), DatumGetNumeric(amount_base));
 	end_as_owner(&saved);

@@ -12,6 +12,10 @@
 #   one-payment transaction; both count the large one's payments;
 # - the escalated transaction holds one lock for every account, not one per
 #   account, and a savepoint rolled back gives that lock back;
+# - only a role that could lock payments itself (UPDATE, DELETE or
+#   TRUNCATE on it) escalates: one with the application's rights alone
+#   keeps account locks, so a transaction it leaves open holds up only the
+#   writers of its own accounts;
 # - of two such loads at once, one escalates and the other finishes too, or
 #   gives way with 40001 and finishes when retried;
 # - under a mix of one-payment, two-payment and escalating transactions,
@@ -147,6 +151,30 @@ $big->query_safe('COMMIT');
 $big->quit;
 $other->quit;
 $one->quit;
+
+###########################################################################
+# c2. Only a role that could lock payments itself escalates.
+###########################################################################
+query("CREATE ROLE app LOGIN; SELECT p2pay.grant_app('app')");
+my $app = $node->background_psql($db, on_error_stop => 0, extra_params => [ '-U', 'app' ]);
+my $app_pid = $app->query_safe('SELECT pg_backend_pid()');
+$app->query_safe('BEGIN');
+$app->query_safe(payments(6001, 100, 1));
+is(held_by($app_pid), '101|ShareLock',
+	'a role with only INSERT, past the threshold: 101 account locks, no covering lock');
+($ret, $out, $err) = $node->psql($db, "SET lock_timeout = '10s';\n" . payment(7001, 7002));
+is($ret, 0, 'while it is open, a writer of other accounts is not held up') or diag($err);
+($ret, $out, $err) = $node->psql($db, "SET lock_timeout = '500ms';\n" . payment(6001, 7003));
+like($err, qr/lock timeout/, 'a writer of one of its accounts waits for it');
+$app->query_safe('ROLLBACK');
+query('GRANT UPDATE ON p2pay.payments TO app');
+$app->query_safe('BEGIN');
+$app->query_safe(payments(6001, 100, 1));
+is((split /\|/, held_by($app_pid))[1], 'ExclusiveLock,ShareLock',
+	'granted UPDATE on payments, the same role escalates');
+$app->query_safe('ROLLBACK');
+$app->quit;
+query('REVOKE UPDATE ON p2pay.payments FROM app');
 
 ###########################################################################
 # d. Two loads at once: one escalates, the other finishes or gives way with
