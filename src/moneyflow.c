@@ -25,6 +25,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -37,24 +38,21 @@
  * through its BRIN index on created_at, whose every block in the window
  * then qualifies, and a load of many payments in one transaction, which
  * ANALYZE can't see until it commits, would read all the payments it had
- * inserted so far for each one it inserts.
+ * inserted so far for each one it inserts.  The settings are made in the
+ * nesting level of settings that every caller runs in, the trigger's work
+ * as the owner (p2pay_begin_as_owner), whose end restores them: so a
+ * payment that runs none of these statements pays nothing for them, and
+ * one that runs several sets them once more each, with no level of its
+ * own to open and close.
  */
-static int
-begin_index_scans_only(void)
+static void
+index_scans_only(void)
 {
-	int			nestlevel = NewGUCNestLevel();
-
+	Assert(InSecurityRestrictedOperation());
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
-	return nestlevel;
-}
-
-static void
-end_index_scans_only(int nestlevel)
-{
-	AtEOXact_GUC(false, nestlevel);
 }
 
 static SPIPlanPtr money_flow_plan = NULL;
@@ -139,7 +137,6 @@ p2pay_cycle_candidates(const PaymentInput *in, TimestampTz since, double min_amo
 {
 	Datum		values[4];
 	int			ret;
-	int			guc;
 
 	if (cycle_candidates_plan == NULL)
 	{
@@ -154,9 +151,8 @@ p2pay_cycle_candidates(const PaymentInput *in, TimestampTz since, double min_amo
 	values[3] = Float8GetDatum(min_amount);
 
 	PushActiveSnapshot(GetTransactionSnapshot());
-	guc = begin_index_scans_only();
+	index_scans_only();
 	ret = SPI_execute_plan(cycle_candidates_plan, values, NULL, true, 0);
-	end_index_scans_only(guc);
 	PopActiveSnapshot();
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "p2pay: cycle candidates statement failed: %s", SPI_result_code_string(ret));
@@ -175,7 +171,6 @@ check_cycle_snapshot(const PaymentInput *in, TimestampTz since, double min_amoun
 	Datum		values[4];
 	int			ret;
 	bool		isnull;
-	int			guc;
 
 	if (cycle_plan == NULL)
 		return;					/* no loop of four was looked for */
@@ -184,10 +179,9 @@ check_cycle_snapshot(const PaymentInput *in, TimestampTz since, double min_amoun
 	values[2] = TimestampTzGetDatum(since);
 	values[3] = Float8GetDatum(min_amount);
 
-	guc = begin_index_scans_only();
+	index_scans_only();
 	ret = SPI_execute_snapshot(cycle_plan, values, NULL, GetLatestSnapshot(),
 							   InvalidSnapshot, true, false, 1);
-	end_index_scans_only(guc);
 	if (ret != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "p2pay: cycle statement failed: %s", SPI_result_code_string(ret));
 	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
@@ -219,7 +213,6 @@ p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in, PaymentFac
 		bool		isnull;
 		Datum		d;
 		int			ret;
-		int			guc;
 
 		if (money_flow_plan == NULL)
 		{
@@ -237,9 +230,8 @@ p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in, PaymentFac
 		values[6] = BoolGetDatum(cy->p.max_length >= 4);
 		values[7] = TimestampTzGetDatum(in->created_at - pt->p.window);
 
-		guc = begin_index_scans_only();
+		index_scans_only();
 		ret = SPI_execute_plan(money_flow_plan, values, NULL, true, 0);
-		end_index_scans_only(guc);
 		if (ret != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "p2pay: money-flow statement failed: %s", SPI_result_code_string(ret));
 
