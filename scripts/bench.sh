@@ -411,6 +411,7 @@ fi
   fi
   if has_part stream; then
     cat "$WORK/stream.md"
+    echo
   fi
   if has_part bulk; then
     cat "$WORK/bulk.md" 2>/dev/null || printf '## Bulk loads\n\nbench/bulk.sh failed (status %s) before its report.\n\n' "$BULK_STATUS"
