@@ -122,6 +122,13 @@ static int	held_size = 0;
 static int64 escalation_retry_at = 0;
 
 /*
+ * The role this transaction last found may not escalate (see may_escalate),
+ * so that a load by such a role checks its privileges once, not on every
+ * pass past the threshold.  A GRANT takes effect from its next transaction.
+ */
+static Oid	escalation_refused = InvalidOid;
+
+/*
  * Whether this transaction holds an account lock and, if it does, the
  * largest key it holds.
  */
@@ -211,6 +218,7 @@ held_xact_callback(XactEvent event, void *arg)
 	{
 		held_depth = 0;
 		escalation_retry_at = 0;
+		escalation_refused = InvalidOid;
 	}
 }
 
@@ -462,20 +470,25 @@ escalate(const LOCKTAG *token)
 static bool
 may_escalate(Oid caller)
 {
-	return pg_class_aclmask(p2pay_relid("payments"), caller,
-							ACL_UPDATE | ACL_DELETE | ACL_TRUNCATE, ACLMASK_ANY) != 0;
+	if (caller == escalation_refused)
+		return false;
+	if (pg_class_aclmask(p2pay_relid("payments"), caller,
+						 ACL_UPDATE | ACL_DELETE | ACL_TRUNCATE, ACLMASK_ANY) != 0)
+		return true;
+	escalation_refused = caller;
+	return false;
 }
 
 /*
  * Before a pass that is to lock needed accounts for caller: whether the
  * lock covering every account is held exclusively (already, or now), so
- * that the pass takes no lock.  A first pass waits for the escalation token to be free
- * (it holds no lock another transaction's escalation waits for).  A pass
- * that would take this transaction past p2pay.lock_escalation_accounts
- * account locks gives way (40001) to another transaction taking the
- * covering lock, if this one holds account locks (which keep the other
- * from having it), or else tries to take it if caller may; after a try
- * that failed (writers of the moment were still open after
+ * that the pass takes no lock.  A first pass waits for the escalation token
+ * to be free (it holds no lock another transaction's escalation waits for).
+ * A pass that would take this transaction past
+ * p2pay.lock_escalation_accounts account locks gives way (40001) to another
+ * transaction taking the covering lock, if this one holds account locks
+ * (which keep the other from having it), or else tries to take it if caller
+ * may; after a try that failed (writers of the moment were still open after
  * deadlock_timeout), it tries again only once it holds twice as many.
  */
 static bool
