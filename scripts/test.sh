@@ -69,12 +69,18 @@ case ${ASSERT:-} in
 esac
 runs=${P2PAY_RUNS:-plain partitioned}
 tap_runs=${P2PAY_TAP_RUNS-$runs}
-for run in $tap_runs; do
-  case $run in
-    plain|partitioned) ;;
-    *) echo "make test: P2PAY_TAP_RUNS takes plain and partitioned, not '$run'" >&2; exit 2 ;;
-  esac
-done
+# Both lists checked before anything is built.
+check_runs() {
+  local run
+  for run in $2; do
+    case $run in
+      plain|partitioned) ;;
+      *) echo "make test: $1 takes plain and partitioned, not '$run'" >&2; exit 2 ;;
+    esac
+  done
+}
+check_runs P2PAY_RUNS "$runs"
+check_runs P2PAY_TAP_RUNS "$tap_runs"
 build_and_install
 # The programs, which make builds only when it finds their libraries (the
 # packages above): built here whatever make found, so that a missing one
@@ -266,7 +272,6 @@ for run in $runs; do
       regress_database contrib_regression
       regress_database isolation_regression
       ;;
-    *) echo "make test: P2PAY_RUNS takes plain and partitioned, not '$run'" >&2; exit 2 ;;
   esac
   run_suites
 done
