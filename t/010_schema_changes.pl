@@ -151,6 +151,19 @@ SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), t.typtype,
 	push @{ $columns{$table} }, \@col;
 }
 
+# A partitioned payments' partitions are alike: its default partition and
+# its first monthly one stand for them all.  The others get no steps of
+# their own (a foreign key cloned to them is still dropped with the rest),
+# which would otherwise number as many again for each month of partitions.
+my %alike = map { $_->[0] => 1 } rows(
+	'seed', q{
+SELECT c.relname
+  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+ WHERE i.inhparent = 'p2pay.payments'::regclass
+   AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+ ORDER BY c.relname OFFSET 1});
+@tables = grep { !$alike{$_} } @tables;
+
 # foreign keys: [table, constraint, referencing columns, referenced table,
 # referenced columns]
 my @fkeys = rows(
@@ -182,6 +195,7 @@ SELECT c.relname, t.tgname
   FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
  WHERE NOT t.tgisinternal AND c.relnamespace = 'p2pay'::regnamespace
  ORDER BY 1, 2});
+@triggers = grep { !$alike{ $_->[0] } } @triggers;
 
 ###########################################################################
 # The steps.  Each is a name, its statements and, where a correct p2pay may
