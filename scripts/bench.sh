@@ -30,6 +30,12 @@
 #             error, payments/s, the backend's memory growth, one-payment
 #             transactions beside it, the state against rebuild_state()
 #             (long: not in the default list)
+#   profile   bench/floor.sh with FLOOR_PERF=1, on a cluster of its own with
+#             BENCH_HISTORY payments of history among BENCH_USERS users:
+#             what one payment writes and reads, row by row and index entry
+#             by index entry, against the bare insert, and a CPU profile of
+#             the backend inserting through the trigger, by step (needs
+#             perf; not in the default list)
 #
 # Options, as environment variables (make bench BENCH_PARTS=insert,hot):
 #   BENCH_USERS (10000), BENCH_HISTORY (1000000), BENCH_SCALES
@@ -58,6 +64,13 @@ KEEP=${BENCH_KEEP:-}
 BENCH_DB=p2pay_bench
 
 has_part() { [[ ",$PARTS," == *",$1,"* ]]; }
+for part in ${PARTS//,/ }; do
+  case $part in
+    insert|scaling|hot|backtest|http|stream|bulk|profile) ;;
+    *) echo "make bench: BENCH_PARTS takes insert, scaling, hot, backtest, http, stream, bulk and profile, not '$part'" >&2
+       exit 2 ;;
+  esac
+done
 
 ensure_packages build-essential postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR \
   postgresql-$PG_MAJOR-wal2json python3 python3-psycopg2 wrk curl
@@ -363,6 +376,16 @@ if has_part bulk; then
   bash bench/bulk.sh "$WORK/bulk.md" >&2 || BULK_STATUS=$?
 fi
 
+# The floor and the profile: bench/floor.sh's report, its headings one
+# level down.  A failure fails make bench, as the bulk part's does.
+PROFILE_STATUS=0
+if has_part profile; then
+  say "profile (bench/floor.sh)"
+  FLOOR_PERF=1 FLOOR_HISTORY=$HISTORY FLOOR_USERS=$USERS bash bench/floor.sh >"$WORK/profile.out" ||
+    PROFILE_STATUS=$?
+  sed 's/^#/##/' "$WORK/profile.out" >"$WORK/profile.md"
+fi
+
 # The report.
 {
   echo "# p2pay benchmark"
@@ -416,9 +439,18 @@ fi
   if has_part bulk; then
     cat "$WORK/bulk.md" 2>/dev/null || printf '## Bulk loads\n\nbench/bulk.sh failed (status %s) before its report.\n\n' "$BULK_STATUS"
   fi
+  if has_part profile; then
+    if [ "$PROFILE_STATUS" = 0 ]; then
+      cat "$WORK/profile.md"
+      echo
+    else
+      printf '## The insert path'"'"'s floor\n\nbench/floor.sh failed (status %s).\n\n' "$PROFILE_STATUS"
+    fi
+  fi
   cat "$OUT"
 } >"$RESULTS.tmp"
 mv "$RESULTS.tmp" "$RESULTS"
 cat "$RESULTS"
 echo "make bench: written to $RESULTS"
+[ "$PROFILE_STATUS" = 0 ] || { echo "make bench: bench/floor.sh exited with status $PROFILE_STATUS" >&2; exit "$PROFILE_STATUS"; }
 [ "$BULK_STATUS" = 0 ] || { echo "make bench: bench/bulk.sh exited with status $BULK_STATUS" >&2; exit "$BULK_STATUS"; }
