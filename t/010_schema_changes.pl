@@ -132,7 +132,8 @@ sub rows
 	  $node->safe_psql($db, $sql);
 }
 
-# table => [ [column, type, typtype, has default, identity], ... ] in order
+# table => [ [column, type, typtype, has default, identity], ... ] in order;
+# a partitioned table (payments, in make test's partitioned run) is one too
 my %columns;
 my @tables;
 for my $r (
@@ -143,7 +144,7 @@ SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), t.typtype,
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
   JOIN pg_type t ON t.oid = a.atttypid
- WHERE n.nspname = 'p2pay' AND c.relkind = 'r'
+ WHERE n.nspname = 'p2pay' AND c.relkind IN ('r', 'p')
  ORDER BY c.relname, a.attnum}))
 {
 	my ($table, @col) = @$r;
