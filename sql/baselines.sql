@@ -147,6 +147,45 @@ SELECT count(*) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS fan_in,
        min(extract(minute FROM created_at - :T)::int + 1) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS first_flagged_payer
   FROM ins;
 
+-- Past the limit, a count goes on only while the normal can still be
+-- exceeded.  A payee (20) known since yesterday, paid by 100 payers then
+-- and 100 others today, has a limit of 3 x 7/1 x 100 = 2100 payers: its
+-- days since the window began count 200 at most, so a payment to it reads
+-- the first 20 of its window's payers, not all 200.  A payment under
+-- short_history_min_amount, which the normal of a payee with less than
+-- baseline_days of history can't flag, stops there too.
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(100 + n), u(20), 250, 'USD', '00000000-0000-4000-8000-000000000001',
+       :T - interval '20 hours' + n * interval '10 seconds'
+  FROM generate_series(0, 99) n;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(200 + n), u(20), 250, 'USD', '00000000-0000-4000-8000-000000000001',
+       :T + n * interval '10 seconds'
+  FROM generate_series(0, 99) n;
+-- pay20: a payment to 20, its reasons and the pair_stats index entries read.
+CREATE FUNCTION pay20(payer int, amount numeric, OUT reasons text[], OUT pairs_read bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+  before bigint := pg_stat_get_xact_tuples_returned('p2pay.pair_stats_payee_last_idx'::regclass);
+BEGIN
+  INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  VALUES (u(payer), u(20), amount, 'USD', '00000000-0000-4000-8000-000000000001',
+          '2026-03-20 13:00:00+00')
+  RETURNING p2pay.payments.reasons INTO reasons;
+  pairs_read := pg_stat_get_xact_tuples_returned('p2pay.pair_stats_payee_last_idx'::regclass) - before;
+END
+$$;
+SELECT v.payer, v.amount, p.reasons, p.pairs_read <= 21 AS window_not_read
+  FROM (VALUES (300, 250), (350, 12)) v(payer, amount), pay20(v.payer, v.amount) p;
+-- The same payee with the bound lifted (baseline_factor 0.05: a limit of
+-- 0.05 x 7 x 100 = 35): the count goes on past 20 and the payment is
+-- flagged, as the 202 payers before it exceed the normal.
+UPDATE p2pay.rules SET params = params || '{"baseline_factor": 0.05}' WHERE name = 'payee_fan_in';
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+VALUES (u(351), u(20), 250, 'USD', '00000000-0000-4000-8000-000000000001', :T + interval '1 hour')
+RETURNING reasons;
+UPDATE p2pay.rules SET params = params || '{"baseline_factor": 3}' WHERE name = 'payee_fan_in';
+
 -- A DELETE takes payments out of the daily counts too, so that deleted
 -- payments don't raise an account's normal.  Account 5 pays 6 twice and 7
 -- once on one day; deleting both payments to 6 in one statement leaves one
@@ -163,5 +202,6 @@ SELECT user_id = u(5) AS payer, out_count, out_payees, in_payers
   FROM p2pay.account_daily WHERE user_id IN (u(5), u(6)) ORDER BY 1 DESC;
 
 DROP TABLE today, short;
+DROP FUNCTION pay20(int, numeric);
 DROP FUNCTION u(int);
 DROP EXTENSION p2pay;

@@ -7,9 +7,10 @@
  * rules evaluated, and of those only what can change their answer for
  * this payment), where each count stops (one past the rule's limit, or,
  * once the limit is reached, one past what the account's normal allows:
- * baseline_cap), when an account's normal is read (a count at its limit,
- * or a large payment to a new payee where new_payee_high_amount asks how
- * long the payer is known), and when the money-flow facts are read (a
+ * baseline_cap, unless the normal can't be exceeded: count_to_limit), when
+ * an account's normal is read (a count at its limit, or a large payment to
+ * a new payee where new_payee_high_amount asks how long the payer is
+ * known), and when the money-flow facts are read (a
  * payment large enough for pass_through or cycle, and for pass_through
  * enough payers in).  A source answers the questions; it never decides
  * which to ask, so the trigger and the backtest can't differ in that.
@@ -24,14 +25,6 @@
 
 #include "facts.h"
 #include "rules.h"
-
-/* Which of an account's normal totals a count is compared with. */
-typedef enum NormalTotal
-{
-	TOTAL_OUT_COUNT,			/* the payer's payments per day */
-	TOTAL_OUT_PAYEES,			/* the payer's new payees per day */
-	TOTAL_IN_PAYERS				/* the payee's new payers per day */
-} NormalTotal;
 
 /* The payer's and the payee's normals, each read at most once. */
 typedef struct Normals
@@ -101,10 +94,24 @@ typedef int64 (*CountFn) (FactSource *src, TimestampTz after, int64 limit);
  * the limit, or, once the limit is reached and the rule has a normal to
  * compare with, at baseline_cap.  Below the limit the rule can't fire and
  * the normal doesn't matter, so it is read only then.
+ *
+ * Past the limit the count goes on only while the normal can still be
+ * exceeded (above_normal in rules.c):
+ *   - an account with less than baseline_days of history is compared with
+ *     its normal only for a payment of at least short_history_min_amount;
+ *   - a distinct count (payees, payers) can't exceed what the account's
+ *     days since the window began count (day_bound): a pair last paid after
+ *     the instant was paid on one of those days, which counted it once.
+ *     When that bound is within the normal, the count stops at the limit,
+ *     so a payee paid by thousands a day costs what any other does.  The
+ *     payments count (velocity) reads the payments, not the state, and
+ *     takes no bound from the state.
+ * Stopping there gives the rule the same answer: the count is past the
+ * limit, and within the normal either way.
  */
 static int64
 count_to_limit(Normals *nm, const RuleConfig *rc, int64 limit, bool payer,
-			   NormalTotal which, CountFn count, TimestampTz after)
+			   NormalTotal which, CountFn count, TimestampTz after, double amount)
 {
 	const AccountNormal *normal;
 	int64		n;
@@ -121,6 +128,16 @@ count_to_limit(Normals *nm, const RuleConfig *rc, int64 limit, bool payer,
 	cap = baseline_cap(rc, normal->days, total_of(normal, which));
 	if (cap <= limit)
 		return n;
+	if (normal->days < rc->p.baseline_days && amount < rc->p.short_history_min_amount)
+		return n;
+	if (which != TOTAL_OUT_COUNT)
+	{
+		int64		bound = nm->src->day_bound(nm->src, payer, which, after);
+
+		/* 1 + bound <= floor(limit of the normal) = cap - 2 */
+		if (bound >= 0 && bound <= cap - 3)
+			return n;
+	}
 	n = count(nm->src, after, cap);
 	Assert(n >= limit && n <= cap);
 	return n;
@@ -154,16 +171,16 @@ p2pay_assemble_facts(const P2payConfig *cfg, FactSource *src, PaymentFacts *fact
 
 	facts->velocity_count = 1 +
 		count_to_limit(&nm, vc, vc->p.max_count, true, TOTAL_OUT_COUNT,
-					   src->payments_after, t - vc->p.window);
+					   src->payments_after, t - vc->p.window, amount);
 	facts->velocity_amount = amount;
 	if (RULE_EVALUATED(va))
 		facts->velocity_amount += src->paid_after(src, t - va->p.window);
 	facts->fan_out = 1 +
 		count_to_limit(&nm, fo, fo->p.max_payees, true, TOTAL_OUT_PAYEES,
-					   src->payees_after, t - fo->p.window);
+					   src->payees_after, t - fo->p.window, amount);
 	facts->fan_in = 1 +
 		count_to_limit(&nm, fi, fi->p.max_payers, false, TOTAL_IN_PAYERS,
-					   src->payers_after, t - fi->p.window);
+					   src->payers_after, t - fi->p.window, amount);
 
 	facts->band_count = 0;
 	if (RULE_EVALUATED(st) && p2pay_in_structuring_band(&st->p, amount))

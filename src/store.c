@@ -2086,6 +2086,45 @@ state_normal(FactSource *src, bool payer, AccountNormal *out)
 	out->in_payers = daily->in_payers;
 }
 
+/*
+ * The account's account_daily figure from after's UTC day on, summed; -1
+ * past DAY_BOUND_ROWS rows (a window of weeks, or payments inserted long
+ * after later ones), where the count is read instead.  Rows of the state
+ * deleted by prune_state() are not summed: a payment older than its keep
+ * is scored without them, as with its normal.
+ */
+#define DAY_BOUND_ROWS 8
+
+static int64
+state_day_bound(FactSource *src, bool payer, NormalTotal which, TimestampTz after)
+{
+	StateSource *ss = (StateSource *) src;
+	const pg_uuid_t *id = payer ? ss->in->payer : ss->in->payee;
+	AttrNumber	att = which == TOTAL_IN_PAYERS ? DAILY_IN_PAYERS
+		: which == TOTAL_OUT_PAYEES ? DAILY_OUT_PAYEES : DAILY_OUT_COUNT;
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	int64		sum = 0;
+	int			rows = 0;
+
+	Assert(which == (payer ? TOTAL_OUT_PAYEES : TOTAL_IN_PAYERS));
+	key_account(&keys[0], id);
+	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_DATE_GE,
+			   DateADTGetDatum(p2pay_date_of(after)));
+	scan = begin_scan(&ss->sa, IDX_DAILY, keys, 2);
+	while (next_row(&ss->sa, scan, IDX_DAILY, ForwardScanDirection) != NULL)
+	{
+		if (++rows > DAY_BOUND_ROWS)
+		{
+			sum = -1;
+			break;
+		}
+		sum += get_int8(ss->sa.slots[REL_DAILY], att);
+	}
+	index_endscan(scan);
+	return sum;
+}
+
 static bool
 state_previous(FactSource *src, TimestampTz *at)
 {
@@ -2129,6 +2168,7 @@ static const FactSource state_functions = {
 	.paid_back = state_paid_back,
 	.account = state_account,
 	.normal = state_normal,
+	.day_bound = state_day_bound,
 	.previous = state_previous,
 	.payers_of_payer_after = state_payers_of_payer_after,
 	.money_flow = state_money_flow,
