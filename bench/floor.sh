@@ -21,7 +21,8 @@
 #   pgbench client with --random-seed=FLOOR_SEED (1), so that both insert
 #   the same payers, payees and amounts; FLOOR_PERF=1 to profile, for
 #   FLOOR_PERF_SECONDS (15) with FLOOR_PERF_CLIENTS (1) clients;
-#   FLOOR_KEEP=1 leaves the cluster running.
+#   FLOOR_KEEP=1 leaves the cluster running; FLOOR_INSTALLED=1 skips the
+#   build and install (make bench has just made them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -42,7 +43,7 @@ if [ -n "$PERF" ]; then
   command -v perf >/dev/null || ensure_packages linux-perf
 fi
 BUILT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes')"
-build_and_install >&2
+[ -n "${FLOOR_INSTALLED:-}" ] || build_and_install >&2
 
 WORK=$(make_workdir floor)
 cleanup() {

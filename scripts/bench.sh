@@ -30,8 +30,9 @@
 #             error, payments/s, the backend's memory growth, one-payment
 #             transactions beside it, the state against rebuild_state()
 #             (long: not in the default list)
-#   profile   bench/floor.sh with FLOOR_PERF=1, on a cluster of its own with
-#             BENCH_HISTORY payments of history among BENCH_USERS users:
+#   profile   bench/floor.sh with FLOOR_PERF=1, run first, alone, on a
+#             cluster of its own with BENCH_HISTORY payments of history
+#             among BENCH_USERS users:
 #             what one payment writes and reads, row by row and index entry
 #             by index entry, against the bare insert, and a CPU profile of
 #             the backend inserting through the trigger, by step (needs
@@ -90,6 +91,36 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+
+# The parts with a script of their own (bulk, profile): its exit status.  A
+# failed one fails make bench once the report is written, which has what
+# the script wrote of its own report and says that it failed.
+declare -A PART_STATUS=([bulk]=0 [profile]=0)
+declare -A PART_SCRIPT=([bulk]=bench/bulk.sh [profile]=bench/floor.sh)
+
+# part_report PART REPORT HEADING: the part's report, and its failure.
+part_report() {
+  local status=${PART_STATUS[$1]}
+  if [ -s "$2" ]; then
+    cat "$2"
+    echo
+  else
+    printf '## %s\n\n' "$3"
+  fi
+  if [ "$status" != 0 ]; then
+    printf '%s failed (status %s).\n\n' "${PART_SCRIPT[$1]}" "$status"
+  fi
+}
+
+# The floor and the profile, first and alone on the machine: bench/floor.sh
+# on a cluster of its own, with the tree built and installed above; its
+# report's headings one level down.
+if has_part profile; then
+  say "profile (bench/floor.sh)"
+  FLOOR_INSTALLED=1 FLOOR_PERF=1 FLOOR_HISTORY=$HISTORY FLOOR_USERS=$USERS \
+    bash bench/floor.sh >"$WORK/profile.out" || PART_STATUS[profile]=$?
+  sed 's/^#/##/' "$WORK/profile.out" >"$WORK/profile.md"
+fi
 
 # Durable commits (fsync on), so that synchronous_commit = on means what it
 # does in production; off by default, for the CPU-bound comparison.
@@ -368,22 +399,9 @@ if has_part stream; then
   STREAM_ROUNDS=${STREAM_ROUNDS:-3} bash bench/stream.sh "$WORK/stream.md" >&2
 fi
 
-# A failed bulk part (a state that differs from rebuild_state()'s, or the
-# script itself) fails make bench, once the other parts' report is written.
-BULK_STATUS=0
 if has_part bulk; then
   say "bulk loads"
-  bash bench/bulk.sh "$WORK/bulk.md" >&2 || BULK_STATUS=$?
-fi
-
-# The floor and the profile: bench/floor.sh's report, its headings one
-# level down.  A failure fails make bench, as the bulk part's does.
-PROFILE_STATUS=0
-if has_part profile; then
-  say "profile (bench/floor.sh)"
-  FLOOR_PERF=1 FLOOR_HISTORY=$HISTORY FLOOR_USERS=$USERS bash bench/floor.sh >"$WORK/profile.out" ||
-    PROFILE_STATUS=$?
-  sed 's/^#/##/' "$WORK/profile.out" >"$WORK/profile.md"
+  bash bench/bulk.sh "$WORK/bulk.md" >&2 || PART_STATUS[bulk]=$?
 fi
 
 # The report.
@@ -437,20 +455,17 @@ fi
     echo
   fi
   if has_part bulk; then
-    cat "$WORK/bulk.md" 2>/dev/null || printf '## Bulk loads\n\nbench/bulk.sh failed (status %s) before its report.\n\n' "$BULK_STATUS"
+    part_report bulk "$WORK/bulk.md" "Bulk loads"
   fi
   if has_part profile; then
-    if [ "$PROFILE_STATUS" = 0 ]; then
-      cat "$WORK/profile.md"
-      echo
-    else
-      printf '## The insert path'"'"'s floor\n\nbench/floor.sh failed (status %s).\n\n' "$PROFILE_STATUS"
-    fi
+    part_report profile "$WORK/profile.md" "The insert path's floor"
   fi
   cat "$OUT"
 } >"$RESULTS.tmp"
 mv "$RESULTS.tmp" "$RESULTS"
 cat "$RESULTS"
 echo "make bench: written to $RESULTS"
-[ "$PROFILE_STATUS" = 0 ] || { echo "make bench: bench/floor.sh exited with status $PROFILE_STATUS" >&2; exit "$PROFILE_STATUS"; }
-[ "$BULK_STATUS" = 0 ] || { echo "make bench: bench/bulk.sh exited with status $BULK_STATUS" >&2; exit "$BULK_STATUS"; }
+for part in profile bulk; do
+  status=${PART_STATUS[$part]}
+  [ "$status" = 0 ] || { echo "make bench: ${PART_SCRIPT[$part]} exited with status $status" >&2; exit "$status"; }
+done
