@@ -105,7 +105,13 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # prove prints each TAP test's time, so that a run's log says where it went.
-PROVE_FLAGS += --timer
+# The TAP tests run TAP_JOBS at a time, each on nodes of its own (free
+# ports are claimed under tmp_check/portlock), the longest first, so that
+# the others run beside it: make installcheck TAP_JOBS=1 runs them one by
+# one, PROVE_TESTS=t/NNN_name.pl runs one.
+TAP_JOBS    ?= 2
+PROVE_FLAGS += --timer -j$(TAP_JOBS)
+PROVE_TESTS ?= t/010_schema_changes.pl $(filter-out t/010_schema_changes.pl,$(sort $(wildcard t/*.pl)))
 
 # Every installation of an older version can be updated to EXTVERSION, and
 # EXTVERSION can be installed: the scripts' names are checked before every
