@@ -1295,7 +1295,7 @@ replay_normal(FactSource *src, bool payer, AccountNormal *out)
 
 /* The replay's distinct counts cost the same however many they count. */
 static int64
-replay_day_bound(FactSource *src, bool payer, NormalTotal which, TimestampTz after)
+replay_day_bound(FactSource *src, bool payer, TimestampTz after)
 {
 	return -1;
 }

@@ -10,10 +10,10 @@
  * baseline_cap, unless the normal can't be exceeded: count_to_limit), when
  * an account's normal is read (a count at its limit, or a large payment to
  * a new payee where new_payee_high_amount asks how long the payer is
- * known), and when the money-flow facts are read (a
- * payment large enough for pass_through or cycle, and for pass_through
- * enough payers in).  A source answers the questions; it never decides
- * which to ask, so the trigger and the backtest can't differ in that.
+ * known), and when the money-flow facts are read (a payment large enough
+ * for pass_through or cycle, and for pass_through enough payers in).  A
+ * source answers the questions; it never decides which to ask, so the
+ * trigger and the backtest can't differ in that.
  *
  * The lookups (users, method, lists, snoozes, the rate) are not facts of
  * other payments and come from elsewhere (refs.c, or the backtest's
@@ -25,6 +25,14 @@
 
 #include "facts.h"
 #include "rules.h"
+
+/* Which of an account's normal totals a count is compared with. */
+typedef enum NormalTotal
+{
+	TOTAL_OUT_COUNT,			/* the payer's payments per day */
+	TOTAL_OUT_PAYEES,			/* the payer's new payees per day */
+	TOTAL_IN_PAYERS				/* the payee's new payers per day */
+} NormalTotal;
 
 /* The payer's and the payee's normals, each read at most once. */
 typedef struct Normals
@@ -98,7 +106,8 @@ typedef int64 (*CountFn) (FactSource *src, TimestampTz after, int64 limit);
  * Past the limit the count goes on only while the normal can still be
  * exceeded (above_normal in rules.c):
  *   - an account with less than baseline_days of history is compared with
- *     its normal only for a payment of at least short_history_min_amount;
+ *     its normal only for a payment of at least short_history_min_amount
+ *     (p2pay_too_small_for_history, as above_normal asks);
  *   - a distinct count (payees, payers) can't exceed what the account's
  *     days since the window began count (day_bound): a pair last paid after
  *     the instant was paid on one of those days, which counted it once.
@@ -128,11 +137,11 @@ count_to_limit(Normals *nm, const RuleConfig *rc, int64 limit, bool payer,
 	cap = baseline_cap(rc, normal->days, total_of(normal, which));
 	if (cap <= limit)
 		return n;
-	if (normal->days < rc->p.baseline_days && amount < rc->p.short_history_min_amount)
+	if (p2pay_too_small_for_history(&rc->p, normal->days, amount))
 		return n;
 	if (which != TOTAL_OUT_COUNT)
 	{
-		int64		bound = nm->src->day_bound(nm->src, payer, which, after);
+		int64		bound = nm->src->day_bound(nm->src, payer, after);
 
 		/* 1 + bound <= floor(limit of the normal) = cap - 2 */
 		if (bound >= 0 && bound <= cap - 3)

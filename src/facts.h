@@ -104,14 +104,6 @@ typedef struct AccountNormal
 	int64		in_payers;		/* payers paying for the first time that day */
 } AccountNormal;
 
-/* Which of an account's daily figures a count is compared with. */
-typedef enum NormalTotal
-{
-	TOTAL_OUT_COUNT,			/* the payer's payments per day */
-	TOTAL_OUT_PAYEES,			/* the payer's new payees per day */
-	TOTAL_IN_PAYERS				/* the payee's new payers per day */
-} NormalTotal;
-
 /*
  * Where the facts of one payment (payer pays payee at created_at, its
  * amount) come from.  Every answer is as the state stood before the
@@ -145,13 +137,12 @@ struct FactSource
 	void		(*normal) (FactSource *src, bool payer, AccountNormal *out);
 
 	/*
-	 * The figure which (TOTAL_OUT_PAYEES of the payer, TOTAL_IN_PAYERS of
-	 * the payee) summed over the account's days from after's UTC day on,
-	 * later days included: a bound that payees_after or payers_after, for
-	 * the same instant, can't exceed; -1 if the source keeps none.
+	 * The payer's new payees (payer true) or the payee's new payers per
+	 * day, summed over the account's days from after's UTC day on, later
+	 * days included: a bound that payees_after or payers_after, for the
+	 * same instant, can't exceed; -1 if the source keeps none.
 	 */
-	int64		(*day_bound) (FactSource *src, bool payer, NormalTotal which,
-							  TimestampTz after);
+	int64		(*day_bound) (FactSource *src, bool payer, TimestampTz after);
 	/* the payer's latest payment at or before created_at, if any */
 	bool		(*previous) (FactSource *src, TimestampTz *at);
 	/* the payers of the payer whose pair was paid after an instant */

@@ -95,14 +95,22 @@ above_normal(const RuleParams *p, int64 count, int64 days, int64 day_total, doub
 {
 	if (p->baseline_factor <= 0)
 		return true;
-	if (days < p->baseline_days)
-	{
-		if (amount < p->short_history_min_amount)
-			return false;
-		if (days <= 0)
-			return true;
-	}
+	if (p2pay_too_small_for_history(p, days, amount))
+		return false;
+	if (days < p->baseline_days && days <= 0)
+		return true;
 	return (double) count > p2pay_normal_limit(p, days, day_total);
+}
+
+/*
+ * Whether a payment of amount is too small for an account with days of
+ * history to be compared with its normal (short_history_min_amount), so
+ * that the rule can't fire whatever the count.
+ */
+bool
+p2pay_too_small_for_history(const RuleParams *p, int64 days, double amount)
+{
+	return days < p->baseline_days && amount < p->short_history_min_amount;
 }
 
 /*

@@ -118,6 +118,7 @@ extern void p2pay_parse_params(RuleId rule, Jsonb *params, RuleParams *out,
 extern void p2pay_check_weight(const char *rule, double weight);
 extern bool p2pay_in_structuring_band(const RuleParams *p, double amount);
 extern double p2pay_normal_limit(const RuleParams *p, int64 days, int64 day_total);
+extern bool p2pay_too_small_for_history(const RuleParams *p, int64 days, double amount);
 extern void p2pay_evaluate(const P2payConfig *cfg, const struct PaymentFacts *facts,
 						   Verdict *verdict, instr_time *clock, int64 *rule_ns);
 extern Datum p2pay_decision_datum(Oid typid, int decision);

@@ -2087,7 +2087,8 @@ state_normal(FactSource *src, bool payer, AccountNormal *out)
 }
 
 /*
- * The account's account_daily figure from after's UTC day on, summed; -1
+ * The payer's out_payees or the payee's in_payers in account_daily from
+ * after's UTC day on, summed; -1
  * past DAY_BOUND_ROWS rows (a window of weeks, or payments inserted long
  * after later ones), where the count is read instead.  Rows of the state
  * deleted by prune_state() are not summed: a payment older than its keep
@@ -2096,18 +2097,16 @@ state_normal(FactSource *src, bool payer, AccountNormal *out)
 #define DAY_BOUND_ROWS 8
 
 static int64
-state_day_bound(FactSource *src, bool payer, NormalTotal which, TimestampTz after)
+state_day_bound(FactSource *src, bool payer, TimestampTz after)
 {
 	StateSource *ss = (StateSource *) src;
 	const pg_uuid_t *id = payer ? ss->in->payer : ss->in->payee;
-	AttrNumber	att = which == TOTAL_IN_PAYERS ? DAILY_IN_PAYERS
-		: which == TOTAL_OUT_PAYEES ? DAILY_OUT_PAYEES : DAILY_OUT_COUNT;
+	AttrNumber	att = payer ? DAILY_OUT_PAYEES : DAILY_IN_PAYERS;
 	ScanKeyData keys[2];
 	IndexScanDesc scan;
 	int64		sum = 0;
 	int			rows = 0;
 
-	Assert(which == (payer ? TOTAL_OUT_PAYEES : TOTAL_IN_PAYERS));
 	key_account(&keys[0], id);
 	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_DATE_GE,
 			   DateADTGetDatum(p2pay_date_of(after)));
