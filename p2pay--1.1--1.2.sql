@@ -1620,3 +1620,16 @@ CREATE OR REPLACE FUNCTION @extschema@.rebuild_state() RETURNS void
   SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION @extschema@.rebuild_state() IS
   'Count the per-account state again from the stored payments, after loading payments with the trigger off: empties it and records every payment through the trigger''s own recording.';
+
+-- Statements that insert payments: the account state a statement's payments
+-- change is kept in memory from its second payment on and written when the
+-- statement ends (each state row once, not once per payment).
+CREATE FUNCTION @extschema@.batch_payments() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'p2pay_batch_payments' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@.batch_payments() IS
+  'BEFORE and AFTER INSERT statement trigger on payments: a statement''s payments keep the account state they change in memory, and its end writes it.';
+REVOKE ALL ON FUNCTION @extschema@.batch_payments() FROM PUBLIC;
+CREATE TRIGGER payments_batch_begin BEFORE INSERT ON @extschema@.payments
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.batch_payments();
+CREATE TRIGGER payments_batch_end AFTER INSERT ON @extschema@.payments
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.batch_payments();

@@ -94,6 +94,15 @@ COMMENT ON FUNCTION @extschema@.mark_delete() IS
   'BEFORE DELETE trigger on payments: fixes the transaction''s p2pay.delete_mode at its first delete and marks archived and reversed deletes for the stream.';
 REVOKE ALL ON FUNCTION @extschema@.mark_delete() FROM PUBLIC;
 
+-- Statements that insert payments: the account state a statement's payments
+-- change is kept in memory from its second payment on and written when the
+-- statement ends (each state row once, not once per payment).
+CREATE FUNCTION @extschema@.batch_payments() RETURNS trigger
+  AS 'MODULE_PATHNAME', 'p2pay_batch_payments' LANGUAGE C;
+COMMENT ON FUNCTION @extschema@.batch_payments() IS
+  'BEFORE and AFTER INSERT statement trigger on payments: a statement''s payments keep the account state they change in memory, and its end writes it.';
+REVOKE ALL ON FUNCTION @extschema@.batch_payments() FROM PUBLIC;
+
 CREATE FUNCTION @extschema@.check_config() RETURNS trigger
   AS 'MODULE_PATHNAME', 'p2pay_check_config' LANGUAGE C;
 COMMENT ON FUNCTION @extschema@.check_config() IS
@@ -366,6 +375,10 @@ CREATE TRIGGER payments_forget AFTER DELETE ON @extschema@.payments
   FOR EACH ROW EXECUTE FUNCTION @extschema@.forget_payment();
 CREATE TRIGGER payments_mark_delete BEFORE DELETE ON @extschema@.payments
   FOR EACH ROW EXECUTE FUNCTION @extschema@.mark_delete();
+CREATE TRIGGER payments_batch_begin BEFORE INSERT ON @extschema@.payments
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.batch_payments();
+CREATE TRIGGER payments_batch_end AFTER INSERT ON @extschema@.payments
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.batch_payments();
 -- Truncating payments empties the state derived from them, so that no
 -- aggregate counts a payment that is gone.
 CREATE TRIGGER payments_truncate AFTER TRUNCATE ON @extschema@.payments

@@ -15,6 +15,7 @@
 #include "locks.h"
 #include "rules.h"
 #include "stats.h"
+#include "store.h"
 #include "trigger.h"
 
 #include "fmgr.h"
@@ -117,5 +118,6 @@ _PG_init(void)
 	p2pay_config_register_callbacks();
 	p2pay_lock_register_callbacks();
 	p2pay_delete_mode_register_callbacks();
+	p2pay_statement_register_callbacks();
 	p2pay_stats_init();
 }

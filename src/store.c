@@ -699,15 +699,6 @@ scan_since(StateAccess *sa, StateIdx ix, const pg_uuid_t *account, TimestampTz a
 	return begin_scan(sa, ix, keys, 2);
 }
 
-static int64
-get_int8(TupleTableSlot *slot, AttrNumber att)
-{
-	bool		isnull;
-	Datum		d = slot_getattr(slot, att, &isnull);
-
-	return isnull ? 0 : DatumGetInt64(d);
-}
-
 static TimestampTz
 get_ts(TupleTableSlot *slot, AttrNumber att)
 {
@@ -906,17 +897,28 @@ fetch_stored(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 }
 
 /*
- * Rebuilding (rebuild_state()), the state rows are written back rather
- * than through: each row the recording writes is kept in memory as it
- * stands, and reaches its table when the rows kept outgrow
- * maintenance_work_mem, and at the end, in key order, one version of it
- * per flush.  Written through, every payment would leave a version of each
- * row it touches, which PostgreSQL can't prune while the rebuild's
- * transaction runs, and every later read of the row (an account's running
- * totals: once per payment of the account) would walk past all of them.
- * A row not in memory is read from its table, once rows have been flushed
- * to it (the rebuild emptied it first).  The recording itself, what each
- * payment changes, is the trigger's.
+ * Rows written back rather than through: each row the recording writes is
+ * kept in memory as it stands, and reaches its table at the end, in key
+ * order, one version of it per flush.  Written through, every payment
+ * would leave a version of each row it touches, which PostgreSQL can't
+ * prune while the transaction runs, every later read of the row would walk
+ * past all of them, and each rewrite of a row the transaction wrote itself
+ * takes a combo command id, kept in backend memory to the transaction's
+ * end.  The recording itself, what each payment changes, is the same.
+ *
+ * Two writers keep rows so:
+ * - rebuild_state(), every row, flushed when the rows kept outgrow
+ *   maintenance_work_mem and at the end.  A row not in memory is read from
+ *   its table once rows have been flushed to it (the rebuild emptied it
+ *   first).
+ * - A statement that inserts payments (see "Statements" below), from its
+ *   second payment on: the rows of account_stats, account_daily and
+ *   payer_hourly, flushed when they outgrow work_mem and at the
+ *   statement's end.  pair_stats is written through: a pair's row is
+ *   rarely written twice in a load, and the money-flow facts read it in
+ *   SQL.  A row not in memory is read from its table; the ranges the facts
+ *   read (an account's days, a payer's hours) merge the rows kept with the
+ *   table's.
  */
 typedef struct DeferredKey
 {
@@ -933,12 +935,29 @@ typedef struct DeferredRow
 	ItemPointerData tid;
 } DeferredRow;
 
+/* A statement's rows kept of one account in account_daily or payer_hourly. */
+typedef struct DeferredListKey
+{
+	int32		ix;
+	uint8		account[UUID_LEN];
+} DeferredListKey;
+
+typedef struct DeferredList
+{
+	DeferredListKey key;		/* first: the hash key */
+	List	   *rows;			/* DeferredRow pointers (stable in dynahash) */
+} DeferredList;
+
 typedef struct Deferred
 {
-	MemoryContext cxt;			/* the rows and their hash table */
+	MemoryContext cxt;			/* the rows and their hash tables */
 	HTAB	   *rows;
+	HTAB	   *lists;			/* a statement's: each account's kept rows */
 	Size		budget;			/* the memory they may take, in bytes */
 	bool		flushed[NUM_RELS];	/* whether rows were flushed to the table */
+	bool		statement;		/* a statement's rows, not a rebuild's */
+	SubTransactionId subid;		/* a statement's: the subtransaction they belong to */
+	Oid			filenodes[NUM_RELS];	/* a statement's: each table's storage when begun */
 } Deferred;
 
 /* Begin keeping rows, with none kept. */
@@ -950,8 +969,24 @@ deferred_begin(Deferred *d)
 	ctl.keysize = sizeof(DeferredKey);
 	ctl.entrysize = sizeof(DeferredRow);
 	ctl.hcxt = d->cxt;
-	d->rows = hash_create("p2pay rebuild rows", 1024, &ctl,
+	d->rows = hash_create("p2pay rows kept", 1024, &ctl,
 						  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	d->lists = NULL;
+	if (d->statement)
+	{
+		ctl.keysize = sizeof(DeferredListKey);
+		ctl.entrysize = sizeof(DeferredList);
+		ctl.hcxt = d->cxt;
+		d->lists = hash_create("p2pay rows kept by account", 256, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+}
+
+/* Whether rows of table r are kept rather than written through. */
+static bool
+deferring(const Deferred *d, StateRel r)
+{
+	return d != NULL && (!d->statement || r != REL_PAIR);
 }
 
 /* The key of a row, from the scan keys of its table's key index. */
@@ -974,6 +1009,39 @@ deferred_key(DeferredKey *key, StateIdx ix, ScanKey keys, int nkeys)
 	}
 }
 
+/*
+ * The row kept of an account's day (account_daily) or hour (payer_hourly),
+ * or NULL.
+ */
+static DeferredRow *
+deferred_find(const Deferred *d, StateIdx ix, const pg_uuid_t *id, int64 second)
+{
+	DeferredKey key;
+
+	Assert(ix == IDX_DAILY || ix == IDX_HOURLY);
+	memset(&key, 0, sizeof(DeferredKey));
+	key.ix = ix;
+	memcpy(key.first, id->data, UUID_LEN);
+	memcpy(key.second, &second, sizeof(second));
+	return hash_search(d->rows, &key, HASH_FIND, NULL);
+}
+
+/* A statement's rows kept of an account in account_daily or payer_hourly. */
+static List *
+deferred_rows_of(const Deferred *d, StateIdx ix, const pg_uuid_t *id)
+{
+	DeferredListKey key;
+	DeferredList *list;
+
+	if (d == NULL || !d->statement)
+		return NIL;
+	memset(&key, 0, sizeof(key));
+	key.ix = ix;
+	memcpy(key.account, id->data, UUID_LEN);
+	list = hash_search(d->lists, &key, HASH_FIND, NULL);
+	return list != NULL ? list->rows : NIL;
+}
+
 /* The row of a key as it stands, kept or read from its table; or NULL. */
 static HeapTuple
 deferred_fetch(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
@@ -981,37 +1049,24 @@ deferred_fetch(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 	Deferred   *d = sa->deferred;
 	DeferredKey key;
 	DeferredRow *row;
-	HeapTuple	stored;
-	MemoryContext old;
-	bool		found;
 
 	deferred_key(&key, ix, keys, nkeys);
 	row = hash_search(d->rows, &key, HASH_FIND, NULL);
 	if (row != NULL)
 		return row->tup;
-	if (!d->flushed[idx_defs[ix].rel])
+	if (!d->statement && !d->flushed[idx_defs[ix].rel])
 		return NULL;
-	stored = fetch_stored(sa, ix, keys, nkeys);
-	if (stored == NULL)
-		return NULL;
-	row = hash_search(d->rows, &key, HASH_ENTER, &found);
-	Assert(!found);
-	old = MemoryContextSwitchTo(d->cxt);
-	row->tup = heap_copytuple(stored);
-	MemoryContextSwitchTo(old);
-	row->stored = true;
-	row->tid = stored->t_self;
-	return row->tup;
+	return fetch_stored(sa, ix, keys, nkeys);
 }
 
 /*
  * The row of a key (one or two columns), or NULL: in its table, or, when
- * rebuilding, as it stands.
+ * its rows are kept, as it stands.
  */
 static HeapTuple
 fetch_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 {
-	if (sa->deferred != NULL)
+	if (deferring(sa->deferred, idx_defs[ix].rel))
 		return deferred_fetch(sa, ix, keys, nkeys);
 	return fetch_stored(sa, ix, keys, nkeys);
 }
@@ -1029,7 +1084,7 @@ fetch_latest(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 	HeapTuple	row;
 
 	sa->snapshot = GetLatestSnapshot();
-	row = fetch_row(sa, ix, keys, nkeys);
+	row = fetch_stored(sa, ix, keys, nkeys);
 	sa->snapshot = saved;
 	return row;
 }
@@ -1059,16 +1114,102 @@ typedef struct DailyFacts
 	HeapTuple	today;
 } DailyFacts;
 
+/* An account_daily row's day. */
+static DateADT
+daily_day(HeapTuple tup, TupleDesc desc)
+{
+	bool		isnull;
+
+	return DatumGetDateADT(heap_getattr(tup, DAILY_DAY, desc, &isnull));
+}
+
+static int64
+daily_count(HeapTuple tup, TupleDesc desc, AttrNumber att)
+{
+	bool		isnull;
+
+	return DatumGetInt64(heap_getattr(tup, att, desc, &isnull));
+}
+
+/*
+ * A statement's rows kept of an account in account_daily, with days in
+ * [from, until], in day order; NULL with none.
+ */
+static HeapTuple *
+kept_days(StateAccess *sa, const pg_uuid_t *id, DateADT from, DateADT until, int *n)
+{
+	List	   *rows = deferred_rows_of(sa->deferred, IDX_DAILY, id);
+	HeapTuple  *out;
+	ListCell   *lc;
+	TupleDesc	desc = RelationGetDescr(sa->rels[REL_DAILY]);
+
+	*n = 0;
+	if (rows == NIL)
+		return NULL;
+	out = palloc(sizeof(HeapTuple) * list_length(rows));
+	foreach(lc, rows)
+	{
+		HeapTuple	tup = ((DeferredRow *) lfirst(lc))->tup;
+		DateADT		d = daily_day(tup, desc);
+
+		if (d >= from && d <= until)
+			out[(*n)++] = tup;
+	}
+	/* few rows: insertion sort by day */
+	for (int i = 1; i < *n; i++)
+		for (int j = i; j > 0 && daily_day(out[j - 1], desc) > daily_day(out[j], desc); j--)
+		{
+			HeapTuple	t = out[j];
+
+			out[j] = out[j - 1];
+			out[j - 1] = t;
+		}
+	return out;
+}
+
+/* read_daily()'s progress backwards through an account's days. */
+typedef struct DaysRead
+{
+	DailyFacts *out;
+	DateADT		first_counted;
+	DateADT		first;			/* the earliest day seen */
+} DaysRead;
+
+/* Take in the next day back; false once it lies before the days counted. */
+static bool
+read_day(DaysRead *read, HeapTuple tup, TupleDesc desc, bool stored)
+{
+	DailyFacts *out = read->out;
+	DateADT		d = daily_day(tup, desc);
+
+	read->first = d;
+	if (d < read->first_counted)
+		return false;
+	if (d == out->day)
+	{
+		out->today = stored ? heap_copytuple(tup) : tup;
+		return true;
+	}
+	out->out_count += daily_count(tup, desc, DAILY_OUT_COUNT);
+	out->out_payees += daily_count(tup, desc, DAILY_OUT_PAYEES);
+	out->in_payers += daily_count(tup, desc, DAILY_IN_PAYERS);
+	return true;
+}
+
+
 static void
 read_daily(StateAccess *sa, DailyFacts *out)
 {
 	const pg_uuid_t *id = out->id;
 	DateADT		day = out->day;
-	DateADT		first_counted = day - BASELINE_DAYS;
 	ScanKeyData keys[2];
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
-	DateADT		first = day;
+	TupleDesc	desc = RelationGetDescr(sa->rels[REL_DAILY]);
+	DaysRead	read = {out, day - BASELINE_DAYS, day};
+	HeapTuple  *kept;
+	int			nkept;
+	int			k = 0;
 
 	if (out->loaded)
 		return;
@@ -1077,30 +1218,32 @@ read_daily(StateAccess *sa, DailyFacts *out)
 	/*
 	 * Backwards from the day: its row, then the days counted; a row before
 	 * them means the account has all BASELINE_DAYS of history, the end of
-	 * the rows that its first day is the last one seen.
+	 * the rows that its first day is the last one seen.  A statement's rows
+	 * kept take the place of their versions in the table.
 	 */
+	kept = kept_days(sa, id, DATEVAL_NOBEGIN, day, &nkept);
 	key_account(&keys[0], id);
 	key_second(&keys[1], BTLessEqualStrategyNumber, F_DATE_LE, DateADTGetDatum(day));
 	scan = begin_scan(sa, IDX_DAILY, keys, 2);
 	while ((slot = next_row(sa, scan, IDX_DAILY, BackwardScanDirection)) != NULL)
 	{
-		bool		isnull;
-		DateADT		d = DatumGetDateADT(slot_getattr(slot, DAILY_DAY, &isnull));
+		HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, NULL);
+		DateADT		d = daily_day(tup, desc);
 
-		first = d;
-		if (d < first_counted)
-			break;
-		if (d == day)
-		{
-			out->today = ExecCopySlotHeapTuple(slot);
+		if (nkept > 0 && deferred_find(sa->deferred, IDX_DAILY, id, d) != NULL)
 			continue;
-		}
-		out->out_count += get_int8(slot, DAILY_OUT_COUNT);
-		out->out_payees += get_int8(slot, DAILY_OUT_PAYEES);
-		out->in_payers += get_int8(slot, DAILY_IN_PAYERS);
+		for (; k < nkept && daily_day(kept[nkept - 1 - k], desc) > d; k++)
+			if (!read_day(&read, kept[nkept - 1 - k], desc, false))
+				goto done;
+		if (!read_day(&read, tup, desc, true))
+			goto done;
 	}
+	for (; k < nkept; k++)
+		if (!read_day(&read, kept[nkept - 1 - k], desc, false))
+			break;
+done:
 	index_endscan(scan);
-	out->days = Min(BASELINE_DAYS, (int64) day - (int64) first);
+	out->days = Min(BASELINE_DAYS, (int64) day - (int64) read.first);
 }
 
 /*
@@ -1141,12 +1284,31 @@ velocity_amount(StateAccess *sa, const pg_uuid_t *payer, TimestampTz since,
 	TupleTableSlot *slot;
 	Datum		sum = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
 
+	List	   *kept = deferred_rows_of(sa->deferred, IDX_HOURLY, payer);
+	TupleDesc	desc = RelationGetDescr(sa->rels[REL_HOURLY]);
+	ListCell   *lc;
+
+	/* a statement's rows kept take the place of their versions in the table */
+	foreach(lc, kept)
+	{
+		HeapTuple	tup = ((DeferredRow *) lfirst(lc))->tup;
+		bool		isnull;
+
+		if (DatumGetTimestampTz(heap_getattr(tup, HOURLY_HOUR, desc, &isnull)) >= first_whole_hour)
+			sum = DirectFunctionCall2(numeric_add, sum,
+									  heap_getattr(tup, HOURLY_TOTAL, desc, &isnull));
+	}
 	key_account(&keys[0], payer);
 	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE,
 			   TimestampTzGetDatum(first_whole_hour));
 	scan = begin_scan(sa, IDX_HOURLY, keys, 2);
 	while ((slot = next_row(sa, scan, IDX_HOURLY, ForwardScanDirection)) != NULL)
+	{
+		if (kept != NIL &&
+			deferred_find(sa->deferred, IDX_HOURLY, payer, get_ts(slot, HOURLY_HOUR)) != NULL)
+			continue;
 		sum = DirectFunctionCall2(numeric_add, sum, get_numeric(slot, HOURLY_TOTAL));
+	}
 	index_endscan(scan);
 
 	return p2pay_numeric_to_double(sum_payments(sa, payer, since, first_whole_hour, sum));
@@ -1479,32 +1641,50 @@ check_absent(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 
 /*
  * Keep the row of a key with values, in place of the one kept (which
- * values may point into).
+ * values may point into); old is the row as read, NULL if there was none,
+ * and the version to update if it came from the table.
  */
 static void
-defer_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, Datum *values)
+defer_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, Datum *values, HeapTuple old)
 {
 	Deferred   *d = sa->deferred;
 	DeferredKey key;
 	DeferredRow *row;
 	HeapTuple	tup;
-	MemoryContext old;
+	MemoryContext oldcxt;
 	bool		found;
 
 	deferred_key(&key, ix, keys, nkeys);
 	tup = form_row(sa, idx_defs[ix].rel, values);
-	old = MemoryContextSwitchTo(d->cxt);
+	oldcxt = MemoryContextSwitchTo(d->cxt);
 	row = hash_search(d->rows, &key, HASH_ENTER, &found);
 	if (!found)
 	{
-		row->stored = false;
-		ItemPointerSetInvalid(&row->tid);
+		row->stored = old != NULL;
+		if (old != NULL)
+			row->tid = old->t_self;
+		else
+			ItemPointerSetInvalid(&row->tid);
 		row->tup = NULL;
+		if (d->statement && ix != IDX_ACCOUNT)
+		{
+			DeferredListKey lkey;
+			DeferredList *list;
+			bool		listed;
+
+			memset(&lkey, 0, sizeof(lkey));
+			lkey.ix = ix;
+			memcpy(lkey.account, key.first, UUID_LEN);
+			list = hash_search(d->lists, &lkey, HASH_ENTER, &listed);
+			if (!listed)
+				list->rows = NIL;
+			list->rows = lappend(list->rows, row);
+		}
 	}
 	if (row->tup != NULL)
 		heap_freetuple(row->tup);
 	row->tup = heap_copytuple(tup);
-	MemoryContextSwitchTo(old);
+	MemoryContextSwitchTo(oldcxt);
 }
 
 /* Order of the rows flushed: by table, then by key, as the key index's. */
@@ -1527,10 +1707,42 @@ deferred_cmp(const void *a, const void *b)
 	return x < y ? -1 : (x > y ? 1 : 0);
 }
 
+/* The scan keys of a kept row's key, from its values; how many. */
+static int
+keys_of_row(StateIdx ix, const Datum *values, ScanKey keys)
+{
+	key_account(&keys[0], DatumGetUUIDP(values[0]));
+	if (ix == IDX_ACCOUNT)
+		return 1;
+	if (ix == IDX_PAIR)
+		key_second(&keys[1], BTEqualStrategyNumber, F_UUID_EQ, values[1]);
+	else if (ix == IDX_DAILY)
+		key_second(&keys[1], BTEqualStrategyNumber, F_DATE_EQ, values[1]);
+	else
+		key_second(&keys[1], BTEqualStrategyNumber, F_TIMESTAMPTZ_EQ, values[1]);
+	return 2;
+}
+
+/*
+ * A statement's row could not be written as kept: its version in the
+ * table changed, or the table was emptied, during the statement, by
+ * something else than p2pay's trigger.
+ */
+static void
+statement_row_changed(StateRel r)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("could not serialize access due to concurrent update"),
+			 errdetail("A row of p2pay.%s changed, other than through p2pay's trigger, during a statement that inserted payments.",
+					   rel_names[r]),
+			 errhint("Change the state tables only through payments, or with rebuild_state(), outside such a statement.")));
+}
+
 /*
  * Write the rows kept to their tables, in key order (an insert, or an
  * update of the version read), and keep none; each row's work in scratch,
- * reset after it.
+ * reset after it.  Every row is written with one command id.
  */
 static void
 deferred_flush(StateAccess *sa, MemoryContext scratch)
@@ -1544,6 +1756,9 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 
 	if (n == 0)
 		return;
+	for (int r = 0; d->statement && r < NUM_RELS; r++)
+		if (r != REL_PAYMENTS && sa->rels[r]->rd_rel->relfilenode != d->filenodes[r])
+			statement_row_changed(r);
 	rows = MemoryContextAllocHuge(d->cxt, sizeof(DeferredRow *) * n);
 	hash_seq_init(&seq, d->rows);
 	while ((row = hash_seq_search(&seq)) != NULL)
@@ -1573,11 +1788,24 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 			memset(changed, true, sizeof(changed));
 			version.t_self = rows[i]->tid;
 			if (!update_row(sa, r, &version, values, changed))
+			{
+				if (d->statement)
+					statement_row_changed(r);
 				elog(ERROR, "p2pay: a row of p2pay.%s changed during rebuild_state()",
 					 rel_names[r]);
+			}
 		}
 		else
+		{
+			if (d->statement)
+			{
+				ScanKeyData keys[2];
+				int			nkeys = keys_of_row(rows[i]->key.ix, values, keys);
+
+				check_absent(sa, rows[i]->key.ix, keys, nkeys);
+			}
 			insert_row(sa, r, values);
+		}
 		d->flushed[r] = true;
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(scratch);
@@ -1727,9 +1955,9 @@ apply_change(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple ro
 
 		if (row == NULL && change->reverse)
 			return;
-		if (row == NULL && sa->deferred != NULL)
+		if (row == NULL && deferring(sa->deferred, r))
 		{
-			defer_row(sa, ix, keys, nkeys, change->fresh);
+			defer_row(sa, ix, keys, nkeys, change->fresh, NULL);
 			return;
 		}
 		if (row == NULL)
@@ -1784,9 +2012,9 @@ apply_change(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple ro
 			values[PAIR_LAST_AT - 1] = TimestampTzGetDatum(change->t);
 			changed[PAIR_LAST_AT] = true;
 		}
-		if (sa->deferred != NULL)
+		if (deferring(sa->deferred, r))
 		{
-			defer_row(sa, ix, keys, nkeys, values);
+			defer_row(sa, ix, keys, nkeys, values, row);
 			return;
 		}
 		if (update_row(sa, r, row, values, changed))
@@ -2102,26 +2330,35 @@ state_day_bound(FactSource *src, bool payer, TimestampTz after)
 	StateSource *ss = (StateSource *) src;
 	const pg_uuid_t *id = payer ? ss->in->payer : ss->in->payee;
 	AttrNumber	att = payer ? DAILY_OUT_PAYEES : DAILY_IN_PAYERS;
+	DateADT		from = p2pay_date_of(after);
+	TupleDesc	desc = RelationGetDescr(ss->sa.rels[REL_DAILY]);
 	ScanKeyData keys[2];
 	IndexScanDesc scan;
+	TupleTableSlot *slot;
 	int64		sum = 0;
-	int			rows = 0;
+	int			nkept;
+	HeapTuple  *kept = kept_days(&ss->sa, id, from, DATEVAL_NOEND, &nkept);
+	int			rows = nkept;
 
+	/* a statement's rows kept take the place of their versions in the table */
+	for (int k = 0; k < nkept; k++)
+		sum += daily_count(kept[k], desc, att);
 	key_account(&keys[0], id);
-	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_DATE_GE,
-			   DateADTGetDatum(p2pay_date_of(after)));
+	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_DATE_GE, DateADTGetDatum(from));
 	scan = begin_scan(&ss->sa, IDX_DAILY, keys, 2);
-	while (next_row(&ss->sa, scan, IDX_DAILY, ForwardScanDirection) != NULL)
+	while (rows <= DAY_BOUND_ROWS &&
+		   (slot = next_row(&ss->sa, scan, IDX_DAILY, ForwardScanDirection)) != NULL)
 	{
-		if (++rows > DAY_BOUND_ROWS)
-		{
-			sum = -1;
-			break;
-		}
-		sum += get_int8(ss->sa.slots[REL_DAILY], att);
+		HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, NULL);
+
+		if (nkept > 0 &&
+			deferred_find(ss->sa.deferred, IDX_DAILY, id, daily_day(tup, desc)) != NULL)
+			continue;
+		rows++;
+		sum += daily_count(tup, desc, att);
 	}
 	index_endscan(scan);
-	return sum;
+	return rows > DAY_BOUND_ROWS ? -1 : sum;
 }
 
 static bool
@@ -2223,6 +2460,204 @@ record_payment(StateSource *ss, Numeric amount_base)
 }
 
 /*
+ * Statements.  A statement that inserts payments into p2pay.payments
+ * fires batch_payments() before and after it (FOR EACH STATEMENT): each
+ * opens and closes a frame.  From the second payment of a frame on, the
+ * rows of account_stats, account_daily and payer_hourly are kept in
+ * memory (see Deferred) and written at the frame's end, or when they
+ * outgrow work_mem: a COPY or INSERT ... SELECT of a million payments
+ * writes each account's rows once per flush, not once per payment.  Each
+ * payment is still scored against everything before it, the statement's
+ * earlier payments included, and under the same account locks, held to
+ * the transaction's end.
+ *
+ * The rows kept belong to the subtransaction they were kept in: rolled
+ * back, it takes them with it; and they are written only in it.  Whatever
+ * else writes the state, a payment without a frame (one inserted into a
+ * partition directly, or in a subtransaction begun inside the statement),
+ * a reversal, rebuild_state(), first writes the rows kept, or, from
+ * another subtransaction, can't (0A000).  A commit with rows kept (only
+ * possible if the statement's closing trigger did not run) fails.
+ */
+typedef struct Frame
+{
+	SubTransactionId subid;		/* the subtransaction the statement runs in */
+	int64		payments;		/* how many it recorded so far */
+} Frame;
+
+static Frame *frames;			/* in TopMemoryContext */
+static int	nframes;
+static int	maxframes;
+static Deferred *pending;		/* the rows kept, in TopTransactionContext */
+
+static bool
+pending_rows(void)
+{
+	return pending != NULL && hash_get_num_entries(pending->rows) > 0;
+}
+
+/* Begin keeping a statement's rows, in this subtransaction. */
+static Deferred *
+pending_begin(StateAccess *sa)
+{
+	if (pending == NULL)
+	{
+		pending = MemoryContextAllocZero(TopTransactionContext, sizeof(Deferred));
+		pending->cxt = AllocSetContextCreate(TopTransactionContext, "p2pay statement rows",
+											 ALLOCSET_DEFAULT_SIZES);
+		pending->statement = true;
+		deferred_begin(pending);
+	}
+	if (!pending_rows())
+	{
+		pending->subid = GetCurrentSubTransactionId();
+		pending->budget = (Size) work_mem * 1024;
+		for (int r = 0; r < NUM_RELS; r++)
+			pending->filenodes[r] = sa->rels[r]->rd_rel->relfilenode;
+	}
+	Assert(pending->subid == GetCurrentSubTransactionId());
+	return pending;
+}
+
+/* Forget the rows kept. */
+static void
+pending_drop(void)
+{
+	if (pending == NULL)
+		return;
+	MemoryContextDelete(pending->cxt);
+	pfree(pending);
+	pending = NULL;
+}
+
+/* Write the rows kept, through sa (open for recording). */
+static void
+pending_flush_with(StateAccess *sa)
+{
+	MemoryContext scratch = AllocSetContextCreate(CurrentMemoryContext, "p2pay flush row",
+												  ALLOCSET_SMALL_SIZES);
+	Deferred   *saved = sa->deferred;
+
+	sa->deferred = pending;
+	deferred_flush(sa, scratch);
+	sa->deferred = saved;
+	MemoryContextDelete(scratch);
+}
+
+/*
+ * Write the rows kept before the state is written otherwise; from a
+ * subtransaction other than theirs, refuse.  As the owner of payments.
+ */
+void
+p2pay_write_pending(void)
+{
+	StateAccess sa;
+
+	if (!pending_rows())
+		return;
+	if (pending->subid != GetCurrentSubTransactionId())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("p2pay can't change the account state in a subtransaction begun inside a statement that inserts payments"),
+				 errdetail("The statement keeps the state's rows in memory until it ends; a payment inserted, reversed or rebuilt in a subtransaction begun within it (an exception block of a function it calls) would change them out of turn."),
+				 errhint("Insert the payments of such a function in a statement of their own.")));
+	memset(&sa, 0, sizeof(sa));
+	open_state(&sa, p2pay_schema(), true);
+	pending_flush_with(&sa);
+	close_state(&sa);
+}
+
+/* BEFORE ... FOR EACH STATEMENT: a statement that inserts payments begins. */
+void
+p2pay_statement_begins(void)
+{
+	if (nframes == maxframes)
+	{
+		maxframes = Max(8, maxframes * 2);
+		frames = frames == NULL
+			? MemoryContextAlloc(TopMemoryContext, sizeof(Frame) * maxframes)
+			: repalloc(frames, sizeof(Frame) * maxframes);
+	}
+	frames[nframes].subid = GetCurrentSubTransactionId();
+	frames[nframes].payments = 0;
+	nframes++;
+}
+
+/*
+ * AFTER ... FOR EACH STATEMENT: the statement ends; its rows are written.
+ * As the owner of payments.
+ */
+void
+p2pay_statement_ends(void)
+{
+	if (nframes > 0 && frames[nframes - 1].subid == GetCurrentSubTransactionId())
+		nframes--;
+	p2pay_write_pending();
+}
+
+/* Whether this payment's rows are kept (see Statements). */
+static bool
+keeps_rows(void)
+{
+	SubTransactionId subid = GetCurrentSubTransactionId();
+
+	if (nframes == 0 || frames[nframes - 1].subid != subid)
+		return false;
+	return ++frames[nframes - 1].payments > 1 && (pending == NULL || !pending_rows() ||
+												  pending->subid == subid);
+}
+
+/* The transaction ends: nothing kept may be left behind. */
+static void
+statement_xact_callback(XactEvent event, void *arg)
+{
+	if ((event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PARALLEL_PRE_COMMIT ||
+		 event == XACT_EVENT_PRE_PREPARE) && pending_rows())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("p2pay: a statement that inserted payments ended without writing the account state"),
+				 errdetail("The trigger payments_batch_end of p2pay.payments did not run."),
+				 errhint("Enable the triggers payments_batch_begin and payments_batch_end together, or neither.")));
+	if (p2pay_xact_ends(event))
+	{
+		pending = NULL;			/* its memory went with the transaction's */
+		nframes = 0;
+	}
+}
+
+/*
+ * A subtransaction ends: rolled back, the frames it opened close, and the
+ * rows kept in it are forgotten; committed, both pass to its parent.
+ */
+static void
+statement_subxact_callback(SubXactEvent event, SubTransactionId subid,
+						   SubTransactionId parent_subid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		while (nframes > 0 && frames[nframes - 1].subid >= subid)
+			nframes--;
+		if (pending != NULL && pending->subid >= subid)
+			pending_drop();
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		for (int i = 0; i < nframes; i++)
+			if (frames[i].subid == subid)
+				frames[i].subid = parent_subid;
+		if (pending != NULL && pending->subid == subid)
+			pending->subid = parent_subid;
+	}
+}
+
+void
+p2pay_statement_register_callbacks(void)
+{
+	RegisterXactCallback(statement_xact_callback, NULL);
+	RegisterSubXactCallback(statement_subxact_callback, NULL);
+}
+
+/*
  * Read the facts that depend on other payments, as they were before this
  * one (facts.c decides which), and, if record, record this payment in the
  * per-account state.  When recording, the accounts are locked.
@@ -2232,8 +2667,11 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 				 PaymentFacts *facts, bool record)
 {
 	StateSource ss;
+	bool		keep = record && keeps_rows();
 
 	Assert(facts->created_at == in->created_at);
+	if (record && !keep)
+		p2pay_write_pending();
 	memset(&ss, 0, sizeof(ss));
 	ss.src = state_functions;
 	ss.cfg = cfg;
@@ -2241,12 +2679,18 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 	begin_payment(&ss, in);
 
 	open_state(&ss.sa, nspid, record);
+	if (keep)
+		ss.sa.deferred = pending_begin(&ss.sa);
+	else if (pending_rows())
+		ss.sa.deferred = pending;	/* read them (score()), never write */
 	p2pay_assemble_facts(cfg, &ss.src, facts);
 
 	if (record)
 	{
 		Assert(p2pay_accounts_locked());
 		record_payment(&ss, facts->amount_base);
+		if (keep && MemoryContextMemAllocated(pending->cxt, true) > pending->budget)
+			pending_flush_with(&ss.sa);
 	}
 
 	close_state(&ss.sa);
@@ -2392,6 +2836,7 @@ p2pay_rebuild_state(PG_FUNCTION_ARGS)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "p2pay: SPI_connect failed");
 	p2pay_begin_as_owner(owner, &saved);
+	p2pay_write_pending();
 
 	/* no payment may come or go while the state is counted */
 	ret = SPI_execute(rebuild_lock_sql, false, 0);
@@ -2577,6 +3022,7 @@ p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 	DayLeft		left;
 
 	Assert(p2pay_accounts_locked());
+	p2pay_write_pending();
 	memset(&sa, 0, sizeof(sa));
 	open_state(&sa, p2pay_schema(), true);
 

@@ -13,5 +13,9 @@ extern void p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInp
 							 PaymentFacts *facts, bool record);
 extern void p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 								 TimestampTz created_at, Numeric amount_base);
+extern void p2pay_statement_begins(void);
+extern void p2pay_statement_ends(void);
+extern void p2pay_write_pending(void);
+extern void p2pay_statement_register_callbacks(void);
 
 #endif							/* P2PAY_STORE_H */

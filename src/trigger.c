@@ -51,6 +51,7 @@
 #include "access/xlog.h"
 #include "catalog/dependency.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
@@ -152,12 +153,16 @@ typedef struct PaymentLayout
 static HTAB *layouts = NULL;
 static Oid	layouts_root = InvalidOid;	/* p2pay.payments, for the entries */
 
+/* The table batch_payments() last found to be p2pay.payments, or invalid. */
+static Oid	batch_table = InvalidOid;
+
 static void
 layout_invalidate(Datum arg, Oid relid)
 {
 	HASH_SEQ_STATUS seq;
 	PaymentLayout *entry;
 
+	batch_table = InvalidOid;
 	if (layouts == NULL)
 		return;
 	if (OidIsValid(relid) && relid != layouts_root)
@@ -170,6 +175,17 @@ layout_invalidate(Datum arg, Oid relid)
 	hash_seq_init(&seq, layouts);
 	while ((entry = hash_seq_search(&seq)) != NULL)
 		entry->valid = false;
+}
+
+/* Register layout_invalidate once. */
+static void
+register_layout_invalidate(void)
+{
+	static bool registered = false;
+
+	if (!registered)
+		CacheRegisterRelcacheCallback(layout_invalidate, (Datum) 0);
+	registered = true;
 }
 
 /* The kind of identity of a column (pg_attribute.attidentity), or '\0'. */
@@ -227,7 +243,7 @@ payment_layout(FunctionCallInfo fcinfo, const char *fn, bool before, uint32 even
 		ctl.hcxt = TopMemoryContext;
 		layouts = hash_create("p2pay payment layouts", 16, &ctl,
 							  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		CacheRegisterRelcacheCallback(layout_invalidate, (Datum) 0);
+		register_layout_invalidate();
 	}
 	entry = hash_search(layouts, &relid, HASH_ENTER, &found);
 	if (found && entry->valid)
@@ -605,6 +621,78 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 		tup = heap_modify_tuple_by_cols(tup, desc, 1, &col, &id, &null);
 	}
 	return PointerGetDatum(tup);
+}
+
+/*
+ * Whether the trigger of the same function at the other end of the
+ * statement (AFTER for BEFORE, BEFORE for AFTER) is on the table and fires
+ * when this one does: the rows a statement keeps are written by its AFTER
+ * trigger (store.c, Statements), so a frame is opened and closed only with
+ * both.
+ */
+static bool
+statement_pair_fires(TriggerData *td)
+{
+	TriggerDesc *trigdesc = td->tg_relation->trigdesc;
+	bool		before = TRIGGER_FIRED_BEFORE(td->tg_event);
+
+	for (int i = 0; trigdesc != NULL && i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if (t->tgfoid == td->tg_trigger->tgfoid &&
+			t->tgenabled == td->tg_trigger->tgenabled &&
+			TRIGGER_FOR_INSERT(t->tgtype) && !TRIGGER_FOR_ROW(t->tgtype) &&
+			(before ? TRIGGER_FOR_AFTER(t->tgtype) : TRIGGER_FOR_BEFORE(t->tgtype)))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * BEFORE and AFTER INSERT statement trigger on p2pay.payments: a statement
+ * inserting payments begins, or ends and writes the account state its
+ * payments kept in memory.
+ */
+PG_FUNCTION_INFO_V1(p2pay_batch_payments);
+Datum
+p2pay_batch_payments(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	OwnerContext saved;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		TRIGGER_FIRED_INSTEAD(td->tg_event) || !TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("p2pay.batch_payments() must be fired BEFORE or AFTER INSERT FOR EACH STATEMENT")));
+	/* it reads no column: the table is checked, not its layout */
+	if (RelationGetRelid(td->tg_relation) != batch_table)
+	{
+		register_layout_invalidate();
+		p2pay_require_trigger_table(td, "batch_payments", payments_only);
+		batch_table = RelationGetRelid(td->tg_relation);
+	}
+	if (!statement_pair_fires(td))
+	{
+		/* rows are kept only between the two: write any left */
+		if (TRIGGER_FIRED_AFTER(td->tg_event))
+		{
+			begin_as_owner(td->tg_relation->rd_rel->relowner, &saved);
+			p2pay_write_pending();
+			end_as_owner(&saved);
+		}
+		return PointerGetDatum(NULL);
+	}
+	if (TRIGGER_FIRED_BEFORE(td->tg_event))
+	{
+		p2pay_statement_begins();
+		return PointerGetDatum(NULL);
+	}
+	begin_as_owner(td->tg_relation->rd_rel->relowner, &saved);
+	p2pay_statement_ends();
+	end_as_owner(&saved);
+	return PointerGetDatum(NULL);
 }
 
 /*

@@ -272,6 +272,45 @@ is(query("SELECT in_count FROM p2pay.account_stats WHERE user_id = uid(2)"),
 state_is_exact('fan-in');
 
 ###########################################################################
+# b2. The same race with three payments in each statement: the statement's
+#     later payments keep the payee's rows in memory (store.c, Statements)
+#     and write them as it ends, before its transaction lets the lock go.
+###########################################################################
+query("CREATE SEQUENCE public.fan_in_payer3");
+$gate->query_safe('BEGIN');
+$gate->query_safe(
+	"INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+	 VALUES (uid(1599), uid(3), 100, 'USD', '$BANK')");
+
+$run = start_pgbench(
+	2, qq{
+BEGIN;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+  SELECT uid(1500 + nextval('public.fan_in_payer3')::integer), uid(3), 100, 'USD', '$BANK'
+    FROM generate_series(1, 3);
+SELECT pg_sleep(0.002);
+COMMIT;
+});
+release_gate_when_all_wait($gate, $run, 'fan-in by statements of 3');
+finish_pgbench($run, 'fan-in by statements of 3');
+
+is( query(
+		"SELECT count(*), count(DISTINCT payer_id) FROM p2pay.payments
+		  WHERE payee_id = uid(3)"),
+	'48|48',
+	'fan-in by statements of 3: 48 payments from 48 distinct payers are stored');
+is( query(
+		"SELECT count(*) FROM p2pay.payments
+		  WHERE payee_id = uid(3) AND NOT 'payee_fan_in' = ANY (reasons)"),
+	'20',
+	'fan-in by statements of 3: exactly max_payers (20) payments escape payee_fan_in');
+is( query(
+		"SELECT in_count FROM p2pay.account_stats WHERE user_id = uid(3)"),
+	'48',
+	'fan-in by statements of 3: the payee\'s in_count is 48');
+state_is_exact('fan-in by statements of 3');
+
+###########################################################################
 # c. No deadlock: payments in both directions between four users.
 ###########################################################################
 enable_only();

@@ -458,6 +458,7 @@ my %uses = (
 	config_changed       => [ 'rules',           'AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE', 'STATEMENT' ],
 	record_config_change => [ 'rules',           'AFTER INSERT OR UPDATE OR DELETE',     'ROW' ],
 	truncate_state       => [ 'payments',        'AFTER TRUNCATE',                       'STATEMENT' ],
+	batch_payments       => [ 'payments',        'BEFORE INSERT',                        'STATEMENT' ],
 	# merge_row() with each of its triggers' arguments
 	'merge_row rules'           => [ 'rules',           'BEFORE INSERT', 'ROW', "merge_row('name')" ],
 	'merge_row settings'        => [ 'settings',        'BEFORE INSERT', 'ROW', "merge_row('singleton')" ],
@@ -465,13 +466,14 @@ my %uses = (
 	'merge_row currencies'      => [ 'currencies',      'BEFORE INSERT', 'ROW', "merge_row('code')" ],
 	'merge_row payment_methods' => [ 'payment_methods', 'BEFORE INSERT', 'ROW', "merge_row('id')" ],
 );
-my %c_funcs = map { $_ => 1 } qw(score_payment guard_payment forget_payment check_config config_changed);
+my %c_funcs = map { $_ => 1 } qw(score_payment guard_payment forget_payment check_config config_changed batch_payments);
 my %misuses = (
 	score_payment  => [ 'AFTER INSERT', 'ROW' ],
 	guard_payment  => [ 'BEFORE INSERT', 'ROW' ],
 	forget_payment => [ 'BEFORE DELETE', 'ROW' ],
 	check_config   => [ 'AFTER INSERT', 'ROW' ],
 	config_changed => [ 'BEFORE INSERT', 'ROW' ],
+	batch_payments => [ 'BEFORE INSERT', 'ROW' ],
 );
 
 # A row for a table of p2pay's columns with their types: values that each
