@@ -1196,7 +1196,6 @@ read_day(DaysRead *read, HeapTuple tup, TupleDesc desc, bool stored)
 	return true;
 }
 
-
 static void
 read_daily(StateAccess *sa, DailyFacts *out)
 {
@@ -1283,7 +1282,6 @@ velocity_amount(StateAccess *sa, const pg_uuid_t *payer, TimestampTz since,
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	Datum		sum = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
-
 	List	   *kept = deferred_rows_of(sa->deferred, IDX_HOURLY, payer);
 	TupleDesc	desc = RelationGetDescr(sa->rels[REL_HOURLY]);
 	ListCell   *lc;
