@@ -688,6 +688,30 @@ key_second(ScanKey key, StrategyNumber strategy, RegProcedure proc, Datum value)
 	ScanKeyInit(key, 2, strategy, proc, value);
 }
 
+/* The pair's key in pair_stats. */
+static void
+key_pair(ScanKey keys, const pg_uuid_t *payer, const pg_uuid_t *payee)
+{
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(payee));
+}
+
+/* An account's key in account_daily. */
+static void
+key_day(ScanKey keys, const pg_uuid_t *id, DateADT day)
+{
+	key_account(&keys[0], id);
+	key_second(&keys[1], BTEqualStrategyNumber, F_DATE_EQ, DateADTGetDatum(day));
+}
+
+/* A payer's key in payer_hourly. */
+static void
+key_hour(ScanKey keys, const pg_uuid_t *payer, TimestampTz hour)
+{
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTEqualStrategyNumber, F_TIMESTAMPTZ_EQ, TimestampTzGetDatum(hour));
+}
+
 /* A scan of an account's rows since an instant (exclusive), in time order. */
 static IndexScanDesc
 scan_since(StateAccess *sa, StateIdx ix, const pg_uuid_t *account, TimestampTz after)
@@ -989,23 +1013,40 @@ deferring(const Deferred *d, StateRel r)
 	return d != NULL && (!d->statement || r != REL_PAIR);
 }
 
+/*
+ * A row's key: its index, its account, and the second column's len bytes
+ * (the payee, or an int64 day or hour; none for account_stats).
+ */
+static void
+deferred_key_of(DeferredKey *key, StateIdx ix, const pg_uuid_t *id, const void *second,
+				size_t len)
+{
+	Assert(len <= sizeof(key->second));
+	memset(key, 0, sizeof(DeferredKey));
+	key->ix = ix;
+	memcpy(key->first, id->data, UUID_LEN);
+	if (len > 0)
+		memcpy(key->second, second, len);
+}
+
 /* The key of a row, from the scan keys of its table's key index. */
 static void
 deferred_key(DeferredKey *key, StateIdx ix, ScanKey keys, int nkeys)
 {
+	const pg_uuid_t *id = DatumGetUUIDP(keys[0].sk_argument);
+	int64		v;
+
 	Assert(ix == IDX_PAIR || ix == IDX_ACCOUNT || ix == IDX_DAILY || ix == IDX_HOURLY);
 	Assert(nkeys == (ix == IDX_ACCOUNT ? 1 : 2));
-	memset(key, 0, sizeof(DeferredKey));
-	key->ix = ix;
-	memcpy(key->first, DatumGetUUIDP(keys[0].sk_argument)->data, UUID_LEN);
-	if (ix == IDX_PAIR)
-		memcpy(key->second, DatumGetUUIDP(keys[1].sk_argument)->data, UUID_LEN);
-	else if (nkeys > 1)
+	if (ix == IDX_ACCOUNT)
+		deferred_key_of(key, ix, id, NULL, 0);
+	else if (ix == IDX_PAIR)
+		deferred_key_of(key, ix, id, DatumGetUUIDP(keys[1].sk_argument)->data, UUID_LEN);
+	else
 	{
-		int64		v = ix == IDX_DAILY ? (int64) DatumGetDateADT(keys[1].sk_argument)
+		v = ix == IDX_DAILY ? (int64) DatumGetDateADT(keys[1].sk_argument)
 			: (int64) DatumGetTimestampTz(keys[1].sk_argument);
-
-		memcpy(key->second, &v, sizeof(v));
+		deferred_key_of(key, ix, id, &v, sizeof(v));
 	}
 }
 
@@ -1019,26 +1060,33 @@ deferred_find(const Deferred *d, StateIdx ix, const pg_uuid_t *id, int64 second)
 	DeferredKey key;
 
 	Assert(ix == IDX_DAILY || ix == IDX_HOURLY);
-	memset(&key, 0, sizeof(DeferredKey));
-	key.ix = ix;
-	memcpy(key.first, id->data, UUID_LEN);
-	memcpy(key.second, &second, sizeof(second));
+	deferred_key_of(&key, ix, id, &second, sizeof(second));
 	return hash_search(d->rows, &key, HASH_FIND, NULL);
+}
+
+/* The list of an account's kept rows in account_daily or payer_hourly. */
+static DeferredList *
+deferred_list(const Deferred *d, StateIdx ix, const uint8 *account, HASHACTION action,
+			  bool *found)
+{
+	DeferredListKey key;
+
+	Assert(d->statement && (ix == IDX_DAILY || ix == IDX_HOURLY));
+	memset(&key, 0, sizeof(key));
+	key.ix = ix;
+	memcpy(key.account, account, UUID_LEN);
+	return hash_search(d->lists, &key, action, found);
 }
 
 /* A statement's rows kept of an account in account_daily or payer_hourly. */
 static List *
 deferred_rows_of(const Deferred *d, StateIdx ix, const pg_uuid_t *id)
 {
-	DeferredListKey key;
 	DeferredList *list;
 
 	if (d == NULL || !d->statement)
 		return NIL;
-	memset(&key, 0, sizeof(key));
-	key.ix = ix;
-	memcpy(key.account, id->data, UUID_LEN);
-	list = hash_search(d->lists, &key, HASH_FIND, NULL);
+	list = deferred_list(d, ix, id->data, HASH_FIND, NULL);
 	return list != NULL ? list->rows : NIL;
 }
 
@@ -1594,6 +1642,23 @@ written(StateRel r, TM_Result result, const char *what)
 }
 
 /*
+ * Replace the version of a row at tid by one with values, and index it if
+ * that went through; changed marks the columns that differ.
+ */
+static TM_Result
+replace_row(StateAccess *sa, StateRel r, ItemPointer tid, Datum *values, const bool *changed)
+{
+	HeapTuple	tup = form_row(sa, r, values);
+	TM_FailureData tmfd;
+	TM_Result	result;
+
+	result = p2pay_heap_update(sa->rels[r], tid, tup, GetCurrentCommandId(true), &tmfd);
+	if (result == TM_Ok)
+		index_row(sa, r, tup, HeapTupleIsHeapOnly(tup), true, changed);
+	return result;
+}
+
+/*
  * Replace row old (as read with the snapshot) by one with values; changed
  * marks the columns that differ.  False if old was changed meanwhile (see
  * written()).
@@ -1601,14 +1666,7 @@ written(StateRel r, TM_Result result, const char *what)
 static bool
 update_row(StateAccess *sa, StateRel r, HeapTuple old, Datum *values, const bool *changed)
 {
-	HeapTuple	tup = form_row(sa, r, values);
-	TM_FailureData tmfd;
-
-	if (!written(r, p2pay_heap_update(sa->rels[r], &old->t_self, tup, GetCurrentCommandId(true),
-									  &tmfd), "updating"))
-		return false;
-	index_row(sa, r, tup, HeapTupleIsHeapOnly(tup), true, changed);
-	return true;
+	return written(r, replace_row(sa, r, &old->t_self, values, changed), "updating");
 }
 
 /*
@@ -1666,14 +1724,9 @@ defer_row(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, Datum *values, 
 		row->tup = NULL;
 		if (d->statement && ix != IDX_ACCOUNT)
 		{
-			DeferredListKey lkey;
-			DeferredList *list;
 			bool		listed;
+			DeferredList *list = deferred_list(d, ix, key.first, HASH_ENTER, &listed);
 
-			memset(&lkey, 0, sizeof(lkey));
-			lkey.ix = ix;
-			memcpy(lkey.account, key.first, UUID_LEN);
-			list = hash_search(d->lists, &lkey, HASH_ENTER, &listed);
 			if (!listed)
 				list->rows = NIL;
 			list->rows = lappend(list->rows, row);
@@ -1709,15 +1762,24 @@ deferred_cmp(const void *a, const void *b)
 static int
 keys_of_row(StateIdx ix, const Datum *values, ScanKey keys)
 {
-	key_account(&keys[0], DatumGetUUIDP(values[0]));
-	if (ix == IDX_ACCOUNT)
-		return 1;
-	if (ix == IDX_PAIR)
-		key_second(&keys[1], BTEqualStrategyNumber, F_UUID_EQ, values[1]);
-	else if (ix == IDX_DAILY)
-		key_second(&keys[1], BTEqualStrategyNumber, F_DATE_EQ, values[1]);
-	else
-		key_second(&keys[1], BTEqualStrategyNumber, F_TIMESTAMPTZ_EQ, values[1]);
+	const pg_uuid_t *id = DatumGetUUIDP(values[0]);
+
+	switch (ix)
+	{
+		case IDX_ACCOUNT:
+			key_account(&keys[0], id);
+			return 1;
+		case IDX_PAIR:
+			key_pair(keys, id, DatumGetUUIDP(values[1]));
+			break;
+		case IDX_DAILY:
+			key_day(keys, id, DatumGetDateADT(values[1]));
+			break;
+		default:
+			Assert(ix == IDX_HOURLY);
+			key_hour(keys, id, DatumGetTimestampTz(values[1]));
+			break;
+	}
 	return 2;
 }
 
@@ -1735,6 +1797,27 @@ statement_row_changed(StateRel r)
 			 errdetail("A row of p2pay.%s changed, other than through p2pay's trigger, during a statement that inserted payments.",
 					   rel_names[r]),
 			 errhint("Change the state tables only through payments, or with rebuild_state(), outside such a statement.")));
+}
+
+/*
+ * Whether the version of a row at tid is still the row's latest: neither
+ * updated nor deleted by this transaction (a function that a statement
+ * inserting payments calls may have) nor by one committed since.  A
+ * version another transaction is changing is: the update waits for it.
+ */
+static bool
+version_latest(Relation rel, ItemPointer tid)
+{
+	HeapTupleData tuple;
+	Buffer		buf;
+
+	if (ItemPointerGetBlockNumber(tid) >= RelationGetNumberOfBlocks(rel))
+		return false;
+	tuple.t_self = *tid;
+	if (!heap_fetch(rel, SnapshotSelf, &tuple, &buf, false))
+		return false;
+	ReleaseBuffer(buf);
+	return true;
 }
 
 /*
@@ -1779,19 +1862,19 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 		}
 		if (rows[i]->stored)
 		{
-			HeapTupleData version;
 			bool		changed[8 + 1];
+			TM_Result	result;
 
 			/* every column may have changed since the version was read */
 			memset(changed, true, sizeof(changed));
-			version.t_self = rows[i]->tid;
-			if (!update_row(sa, r, &version, values, changed))
-			{
-				if (d->statement)
-					statement_row_changed(r);
+			if (d->statement && !version_latest(sa->rels[r], &rows[i]->tid))
+				statement_row_changed(r);
+			result = replace_row(sa, r, &rows[i]->tid, values, changed);
+			if (result != TM_Ok && d->statement)
+				statement_row_changed(r);
+			if (!written(r, result, "updating"))
 				elog(ERROR, "p2pay: a row of p2pay.%s changed during rebuild_state()",
 					 rel_names[r]);
-			}
 		}
 		else
 		{
@@ -2021,14 +2104,6 @@ apply_change(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple ro
 	}
 }
 
-/* The pair's key in pair_stats. */
-static void
-key_pair(ScanKey keys, const pg_uuid_t *payer, const pg_uuid_t *payee)
-{
-	key_account(&keys[0], payer);
-	key_second(&keys[1], BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(payee));
-}
-
 /* The pair's row, or NULL. */
 static HeapTuple
 fetch_pair(StateAccess *sa, const pg_uuid_t *payer, const pg_uuid_t *payee)
@@ -2076,8 +2151,7 @@ record_hour(StateAccess *sa, const pg_uuid_t *payer, TimestampTz hour, Datum amo
 	change.fresh[HOURLY_TOTAL - 1] = amount;
 	add_to(&change, HOURLY_N, false, Int64GetDatum(1));
 	add_to(&change, HOURLY_TOTAL, true, amount);
-	key_account(&keys[0], payer);
-	key_second(&keys[1], BTEqualStrategyNumber, F_TIMESTAMPTZ_EQ, TimestampTzGetDatum(hour));
+	key_hour(keys, payer, hour);
 	apply_change(sa, IDX_HOURLY, keys, 2, fetch_row(sa, IDX_HOURLY, keys, 2), &change);
 }
 
@@ -2146,14 +2220,6 @@ first_of_day(StateAccess *sa, const PaymentInput *in, HeapTuple pair, TimestampT
 	if (first_at >= day_start || last_at < day_end)
 		return false;			/* its first or its last is */
 	return !paid_during(sa, in->payer, in->payee, day_start, day_end);
-}
-
-/* An account's key in account_daily. */
-static void
-key_day(ScanKey keys, const pg_uuid_t *id, DateADT day)
-{
-	key_account(&keys[0], id);
-	key_second(&keys[1], BTEqualStrategyNumber, F_DATE_EQ, DateADTGetDatum(day));
 }
 
 /*
@@ -2601,8 +2667,7 @@ keeps_rows(void)
 
 	if (nframes == 0 || frames[nframes - 1].subid != subid)
 		return false;
-	return ++frames[nframes - 1].payments > 1 && (pending == NULL || !pending_rows() ||
-												  pending->subid == subid);
+	return ++frames[nframes - 1].payments > 1 && (!pending_rows() || pending->subid == subid);
 }
 
 /* The transaction ends: nothing kept may be left behind. */
@@ -2614,8 +2679,8 @@ statement_xact_callback(XactEvent event, void *arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("p2pay: a statement that inserted payments ended without writing the account state"),
-				 errdetail("The trigger payments_batch_end of p2pay.payments did not run."),
-				 errhint("Enable the triggers payments_batch_begin and payments_batch_end together, or neither.")));
+				 errdetail("The trigger payments_batch_end of p2pay.payments did not fire at the statement's end."),
+				 errhint("Enable the triggers payments_batch_begin and payments_batch_end together, or neither, and keep session_replication_role as it is during such a statement.")));
 	if (p2pay_xact_ends(event))
 	{
 		pending = NULL;			/* its memory went with the transaction's */

@@ -50,8 +50,7 @@ INSERT INTO p2pay.users (id, first_name)
 INSERT INTO p2pay.user_payment_methods (user_id, payment_method_id)
   SELECT id, '$BANK' FROM p2pay.users;
 
--- Payers of the fan-in race, one per payment; pairs of the both-ways race.
-CREATE SEQUENCE public.fan_in_payer;
+-- Pairs of the both-ways race.
 CREATE SEQUENCE public.both_ways START 0 MINVALUE 0;
 
 -- What the trigger-maintained state should hold: an aggregate over the
@@ -184,6 +183,51 @@ sub release_gate_when_all_wait
 	$gate->query_safe('ROLLBACK');
 }
 
+# 48 distinct payers, uid($base + 1) to uid($base + 48), pay uid($payee)
+# 100 each at once, $per payments to a statement, behind a gate whose own
+# payment (from uid($base + 99)) rolls back: exactly max_payers (20) escape
+# payee_fan_in, and the payee's state counts all 48.  Section b.
+sub fan_in_race
+{
+	my ($gate, $name, $payee, $base, $per) = @_;
+	my $seq = "public.fan_in_payer_$payee";
+
+	query("CREATE SEQUENCE $seq");
+	$gate->query_safe('BEGIN');
+	$gate->query_safe(
+		"INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+		 VALUES (uid($base + 99), uid($payee), 100, 'USD', '$BANK')");
+
+	my $run = start_pgbench(
+		48 / ($CLIENTS * $per), qq{
+BEGIN;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
+  SELECT uid($base + nextval('$seq')::integer), uid($payee), 100, 'USD', '$BANK'
+    FROM generate_series(1, $per);
+SELECT pg_sleep(0.002);
+COMMIT;
+});
+	release_gate_when_all_wait($gate, $run, $name);
+	finish_pgbench($run, $name);
+
+	is( query(
+			"SELECT count(*), count(DISTINCT payer_id) FROM p2pay.payments
+			  WHERE payee_id = uid($payee)"),
+		'48|48',
+		"$name: 48 payments from 48 distinct payers are stored");
+	is( query(
+			"SELECT count(*) FROM p2pay.payments
+			  WHERE payee_id = uid($payee) AND NOT 'payee_fan_in' = ANY (reasons)"),
+		'20',
+		"$name: exactly max_payers (20) payments escape payee_fan_in");
+	is( query(
+			"SELECT in_count FROM p2pay.account_stats WHERE user_id = uid($payee)"),
+		'48',
+		"$name: the payee's in_count is 48");
+	state_is_exact($name);
+	return;
+}
+
 my $log_start = -s $node->logfile;
 
 ###########################################################################
@@ -241,74 +285,14 @@ is( query(
 	'20|24 hours',
 	'fan-in: default max_payers 20 per 24 hours');
 
-$gate->query_safe('BEGIN');
-$gate->query_safe(
-	"INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
-	 VALUES (uid(299), uid(2), 100, 'USD', '$BANK')");
-
-$run = start_pgbench(
-	6, qq{
-BEGIN;
-INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
-  SELECT uid(200 + nextval('public.fan_in_payer')::integer), uid(2), 100, 'USD', '$BANK';
-SELECT pg_sleep(0.002);
-COMMIT;
-});
-release_gate_when_all_wait($gate, $run, 'fan-in');
-finish_pgbench($run, 'fan-in');
-
-is( query(
-		"SELECT count(*), count(DISTINCT payer_id) FROM p2pay.payments
-		  WHERE payee_id = uid(2)"),
-	'48|48',
-	'fan-in: 48 payments from 48 distinct payers are stored');
-is( query(
-		"SELECT count(*) FROM p2pay.payments
-		  WHERE payee_id = uid(2) AND NOT 'payee_fan_in' = ANY (reasons)"),
-	'20',
-	'fan-in: exactly max_payers (20) payments escape payee_fan_in');
-is(query("SELECT in_count FROM p2pay.account_stats WHERE user_id = uid(2)"),
-	'48', 'fan-in: the payee\'s in_count is 48');
-state_is_exact('fan-in');
+fan_in_race($gate, 'fan-in', 2, 200, 1);
 
 ###########################################################################
 # b2. The same race with three payments in each statement: the statement's
 #     later payments keep the payee's rows in memory (store.c, Statements)
 #     and write them as it ends, before its transaction lets the lock go.
 ###########################################################################
-query("CREATE SEQUENCE public.fan_in_payer3");
-$gate->query_safe('BEGIN');
-$gate->query_safe(
-	"INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
-	 VALUES (uid(1599), uid(3), 100, 'USD', '$BANK')");
-
-$run = start_pgbench(
-	2, qq{
-BEGIN;
-INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id)
-  SELECT uid(1500 + nextval('public.fan_in_payer3')::integer), uid(3), 100, 'USD', '$BANK'
-    FROM generate_series(1, 3);
-SELECT pg_sleep(0.002);
-COMMIT;
-});
-release_gate_when_all_wait($gate, $run, 'fan-in by statements of 3');
-finish_pgbench($run, 'fan-in by statements of 3');
-
-is( query(
-		"SELECT count(*), count(DISTINCT payer_id) FROM p2pay.payments
-		  WHERE payee_id = uid(3)"),
-	'48|48',
-	'fan-in by statements of 3: 48 payments from 48 distinct payers are stored');
-is( query(
-		"SELECT count(*) FROM p2pay.payments
-		  WHERE payee_id = uid(3) AND NOT 'payee_fan_in' = ANY (reasons)"),
-	'20',
-	'fan-in by statements of 3: exactly max_payers (20) payments escape payee_fan_in');
-is( query(
-		"SELECT in_count FROM p2pay.account_stats WHERE user_id = uid(3)"),
-	'48',
-	'fan-in by statements of 3: the payee\'s in_count is 48');
-state_is_exact('fan-in by statements of 3');
+fan_in_race($gate, 'fan-in by statements of 3', 3, 1500, 3);
 
 ###########################################################################
 # c. No deadlock: payments in both directions between four users.
