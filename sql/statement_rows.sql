@@ -206,30 +206,24 @@ SELECT * FROM state_vs_recount();
 -- over: the statement fails with 40001 and leaves the state as it was.
 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
 VALUES (u(26), u(27), 10, 'USD', '00000000-0000-4000-8000-000000000001', '2026-03-07 10:00+00');
-CREATE FUNCTION touch_state(i int) RETURNS boolean LANGUAGE plpgsql AS $$
+-- touch_state() runs cmd as the statement reaches its third row.
+CREATE FUNCTION touch_state(i int, cmd text) RETURNS boolean LANGUAGE plpgsql AS $$
 BEGIN
   IF i = 3 THEN
-    UPDATE p2pay.account_stats SET out_count = out_count WHERE user_id = u(26);
+    EXECUTE cmd;
   END IF;
   RETURN true;
 END $$;
-INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
-SELECT u(26), u(27), 10, 'USD', '00000000-0000-4000-8000-000000000001',
-       '2026-03-07 10:00+00'::timestamptz + i * interval '1 minute'
-  FROM generate_series(1, 4) i WHERE touch_state(i);
+CREATE FUNCTION pay_touching(cmd text) RETURNS void LANGUAGE sql AS $$
+  INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  SELECT u(26), u(27), 10, 'USD', '00000000-0000-4000-8000-000000000001',
+         '2026-03-07 10:00+00'::timestamptz + i * interval '1 minute'
+    FROM generate_series(1, 4) i WHERE touch_state(i, cmd)
+$$;
+SELECT pay_touching('UPDATE p2pay.account_stats SET out_count = out_count WHERE user_id = u(26)');
 \echo :LAST_ERROR_SQLSTATE
 -- The same when a table of the state is emptied meanwhile.
-CREATE OR REPLACE FUNCTION touch_state(i int) RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-  IF i = 3 THEN
-    TRUNCATE p2pay.payer_hourly;
-  END IF;
-  RETURN true;
-END $$;
-INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
-SELECT u(26), u(27), 10, 'USD', '00000000-0000-4000-8000-000000000001',
-       '2026-03-07 10:00+00'::timestamptz + i * interval '1 minute'
-  FROM generate_series(1, 4) i WHERE touch_state(i);
+SELECT pay_touching('TRUNCATE p2pay.payer_hourly');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM p2pay.payments WHERE payer_id = u(26);
 SELECT user_id, out_count, in_count FROM p2pay.account_stats WHERE user_id IN (u(26), u(27)) ORDER BY 1;
@@ -256,7 +250,7 @@ SELECT * FROM state_vs_recount();
 
 DROP TABLE plan, plan2, verdicts_one, verdicts_two, writes_mark;
 DROP FUNCTION state_vs_recount(), writes(), mark_writes(), write_counts(), pay_inside(int), pay_plain(int),
-  touch_state(int), replica_from(int);
+  touch_state(int, text), pay_touching(text), replica_from(int);
 DROP VIEW recount_account_stats, recount_pair_stats, recount_payer_hourly, recount_account_daily;
 DROP FUNCTION u(int);
 DROP EXTENSION p2pay;
