@@ -81,6 +81,10 @@ CREATE TRIGGER payments_guard BEFORE UPDATE ON p2pay.payments
   FOR EACH ROW EXECUTE FUNCTION p2pay.guard_payment();
 CREATE TRIGGER payments_forget AFTER DELETE ON p2pay.payments
   FOR EACH ROW EXECUTE FUNCTION p2pay.forget_payment();
+CREATE TRIGGER payments_batch_begin BEFORE INSERT ON p2pay.payments
+  FOR EACH STATEMENT EXECUTE FUNCTION p2pay.batch_payments();
+CREATE TRIGGER payments_batch_end AFTER INSERT ON p2pay.payments
+  FOR EACH STATEMENT EXECUTE FUNCTION p2pay.batch_payments();
 ALTER TABLE p2pay.payments REPLICA IDENTITY FULL;
 CREATE TABLE p2pay.payments_2026_09 PARTITION OF p2pay.payments FOR VALUES FROM ('2026-09-01') TO ('2026-10-01');
 CREATE TABLE p2pay.payments_2026_10 PARTITION OF p2pay.payments FOR VALUES FROM ('2026-10-01') TO ('2026-11-01');
