@@ -3,15 +3,15 @@ EXTENSION   = p2pay
 EXTVERSION  = $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" $(EXTENSION).control)
 MODULE_big  = p2pay
 OBJS        = src/p2pay.o src/common.o src/catalog.o src/config.o src/rules.o src/facts.o src/store.o src/refs.o \
-              src/locks.o src/moneyflow.o src/trigger.o src/json.o src/output.o src/stats.o \
+              src/locks.o src/moneyflow.o src/conflict.o src/trigger.o src/json.o src/output.o src/stats.o \
               src/backtest.o
 DATA        = $(wildcard $(EXTENSION)--*.sql)
 
 # pg_regress: one file per behaviour, run in this order.
-REGRESS      = schema rules bad_input error_fields config insert_paths rollback guard security schema_changes stream stream_toast stream_types operations rule_stats backtest money_flow baselines live_install bulk_load statement_rows load_plans state_indexes prune_state backdated retention stream_partitions partition_payments partitioned http_api flagged_since
+REGRESS      = schema rules bad_input error_fields config insert_paths on_conflict rollback guard security schema_changes stream stream_toast stream_types operations rule_stats backtest money_flow baselines live_install bulk_load statement_rows load_plans state_indexes prune_state backdated retention stream_partitions partition_payments partitioned http_api flagged_since
 
 # isolation tests (specs/): what concurrent sessions see of each other
-ISOLATION    = config_reload account_lock cycle_lock lock_order multi_payment_lock cycle_newcomer review_claims
+ISOLATION    = config_reload account_lock cycle_lock lock_order multi_payment_lock cycle_newcomer review_claims on_conflict_race
 
 TAP_TESTS    = 1
 
@@ -123,7 +123,7 @@ check-update-chain:
 
 # Every object depends on the shared headers (PGXS tracks only the .c files).
 $(OBJS): src/p2pay.h src/catalog.h src/compat.h src/json.h src/facts.h src/rules.h src/stats.h src/store.h \
-         src/refs.h src/locks.h src/moneyflow.h src/trigger.h src/timeutil.h
+         src/refs.h src/locks.h src/moneyflow.h src/trigger.h src/timeutil.h src/conflict.h
 
 # libpq clients: warnings as errors like the extension.
 PG_INCLUDEDIR := $(shell $(PG_CONFIG) --includedir)

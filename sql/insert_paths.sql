@@ -62,4 +62,44 @@ VALUES ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000
         '00000000-0000-4000-8000-000000000001', '2026-03-01 14:00+00',
         0, 'approve', true, '{}', 50);
 
+-- A BEFORE INSERT trigger of the table's own that fires after the scoring
+-- trigger (BEFORE triggers fire in name order) could skip or change a
+-- payment already counted in the state: no payment is scored while one
+-- would fire.  One that fires before it, or an AFTER one, is no obstacle.
+CREATE FUNCTION skip_small() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.amount < 5 THEN RETURN NULL; END IF;
+  NEW.amount := NEW.amount * 2;
+  RETURN NEW;
+END $$;
+CREATE TABLE counted AS SELECT out_count, out_sum FROM p2pay.account_stats
+ WHERE user_id = '00000000-0000-4000-8000-000000000002';
+CREATE TRIGGER zz_skip BEFORE INSERT ON p2pay.payments FOR EACH ROW EXECUTE FUNCTION skip_small();
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+VALUES ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000003', 1, 'USD',
+        '00000000-0000-4000-8000-000000000001', '2026-03-01 15:00+00');
+\echo :LAST_ERROR_SQLSTATE
+ALTER TABLE p2pay.payments DISABLE TRIGGER zz_skip;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+VALUES ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000003', 1, 'USD',
+        '00000000-0000-4000-8000-000000000001', '2026-03-01 15:00+00') RETURNING amount;
+ALTER TABLE p2pay.payments ENABLE REPLICA TRIGGER zz_skip;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+VALUES ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000003', 2, 'USD',
+        '00000000-0000-4000-8000-000000000001', '2026-03-01 15:01+00') RETURNING amount;
+DROP TRIGGER zz_skip ON p2pay.payments;
+CREATE TRIGGER aa_skip BEFORE INSERT ON p2pay.payments FOR EACH ROW EXECUTE FUNCTION skip_small();
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+VALUES ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000003', 1, 'USD',
+        '00000000-0000-4000-8000-000000000001', '2026-03-01 15:02+00'),
+       ('00000000-0000-4000-8000-000000000002', '00000000-0000-4000-8000-000000000003', 10, 'USD',
+        '00000000-0000-4000-8000-000000000001', '2026-03-01 15:03+00') RETURNING amount, amount_base;
+-- What was stored is what was counted: the two payments of 1 and 2, and
+-- the one of 10 stored as 20.
+SELECT a.out_count - c.out_count AS counted, a.out_sum - c.out_sum AS sum_counted
+  FROM p2pay.account_stats a, counted c WHERE a.user_id = '00000000-0000-4000-8000-000000000002';
+DROP TRIGGER aa_skip ON p2pay.payments;
+DROP FUNCTION skip_small();
+DROP TABLE counted;
+
 DROP EXTENSION p2pay;

@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "p2pay.h"
+#include "conflict.h"
 #include "compat.h"
 #include "locks.h"
 #include "rules.h"
@@ -119,5 +120,6 @@ _PG_init(void)
 	p2pay_lock_register_callbacks();
 	p2pay_delete_mode_register_callbacks();
 	p2pay_statement_register_callbacks();
+	p2pay_conflict_register_hooks();
 	p2pay_stats_init();
 }

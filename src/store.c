@@ -48,6 +48,7 @@
 #include "p2pay.h"
 #include "catalog.h"
 #include "compat.h"
+#include "conflict.h"
 #include "facts.h"
 #include "locks.h"
 #include "moneyflow.h"
@@ -2547,6 +2548,11 @@ typedef struct Frame
 {
 	SubTransactionId subid;		/* the subtransaction the statement runs in */
 	int64		payments;		/* how many it recorded so far */
+	/* an INSERT ... ON CONFLICT's payments (conflict.c), in TopTransactionContext */
+	int64	   *ids;
+	bool	   *recorded;		/* each scored and counted, or passed over */
+	int			nids;
+	int			maxids;
 } Frame;
 
 static Frame *frames;			/* in TopMemoryContext */
@@ -2644,7 +2650,51 @@ p2pay_statement_begins(void)
 	}
 	frames[nframes].subid = GetCurrentSubTransactionId();
 	frames[nframes].payments = 0;
+	frames[nframes].ids = NULL;
+	frames[nframes].recorded = NULL;
+	frames[nframes].nids = 0;
+	frames[nframes].maxids = 0;
 	nframes++;
+}
+
+/* Whether a frame is open for the statement running (see Statements). */
+bool
+p2pay_statement_framed(void)
+{
+	return nframes > 0 && frames[nframes - 1].subid == GetCurrentSubTransactionId();
+}
+
+/*
+ * Note payment id of the statement running, scored and counted (recorded)
+ * or passed over as conflicting, for its closing check (conflict.c); false
+ * when no frame is open for it.
+ */
+bool
+p2pay_statement_note(int64 id, bool recorded)
+{
+	Frame	   *f;
+
+	if (!p2pay_statement_framed())
+		return false;
+	f = &frames[nframes - 1];
+	if (f->nids == f->maxids)
+	{
+		f->maxids = Max(64, f->maxids * 2);
+		if (f->ids == NULL)
+		{
+			f->ids = MemoryContextAllocHuge(TopTransactionContext, sizeof(int64) * f->maxids);
+			f->recorded = MemoryContextAllocHuge(TopTransactionContext, sizeof(bool) * f->maxids);
+		}
+		else
+		{
+			f->ids = repalloc_huge(f->ids, sizeof(int64) * f->maxids);
+			f->recorded = repalloc_huge(f->recorded, sizeof(bool) * f->maxids);
+		}
+	}
+	f->ids[f->nids] = id;
+	f->recorded[f->nids] = recorded;
+	f->nids++;
+	return true;
 }
 
 /*
@@ -2655,7 +2705,10 @@ void
 p2pay_statement_ends(void)
 {
 	if (nframes > 0 && frames[nframes - 1].subid == GetCurrentSubTransactionId())
+	{
 		nframes--;
+		p2pay_conflict_verify(frames[nframes].ids, frames[nframes].recorded, frames[nframes].nids);
+	}
 	p2pay_write_pending();
 }
 

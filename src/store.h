@@ -15,6 +15,8 @@ extern void p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 								 TimestampTz created_at, Numeric amount_base);
 extern void p2pay_statement_begins(void);
 extern void p2pay_statement_ends(void);
+extern bool p2pay_statement_framed(void);
+extern bool p2pay_statement_note(int64 id, bool recorded);
 extern void p2pay_write_pending(void);
 extern void p2pay_statement_register_callbacks(void);
 

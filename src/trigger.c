@@ -37,6 +37,7 @@
 #include "p2pay.h"
 #include "catalog.h"
 #include "compat.h"
+#include "conflict.h"
 #include "facts.h"
 #include "locks.h"
 #include "refs.h"
@@ -280,6 +281,52 @@ payment_layout(FunctionCallInfo fcinfo, const char *fn, bool before, uint32 even
 	return entry;
 }
 
+/*
+ * Whether trigger t fires now, as the executor decides it: by its enabled
+ * state against session_replication_role.  Its WHEN condition, if any, is
+ * taken to hold.
+ */
+static bool
+trigger_fires_now(const Trigger *t)
+{
+	if (t->tgenabled == TRIGGER_DISABLED)
+		return false;
+	if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA)
+		return t->tgenabled != TRIGGER_FIRES_ON_ORIGIN;
+	return t->tgenabled != TRIGGER_FIRES_ON_REPLICA;
+}
+
+/*
+ * Refuse to score a row that another BEFORE INSERT row trigger would see
+ * after the scoring trigger: it could change the payment, or skip it, once
+ * p2pay has counted it in the account state.  BEFORE triggers fire in the
+ * order of their names (the relcache keeps them so).
+ */
+static void
+refuse_later_triggers(TriggerData *td)
+{
+	TriggerDesc *trigdesc = td->tg_relation->trigdesc;
+	bool		after_self = false;
+
+	for (int i = 0; i < trigdesc->numtriggers; i++)
+	{
+		Trigger    *t = &trigdesc->triggers[i];
+
+		if (t->tgoid == td->tg_trigger->tgoid)
+			after_self = true;
+		else if (after_self && TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_BEFORE(t->tgtype) &&
+				 TRIGGER_FOR_INSERT(t->tgtype) && trigger_fires_now(t))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("trigger \"%s\" fires after \"%s\" on inserts into p2pay.payments",
+							t->tgname, td->tg_trigger->tgname),
+					 errdetail("A BEFORE INSERT trigger that fires after p2pay's scoring trigger could change or skip a payment that p2pay has already scored and counted in the account state."),
+					 errhint("BEFORE triggers fire in the order of their names: rename it so that its name sorts before \"%s\", or make it an AFTER trigger.",
+							 td->tg_trigger->tgname),
+					 errtable(td->tg_relation)));
+	}
+}
+
 /* The value of a NOT NULL input column, or a not-null error naming it. */
 static Datum
 required(HeapTuple tup, TupleDesc desc, const int *attnums, PaymentColumn col)
@@ -505,6 +552,19 @@ check_identity(const PaymentLayout *layout, HeapTuple tup, TupleDesc desc, Datum
 }
 
 /*
+ * A row that INSERT ... ON CONFLICT may pass over (conflict.c): looked for
+ * among the payments stored before it is scored; one that conflicts is
+ * neither scored nor counted.
+ */
+typedef struct Passover
+{
+	Relation	rel;
+	HeapTuple	tup;
+	bool		conflicts;
+	char	   *index_name;		/* the unique index it conflicts on */
+} Passover;
+
+/*
  * Score a validated payment, as the owner of payments (the caller switched):
  * load the configuration, look the references up, and, when recording (an
  * insert, by the role inserter), lock the accounts and record the payment
@@ -514,7 +574,7 @@ check_identity(const PaymentLayout *layout, HeapTuple tup, TupleDesc desc, Datum
  */
 static int64
 score(Oid nspid, const PaymentInput *in, Oid inserter, MemoryContext result_cxt,
-	  PaymentFacts *facts, Verdict *verdict)
+	  PaymentFacts *facts, Verdict *verdict, Passover *passover)
 {
 	bool		record = OidIsValid(inserter);
 	const P2payConfig *cfg;
@@ -544,6 +604,17 @@ score(Oid nspid, const PaymentInput *in, Oid inserter, MemoryContext result_cxt,
 
 	if (record)
 		p2pay_lock_payment(cfg, in, facts, inserter);
+
+	/*
+	 * With the accounts locked, a payment of the same key and accounts is
+	 * stored or gone for good.
+	 */
+	if (passover != NULL &&
+		p2pay_payment_conflicts(passover->rel, passover->tup, &passover->index_name))
+	{
+		passover->conflicts = true;
+		return cfg->version;
+	}
 	p2pay_read_facts(cfg, nspid, in, facts, record);
 
 	if (!count)
@@ -592,6 +663,9 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	MemoryContext row_cxt;
 	Datum		id = (Datum) 0;
 	bool		assign_id;
+	ConflictWatch watch = p2pay_conflict_watch();
+	Passover	passover = {0};
+	bool		noted = false;
 
 	layout = payment_layout(fcinfo, "score_payment", true, TRIGGER_EVENT_INSERT);
 	rel = td->tg_relation;
@@ -600,6 +674,7 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	attnums = layout->attnums;
 
 	/* 1. validate */
+	refuse_later_triggers(td);
 	memset(&facts, 0, sizeof(facts));
 	validate_input(tup, desc, attnums, &in);
 
@@ -607,12 +682,42 @@ p2pay_score_payment(PG_FUNCTION_ARGS)
 	row_cxt = CurrentMemoryContext;
 	begin_as_owner(rel->rd_rel->relowner, &saved);
 	assign_id = check_identity(layout, tup, desc, &id);
-	version = score(p2pay_schema(), &in, saved.userid, row_cxt, &facts, &verdict);
+	if (watch != CONFLICT_NONE)
+	{
+		bool		isnull = true;
+
+		if (assign_id)
+			isnull = false;
+		else if (layout->id_att != InvalidAttrNumber)
+			id = heap_getattr(tup, layout->id_att, desc, &isnull);
+		noted = !isnull && p2pay_statement_framed();
+		if (!noted && watch == CONFLICT_KNOWN)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("p2pay can't score payments inserted by INSERT ... ON CONFLICT here"),
+					 errdetail("A payment that ON CONFLICT passes over must not be counted; the check that none was is made by the statement triggers payments_batch_begin and payments_batch_end of p2pay.payments, which don't fire for this insert."),
+					 errhint("Insert into p2pay.payments itself, with both triggers enabled.")));
+		passover.rel = rel;
+		passover.tup = tup;
+	}
+	version = score(p2pay_schema(), &in, saved.userid, row_cxt, &facts, &verdict,
+					watch != CONFLICT_NONE ? &passover : NULL);
+	if (noted)
+		p2pay_statement_note(DatumGetInt64(id), !passover.conflicts);
+	else if (passover.conflicts)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("duplicate key value violates unique constraint \"%s\"", passover.index_name),
+				 errdetail("A payment with the same key is stored, or being stored."),
+				 errtableconstraint(rel, passover.index_name)));
 	end_as_owner(&saved);
 
-	/* 4. write */
-	tup = write_verdict(tup, desc, attnums, &facts, &verdict, version);
-	p2pay_stats_count_decision(verdict.decision);
+	/* 4. write; a row left to ON CONFLICT, as it came */
+	if (!passover.conflicts)
+	{
+		tup = write_verdict(tup, desc, attnums, &facts, &verdict, version);
+		p2pay_stats_count_decision(verdict.decision);
+	}
 	if (assign_id)
 	{
 		bool		null = false;
@@ -751,7 +856,7 @@ p2pay_score(PG_FUNCTION_ARGS)
 		MemoryContext call_cxt = CurrentMemoryContext;
 
 		begin_as_owner(rel->rd_rel->relowner, &saved);
-		version = score(nspid, &in, InvalidOid, call_cxt, &facts, &verdict);
+		version = score(nspid, &in, InvalidOid, call_cxt, &facts, &verdict, NULL);
 		end_as_owner(&saved);
 		table_close(rel, AccessShareLock);
 	}
