@@ -311,5 +311,28 @@ is( $plain->safe_psql(
 	'review|{amount_limit}',
 	'a dry run through p2pay.score() works');
 
+# Not preloaded, p2pay is loaded by a backend's first statement that needs
+# it, after that statement began: its executor hook (conflict.c) could not
+# see whether the statement has ON CONFLICT.  An INSERT ... ON CONFLICT as a
+# new backend's first statement still passes over a payment sent again
+# without counting it; with the statement triggers disabled, it fails on
+# the key as a plain INSERT would, rather than count it.
+my $again = "INSERT INTO p2pay.payments
+  (transaction_id, payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  VALUES (uid(900), uid(5), uid(6), 10, 'USD', '$BANK', '2026-03-01 10:00+00')";
+$plain->safe_psql($db, $again);
+is($plain->safe_psql($db, "$again ON CONFLICT DO NOTHING RETURNING id"),
+	'', "a payment sent again, as a backend's first statement, is passed over");
+$plain->safe_psql($db, 'ALTER TABLE p2pay.payments DISABLE TRIGGER payments_batch_end');
+($ret, $out, $err) = $plain->psql($db,
+	"\\set VERBOSITY verbose\n$again ON CONFLICT DO NOTHING");
+like($err, qr/ERROR:  23505: duplicate key value violates unique constraint "[^"]+"/,
+	'without the statement triggers, it fails with 23505');
+$plain->safe_psql($db, 'ALTER TABLE p2pay.payments ENABLE TRIGGER payments_batch_end');
+is( $plain->safe_psql(
+		$db, "SELECT out_count, in_count FROM p2pay.account_stats WHERE user_id IN (uid(5), uid(6)) ORDER BY user_id"),
+	"1|0\n0|1",
+	'the payment is counted once');
+
 $plain->stop;
 done_testing();
