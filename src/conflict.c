@@ -283,9 +283,9 @@ p2pay_conflict_verify(const int64 *ids, const bool *recorded, int n)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
 				 errmsg("could not serialize access due to concurrent update"),
-				 errdetail("Of the payments an INSERT ... ON CONFLICT scored, " INT64_FORMAT " of " INT64_FORMAT " were stored, and " INT64_FORMAT " it passed over as conflicting were stored: another transaction inserted or deleted a payment of the same key meanwhile.",
+				 errdetail("Of the payments an INSERT ... ON CONFLICT scored, " INT64_FORMAT " of " INT64_FORMAT " were stored, and " INT64_FORMAT " it passed over as conflicting were stored: another transaction inserted or deleted a payment of the same key meanwhile, or a payment conflicts on a constraint p2pay does not look up before scoring (an exclusion constraint, or a unique index on an expression, with a predicate, or with NULLS NOT DISTINCT).",
 						   stored_counted, counted, stored_passed),
-				 errhint("Retry the transaction.")));
+				 errhint("Retry the transaction; if it fails again, name the conflict target (ON CONFLICT (transaction_id)).")));
 }
 
 /*
