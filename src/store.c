@@ -158,7 +158,9 @@ enum
 };
 enum
 {
-	DAILY_USER = 1, DAILY_DAY, DAILY_OUT_COUNT, DAILY_OUT_PAYEES, DAILY_IN_PAYERS, DAILY_NATTS = DAILY_IN_PAYERS
+	DAILY_USER = 1, DAILY_DAY, DAILY_OUT_COUNT, DAILY_OUT_PAYEES, DAILY_IN_PAYERS,
+	DAILY_OUT_HOURS, DAILY_OUT_HOUR_SUMS, DAILY_NATTS = DAILY_OUT_HOUR_SUMS,
+	DAILY_NATTS_1_1 = DAILY_IN_PAYERS
 };
 enum
 {
@@ -178,7 +180,8 @@ static const ColumnSpec acct_cols[] = {
 static const ColumnSpec daily_cols[] = {
 	COLUMN_NOT_NULL("user_id", UUIDOID), COLUMN_NOT_NULL("day", DATEOID),
 	COLUMN_NOT_NULL("out_count", INT8OID), COLUMN_NOT_NULL("out_payees", INT8OID),
-	COLUMN_NOT_NULL("in_payers", INT8OID)
+	COLUMN_NOT_NULL("in_payers", INT8OID), COLUMN_NOT_NULL("out_hours", INT2ARRAYOID),
+	COLUMN_NOT_NULL("out_hour_sums", NUMERICARRAYOID)
 };
 static const ColumnSpec hourly_cols[] = {
 	COLUMN_NOT_NULL("payer_id", UUIDOID), COLUMN_NOT_NULL("hour", TIMESTAMPTZOID),
@@ -196,6 +199,16 @@ static const struct
 	{daily_cols, DAILY_NATTS},
 	{hourly_cols, HOURLY_NATTS},
 };
+
+/*
+ * The most columns of a state row p2pay writes: the size of the buffers
+ * that hold one row's values, and (plus one, by attribute number) which of
+ * them changed.
+ */
+#define STATE_MAX_NATTS 8
+StaticAssertDecl(PAIR_NATTS <= STATE_MAX_NATTS && ACCT_NATTS <= STATE_MAX_NATTS &&
+				 DAILY_NATTS <= STATE_MAX_NATTS && HOURLY_NATTS <= STATE_MAX_NATTS,
+				 "a state row's values must fit STATE_MAX_NATTS");
 
 /* One index of a state table, as the writes maintain it. */
 typedef struct StateIndex
@@ -243,8 +256,34 @@ static struct
 	StateIndex *indexes[NUM_RELS];	/* the ones the writes maintain */
 	PaySource  *sources;		/* bounded ones by lo, latest first, then the rest */
 	int			nsources;
+	bool		legacy;			/* the 1.0/1.1 layout: payer_hourly, see load_cache */
 	MemoryContext cxt;
 }			cache;
+
+/*
+ * How many columns p2pay writes in a state table: account_daily has its
+ * hour arrays only in the 1.2 layout.
+ */
+static int
+natts_of(StateRel r)
+{
+	if (r == REL_DAILY && cache.legacy)
+		return DAILY_NATTS_1_1;
+	return state_cols[r].natts;
+}
+
+/* Whether the tables of the layout in use hold a state table or index. */
+static bool
+rel_used(StateRel r)
+{
+	return r != REL_HOURLY || cache.legacy;
+}
+
+static bool
+idx_used(StateIdx ix)
+{
+	return rel_used(idx_defs[ix].rel);
+}
 
 static bool callback_registered = false;
 
@@ -279,17 +318,17 @@ load_state_table(StateRel r)
 	ListCell   *lc;
 	int			n = 0;
 
-	if (desc->natts < state_cols[r].natts)
+	if (desc->natts < natts_of(r))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
 				 errdetail("A table with the %d columns p2pay defines is expected.",
-						   state_cols[r].natts)));
+						   natts_of(r))));
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (i < state_cols[r].natts)
+		if (i < natts_of(r))
 		{
 			const ColumnSpec *spec = &state_cols[r].cols[i];
 
@@ -525,6 +564,23 @@ load_payments(void)
 	table_close(rel, AccessShareLock);
 }
 
+/*
+ * Whether the schema is still at the 1.0/1.1 layout, which a library of
+ * 1.2 serves until ALTER EXTENSION p2pay UPDATE (docs/upgrading.md): a
+ * payer's amounts per hour in payer_hourly, and account_daily without its
+ * hour arrays.  A schema with neither is taken for 1.2, so that
+ * load_state_table() names what account_daily lacks.
+ */
+static bool
+legacy_layout(Oid nspid)
+{
+	Oid			daily = p2pay_relid(rel_names[REL_DAILY]);
+
+	if (OidIsValid(get_attnum(daily, "out_hours")))
+		return false;
+	return OidIsValid(get_relname_relid(rel_names[REL_HOURLY], nspid));
+}
+
 static void
 load_cache(Oid nspid)
 {
@@ -548,13 +604,15 @@ load_cache(Oid nspid)
 	 */
 	p2pay_cache_begin_load(&cache.state);
 	cache.nspid = nspid;
+	cache.legacy = legacy_layout(nspid);
 	for (int i = 0; i < NUM_RELS; i++)
-		cache.rels[i] = p2pay_relid(rel_names[i]);
+		cache.rels[i] = rel_used(i) ? p2pay_relid(rel_names[i]) : InvalidOid;
 	for (int i = 0; i < NUM_IDXS; i++)
-		cache.idxs[i] = p2pay_relid(idx_defs[i].name);
+		cache.idxs[i] = idx_used(i) ? p2pay_relid(idx_defs[i].name) : InvalidOid;
 	load_payments();
 	for (int r = REL_PAIR; r < NUM_RELS; r++)
-		load_state_table(r);
+		if (rel_used(r))
+			load_state_table(r);
 	p2pay_cache_end_load(&cache.state);
 }
 
@@ -582,7 +640,8 @@ release_state(StateAccess *sa)
 		for (int k = 0; k < sa->nwrites[r]; k++)
 			index_close(sa->writes[r][k], NoLock);
 	for (int i = 0; i < NUM_IDXS; i++)
-		index_close(sa->idxs[i], NoLock);
+		if (sa->idxs[i] != NULL)
+			index_close(sa->idxs[i], NoLock);
 	for (int i = 0; i < cache.nsources; i++)
 	{
 		if (sa->src_rels[i] == NULL)
@@ -596,7 +655,8 @@ release_state(StateAccess *sa)
 	{
 		if (sa->slots[i] != NULL)
 			ExecDropSingleTupleTableSlot(sa->slots[i]);
-		table_close(sa->rels[i], NoLock);
+		if (sa->rels[i] != NULL)
+			table_close(sa->rels[i], NoLock);
 	}
 }
 
@@ -609,17 +669,20 @@ open_state(StateAccess *sa, Oid nspid, bool record)
 		load_cache(nspid);
 		for (int i = 0; i < NUM_RELS; i++)
 		{
-			sa->rels[i] = table_open(cache.rels[i], sa->lockmode);
-			sa->slots[i] = i == REL_PAYMENTS ? NULL : table_slot_create(sa->rels[i], NULL);
+			sa->rels[i] = rel_used(i) ? table_open(cache.rels[i], sa->lockmode) : NULL;
+			sa->slots[i] = i == REL_PAYMENTS || !rel_used(i)
+				? NULL : table_slot_create(sa->rels[i], NULL);
 			sa->nwrites[i] = 0;
 		}
 		sa->src_rels = palloc0(sizeof(Relation) * Max(cache.nsources, 1));
 		sa->src_idxs = palloc0(sizeof(Relation) * Max(cache.nsources, 1));
 		sa->src_slots = palloc0(sizeof(TupleTableSlot *) * Max(cache.nsources, 1));
 		for (int i = 0; i < NUM_IDXS; i++)
-			sa->idxs[i] = index_open(cache.idxs[i], sa->lockmode);
+			sa->idxs[i] = idx_used(i) ? index_open(cache.idxs[i], sa->lockmode) : NULL;
 		for (int r = REL_PAIR; record && r < NUM_RELS; r++)
 		{
+			if (!rel_used(r))
+				continue;
 			sa->writes[r] = palloc(sizeof(Relation) * Max(cache.nindexes[r], 1));
 			for (int k = 0; k < cache.nindexes[r]; k++)
 				sa->writes[r][k] = index_open(cache.indexes[r][k].oid, RowExclusiveLock);
@@ -1594,7 +1657,7 @@ form_row(StateAccess *sa, StateRel r, const Datum *values)
 
 	for (int i = 0; i < desc->natts; i++)
 	{
-		nulls[i] = i >= state_cols[r].natts;
+		nulls[i] = i >= natts_of(r);
 		all[i] = nulls[i] ? (Datum) 0 : values[i];
 	}
 	return heap_form_tuple(desc, all, nulls);
@@ -1603,7 +1666,7 @@ form_row(StateAccess *sa, StateRel r, const Datum *values)
 static void
 insert_row(StateAccess *sa, StateRel r, Datum *values)
 {
-	bool		changed[8] = {false};
+	bool		changed[STATE_MAX_NATTS + 1] = {false};
 	HeapTuple	tup = form_row(sa, r, values);
 
 	heap_insert(sa->rels[r], tup, GetCurrentCommandId(true), 0, NULL);
@@ -1838,7 +1901,8 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 	if (n == 0)
 		return;
 	for (int r = 0; d->statement && r < NUM_RELS; r++)
-		if (r != REL_PAYMENTS && sa->rels[r]->rd_rel->relfilenode != d->filenodes[r])
+		if (r != REL_PAYMENTS && sa->rels[r] != NULL &&
+			sa->rels[r]->rd_rel->relfilenode != d->filenodes[r])
 			statement_row_changed(r);
 	rows = MemoryContextAllocHuge(d->cxt, sizeof(DeferredRow *) * n);
 	hash_seq_init(&seq, d->rows);
@@ -1852,9 +1916,9 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 		StateRel	r = idx_defs[rows[i]->key.ix].rel;
 		TupleDesc	desc = RelationGetDescr(sa->rels[r]);
 		MemoryContext old = MemoryContextSwitchTo(scratch);
-		Datum		values[8];
+		Datum		values[STATE_MAX_NATTS];
 
-		for (int k = 0; k < state_cols[r].natts; k++)
+		for (int k = 0; k < natts_of(r); k++)
 		{
 			bool		isnull;
 
@@ -1862,7 +1926,7 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 		}
 		if (rows[i]->stored)
 		{
-			bool		changed[8 + 1];
+			bool		changed[STATE_MAX_NATTS + 1];
 			TM_Result	result;
 
 			/* every column may have changed since the version was read */
@@ -1909,7 +1973,7 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 typedef struct RowChange
 {
 	bool		reverse;
-	Datum		fresh[8];
+	Datum		fresh[STATE_MAX_NATTS];
 	int			nadd;
 	struct
 	{
@@ -2031,8 +2095,8 @@ apply_change(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple ro
 
 	for (;;)
 	{
-		Datum		values[8];
-		bool		changed[8 + 1] = {false};
+		Datum		values[STATE_MAX_NATTS];
+		bool		changed[STATE_MAX_NATTS + 1] = {false};
 
 		if (row == NULL && change->reverse)
 			return;
@@ -2047,7 +2111,7 @@ apply_change(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple ro
 			insert_row(sa, r, change->fresh);
 			return;
 		}
-		for (int i = 0; i < state_cols[r].natts; i++)
+		for (int i = 0; i < natts_of(r); i++)
 		{
 			bool		isnull;
 
@@ -2577,7 +2641,8 @@ pending_begin(StateAccess *sa)
 		pending->subid = GetCurrentSubTransactionId();
 		pending->budget = (Size) work_mem * 1024;
 		for (int r = 0; r < NUM_RELS; r++)
-			pending->filenodes[r] = sa->rels[r]->rd_rel->relfilenode;
+			pending->filenodes[r] = sa->rels[r] != NULL ? sa->rels[r]->rd_rel->relfilenode
+				: InvalidOid;
 	}
 	Assert(pending->subid == GetCurrentSubTransactionId());
 	return pending;
