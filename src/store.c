@@ -295,6 +295,17 @@ idx_used(StateIdx ix)
 	return rel_used(idx_defs[ix].rel);
 }
 
+/*
+ * Check, before a direct access that relies on it, that the layout loaded
+ * is the one the access is written for (legacy: 1.0/1.1).
+ */
+static void
+require_layout(bool legacy, const char *what)
+{
+	if (cache.legacy != legacy)
+		elog(ERROR, "p2pay: %s needs the %s layout of the state", what, legacy ? "1.1" : "1.2");
+}
+
 static bool callback_registered = false;
 
 static void
@@ -1268,12 +1279,14 @@ typedef struct DayHours
 	Datum		sum[HOURS_PER_DAY];
 } DayHours;
 
+/* A numeric 0, to sum from. */
 static Datum
 numeric_zero(void)
 {
 	return DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
 }
 
+/* Whether a numeric is 0. */
 static bool
 numeric_is_zero(Datum n)
 {
@@ -1311,6 +1324,7 @@ read_hours(const Datum *values, DayHours *out)
 	bool	   *nulls;
 	int			n;
 
+	require_layout(false, "reading account_daily's hours");
 	out->n = 0;
 	if (ARR_ELEMTYPE(hours) != INT2OID || ARR_ELEMTYPE(sums) != NUMERICOID)
 		hours_corrupted(values, "their element types are not smallint and numeric");
@@ -1613,9 +1627,13 @@ paid_in_buckets(StateAccess *sa, const pg_uuid_t *payer, TimestampTz first_whole
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	Datum		sum = numeric_zero();
-	List	   *kept = deferred_rows_of(sa->deferred, IDX_HOURLY, payer);
-	TupleDesc	desc = RelationGetDescr(sa->rels[REL_HOURLY]);
+	List	   *kept;
+	TupleDesc	desc;
 	ListCell   *lc;
+
+	require_layout(true, "reading payer_hourly");
+	kept = deferred_rows_of(sa->deferred, IDX_HOURLY, payer);
+	desc = RelationGetDescr(sa->rels[REL_HOURLY]);
 
 	/* a statement's rows kept take the place of their versions in the table */
 	foreach(lc, kept)
@@ -2453,6 +2471,7 @@ record_hour(StateAccess *sa, const pg_uuid_t *payer, TimestampTz hour, Datum amo
 	ScanKeyData keys[2];
 	RowChange	change = {.reverse = reverse};
 
+	require_layout(true, "writing payer_hourly");
 	change.fresh[HOURLY_PAYER - 1] = UUIDPGetDatum(payer);
 	change.fresh[HOURLY_HOUR - 1] = TimestampTzGetDatum(hour);
 	change.fresh[HOURLY_N - 1] = Int64GetDatum(1);
