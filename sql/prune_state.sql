@@ -40,6 +40,19 @@ CREATE TABLE verdicts AS
                              '00000000-0000-4000-8000-000000000001', now()) s;
 SELECT count(*) AS verdicts, count(*) FILTER (WHERE decision <> 'approve') AS flagged FROM verdicts;
 
+-- A payer_velocity_amount window longer than 30 days keeps the days its
+-- hours are in: with 45 days, the days back to keep + 45 days stay.
+BEGIN;
+UPDATE p2pay.rules SET params = params || '{"window": "45 days"}' WHERE name = 'payer_velocity_amount';
+SELECT days > 0 AS days_pruned FROM p2pay.prune_state();
+SELECT count(*) FILTER (WHERE d.day < (now() - interval '76 days')::date
+                          AND d.day > (SELECT min(f.day) FROM p2pay.account_daily f
+                                        WHERE f.user_id = d.user_id)) AS older_days_left,
+       count(*) FILTER (WHERE d.day >= (now() - interval '76 days')::date
+                          AND d.day < current_date - 61) > 0 AS window_days_kept
+  FROM p2pay.account_daily d;
+ROLLBACK;
+
 CREATE TABLE before AS
   SELECT (SELECT count(*) FROM day_hours) AS hours, (SELECT count(*) FROM p2pay.account_daily) AS days;
 CREATE TABLE pruned AS SELECT * FROM p2pay.prune_state();
