@@ -126,8 +126,8 @@ SELECT count(*) AS accounts_that_differ
        IS DISTINCT FROM (t.out_count, t.out_sum, t.in_count, t.in_sum);
 
 -- Payments the trigger refuses, loaded with it off, can't be counted
--- either: a payer paying itself, a time that is not finite.  An error, and
--- the state is left as it was.
+-- either: a payer paying itself, a time that is not finite, an amount that
+-- is not finite.  An error, and the state is left as it was.
 SET session_replication_role = replica;
 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at,
                             risk_score, decision, is_approved, reasons, amount_base)
@@ -138,6 +138,12 @@ SELECT p2pay.rebuild_state();
 \echo :LAST_ERROR_SQLSTATE
 SET session_replication_role = replica;
 UPDATE p2pay.payments SET payee_id = u(6), created_at = 'infinity' WHERE payer_id = payee_id;
+RESET session_replication_role;
+SELECT p2pay.rebuild_state();
+\echo :LAST_ERROR_SQLSTATE
+SET session_replication_role = replica;
+UPDATE p2pay.payments SET created_at = '2026-02-01 00:00+00', amount = 'NaN', amount_base = 'NaN'
+ WHERE created_at = 'infinity';
 RESET session_replication_role;
 SELECT p2pay.rebuild_state();
 \echo :LAST_ERROR_SQLSTATE

@@ -3141,15 +3141,26 @@ static const char *const rebuild_read_sql =
 /* Payments read per fetch of the rebuild's cursor. */
 #define REBUILD_BATCH 1000
 
-/* Check a stored payment before it is recorded; errors as the trigger's. */
+/*
+ * Check a stored payment before it is recorded; errors as the trigger's.
+ * An amount_base that is not finite would be summed into the payer's hours,
+ * which are then refused when read (see read_hours).
+ */
 static void
-check_stored(const PaymentInput *in, bool no_amount_base)
+check_stored(const PaymentInput *in, bool no_amount_base, Datum amount_base)
 {
 	if (no_amount_base)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("p2pay: payments without amount_base can't be counted"),
 				 errhint("Set amount_base (amount * the currency's rate_to_base) on payments loaded without the trigger.")));
+	if (numeric_is_nan(DatumGetNumeric(amount_base)) || numeric_is_inf(DatumGetNumeric(amount_base)))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("p2pay: a payment whose amount_base is not a finite number can't be counted"),
+				 errdetail("A payment by %s was loaded without the trigger, which refuses such amounts.",
+						   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(in->payer)))),
+				 errhint("Delete the payment, or correct its amount and amount_base, and rebuild again.")));
 	if (memcmp(in->payer->data, in->payee->data, UUID_LEN) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
@@ -3210,7 +3221,7 @@ record_all(Portal portal, Oid nspid)
 			amount = SPI_getbinval(tup, desc, 4, &isnull[3]);
 			if (isnull[0] || isnull[1] || isnull[2])
 				elog(ERROR, "p2pay: a payment without payer_id, payee_id or created_at");
-			check_stored(&in, isnull[3]);
+			check_stored(&in, isnull[3], amount);
 
 			/* a command of its own, that sees the rows flushed before */
 			CommandCounterIncrement();
