@@ -6,13 +6,14 @@
  * state with its index entries, and forgetting a reversed one.
  *
  * An ordinary insert probes about ten keys and index ranges, each bounded
- * by a limit, an hour of one payer's rows or one key, and writes six state
- * rows.  Through SPI most of that time would go into starting and driving
- * the executor for plans of some thirty nodes; here each read is an index
- * scan and each write a heap_insert, heap_update or heap_delete with its
- * index entries, the way PostgreSQL maintains its own catalogs.  The
- * money-flow facts (pass_through's sum, cycle's loops) are read only for
- * large payments, in SQL (moneyflow.c).
+ * by a limit, a day or an hour of one payer's rows or one key, and writes
+ * five state rows (six in the 1.0/1.1 layout).  Through SPI most of that
+ * time would go into starting and driving the executor for plans of some
+ * thirty nodes; here each read is an index scan and each write a
+ * heap_insert, heap_update or heap_delete with its index entries, the way
+ * PostgreSQL maintains its own catalogs.  The money-flow facts
+ * (pass_through's sum, cycle's loops) are read only for large payments, in
+ * SQL (moneyflow.c).
  *
  * Recording a payment (record_payment) is the state's one derivation from
  * the payments: the trigger records each insert through it, and
