@@ -1633,3 +1633,96 @@ CREATE TRIGGER payments_batch_begin BEFORE INSERT ON @extschema@.payments
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.batch_payments();
 CREATE TRIGGER payments_batch_end AFTER INSERT ON @extschema@.payments
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.batch_payments();
+
+------------------------------------------------------------------------------
+-- A payer's amounts per hour in its account_daily rows
+------------------------------------------------------------------------------
+
+-- payer_hourly's buckets move into the payer's row of their UTC day: the
+-- hours with a sum other than 0, ascending, and their sums.  With the state
+-- exact every bucket has its day's row (the payment that made the bucket
+-- made the row); buckets whose day prune_state() deleted (only with a
+-- payer_velocity_amount window over 30 days) are read by no rule from the
+-- day's row on and are dropped.
+ALTER TABLE @extschema@.account_daily
+  ADD COLUMN out_hours smallint[] NOT NULL DEFAULT '{}',
+  ADD COLUMN out_hour_sums numeric[] NOT NULL DEFAULT '{}';
+COMMENT ON TABLE @extschema@.account_daily IS
+  'Each account''s activity per UTC day (payments made, new payees, new payers): its normal level, against which velocity, fan-out and fan-in are compared; and the amounts it paid per hour of the day, which payer_velocity_amount sums.';
+COMMENT ON COLUMN @extschema@.account_daily.out_hours IS
+  'The hours of the UTC day (0 to 23, ascending) in which the account''s payments as payer sum to other than 0.';
+COMMENT ON COLUMN @extschema@.account_daily.out_hour_sums IS
+  'The sum of amount_base of the account''s payments as payer in each hour of out_hours, in its order.';
+UPDATE @extschema@.account_daily d
+   SET out_hours = h.hours, out_hour_sums = h.sums
+  FROM (SELECT payer_id, (hour AT TIME ZONE 'UTC')::date AS day,
+               array_agg(extract(hour FROM hour AT TIME ZONE 'UTC')::smallint ORDER BY hour) AS hours,
+               array_agg(total ORDER BY hour) AS sums
+          FROM @extschema@.payer_hourly
+         WHERE total OPERATOR(pg_catalog.<>) 0
+         GROUP BY 1, 2) h
+ WHERE d.user_id OPERATOR(pg_catalog.=) h.payer_id AND d.day OPERATOR(pg_catalog.=) h.day;
+ALTER EXTENSION p2pay DROP TABLE @extschema@.payer_hourly;
+DROP TABLE @extschema@.payer_hourly;
+
+-- Truncating payments empties the state derived from them, so that no
+-- aggregate counts a payment that is gone.
+CREATE OR REPLACE FUNCTION @extschema@.truncate_state() RETURNS trigger
+  LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+  IF TG_RELID OPERATOR(pg_catalog.<>) ALL (ARRAY['@extschema@.payments'::pg_catalog.regclass]::pg_catalog.oid[]) THEN
+    RAISE EXCEPTION 'trigger function p2pay.truncate_state() can only run on p2pay.payments'
+      USING ERRCODE = 'wrong_object_type',
+            HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
+  END IF;
+  TRUNCATE @extschema@.account_stats, @extschema@.pair_stats, @extschema@.account_daily;
+  RETURN NULL;
+END $$;
+
+-- The daily rows accumulate with history, though a rule reads only a day
+-- among the last 30 (plus each account's first day, which says how much
+-- history it has) and the hours inside payer_velocity_amount's window.
+-- prune_state() deletes the days that no payment created after now() - keep
+-- reads, keeping every account's first day, so that the state stays the
+-- size of the accounts' recent activity.  Run it daily (pg_cron, say).
+-- hours is how many hours of the payers' amounts went with the days
+-- deleted, days how many days.
+CREATE OR REPLACE FUNCTION @extschema@.prune_state(keep interval DEFAULT '31 days',
+                                        OUT hours bigint, OUT days bigint)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  velocity_window interval;
+  horizon timestamptz;
+BEGIN
+  SELECT coalesce((params->>'window')::interval, interval '0')
+    INTO velocity_window
+    FROM @extschema@.rules WHERE name = 'payer_velocity_amount';
+  IF keep IS NULL OR keep < interval '31 days' THEN
+    RAISE EXCEPTION 'p2pay: prune_state keeps at least 31 days'
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('keep was %s; an account''s normal is counted over the 30 days before a payment''s.', keep);
+  END IF;
+  IF keep > interval '3650 days' THEN
+    RAISE EXCEPTION 'p2pay: prune_state keeps at most 3650 days'
+      USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = format('keep was %s.', keep),
+            HINT = 'Keep what no rule reads: 31 days, or more for payments inserted late.';
+  END IF;
+  horizon := now() - keep;
+  -- a payment at the horizon reads the 30 days before its own, and the
+  -- hours from the start of the hour its velocity window begins in
+  WITH gone AS (
+    DELETE FROM @extschema@.account_daily d
+     WHERE d.day < least((horizon AT TIME ZONE 'UTC')::date - 30,
+                         (date_trunc('hour', horizon - velocity_window, 'UTC') AT TIME ZONE 'UTC')::date)
+       AND EXISTS (SELECT 1 FROM @extschema@.account_daily f
+                    WHERE f.user_id = d.user_id AND f.day < d.day)
+    RETURNING cardinality(d.out_hours) AS n)
+  SELECT coalesce(sum(n), 0), count(*) INTO hours, days FROM gone;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.prune_state(interval) IS
+  'Delete the daily rows (with their hours) that no payment created in the last keep (at least 31 days) reads, keeping each account''s first day; returns how many hours and days went.';
+REVOKE ALL ON FUNCTION @extschema@.prune_state(interval) FROM PUBLIC;

@@ -157,8 +157,7 @@ BEGIN
       USING ERRCODE = 'wrong_object_type',
             HINT = 'p2pay''s trigger functions keep p2pay''s own tables; drop this trigger.';
   END IF;
-  TRUNCATE @extschema@.account_stats, @extschema@.pair_stats, @extschema@.payer_hourly,
-           @extschema@.account_daily;
+  TRUNCATE @extschema@.account_stats, @extschema@.pair_stats, @extschema@.account_daily;
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION @extschema@.truncate_state() IS
@@ -419,27 +418,23 @@ CREATE INDEX pair_stats_payer_last_idx ON @extschema@.pair_stats (payer_id, last
 CREATE INDEX pair_stats_payee_last_idx ON @extschema@.pair_stats (payee_id, last_at);
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.pair_stats', '');
 
-CREATE TABLE @extschema@.payer_hourly (
-  payer_id uuid NOT NULL,
-  hour     timestamptz NOT NULL,
-  n        bigint NOT NULL,
-  total    numeric NOT NULL,
-  PRIMARY KEY (payer_id, hour)
-);
-COMMENT ON TABLE @extschema@.payer_hourly IS
-  'Payer totals in UTC hour buckets: a window sum reads whole buckets plus the rows of the one bucket at its edge.';
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.payer_hourly', '');
-
 CREATE TABLE @extschema@.account_daily (
   user_id    uuid NOT NULL,
   day        date NOT NULL,
   out_count  bigint NOT NULL DEFAULT 0,
   out_payees bigint NOT NULL DEFAULT 0,
   in_payers  bigint NOT NULL DEFAULT 0,
+  -- last, as the update from 1.1 adds them
+  out_hours     smallint[] NOT NULL DEFAULT '{}',
+  out_hour_sums numeric[] NOT NULL DEFAULT '{}',
   PRIMARY KEY (user_id, day)
 );
 COMMENT ON TABLE @extschema@.account_daily IS
-  'Each account''s activity per UTC day (payments made, new payees, new payers): its normal level, against which velocity, fan-out and fan-in are compared.';
+  'Each account''s activity per UTC day (payments made, new payees, new payers): its normal level, against which velocity, fan-out and fan-in are compared; and the amounts it paid per hour of the day, which payer_velocity_amount sums.';
+COMMENT ON COLUMN @extschema@.account_daily.out_hours IS
+  'The hours of the UTC day (0 to 23, ascending) in which the account''s payments as payer sum to other than 0.';
+COMMENT ON COLUMN @extschema@.account_daily.out_hour_sums IS
+  'The sum of amount_base of the account''s payments as payer in each hour of out_hours, in its order.';
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.account_daily', '');
 
 ------------------------------------------------------------------------------
@@ -925,12 +920,14 @@ COMMENT ON FUNCTION @extschema@.rebuild_state() IS
   'Count the per-account state again from the stored payments, after loading payments with the trigger off: empties it and records every payment through the trigger''s own recording.';
 REVOKE ALL ON FUNCTION @extschema@.rebuild_state() FROM PUBLIC;
 
--- The hourly buckets and daily rows accumulate with history, though a rule
--- reads only an hour inside payer_velocity_amount's window and a day among
--- the last 30 (plus each account's first day, which says how much history
--- it has).  prune_state() deletes what no payment created after now() - keep
+-- The daily rows accumulate with history, though a rule reads only a day
+-- among the last 30 (plus each account's first day, which says how much
+-- history it has) and the hours inside payer_velocity_amount's window.
+-- prune_state() deletes the days that no payment created after now() - keep
 -- reads, keeping every account's first day, so that the state stays the
 -- size of the accounts' recent activity.  Run it daily (pg_cron, say).
+-- hours is how many hours of the payers' amounts went with the days
+-- deleted, days how many days.
 CREATE FUNCTION @extschema@.prune_state(keep interval DEFAULT '31 days',
                                         OUT hours bigint, OUT days bigint)
 LANGUAGE plpgsql
@@ -955,20 +952,20 @@ BEGIN
             HINT = 'Keep what no rule reads: 31 days, or more for payments inserted late.';
   END IF;
   horizon := now() - keep;
-  -- a payment at the horizon reads the buckets after the start of the hour
-  -- its window begins in
-  DELETE FROM @extschema@.payer_hourly
-   WHERE hour < date_trunc('hour', horizon - velocity_window, 'UTC');
-  GET DIAGNOSTICS hours = ROW_COUNT;
-  DELETE FROM @extschema@.account_daily d
-   WHERE d.day < (horizon AT TIME ZONE 'UTC')::date - 30
-     AND EXISTS (SELECT 1 FROM @extschema@.account_daily f
-                  WHERE f.user_id = d.user_id AND f.day < d.day);
-  GET DIAGNOSTICS days = ROW_COUNT;
+  -- a payment at the horizon reads the 30 days before its own, and the
+  -- hours from the start of the hour its velocity window begins in
+  WITH gone AS (
+    DELETE FROM @extschema@.account_daily d
+     WHERE d.day < least((horizon AT TIME ZONE 'UTC')::date - 30,
+                         (date_trunc('hour', horizon - velocity_window, 'UTC') AT TIME ZONE 'UTC')::date)
+       AND EXISTS (SELECT 1 FROM @extschema@.account_daily f
+                    WHERE f.user_id = d.user_id AND f.day < d.day)
+    RETURNING cardinality(d.out_hours) AS n)
+  SELECT coalesce(sum(n), 0), count(*) INTO hours, days FROM gone;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.prune_state(interval) IS
-  'Delete the hourly buckets and daily rows that no payment created in the last keep (at least 31 days) reads, keeping each account''s first day.';
+  'Delete the daily rows (with their hours) that no payment created in the last keep (at least 31 days) reads, keeping each account''s first day; returns how many hours and days went.';
 REVOKE ALL ON FUNCTION @extschema@.prune_state(interval) FROM PUBLIC;
 
 ------------------------------------------------------------------------------

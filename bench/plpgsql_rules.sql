@@ -7,9 +7,9 @@
  * runs one plain query per rule over p2pay.payments (and users,
  * user_payment_methods, currencies, blocklist), with the default parameters
  * of docs/rules.md's rule table written into the code.  It reads none of
- * p2pay's per-account state (account_stats, pair_stats, payer_hourly,
- * account_daily) and none of its configuration (rules, settings, allowlist,
- * snoozes, shadow modes): a change to those does not reach it.  Like p2pay
+ * p2pay's per-account state (account_stats, pair_stats, account_daily)
+ * and none of its configuration (rules, settings, allowlist, snoozes,
+ * shadow modes): a change to those does not reach it.  Like p2pay
  * (docs/internals.md, "Concurrency") it takes a transaction-scoped advisory lock on the
  * payer and on the payee, in a fixed order, so that two concurrent payments
  * of one account can't both slip under a limit: without them the counts

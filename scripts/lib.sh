@@ -397,15 +397,13 @@ ALTER TABLE bench.pair_saved ADD PRIMARY KEY (payer_id, payee_id);
 CREATE TABLE bench.account_saved AS SELECT * FROM p2pay.account_stats;
 CREATE TABLE bench.daily_saved AS
   SELECT * FROM p2pay.account_daily WHERE day >= current_date - 1;
-CREATE TABLE bench.hourly_saved AS
-  SELECT * FROM p2pay.payer_hourly WHERE hour >= date_trunc('hour', now()) - interval '1 hour';
 CREATE TABLE IF NOT EXISTS bench.saved_at (day date, hour timestamptz, at timestamptz);
 TRUNCATE bench.saved_at;
 INSERT INTO bench.saved_at VALUES (current_date - 1, date_trunc('hour', now()) - interval '1 hour', now());
 SQL
   # vacuumed now, so that autovacuum has no reason to visit the copies
   # during a run
-  bench_psql -c "VACUUM ANALYZE bench.pair_saved, bench.account_saved, bench.daily_saved, bench.hourly_saved"
+  bench_psql -c "VACUUM ANALYZE bench.pair_saved, bench.account_saved, bench.daily_saved"
 }
 bench_restore_state() {
   bench_psql <<SQL
@@ -417,10 +415,7 @@ INSERT INTO p2pay.account_stats SELECT * FROM bench.account_saved;
 DELETE FROM p2pay.account_daily d USING p2pay.users u, bench.saved_at b
  WHERE d.user_id = u.id AND d.day >= b.day;
 INSERT INTO p2pay.account_daily SELECT * FROM bench.daily_saved;
-DELETE FROM p2pay.payer_hourly h USING p2pay.users u, bench.saved_at b
- WHERE h.payer_id = u.id AND h.hour >= b.hour;
-INSERT INTO p2pay.payer_hourly SELECT * FROM bench.hourly_saved;
-VACUUM p2pay.pair_stats, p2pay.account_stats, p2pay.account_daily, p2pay.payer_hourly;
+VACUUM p2pay.pair_stats, p2pay.account_stats, p2pay.account_daily;
 SQL
 }
 

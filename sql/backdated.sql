@@ -50,7 +50,6 @@ LANGUAGE plpgsql AS $$
 BEGIN
   CREATE TEMP TABLE kept_account AS TABLE p2pay.account_stats;
   CREATE TEMP TABLE kept_pair AS TABLE p2pay.pair_stats;
-  CREATE TEMP TABLE kept_hourly AS TABLE p2pay.payer_hourly;
   CREATE TEMP TABLE kept_daily AS TABLE p2pay.account_daily;
   PERFORM p2pay.rebuild_state();
   RETURN QUERY
@@ -62,21 +61,16 @@ BEGIN
     UNION ALL SELECT 'pair_stats', 'recount, not kept', r::text FROM (TABLE recount_pair_stats EXCEPT TABLE kept_pair) r
     UNION ALL SELECT 'pair_stats', 'rebuilt', r::text FROM (TABLE p2pay.pair_stats EXCEPT TABLE recount_pair_stats) r
     UNION ALL SELECT 'pair_stats', 'recount, not rebuilt', r::text FROM (TABLE recount_pair_stats EXCEPT TABLE p2pay.pair_stats) r
-    UNION ALL SELECT 'payer_hourly', 'kept', r::text FROM (TABLE kept_hourly EXCEPT TABLE recount_payer_hourly) r
-    UNION ALL SELECT 'payer_hourly', 'recount, not kept', r::text FROM (TABLE recount_payer_hourly EXCEPT TABLE kept_hourly) r
-    UNION ALL SELECT 'payer_hourly', 'rebuilt', r::text FROM (TABLE p2pay.payer_hourly EXCEPT TABLE recount_payer_hourly) r
-    UNION ALL SELECT 'payer_hourly', 'recount, not rebuilt', r::text FROM (TABLE recount_payer_hourly EXCEPT TABLE p2pay.payer_hourly) r
     UNION ALL SELECT 'account_daily', 'kept', r::text FROM (TABLE kept_daily EXCEPT TABLE recount_account_daily) r
     UNION ALL SELECT 'account_daily', 'recount, not kept', r::text FROM (TABLE recount_account_daily EXCEPT TABLE kept_daily) r
     UNION ALL SELECT 'account_daily', 'rebuilt', r::text FROM (TABLE p2pay.account_daily EXCEPT TABLE recount_account_daily) r
     UNION ALL SELECT 'account_daily', 'recount, not rebuilt', r::text FROM (TABLE recount_account_daily EXCEPT TABLE p2pay.account_daily) r
     ORDER BY 1, 3, 2;
-  TRUNCATE p2pay.account_stats, p2pay.pair_stats, p2pay.payer_hourly, p2pay.account_daily;
+  TRUNCATE p2pay.account_stats, p2pay.pair_stats, p2pay.account_daily;
   INSERT INTO p2pay.account_stats SELECT * FROM kept_account;
   INSERT INTO p2pay.pair_stats SELECT * FROM kept_pair;
-  INSERT INTO p2pay.payer_hourly SELECT * FROM kept_hourly;
   INSERT INTO p2pay.account_daily SELECT * FROM kept_daily;
-  DROP TABLE kept_account, kept_pair, kept_hourly, kept_daily;
+  DROP TABLE kept_account, kept_pair, kept_daily;
 END $$;
 
 -- An account's rows of account_daily, by user number.
@@ -170,14 +164,14 @@ SELECT * FROM pairs WHERE payer = 16 ORDER BY payee;
 SELECT * FROM days WHERE u BETWEEN 16 AND 19 ORDER BY u, day;
 -- The pair's first payment, then its last: its first and last times are
 -- read again from its payments that remain; the last one's day held only
--- it, so that day's rows go, and so does its hour's bucket, while the
--- first one's bucket keeps the payment to 18 of that hour.
+-- it, so that day's rows go, hours and all, while the first one's hour
+-- keeps the payment to 18 of that hour.
 DELETE FROM p2pay.payments WHERE payer_id = u(16) AND payee_id = u(17) AND created_at = :D1 + interval '9 hours';
 DELETE FROM p2pay.payments WHERE payer_id = u(16) AND payee_id = u(17) AND created_at = :D1 + interval '2 days 8 hours';
 SELECT * FROM pairs WHERE payer = 16 AND payee = 17;
 SELECT * FROM days WHERE u IN (16, 17) ORDER BY u, day;
-SELECT hour, n, total FROM p2pay.payer_hourly
- WHERE payer_id = u(16) AND hour IN (:D1 + interval '9 hours', :D1 + interval '2 days 8 hours');
+SELECT day, out_hours, out_hour_sums FROM p2pay.account_daily
+ WHERE user_id = u(16) AND day IN ((:D1)::date, (:D1 + interval '2 days')::date) ORDER BY day;
 -- One of the pair's two payments at one instant: its first and last times
 -- stay the other's.
 DELETE FROM p2pay.payments WHERE id = (SELECT min(id) FROM p2pay.payments WHERE payee_id = u(19));
@@ -223,10 +217,88 @@ SELECT count(*) FILTER (WHERE 'payee_fan_in' = ANY (reasons)) AS fan_in_at_inser
 SELECT rule, payments, fired, fired_at_time
   FROM p2pay.backtest(:S, :S + interval '1 hour') WHERE rule = 'payee_fan_in';
 
+-- A payer's amounts per hour live in its row of each UTC day
+-- (account_daily.out_hours, out_hour_sums).  payer_velocity_amount (over
+-- 100 in 24 hours) sums the hours of the payer's day rows from the hour
+-- after its window's start on, later hours included, plus its payments
+-- in the window's first, partial, hour.
+UPDATE p2pay.rules SET mode = 'off' WHERE name = 'payee_fan_in';
+UPDATE p2pay.rules SET mode = 'active', params = '{"max_amount": 100, "window": "24 hours"}'
+ WHERE name = 'payer_velocity_amount';
+INSERT INTO p2pay.users (id, created_at) VALUES (u(200), '2020-01-01'), (u(201), '2020-01-01');
+CREATE FUNCTION pay_amount(amount numeric, at timestamptz) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+  fired boolean;
+BEGIN
+  INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  VALUES (u(200), u(201), amount, 'USD', '00000000-0000-4000-8000-000000000001', at)
+  RETURNING 'payer_velocity_amount' = ANY (reasons) INTO fired;
+  RETURN fired;
+END $$;
+-- The window spans midnight: 40 at 22:30 and 30 at 01:10, then 40 at
+-- 21:00 reads yesterday's hour 22 and today's hour 1 (110, fires); 20 at
+-- 22:45 starts its window in yesterday's hour 22, whose payment at 22:30
+-- is before it (90, quiet).
+SELECT pay_amount(40, '2026-05-01 22:30+00') AS fired;
+SELECT pay_amount(30, '2026-05-02 01:10+00') AS fired;
+SELECT pay_amount(40, '2026-05-02 21:00+00') AS fired;
+SELECT pay_amount(20, '2026-05-02 22:45+00') AS fired;
+SELECT day, out_count, out_hours, out_hour_sums FROM p2pay.account_daily
+ WHERE user_id = u(200) ORDER BY day;
+-- The payee's day rows hold no hours.
+SELECT day, in_payers, out_hours, out_hour_sums FROM p2pay.account_daily
+ WHERE user_id = u(201) ORDER BY day;
+-- A backdated payment into yesterday's hour 23: its window reads every
+-- later hour (145, fires), and the earlier day's row gains the hour.
+SELECT pay_amount(15, '2026-05-01 23:30+00') AS fired;
+SELECT day, out_hours, out_hour_sums FROM p2pay.account_daily WHERE user_id = u(200) ORDER BY day;
+-- Two payments in one hour, one reversed: the hour keeps the other's sum.
+SELECT pay_amount(5, '2026-05-02 01:50+00') AS fired;
+DELETE FROM p2pay.payments WHERE payer_id = u(200) AND created_at = '2026-05-02 01:10+00';
+SELECT day, out_hours, out_hour_sums FROM p2pay.account_daily WHERE user_id = u(200) ORDER BY day;
+-- Reversals that empty an hour: the hour goes from its day's arrays.
+DELETE FROM p2pay.payments WHERE payer_id = u(200) AND created_at IN ('2026-05-01 23:30+00', '2026-05-02 01:50+00');
+SELECT day, out_hours, out_hour_sums FROM p2pay.account_daily WHERE user_id = u(200) ORDER BY day;
+SELECT * FROM state_vs_recount();
+-- A row whose hours p2pay can't have written is refused (XX001), not read.
+BEGIN;
+UPDATE p2pay.account_daily SET out_hours = '{22,21}', out_hour_sums = '{40,40}'
+ WHERE user_id = u(200) AND day = '2026-05-02';
+SELECT pay_amount(1, '2026-05-02 23:00+00') AS fired;
+ROLLBACK;
+BEGIN;
+UPDATE p2pay.account_daily SET out_hours = '{21}', out_hour_sums = '{40,20}'
+ WHERE user_id = u(200) AND day = '2026-05-02';
+SELECT pay_amount(1, '2026-05-02 23:00+00') AS fired;
+ROLLBACK;
+BEGIN;
+UPDATE p2pay.account_daily SET out_hour_sums = '{40,NULL}'
+ WHERE user_id = u(200) AND day = '2026-05-02';
+SELECT pay_amount(1, '2026-05-02 23:00+00') AS fired;
+ROLLBACK;
+BEGIN;
+UPDATE p2pay.account_daily SET out_hours = '{21,24}'
+ WHERE user_id = u(200) AND day = '2026-05-02';
+SELECT pay_amount(1, '2026-05-02 23:00+00') AS fired;
+ROLLBACK;
+BEGIN;
+UPDATE p2pay.account_daily SET out_hour_sums = '{40,0}'
+ WHERE user_id = u(200) AND day = '2026-05-02';
+SELECT pay_amount(1, '2026-05-02 23:00+00') AS fired;
+ROLLBACK;
+BEGIN;
+UPDATE p2pay.account_daily SET out_hours = '{{21,22}}', out_hour_sums = '{{40,20}}'
+ WHERE user_id = u(200) AND day = '2026-05-02';
+SELECT pay_amount(1, '2026-05-02 23:00+00') AS fired;
+ROLLBACK;
+SELECT pay_amount(1, '2026-05-02 23:00+00') AS fired;
+DROP FUNCTION pay_amount(numeric, timestamptz);
+
 DROP VIEW pairs;
 DROP VIEW days;
 DROP FUNCTION state_vs_recount();
-DROP VIEW recount_account_stats, recount_pair_stats, recount_payer_hourly, recount_account_daily;
+DROP VIEW recount_account_stats, recount_pair_stats, recount_account_daily, recount_day_hours;
 DROP FUNCTION pay(int, int, timestamptz);
 DROP FUNCTION payer_time_scans();
 DROP FUNCTION u(int);

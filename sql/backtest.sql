@@ -31,7 +31,7 @@ CREATE FUNCTION fingerprint() RETURNS text LANGUAGE sql AS $$
     (SELECT string_agg(p::text, ',' ORDER BY p.id) FROM p2pay.payments p),
     (SELECT string_agg(a::text, ',' ORDER BY a.user_id) FROM p2pay.account_stats a),
     (SELECT string_agg(s::text, ',' ORDER BY s.payer_id, s.payee_id) FROM p2pay.pair_stats s),
-    (SELECT string_agg(h::text, ',' ORDER BY h.payer_id, h.hour) FROM p2pay.payer_hourly h),
+    (SELECT string_agg(d::text, ',' ORDER BY d.user_id, d.day) FROM p2pay.account_daily d),
     (SELECT string_agg(r::text, ',' ORDER BY r.name) FROM p2pay.rules r),
     (SELECT string_agg(r::text, ',') FROM p2pay.ruleset r),
     (SELECT string_agg(c::text, ',' ORDER BY c.id) FROM p2pay.config_history c),

@@ -74,8 +74,9 @@ SELECT col, val, attempt(col, val) FROM (VALUES
 SELECT count(*) AS payments FROM p2pay.payments;
 SELECT out_count, in_count FROM p2pay.account_stats ORDER BY user_id;
 SELECT sum(n) AS pair_payments FROM p2pay.pair_stats;
--- the payment before 2000 (where timestamps turn negative) is in its own hour
-SELECT hour AT TIME ZONE 'UTC' AS hour_utc, n FROM p2pay.payer_hourly ORDER BY hour LIMIT 1;
+-- the payment before 2000 (where timestamps turn negative) is in its own
+-- hour of its own day
+SELECT day, out_hours, out_count FROM p2pay.account_daily WHERE out_hours <> '{}' ORDER BY day LIMIT 1;
 COMMIT;
 
 -- The tolerance for clock skew is a setting.

@@ -37,7 +37,7 @@ CREATE VIEW derived AS
     FROM p2pay.payments GROUP BY payer_id, payee_id
   UNION ALL
   SELECT 'hour', payer_id || '@' || date_trunc('hour', created_at AT TIME ZONE 'UTC'),
-         count(*) || '/' || sum(amount_base)
+         sum(amount_base)::text
     FROM p2pay.payments GROUP BY 2;
 CREATE VIEW kept AS
   SELECT 'account' AS kind, user_id::text AS key,
@@ -47,8 +47,8 @@ CREATE VIEW kept AS
   SELECT 'pair', payer_id || '>' || payee_id, n || '/' || total || '/' || first_at || '/' || last_at
     FROM p2pay.pair_stats
   UNION ALL
-  SELECT 'hour', payer_id || '@' || (hour AT TIME ZONE 'UTC'), n || '/' || total
-    FROM p2pay.payer_hourly;
+  SELECT 'hour', d.user_id || '@' || (d.day + h.hour * interval '1 hour'), h.total::text
+    FROM p2pay.account_daily d, unnest(d.out_hours, d.out_hour_sums) h (hour, total);
 
 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
 SELECT '00000000-0000-4000-8000-000000000001',
@@ -69,7 +69,7 @@ SELECT count(*) AS pairs FROM p2pay.pair_stats;
 TRUNCATE p2pay.payments;
 SELECT (SELECT count(*) FROM p2pay.account_stats) AS accounts,
        (SELECT count(*) FROM p2pay.pair_stats) AS pairs,
-       (SELECT count(*) FROM p2pay.payer_hourly) AS buckets;
+       (SELECT count(*) FROM p2pay.account_daily) AS days;
 
 DROP VIEW derived, kept;
 DROP EXTENSION p2pay;

@@ -17,8 +17,6 @@ LANGUAGE sql AS $$
     UNION ALL (TABLE recount_account_stats EXCEPT TABLE p2pay.account_stats)) r
   UNION ALL SELECT 'pair_stats', r::text FROM ((TABLE p2pay.pair_stats EXCEPT TABLE recount_pair_stats)
     UNION ALL (TABLE recount_pair_stats EXCEPT TABLE p2pay.pair_stats)) r
-  UNION ALL SELECT 'payer_hourly', r::text FROM ((TABLE p2pay.payer_hourly EXCEPT TABLE recount_payer_hourly)
-    UNION ALL (TABLE recount_payer_hourly EXCEPT TABLE p2pay.payer_hourly)) r
   UNION ALL SELECT 'account_daily', r::text FROM ((TABLE p2pay.account_daily EXCEPT TABLE recount_account_daily)
     UNION ALL (TABLE recount_account_daily EXCEPT TABLE p2pay.account_daily)) r
 $$;
@@ -84,6 +82,6 @@ END $$;
 SELECT * FROM state_vs_recount();
 
 DROP FUNCTION state_vs_recount(), batch(int);
-DROP VIEW recount_account_stats, recount_pair_stats, recount_payer_hourly, recount_account_daily;
+DROP VIEW recount_account_stats, recount_pair_stats, recount_account_daily, recount_day_hours;
 DROP FUNCTION u(int);
 DROP EXTENSION p2pay;

@@ -50,7 +50,6 @@ BEGIN
       FROM p2pay.payments
     UNION ALL SELECT label, 'account_stats', to_jsonb(a) FROM p2pay.account_stats a
     UNION ALL SELECT label, 'pair_stats', to_jsonb(p) FROM p2pay.pair_stats p
-    UNION ALL SELECT label, 'payer_hourly', to_jsonb(h) FROM p2pay.payer_hourly h
     UNION ALL SELECT label, 'account_daily', to_jsonb(d) FROM p2pay.account_daily d;
 END $$;
 

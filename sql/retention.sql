@@ -51,7 +51,6 @@ SELECT * FROM rent_verdict();
 CREATE FUNCTION state() RETURNS SETOF text LANGUAGE sql AS $$
   SELECT 'account ' || a::text FROM p2pay.account_stats a
   UNION ALL SELECT 'pair ' || p::text FROM p2pay.pair_stats p
-  UNION ALL SELECT 'hour ' || h::text FROM p2pay.payer_hourly h
   UNION ALL SELECT 'day ' || d::text FROM p2pay.account_daily d
 $$;
 CREATE TABLE state_before AS SELECT * FROM state() s;

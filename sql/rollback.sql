@@ -31,7 +31,7 @@ COMMIT;
 SELECT count(*) AS payments FROM p2pay.payments;
 SELECT count(*) AS accounts FROM p2pay.account_stats;
 SELECT count(*) AS pairs FROM p2pay.pair_stats;
-SELECT count(*) AS buckets FROM p2pay.payer_hourly;
+SELECT count(*) AS days FROM p2pay.account_daily;
 
 -- So the first committed payment is the first in its window, the second
 -- is over the limit of one.

@@ -39,7 +39,7 @@ ALTER TABLE p2pay.account_stats ALTER COLUMN out_sum TYPE float8;
 SELECT pay();
 ROLLBACK;
 BEGIN;
-ALTER TABLE p2pay.payer_hourly ALTER COLUMN n TYPE integer;
+ALTER TABLE p2pay.account_daily ALTER COLUMN out_hour_sums TYPE float8[];
 SELECT pay();
 ROLLBACK;
 BEGIN;
@@ -86,9 +86,10 @@ ROLLBACK;
 
 -- A table the trigger writes directly, turned into something else.
 BEGIN;
-ALTER TABLE p2pay.payer_hourly RENAME TO payer_hourly_old;
-CREATE TABLE p2pay.payer_hourly (payer_id uuid, hour timestamptz, n bigint, total numeric)
-  PARTITION BY RANGE (hour);
+ALTER TABLE p2pay.account_daily RENAME TO account_daily_old;
+CREATE TABLE p2pay.account_daily (user_id uuid, day date, out_count bigint, out_payees bigint,
+  in_payers bigint, out_hours smallint[], out_hour_sums numeric[])
+  PARTITION BY RANGE (day);
 SELECT pay();
 ROLLBACK;
 

@@ -17,8 +17,6 @@ LANGUAGE sql AS $$
     UNION ALL (TABLE recount_account_stats EXCEPT TABLE p2pay.account_stats)) r
   UNION ALL SELECT 'pair_stats', r::text FROM ((TABLE p2pay.pair_stats EXCEPT TABLE recount_pair_stats)
     UNION ALL (TABLE recount_pair_stats EXCEPT TABLE p2pay.pair_stats)) r
-  UNION ALL SELECT 'payer_hourly', r::text FROM ((TABLE p2pay.payer_hourly EXCEPT TABLE recount_payer_hourly)
-    UNION ALL (TABLE recount_payer_hourly EXCEPT TABLE p2pay.payer_hourly)) r
   UNION ALL SELECT 'account_daily', r::text FROM ((TABLE p2pay.account_daily EXCEPT TABLE recount_account_daily)
     UNION ALL (TABLE recount_account_daily EXCEPT TABLE p2pay.account_daily)) r
 $$;
@@ -29,7 +27,7 @@ LANGUAGE sql AS $$
   SELECT c.relname::text, pg_stat_get_xact_tuples_inserted(c.oid), pg_stat_get_xact_tuples_updated(c.oid)
     FROM pg_class c
    WHERE c.relnamespace = 'p2pay'::regnamespace
-     AND c.relname IN ('account_stats', 'account_daily', 'payer_hourly', 'pair_stats')
+     AND c.relname IN ('account_stats', 'account_daily', 'pair_stats')
 $$;
 CREATE TABLE writes_mark AS SELECT * FROM write_counts();
 CREATE FUNCTION mark_writes() RETURNS void LANGUAGE sql AS $$
@@ -223,7 +221,7 @@ $$;
 SELECT pay_touching('UPDATE p2pay.account_stats SET out_count = out_count WHERE user_id = u(26)');
 \echo :LAST_ERROR_SQLSTATE
 -- The same when a table of the state is emptied meanwhile.
-SELECT pay_touching('TRUNCATE p2pay.payer_hourly');
+SELECT pay_touching('TRUNCATE p2pay.account_daily');
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM p2pay.payments WHERE payer_id = u(26);
 SELECT user_id, out_count, in_count FROM p2pay.account_stats WHERE user_id IN (u(26), u(27)) ORDER BY 1;
@@ -248,9 +246,24 @@ SHOW session_replication_role;
 SELECT count(*) FROM p2pay.payments WHERE payer_id = u(28);
 SELECT * FROM state_vs_recount();
 
+-- 9. A statement across midnight: the payer's day row of the evening,
+-- kept in memory, takes the place of its stored version when the
+-- velocity amount of the night's payments reads its hours (8,000 twice in
+-- the evening, then 24,000 > 20,000 from the first payment after
+-- midnight on).
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(30), u(1), 8000, 'USD', '00000000-0000-4000-8000-000000000001', at
+  FROM unnest(ARRAY['2026-03-09 23:00+00', '2026-03-09 23:30+00',
+                    '2026-03-10 00:30+00', '2026-03-10 01:00+00']::timestamptz[]) at;
+SELECT created_at, 'payer_velocity_amount' = ANY (reasons) AS velocity_amount
+  FROM p2pay.payments WHERE payer_id = u(30) ORDER BY created_at;
+SELECT day, out_count, out_hours, out_hour_sums FROM p2pay.account_daily
+ WHERE user_id = u(30) ORDER BY day;
+SELECT * FROM state_vs_recount();
+
 DROP TABLE plan, plan2, verdicts_one, verdicts_two, writes_mark;
 DROP FUNCTION state_vs_recount(), writes(), mark_writes(), write_counts(), pay_inside(int), pay_plain(int),
   touch_state(int, text), pay_touching(text), replica_from(int);
-DROP VIEW recount_account_stats, recount_pair_stats, recount_payer_hourly, recount_account_daily;
+DROP VIEW recount_account_stats, recount_pair_stats, recount_account_daily, recount_day_hours;
 DROP FUNCTION u(int);
 DROP EXTENSION p2pay;

@@ -840,8 +840,9 @@ in_band(Backtest *bt, double amount)
 
 /*
  * Count a payment in the windows and pairs, as recording it in pair_stats
- * and payer_hourly does.  payer and payee are NULL for an account with no
- * payment in the range; a list nobody reads is not kept.
+ * and in the payer's hours in account_daily does.  payer and payee are
+ * NULL for an account with no payment in the range; a list nobody reads is
+ * not kept.
  */
 static void
 count_payment(Backtest *bt, Account *payer, Account *payee, Pair *pair,

@@ -1,18 +1,19 @@
 /*
  * store.c: the per-account state tables (pair_stats, account_stats,
- * account_daily, payer_hourly) and the payments as the trigger reads them,
+ * account_daily) and the payments as the trigger reads them,
  * through the tables' indexes and the heap directly rather than through
  * SQL: the trigger's FactSource (facts.h), recording a payment in the
  * state with its index entries, and forgetting a reversed one.
  *
  * An ordinary insert probes about ten keys and index ranges, each bounded
- * by a limit, an hour of one payer's rows or one key, and writes six state
- * rows.  Through SPI most of that time would go into starting and driving
- * the executor for plans of some thirty nodes; here each read is an index
- * scan and each write a heap_insert, heap_update or heap_delete with its
- * index entries, the way PostgreSQL maintains its own catalogs.  The
- * money-flow facts (pass_through's sum, cycle's loops) are read only for
- * large payments, in SQL (moneyflow.c).
+ * by a limit, a day or an hour of one payer's rows or one key, and writes
+ * five state rows (six in the 1.0/1.1 layout).  Through SPI most of that
+ * time would go into starting and driving the executor for plans of some
+ * thirty nodes; here each read is an index scan and each write a
+ * heap_insert, heap_update or heap_delete with its index entries, the way
+ * PostgreSQL maintains its own catalogs.  The money-flow facts
+ * (pass_through's sum, cycle's loops) are read only for large payments, in
+ * SQL (moneyflow.c).
  *
  * Recording a payment (record_payment) is the state's one derivation from
  * the payments: the trigger records each insert through it, and
@@ -42,6 +43,14 @@
  * that index entries can be formed from the columns alone.  Triggers,
  * rules and row security on the state tables are not applied: the tables
  * are the extension's own bookkeeping.
+ *
+ * Two layouts are served.  1.2's keeps a payer's amounts per hour in its
+ * account_daily row of each UTC day (out_hours, out_hour_sums): recording
+ * a payment adds its amount to the row the payer's day count already
+ * updates, and the velocity amount reads at most one row per day of its
+ * window.  A schema still at 1.0/1.1 (until ALTER EXTENSION p2pay UPDATE)
+ * keeps them in payer_hourly, one row per payer and UTC hour, which the
+ * code below still reads and writes for it (cache.legacy).
  */
 #include "postgres.h"
 
@@ -71,12 +80,14 @@
 #include "nodes/execnodes.h"
 #include "partitioning/partdesc.h"
 #include "storage/bufmgr.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/date.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "catalog/pg_type.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/partcache.h"
@@ -104,7 +115,7 @@ typedef enum StateIdx
 	IDX_PAIR_PAYEE_LAST,		/* pair_stats (payee_id, last_at) */
 	IDX_ACCOUNT,				/* account_stats (user_id) */
 	IDX_DAILY,					/* account_daily (user_id, day) */
-	IDX_HOURLY,					/* payer_hourly (payer_id, hour) */
+	IDX_HOURLY,					/* payer_hourly (payer_id, hour), 1.0/1.1 only */
 	NUM_IDXS
 } StateIdx;
 
@@ -159,7 +170,9 @@ enum
 };
 enum
 {
-	DAILY_USER = 1, DAILY_DAY, DAILY_OUT_COUNT, DAILY_OUT_PAYEES, DAILY_IN_PAYERS, DAILY_NATTS = DAILY_IN_PAYERS
+	DAILY_USER = 1, DAILY_DAY, DAILY_OUT_COUNT, DAILY_OUT_PAYEES, DAILY_IN_PAYERS,
+	DAILY_OUT_HOURS, DAILY_OUT_HOUR_SUMS, DAILY_NATTS = DAILY_OUT_HOUR_SUMS,
+	DAILY_NATTS_1_1 = DAILY_IN_PAYERS
 };
 enum
 {
@@ -179,7 +192,8 @@ static const ColumnSpec acct_cols[] = {
 static const ColumnSpec daily_cols[] = {
 	COLUMN_NOT_NULL("user_id", UUIDOID), COLUMN_NOT_NULL("day", DATEOID),
 	COLUMN_NOT_NULL("out_count", INT8OID), COLUMN_NOT_NULL("out_payees", INT8OID),
-	COLUMN_NOT_NULL("in_payers", INT8OID)
+	COLUMN_NOT_NULL("in_payers", INT8OID), COLUMN_NOT_NULL("out_hours", INT2ARRAYOID),
+	COLUMN_NOT_NULL("out_hour_sums", NUMERICARRAYOID)
 };
 static const ColumnSpec hourly_cols[] = {
 	COLUMN_NOT_NULL("payer_id", UUIDOID), COLUMN_NOT_NULL("hour", TIMESTAMPTZOID),
@@ -197,6 +211,16 @@ static const struct
 	{daily_cols, DAILY_NATTS},
 	{hourly_cols, HOURLY_NATTS},
 };
+
+/*
+ * The most columns of a state row p2pay writes: the size of the buffers
+ * that hold one row's values, and (plus one, by attribute number) which of
+ * them changed.
+ */
+#define STATE_MAX_NATTS 8
+StaticAssertDecl(PAIR_NATTS <= STATE_MAX_NATTS && ACCT_NATTS <= STATE_MAX_NATTS &&
+				 DAILY_NATTS <= STATE_MAX_NATTS && HOURLY_NATTS <= STATE_MAX_NATTS,
+				 "a state row's values must fit STATE_MAX_NATTS");
 
 /* One index of a state table, as the writes maintain it. */
 typedef struct StateIndex
@@ -244,8 +268,45 @@ static struct
 	StateIndex *indexes[NUM_RELS];	/* the ones the writes maintain */
 	PaySource  *sources;		/* bounded ones by lo, latest first, then the rest */
 	int			nsources;
+	bool		legacy;			/* the 1.0/1.1 layout: payer_hourly, see load_cache */
 	MemoryContext cxt;
 }			cache;
+
+/*
+ * How many columns p2pay writes in a state table: account_daily has its
+ * hour arrays only in the 1.2 layout.
+ */
+static int
+natts_of(StateRel r)
+{
+	if (r == REL_DAILY && cache.legacy)
+		return DAILY_NATTS_1_1;
+	return state_cols[r].natts;
+}
+
+/* Whether the tables of the layout in use hold a state table or index. */
+static bool
+rel_used(StateRel r)
+{
+	return r != REL_HOURLY || cache.legacy;
+}
+
+static bool
+idx_used(StateIdx ix)
+{
+	return rel_used(idx_defs[ix].rel);
+}
+
+/*
+ * Check, before a direct access that relies on it, that the layout loaded
+ * is the one the access is written for (legacy: 1.0/1.1).
+ */
+static void
+require_layout(bool legacy, const char *what)
+{
+	if (cache.legacy != legacy)
+		elog(ERROR, "p2pay: %s needs the %s layout of the state", what, legacy ? "1.1" : "1.2");
+}
 
 static bool callback_registered = false;
 
@@ -280,17 +341,17 @@ load_state_table(StateRel r)
 	ListCell   *lc;
 	int			n = 0;
 
-	if (desc->natts < state_cols[r].natts)
+	if (desc->natts < natts_of(r))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("p2pay.%s is not as p2pay created it", rel_names[r]),
 				 errdetail("A table with the %d columns p2pay defines is expected.",
-						   state_cols[r].natts)));
+						   natts_of(r))));
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (i < state_cols[r].natts)
+		if (i < natts_of(r))
 		{
 			const ColumnSpec *spec = &state_cols[r].cols[i];
 
@@ -526,6 +587,23 @@ load_payments(void)
 	table_close(rel, AccessShareLock);
 }
 
+/*
+ * Whether the schema is still at the 1.0/1.1 layout, which a library of
+ * 1.2 serves until ALTER EXTENSION p2pay UPDATE (docs/upgrading.md): a
+ * payer's amounts per hour in payer_hourly, and account_daily without its
+ * hour arrays.  A schema with neither is taken for 1.2, so that
+ * load_state_table() names what account_daily lacks.
+ */
+static bool
+legacy_layout(Oid nspid)
+{
+	Oid			daily = p2pay_relid(rel_names[REL_DAILY]);
+
+	if (OidIsValid(get_attnum(daily, "out_hours")))
+		return false;
+	return OidIsValid(get_relname_relid(rel_names[REL_HOURLY], nspid));
+}
+
 static void
 load_cache(Oid nspid)
 {
@@ -549,13 +627,15 @@ load_cache(Oid nspid)
 	 */
 	p2pay_cache_begin_load(&cache.state);
 	cache.nspid = nspid;
+	cache.legacy = legacy_layout(nspid);
 	for (int i = 0; i < NUM_RELS; i++)
-		cache.rels[i] = p2pay_relid(rel_names[i]);
+		cache.rels[i] = rel_used(i) ? p2pay_relid(rel_names[i]) : InvalidOid;
 	for (int i = 0; i < NUM_IDXS; i++)
-		cache.idxs[i] = p2pay_relid(idx_defs[i].name);
+		cache.idxs[i] = idx_used(i) ? p2pay_relid(idx_defs[i].name) : InvalidOid;
 	load_payments();
 	for (int r = REL_PAIR; r < NUM_RELS; r++)
-		load_state_table(r);
+		if (rel_used(r))
+			load_state_table(r);
 	p2pay_cache_end_load(&cache.state);
 }
 
@@ -583,7 +663,8 @@ release_state(StateAccess *sa)
 		for (int k = 0; k < sa->nwrites[r]; k++)
 			index_close(sa->writes[r][k], NoLock);
 	for (int i = 0; i < NUM_IDXS; i++)
-		index_close(sa->idxs[i], NoLock);
+		if (sa->idxs[i] != NULL)
+			index_close(sa->idxs[i], NoLock);
 	for (int i = 0; i < cache.nsources; i++)
 	{
 		if (sa->src_rels[i] == NULL)
@@ -597,7 +678,8 @@ release_state(StateAccess *sa)
 	{
 		if (sa->slots[i] != NULL)
 			ExecDropSingleTupleTableSlot(sa->slots[i]);
-		table_close(sa->rels[i], NoLock);
+		if (sa->rels[i] != NULL)
+			table_close(sa->rels[i], NoLock);
 	}
 }
 
@@ -610,17 +692,20 @@ open_state(StateAccess *sa, Oid nspid, bool record)
 		load_cache(nspid);
 		for (int i = 0; i < NUM_RELS; i++)
 		{
-			sa->rels[i] = table_open(cache.rels[i], sa->lockmode);
-			sa->slots[i] = i == REL_PAYMENTS ? NULL : table_slot_create(sa->rels[i], NULL);
+			sa->rels[i] = rel_used(i) ? table_open(cache.rels[i], sa->lockmode) : NULL;
+			sa->slots[i] = i == REL_PAYMENTS || !rel_used(i)
+				? NULL : table_slot_create(sa->rels[i], NULL);
 			sa->nwrites[i] = 0;
 		}
 		sa->src_rels = palloc0(sizeof(Relation) * Max(cache.nsources, 1));
 		sa->src_idxs = palloc0(sizeof(Relation) * Max(cache.nsources, 1));
 		sa->src_slots = palloc0(sizeof(TupleTableSlot *) * Max(cache.nsources, 1));
 		for (int i = 0; i < NUM_IDXS; i++)
-			sa->idxs[i] = index_open(cache.idxs[i], sa->lockmode);
+			sa->idxs[i] = idx_used(i) ? index_open(cache.idxs[i], sa->lockmode) : NULL;
 		for (int r = REL_PAIR; record && r < NUM_RELS; r++)
 		{
+			if (!rel_used(r))
+				continue;
 			sa->writes[r] = palloc(sizeof(Relation) * Max(cache.nindexes[r], 1));
 			for (int k = 0; k < cache.nindexes[r]; k++)
 				sa->writes[r][k] = index_open(cache.indexes[r][k].oid, RowExclusiveLock);
@@ -937,8 +1022,8 @@ fetch_stored(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
  *   its table once rows have been flushed to it (the rebuild emptied it
  *   first).
  * - A statement that inserts payments (see "Statements" below), from its
- *   second payment on: the rows of account_stats, account_daily and
- *   payer_hourly, flushed when they outgrow work_mem and at the
+ *   second payment on: the rows of account_stats and account_daily (and
+ *   payer_hourly, 1.0/1.1), flushed when they outgrow work_mem and at the
  *   statement's end.  pair_stats is written through: a pair's row is
  *   rarely written twice in a load, and the money-flow facts read it in
  *   SQL.  A row not in memory is read from its table; the ranges the facts
@@ -1181,6 +1266,180 @@ daily_count(HeapTuple tup, TupleDesc desc, AttrNumber att)
 }
 
 /*
+ * A payer's amounts per hour of one UTC day, as account_daily's hour arrays
+ * hold them in the 1.2 layout: hours 0..23, ascending, each with the exact
+ * sum of the payer's payments in it, present iff that sum is not 0, so
+ * that the arrays are a function of the set of payments (rebuild_state()
+ * and a recount agree, whatever order the payments came in).
+ */
+#define HOURS_PER_DAY 24
+
+typedef struct DayHours
+{
+	int			n;
+	int16		hour[HOURS_PER_DAY];
+	Datum		sum[HOURS_PER_DAY];
+} DayHours;
+
+/* A numeric 0, to sum from. */
+static Datum
+numeric_zero(void)
+{
+	return DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
+}
+
+/* Whether a numeric is 0. */
+static bool
+numeric_is_zero(Datum n)
+{
+	return DatumGetInt32(DirectFunctionCall2(numeric_cmp, n, numeric_zero())) == 0;
+}
+
+/* A row of account_daily whose hour arrays p2pay can't have written: XX001. */
+static void
+hours_corrupted(const Datum *values, const char *problem)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("p2pay.account_daily holds a malformed row"),
+			 errdetail("The hour arrays of account %s on %s: %s.",
+					   DatumGetCString(DirectFunctionCall1(uuid_out, values[DAILY_USER - 1])),
+					   DatumGetCString(DirectFunctionCall1(date_out, values[DAILY_DAY - 1])),
+					   problem),
+			 errhint("The state tables are p2pay's own; count the state again with p2pay.rebuild_state().")));
+}
+
+/*
+ * The hours of an account_daily row of the 1.2 layout (values as
+ * p2pay's columns), checked: one-dimensional arrays from 1 of equal
+ * length, without nulls, hours 0..23 ascending, sums finite and not 0.
+ */
+static void
+read_hours(const Datum *values, DayHours *out)
+{
+	ArrayType  *hours = DatumGetArrayTypeP(values[DAILY_OUT_HOURS - 1]);
+	ArrayType  *sums = DatumGetArrayTypeP(values[DAILY_OUT_HOUR_SUMS - 1]);
+	int			nh = ArrayGetNItems(ARR_NDIM(hours), ARR_DIMS(hours));
+	int			ns = ArrayGetNItems(ARR_NDIM(sums), ARR_DIMS(sums));
+	Datum	   *hd;
+	Datum	   *sd;
+	bool	   *nulls;
+	int			n;
+
+	require_layout(false, "reading account_daily's hours");
+	out->n = 0;
+	if (ARR_ELEMTYPE(hours) != INT2OID || ARR_ELEMTYPE(sums) != NUMERICOID)
+		hours_corrupted(values, "their element types are not smallint and numeric");
+	if (nh != ns)
+		hours_corrupted(values, "out_hours and out_hour_sums differ in length");
+	if (nh == 0)
+		return;
+	if (ARR_NDIM(hours) != 1 || ARR_NDIM(sums) != 1 ||
+		ARR_LBOUND(hours)[0] != 1 || ARR_LBOUND(sums)[0] != 1)
+		hours_corrupted(values, "they are not one-dimensional arrays numbered from 1");
+	if (nh > HOURS_PER_DAY)
+		hours_corrupted(values, "a day has 24 hours");
+	if (ARR_HASNULL(hours) || ARR_HASNULL(sums))
+		hours_corrupted(values, "they hold a null");
+	deconstruct_array(hours, INT2OID, sizeof(int16), true, TYPALIGN_SHORT, &hd, &nulls, &n);
+	Assert(n == nh);
+	deconstruct_array(sums, NUMERICOID, -1, false, TYPALIGN_INT, &sd, &nulls, &n);
+	Assert(n == ns);
+	for (int i = 0; i < nh; i++)
+	{
+		int16		h = DatumGetInt16(hd[i]);
+		Numeric		sum = DatumGetNumeric(sd[i]);
+
+		if (h < 0 || h >= HOURS_PER_DAY || (i > 0 && h <= out->hour[i - 1]))
+			hours_corrupted(values, "out_hours are not hours 0 to 23 in ascending order");
+		if (numeric_is_nan(sum) || numeric_is_inf(sum) || numeric_is_zero(sd[i]))
+			hours_corrupted(values, "an hour's sum is 0 or not finite");
+		out->hour[i] = h;
+		out->sum[i] = sd[i];
+	}
+	out->n = nh;
+}
+
+/*
+ * Add by to an hour's sum (or, reversing, take it away): an hour whose sum
+ * becomes 0 goes, and an hour with no sum to take from stays without one,
+ * as a reversal with no row to change changes nothing.
+ */
+static void
+add_to_hour(DayHours *h, int hour, Datum by, bool reverse)
+{
+	int			i = 0;
+
+	Assert(hour >= 0 && hour < HOURS_PER_DAY);
+	while (i < h->n && h->hour[i] < hour)
+		i++;
+	if (i < h->n && h->hour[i] == hour)
+	{
+		h->sum[i] = DirectFunctionCall2(reverse ? numeric_sub : numeric_add, h->sum[i], by);
+		if (numeric_is_zero(h->sum[i]))
+		{
+			memmove(&h->hour[i], &h->hour[i + 1], sizeof(int16) * (h->n - i - 1));
+			memmove(&h->sum[i], &h->sum[i + 1], sizeof(Datum) * (h->n - i - 1));
+			h->n--;
+		}
+		return;
+	}
+	if (reverse || numeric_is_zero(by))
+		return;
+	Assert(h->n < HOURS_PER_DAY);
+	memmove(&h->hour[i + 1], &h->hour[i], sizeof(int16) * (h->n - i));
+	memmove(&h->sum[i + 1], &h->sum[i], sizeof(Datum) * (h->n - i));
+	h->hour[i] = (int16) hour;
+	h->sum[i] = by;
+	h->n++;
+}
+
+/* The hours as the row's two arrays, in values. */
+static void
+write_hours(const DayHours *h, Datum *values)
+{
+	Datum		hd[HOURS_PER_DAY];
+
+	if (h->n == 0)
+	{
+		values[DAILY_OUT_HOURS - 1] = PointerGetDatum(construct_empty_array(INT2OID));
+		values[DAILY_OUT_HOUR_SUMS - 1] = PointerGetDatum(construct_empty_array(NUMERICOID));
+		return;
+	}
+	for (int i = 0; i < h->n; i++)
+		hd[i] = Int16GetDatum(h->hour[i]);
+	values[DAILY_OUT_HOURS - 1] =
+		PointerGetDatum(construct_array(hd, h->n, INT2OID, sizeof(int16), true, TYPALIGN_SHORT));
+	values[DAILY_OUT_HOUR_SUMS - 1] =
+		PointerGetDatum(construct_array((Datum *) h->sum, h->n, NUMERICOID, -1, false, TYPALIGN_INT));
+}
+
+/*
+ * Add to sum the hours of an account_daily row (1.2 layout) that begin at
+ * or after from.
+ */
+static Datum
+sum_hours_from(HeapTuple tup, TupleDesc desc, TimestampTz from, Datum sum)
+{
+	Datum		values[STATE_MAX_NATTS];
+	DayHours	h;
+	TimestampTz day_start;
+
+	for (int i = 0; i < DAILY_NATTS; i++)
+	{
+		bool		isnull;
+
+		values[i] = heap_getattr(tup, i + 1, desc, &isnull);
+	}
+	read_hours(values, &h);
+	day_start = (TimestampTz) DatumGetDateADT(values[DAILY_DAY - 1]) * USECS_PER_DAY;
+	for (int i = 0; i < h.n; i++)
+		if (day_start + h.hour[i] * USECS_PER_HOUR >= from)
+			sum = DirectFunctionCall2(numeric_add, sum, h.sum[i]);
+	return sum;
+}
+
+/*
  * A statement's rows kept of an account in account_daily, with days in
  * [from, until], in day order; NULL with none.
  */
@@ -1296,7 +1555,7 @@ done:
 
 /*
  * The payer's payments since an instant, until (exclusive), summed; the
- * sum is numeric, as the buckets'.
+ * sum is numeric, as the hours'.
  */
 static Datum
 sum_payments(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after,
@@ -1322,18 +1581,61 @@ sum_payments(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after,
 	return sum;
 }
 
-/* What the payer paid in its window: whole hour buckets plus the edge hour's rows. */
-static double
-velocity_amount(StateAccess *sa, const pg_uuid_t *payer, TimestampTz since,
-				TimestampTz first_whole_hour)
+/*
+ * The payer's whole hours from first_whole_hour on, later ones included (a
+ * payment inserted late counts those after it too), in the 1.2 layout: the
+ * hours of its account_daily rows from that hour's day on, at most one row
+ * per day.  A statement's rows kept take the place of their versions in
+ * the table.
+ */
+static Datum
+paid_in_days(StateAccess *sa, const pg_uuid_t *payer, TimestampTz first_whole_hour)
+{
+	DateADT		from = p2pay_date_of(first_whole_hour);
+	TupleDesc	desc = RelationGetDescr(sa->rels[REL_DAILY]);
+	Datum		sum = numeric_zero();
+	ScanKeyData keys[2];
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	int			nkept;
+	HeapTuple  *kept = kept_days(sa, payer, from, DATEVAL_NOEND, &nkept);
+
+	for (int k = 0; k < nkept; k++)
+		sum = sum_hours_from(kept[k], desc, first_whole_hour, sum);
+	key_account(&keys[0], payer);
+	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_DATE_GE, DateADTGetDatum(from));
+	scan = begin_scan(sa, IDX_DAILY, keys, 2);
+	while ((slot = next_row(sa, scan, IDX_DAILY, ForwardScanDirection)) != NULL)
+	{
+		HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, NULL);
+
+		if (nkept > 0 &&
+			deferred_find(sa->deferred, IDX_DAILY, payer, daily_day(tup, desc)) != NULL)
+			continue;
+		sum = sum_hours_from(tup, desc, first_whole_hour, sum);
+	}
+	index_endscan(scan);
+	return sum;
+}
+
+/*
+ * The same in the 1.0/1.1 layout: the payer's buckets in payer_hourly from
+ * first_whole_hour on.
+ */
+static Datum
+paid_in_buckets(StateAccess *sa, const pg_uuid_t *payer, TimestampTz first_whole_hour)
 {
 	ScanKeyData keys[2];
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
-	Datum		sum = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
-	List	   *kept = deferred_rows_of(sa->deferred, IDX_HOURLY, payer);
-	TupleDesc	desc = RelationGetDescr(sa->rels[REL_HOURLY]);
+	Datum		sum = numeric_zero();
+	List	   *kept;
+	TupleDesc	desc;
 	ListCell   *lc;
+
+	require_layout(true, "reading payer_hourly");
+	kept = deferred_rows_of(sa->deferred, IDX_HOURLY, payer);
+	desc = RelationGetDescr(sa->rels[REL_HOURLY]);
 
 	/* a statement's rows kept take the place of their versions in the table */
 	foreach(lc, kept)
@@ -1357,6 +1659,16 @@ velocity_amount(StateAccess *sa, const pg_uuid_t *payer, TimestampTz since,
 		sum = DirectFunctionCall2(numeric_add, sum, get_numeric(slot, HOURLY_TOTAL));
 	}
 	index_endscan(scan);
+	return sum;
+}
+
+/* What the payer paid in its window: whole hours plus the edge hour's payments. */
+static double
+velocity_amount(StateAccess *sa, const pg_uuid_t *payer, TimestampTz since,
+				TimestampTz first_whole_hour)
+{
+	Datum		sum = cache.legacy ? paid_in_buckets(sa, payer, first_whole_hour)
+		: paid_in_days(sa, payer, first_whole_hour);
 
 	return p2pay_numeric_to_double(sum_payments(sa, payer, since, first_whole_hour, sum));
 }
@@ -1595,7 +1907,7 @@ form_row(StateAccess *sa, StateRel r, const Datum *values)
 
 	for (int i = 0; i < desc->natts; i++)
 	{
-		nulls[i] = i >= state_cols[r].natts;
+		nulls[i] = i >= natts_of(r);
 		all[i] = nulls[i] ? (Datum) 0 : values[i];
 	}
 	return heap_form_tuple(desc, all, nulls);
@@ -1604,7 +1916,7 @@ form_row(StateAccess *sa, StateRel r, const Datum *values)
 static void
 insert_row(StateAccess *sa, StateRel r, Datum *values)
 {
-	bool		changed[8] = {false};
+	bool		changed[STATE_MAX_NATTS + 1] = {false};
 	HeapTuple	tup = form_row(sa, r, values);
 
 	heap_insert(sa->rels[r], tup, GetCurrentCommandId(true), 0, NULL);
@@ -1839,7 +2151,8 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 	if (n == 0)
 		return;
 	for (int r = 0; d->statement && r < NUM_RELS; r++)
-		if (r != REL_PAYMENTS && sa->rels[r]->rd_rel->relfilenode != d->filenodes[r])
+		if (r != REL_PAYMENTS && sa->rels[r] != NULL &&
+			sa->rels[r]->rd_rel->relfilenode != d->filenodes[r])
 			statement_row_changed(r);
 	rows = MemoryContextAllocHuge(d->cxt, sizeof(DeferredRow *) * n);
 	hash_seq_init(&seq, d->rows);
@@ -1853,9 +2166,9 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 		StateRel	r = idx_defs[rows[i]->key.ix].rel;
 		TupleDesc	desc = RelationGetDescr(sa->rels[r]);
 		MemoryContext old = MemoryContextSwitchTo(scratch);
-		Datum		values[8];
+		Datum		values[STATE_MAX_NATTS];
 
-		for (int k = 0; k < state_cols[r].natts; k++)
+		for (int k = 0; k < natts_of(r); k++)
 		{
 			bool		isnull;
 
@@ -1863,7 +2176,7 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 		}
 		if (rows[i]->stored)
 		{
-			bool		changed[8 + 1];
+			bool		changed[STATE_MAX_NATTS + 1];
 			TM_Result	result;
 
 			/* every column may have changed since the version was read */
@@ -1910,7 +2223,7 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 typedef struct RowChange
 {
 	bool		reverse;
-	Datum		fresh[8];
+	Datum		fresh[STATE_MAX_NATTS];
 	int			nadd;
 	struct
 	{
@@ -1922,6 +2235,9 @@ typedef struct RowChange
 	}			add[4];
 	bool		span;
 	TimestampTz t;
+	bool		hourly;			/* account_daily (1.2): an hour's sum changes */
+	int			hour;			/* which, 0..23 */
+	Datum		hour_by;		/* by how much */
 } RowChange;
 
 static void
@@ -1945,11 +2261,12 @@ take_from(RowChange *change, AttrNumber att, int64 by, int64 floor)
 
 /*
  * The counts by which a reversal empties a row, which then goes, as
- * rebuild_state() would count none: a pair or an hour bucket when its
- * count reaches 0 (or less), an account's totals or its day when both its
- * counts are 0.  An empty day would otherwise still count in the history
- * that an account's normal needs.  Archived payments still count, so their
- * rows stay.
+ * rebuild_state() would count none: a pair or an hour bucket (1.0/1.1)
+ * when its count reaches 0 (or less), an account's totals or its day when
+ * both its counts are 0 (a payer's day then holds no hours either: the
+ * payments of the day were all reversed).  An empty day would otherwise
+ * still count in the history that an account's normal needs.  Archived
+ * payments still count, so their rows stay.
  */
 static const struct
 {
@@ -2032,8 +2349,8 @@ apply_change(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple ro
 
 	for (;;)
 	{
-		Datum		values[8];
-		bool		changed[8 + 1] = {false};
+		Datum		values[STATE_MAX_NATTS];
+		bool		changed[STATE_MAX_NATTS + 1] = {false};
 
 		if (row == NULL && change->reverse)
 			return;
@@ -2048,7 +2365,7 @@ apply_change(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple ro
 			insert_row(sa, r, change->fresh);
 			return;
 		}
-		for (int i = 0; i < state_cols[r].natts; i++)
+		for (int i = 0; i < natts_of(r); i++)
 		{
 			bool		isnull;
 
@@ -2072,6 +2389,16 @@ apply_change(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple ro
 				values[att - 1] = Int64GetDatum(n);
 			}
 			changed[att] = true;
+		}
+		if (change->hourly)
+		{
+			DayHours	h;
+
+			Assert(r == REL_DAILY && !cache.legacy);
+			read_hours(values, &h);
+			add_to_hour(&h, change->hour, change->hour_by, change->reverse);
+			write_hours(&h, values);
+			changed[DAILY_OUT_HOURS] = changed[DAILY_OUT_HOUR_SUMS] = true;
 		}
 		if (change->reverse && emptied(r, values))
 		{
@@ -2146,6 +2473,7 @@ record_hour(StateAccess *sa, const pg_uuid_t *payer, TimestampTz hour, Datum amo
 	ScanKeyData keys[2];
 	RowChange	change = {.reverse = reverse};
 
+	require_layout(true, "writing payer_hourly");
 	change.fresh[HOURLY_PAYER - 1] = UUIDPGetDatum(payer);
 	change.fresh[HOURLY_HOUR - 1] = TimestampTzGetDatum(hour);
 	change.fresh[HOURLY_N - 1] = Int64GetDatum(1);
@@ -2224,15 +2552,41 @@ first_of_day(StateAccess *sa, const PaymentInput *in, HeapTuple pair, TimestampT
 }
 
 /*
- * An account's row of the day (read with its normal, or now): out_count
- * and out_payees for the payer, in_payers for the payee.
+ * In the 1.2 layout, the payer's change to its row of the day: amount in
+ * the hour of the day; and the hours of the row if it is new.
  */
 static void
-record_day(StateAccess *sa, DailyFacts *daily, bool out, bool new_pair)
+change_hour(RowChange *change, int hour, Datum amount)
+{
+	DayHours	h = {0};
+
+	if (cache.legacy)
+		return;
+	change->hourly = true;
+	change->hour = hour;
+	change->hour_by = amount;
+	add_to_hour(&h, hour, amount, false);
+	write_hours(&h, change->fresh);
+}
+
+/*
+ * An account's row of the day (read with its normal, or now): out_count
+ * and out_payees for the payer, in_payers for the payee; and, in the 1.2
+ * layout, the payer's amount in the hour of the day.
+ */
+static void
+record_day(StateAccess *sa, DailyFacts *daily, bool out, bool new_pair, int hour,
+		   Datum amount)
 {
 	int64		fresh = new_pair ? 1 : 0;
 	ScanKeyData keys[2];
 	RowChange	change = {0};
+	DayHours	none = {0};
+
+	if (!cache.legacy)
+		write_hours(&none, change.fresh);
+	if (out)
+		change_hour(&change, hour, amount);
 
 	change.fresh[DAILY_USER - 1] = UUIDPGetDatum(daily->id);
 	change.fresh[DAILY_DAY - 1] = DateADTGetDatum(daily->day);
@@ -2517,18 +2871,19 @@ record_payment(StateSource *ss, Numeric amount_base)
 	new_today = first_of_day(&ss->sa, in, pair, p2pay_day_of(t));
 
 	record_pair(&ss->sa, in->payer, in->payee, t, pair, amount, false);
-	record_hour(&ss->sa, in->payer, p2pay_hour_of(t), amount, false);
+	if (cache.legacy)
+		record_hour(&ss->sa, in->payer, p2pay_hour_of(t), amount, false);
 	record_account(&ss->sa, in->payer, payer_account(ss), SIDE_OUT, amount, false);
 	record_account(&ss->sa, in->payee, fetch_account(&ss->sa, in->payee), SIDE_IN, amount, false);
-	record_day(&ss->sa, &ss->payer_day, true, new_today);
-	record_day(&ss->sa, &ss->payee_day, false, new_today);
+	record_day(&ss->sa, &ss->payer_day, true, new_today, p2pay_hour_of_day(t), amount);
+	record_day(&ss->sa, &ss->payee_day, false, new_today, 0, (Datum) 0);
 }
 
 /*
  * Statements.  A statement that inserts payments into p2pay.payments
  * fires batch_payments() before and after it (FOR EACH STATEMENT): each
  * opens and closes a frame.  From the second payment of a frame on, the
- * rows of account_stats, account_daily and payer_hourly are kept in
+ * rows of account_stats and account_daily (and payer_hourly) are kept in
  * memory (see Deferred) and written at the frame's end, or when they
  * outgrow work_mem: a COPY or INSERT ... SELECT of a million payments
  * writes each account's rows once per flush, not once per payment.  Each
@@ -2583,7 +2938,8 @@ pending_begin(StateAccess *sa)
 		pending->subid = GetCurrentSubTransactionId();
 		pending->budget = (Size) work_mem * 1024;
 		for (int r = 0; r < NUM_RELS; r++)
-			pending->filenodes[r] = sa->rels[r]->rd_rel->relfilenode;
+			pending->filenodes[r] = sa->rels[r] != NULL ? sa->rels[r]->rd_rel->relfilenode
+				: InvalidOid;
 	}
 	Assert(pending->subid == GetCurrentSubTransactionId());
 	return pending;
@@ -2829,6 +3185,8 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 static const char *const rebuild_lock_sql =
 "LOCK TABLE p2pay.payments IN SHARE ROW EXCLUSIVE MODE";
 static const char *const rebuild_truncate_sql =
+"TRUNCATE p2pay.account_stats, p2pay.pair_stats, p2pay.account_daily";
+static const char *const rebuild_truncate_1_1_sql =
 "TRUNCATE p2pay.account_stats, p2pay.pair_stats, p2pay.payer_hourly, p2pay.account_daily";
 static const char *const rebuild_read_sql =
 "SELECT p.payer_id, p.payee_id, p.created_at, p.amount_base FROM p2pay.payments p"
@@ -2837,15 +3195,26 @@ static const char *const rebuild_read_sql =
 /* Payments read per fetch of the rebuild's cursor. */
 #define REBUILD_BATCH 1000
 
-/* Check a stored payment before it is recorded; errors as the trigger's. */
+/*
+ * Check a stored payment before it is recorded; errors as the trigger's.
+ * An amount_base that is not finite would be summed into the payer's hours,
+ * which are then refused when read (see read_hours).
+ */
 static void
-check_stored(const PaymentInput *in, bool no_amount_base)
+check_stored(const PaymentInput *in, bool no_amount_base, Datum amount_base)
 {
 	if (no_amount_base)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("p2pay: payments without amount_base can't be counted"),
 				 errhint("Set amount_base (amount * the currency's rate_to_base) on payments loaded without the trigger.")));
+	if (numeric_is_nan(DatumGetNumeric(amount_base)) || numeric_is_inf(DatumGetNumeric(amount_base)))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("p2pay: a payment whose amount_base is not a finite number can't be counted"),
+				 errdetail("A payment by %s was loaded without the trigger, which refuses such amounts.",
+						   DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(in->payer)))),
+				 errhint("Delete the payment, or correct its amount and amount_base, and rebuild again.")));
 	if (memcmp(in->payer->data, in->payee->data, UUID_LEN) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
@@ -2906,7 +3275,7 @@ record_all(Portal portal, Oid nspid)
 			amount = SPI_getbinval(tup, desc, 4, &isnull[3]);
 			if (isnull[0] || isnull[1] || isnull[2])
 				elog(ERROR, "p2pay: a payment without payer_id, payee_id or created_at");
-			check_stored(&in, isnull[3]);
+			check_stored(&in, isnull[3], amount);
 
 			/* a command of its own, that sees the rows flushed before */
 			CommandCounterIncrement();
@@ -2958,7 +3327,8 @@ p2pay_rebuild_state(PG_FUNCTION_ARGS)
 	ret = SPI_execute(rebuild_lock_sql, false, 0);
 	if (ret != SPI_OK_UTILITY)
 		elog(ERROR, "p2pay: locking payments failed: %s", SPI_result_code_string(ret));
-	ret = SPI_execute(rebuild_truncate_sql, false, 0);
+	ret = SPI_execute(legacy_layout(nspid) ? rebuild_truncate_1_1_sql : rebuild_truncate_sql,
+					  false, 0);
 	if (ret != SPI_OK_UTILITY)
 		elog(ERROR, "p2pay: emptying the state failed: %s", SPI_result_code_string(ret));
 
@@ -3100,9 +3470,10 @@ payers_of_day(StateAccess *sa, const pg_uuid_t *payee, TimestampTz day_start)
  * count.
  */
 static void
-forget_day(StateAccess *sa, const pg_uuid_t *id, TimestampTz day_start, int sides,
-		   const DayLeft *left)
+forget_day(StateAccess *sa, const pg_uuid_t *id, TimestampTz created_at, int sides,
+		   const DayLeft *left, Datum amount)
 {
+	TimestampTz day_start = p2pay_day_of(created_at);
 	int64		gone = left->pair_left ? 0 : 1;
 	ScanKeyData keys[2];
 	RowChange	change = {.reverse = true};
@@ -3116,6 +3487,7 @@ forget_day(StateAccess *sa, const pg_uuid_t *id, TimestampTz day_start, int side
 	{
 		take_from(&change, DAILY_OUT_COUNT, 1, left->out_count);
 		take_from(&change, DAILY_OUT_PAYEES, gone, left->out_payees);
+		change_hour(&change, p2pay_hour_of_day(created_at), amount);
 	}
 	if (sides & SIDE_IN)
 		take_from(&change, DAILY_IN_PAYERS, gone, payers_of_day(sa, id, day_start));
@@ -3144,12 +3516,13 @@ p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 
 	/* the days first: the payee's payers are counted from the pairs as they were */
 	payments_of_day(&sa, payer, payee, day_start, &left);
-	forget_day(&sa, payer, day_start, payer_sides, &left);
+	forget_day(&sa, payer, created_at, payer_sides, &left, amount);
 	if (!self)
-		forget_day(&sa, payee, day_start, SIDE_IN, &left);
+		forget_day(&sa, payee, created_at, SIDE_IN, &left, amount);
 
 	record_pair(&sa, payer, payee, created_at, fetch_pair(&sa, payer, payee), amount, true);
-	record_hour(&sa, payer, p2pay_hour_of(created_at), amount, true);
+	if (cache.legacy)
+		record_hour(&sa, payer, p2pay_hour_of(created_at), amount, true);
 	record_account(&sa, payer, fetch_account(&sa, payer), payer_sides, amount, true);
 	if (!self)
 		record_account(&sa, payee, fetch_account(&sa, payee), SIDE_IN, amount, true);

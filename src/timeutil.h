@@ -1,7 +1,8 @@
 /*
  * timeutil.h: the UTC hours and days p2pay's state is kept by.
  *
- * payer_hourly is bucketed by the UTC hour, account_daily by the UTC day;
+ * account_daily is kept by the UTC day, and a payer's amounts in it by the
+ * hour of that day (payer_hourly, by the UTC hour, in the 1.0/1.1 layout);
  * the trigger's state (store.c) and the backtest's replay (backtest.c)
  * compute them here, alike, with integer arithmetic on the microseconds
  * of a timestamptz (no time zone is consulted).  Timestamps before 2000
@@ -29,6 +30,13 @@ p2pay_day_of(TimestampTz ts)
 	TimestampTz r = ts % USECS_PER_DAY;
 
 	return r < 0 ? ts - r - USECS_PER_DAY : ts - r;
+}
+
+/* The hour of its UTC day that ts falls in, 0 to 23 (account_daily.out_hours). */
+static inline int
+p2pay_hour_of_day(TimestampTz ts)
+{
+	return (int) ((p2pay_hour_of(ts) - p2pay_day_of(ts)) / USECS_PER_HOUR);
 }
 
 /* The UTC day holding ts, as a date (account_daily.day). */

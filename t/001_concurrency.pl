@@ -74,11 +74,11 @@ want_pair AS (
 have_pair AS (
   SELECT payer_id, payee_id, first_at, last_at, n, total FROM p2pay.pair_stats),
 want_hour AS (
-  SELECT payer_id, date_trunc('hour', created_at, 'UTC') AS hour,
-         count(*) AS n, sum(amount_base) AS total
-    FROM p2pay.payments GROUP BY 1, 2),
+  SELECT payer_id, date_trunc('hour', created_at, 'UTC') AS hour, sum(amount_base) AS total
+    FROM p2pay.payments GROUP BY 1, 2 HAVING sum(amount_base) <> 0),
 have_hour AS (
-  SELECT payer_id, hour, n, total FROM p2pay.payer_hourly)
+  SELECT d.user_id, (d.day + h.hour * interval '1 hour') AT TIME ZONE 'UTC', h.total
+    FROM p2pay.account_daily d, unnest(d.out_hours, d.out_hour_sums) h (hour, total))
 SELECT d FROM (
   SELECT 'account_stats lacks ' || r::text FROM (TABLE want_acct EXCEPT TABLE have_acct) r
   UNION ALL
@@ -88,9 +88,9 @@ SELECT d FROM (
   UNION ALL
   SELECT 'pair_stats has ' || r::text FROM (TABLE have_pair EXCEPT TABLE want_pair) r
   UNION ALL
-  SELECT 'payer_hourly lacks ' || r::text FROM (TABLE want_hour EXCEPT TABLE have_hour) r
+  SELECT 'account_daily lacks hour ' || r::text FROM (TABLE want_hour EXCEPT TABLE have_hour) r
   UNION ALL
-  SELECT 'payer_hourly has ' || r::text FROM (TABLE have_hour EXCEPT TABLE want_hour) r
+  SELECT 'account_daily has hour ' || r::text FROM (TABLE have_hour EXCEPT TABLE want_hour) r
 ) AS diff(d) ORDER BY d
 \$f\$;
 });
@@ -101,7 +101,7 @@ sub state_is_exact
 	my ($name) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
 	is($node->safe_psql($db, 'SELECT * FROM public.state_diff()'),
-		'', "$name: account_stats, pair_stats and payer_hourly equal the aggregates over payments");
+		'', "$name: account_stats, pair_stats and the payers' hours equal the aggregates over payments");
 }
 
 sub query { return $node->safe_psql($db, $_[0]); }
@@ -418,7 +418,7 @@ is( query(
 		"SELECT (SELECT count(*) FROM p2pay.account_stats WHERE user_id = uid(2010))
 		      + (SELECT count(*) FROM p2pay.pair_stats
 		          WHERE payer_id = uid(2010) OR payee_id = uid(2010))
-		      + (SELECT count(*) FROM p2pay.payer_hourly WHERE payer_id = uid(2010))"),
+		      + (SELECT count(*) FROM p2pay.account_daily WHERE user_id = uid(2010))"),
 	'0',
 	'rollback: no state row mentions the payer of the rolled-back payments');
 state_is_exact('rollback');

@@ -88,7 +88,7 @@ SELECT p.payer_id = '$u{A}', p.payee_id = '$u{C}', round(p.risk_score::numeric, 
 
 # Every table's rows, as text, in a stable order.
 my @tables = qw(currencies payment_methods users user_payment_methods payments
-  rules settings blocklist account_stats pair_stats payer_hourly);
+  rules settings blocklist account_stats pair_stats account_daily);
 
 sub rows
 {
@@ -170,8 +170,8 @@ my @new = (
 		'1|decline|{payer_velocity_count,blocklist}',
 		'A pays C: the blocklist declines it'
 	],
-	# D's 19000 of two to five hours ago sit in restored payer_hourly
-	# buckets: 2000 more passes payer_velocity_amount's 20000.
+	# D's 19000 of two to five hours ago sit in the hours of its restored
+	# account_daily rows: 2000 more passes payer_velocity_amount's 20000.
 	[
 		"'$u{D}', '$u{B}', 2000, 'USD', '$BANK'",
 		'0.4|review|{payer_velocity_amount}',

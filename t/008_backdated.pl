@@ -6,7 +6,7 @@
 # older than their last one, on days with and without one of theirs; one
 # transaction in ten deletes, either one payment or a pair's payments of a
 # UTC day in one statement.  Afterwards account_stats, pair_stats,
-# payer_hourly and account_daily must hold, row for row, what
+# account_daily must hold, row for row, what
 # p2pay.rebuild_state() counts from the payments that remain.
 use strict;
 use warnings;

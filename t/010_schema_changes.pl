@@ -234,10 +234,10 @@ for my $table (@tables)
 # The tables p2pay's C reads through their indexes and heap directly
 # (facts.c): every change to them gets every variant below.
 my %direct = map { $_ => 1 }
-  qw(payments account_stats pair_stats payer_hourly account_daily currencies users
+  qw(payments account_stats pair_stats account_daily currencies users
   payment_methods user_payment_methods blocklist allowlist snoozes ruleset);
 my %state_tables =
-  map { $_ => 1 } qw(account_stats pair_stats payer_hourly account_daily);
+  map { $_ => 1 } qw(account_stats pair_stats account_daily);
 # The tables the C reads through SPI (the configuration, backtest()).
 my %via_spi = map { $_ => 1 } qw(rules settings decision_log fraud_labels);
 
@@ -287,6 +287,8 @@ my %retype = (
 	'name'                     => ['text'],
 	'xid8'                     => ['text'],
 	'text[]'                   => ['character varying[]'],
+	'smallint[]'               => ['integer[]'],
+	'numeric[]'                => ['double precision[]'],
 );
 
 my @all = qw(verdict state backtest stream history);

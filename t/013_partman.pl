@@ -134,7 +134,6 @@ SELECT id, transaction_id, decision, round(risk_score::numeric, 6), reasons, sha
 my $state = q{
 SELECT 'a', to_jsonb(a)::text FROM p2pay.account_stats a
 UNION ALL SELECT 'p', to_jsonb(p)::text FROM p2pay.pair_stats p
-UNION ALL SELECT 'h', to_jsonb(h)::text FROM p2pay.payer_hourly h
 UNION ALL SELECT 'd', to_jsonb(d)::text FROM p2pay.account_daily d
 ORDER BY 1, 2};
 my $stream = q{

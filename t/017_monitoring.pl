@@ -155,7 +155,7 @@ my $payments_bytes = query(
 	                 pg_total_relation_size('p2pay.payments'))");
 is($m{qq(p2pay_table_bytes{$d,table="payments"})} + 0, $payments_bytes,
 	'p2pay_table_bytes: the size of payments');
-for my $t (qw(account_stats pair_stats payer_hourly account_daily))
+for my $t (qw(account_stats pair_stats account_daily))
 {
 	ok($m{qq(p2pay_table_bytes{$d,table="$t"})} > 0, "p2pay_table_bytes: $t");
 }

@@ -180,28 +180,47 @@ COMMIT;
 	return;
 }
 
-# The per-account state tables, which rebuild_state() counts from the payments.
-our @STATE_TABLES = qw(account_stats pair_stats payer_hourly account_daily);
+# The per-account state tables, which rebuild_state() counts from the payments;
+# before 1.2, a payer's amounts per hour were in payer_hourly.
+our @STATE_TABLES = qw(account_stats pair_stats account_daily);
+our @STATE_TABLES_1_1 = qw(account_stats pair_stats payer_hourly account_daily);
+
+# Whether DB's p2pay is still at the 1.0/1.1 layout.
+sub legacy_layout
+{
+	my ($node, $db) = @_;
+	my $v = $node->safe_psql($db, "SELECT extversion FROM pg_extension WHERE extname = 'p2pay'");
+	return $v eq '1.0' || $v eq '1.1';
+}
+
+# The state tables of DB's layout.
+sub state_tables
+{
+	my ($node, $db) = @_;
+	return legacy_layout($node, $db) ? @STATE_TABLES_1_1 : @STATE_TABLES;
+}
 
 # The state tables counted from the payments in set-based SQL: what the
 # state must hold, derived apart from the C that records each payment, so
 # that comparing with it is not comparing that code with itself
 # (test/recount.sql: a temporary view recount_<table> per state table).
 my $recount_sql = slurp_file(File::Spec->catfile(dirname(__FILE__), '..', '..', 'test', 'recount.sql'));
+my $recount_1_1_sql =
+  slurp_file(File::Spec->catfile(dirname(__FILE__), '..', '..', 'test', 'recount_1_1.sql'));
 
 # The SQL that lists, as lines "TAG|table LEFT only: row", the rows of each
 # state table that only one of two sets of tables holds, row for row both
 # ways; LEFT and RIGHT map a state table's name to a table.
 sub _state_diff
 {
-	my ($tag, $lname, $left, $rname, $right) = @_;
+	my ($tables, $tag, $lname, $left, $rname, $right) = @_;
 	return join(
 		"\nUNION ALL ",
 		map {
 			my ($l, $r) = ($left->($_), $right->($_));
 			"SELECT '$tag|$_ $lname only: ' || x::text FROM (TABLE $l EXCEPT ALL TABLE $r) x "
 			  . "UNION ALL SELECT '$tag|$_ $rname only: ' || x::text FROM (TABLE $r EXCEPT ALL TABLE $l) x"
-		} @STATE_TABLES);
+		} @$tables);
 }
 
 # state_vs_recount(NODE, DB, NAME, BEFORE): three checks: that the
@@ -214,14 +233,17 @@ sub state_vs_recount
 {
 	my ($node, $db, $name, $before) = @_;
 	local $Test::Builder::Level = $Test::Builder::Level + 1;
-	my $copy = join('', map { "CREATE TEMP TABLE kept_$_ AS TABLE p2pay.$_;\n" } @STATE_TABLES);
-	my $recount = $recount_sql
-	  . join('', map { "CREATE TEMP TABLE counted_$_ AS TABLE recount_$_;\n" } @STATE_TABLES);
-	my $kept = _state_diff('diff', 'kept', sub { "kept_$_[0]" }, 'recounted', sub { "counted_$_[0]" });
-	my $rebuilt =
-	  _state_diff('rebuilt', 'rebuilt', sub { "p2pay.$_[0]" }, 'recounted', sub { "counted_$_[0]" });
-	my $restore = join('', map { "INSERT INTO p2pay.$_ SELECT * FROM kept_$_;\n" } @STATE_TABLES);
-	my $drop = join(', ', map { ("kept_$_", "counted_$_") } @STATE_TABLES);
+	my $legacy = legacy_layout($node, $db);
+	my @tables = $legacy ? @STATE_TABLES_1_1 : @STATE_TABLES;
+	my $copy = join('', map { "CREATE TEMP TABLE kept_$_ AS TABLE p2pay.$_;\n" } @tables);
+	my $recount = ($legacy ? $recount_1_1_sql : $recount_sql)
+	  . join('', map { "CREATE TEMP TABLE counted_$_ AS TABLE recount_$_;\n" } @tables);
+	my $kept =
+	  _state_diff(\@tables, 'diff', 'kept', sub { "kept_$_[0]" }, 'recounted', sub { "counted_$_[0]" });
+	my $rebuilt = _state_diff(\@tables, 'rebuilt', 'rebuilt', sub { "p2pay.$_[0]" },
+		'recounted', sub { "counted_$_[0]" });
+	my $restore = join('', map { "INSERT INTO p2pay.$_ SELECT * FROM kept_$_;\n" } @tables);
+	my $drop = join(', ', map { ("kept_$_", "counted_$_") } @tables);
 	my $out = $node->safe_psql(
 		$db, qq{
 $copy
@@ -231,7 +253,7 @@ $kept;
 @{[ defined $before ? $before : '' ]}
 DO \$\$ BEGIN PERFORM p2pay.rebuild_state(); END \$\$;
 $rebuilt;
-TRUNCATE @{[ join(', ', map { "p2pay.$_" } @STATE_TABLES) ]};
+TRUNCATE @{[ join(', ', map { "p2pay.$_" } @tables) ]};
 $restore
 DROP TABLE $drop;});
 	my @lines = split /\n/, $out;
