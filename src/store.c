@@ -1281,11 +1281,20 @@ typedef struct DayHours
 	Datum		sum[HOURS_PER_DAY];
 } DayHours;
 
-/* A numeric 0, to sum from. */
+/* A numeric 0, to sum from (made once: sums are new values, never it). */
 static Datum
 numeric_zero(void)
 {
-	return DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
+	static Datum zero = (Datum) 0;
+
+	if (zero == (Datum) 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		zero = DirectFunctionCall1(int8_numeric, Int64GetDatum(0));
+		MemoryContextSwitchTo(old);
+	}
+	return zero;
 }
 
 /* Whether a numeric is 0. */
@@ -2113,18 +2122,19 @@ statement_row_changed(StateRel r)
 }
 
 /*
- * Whether the version of a row at tid is still the row's latest: neither
+ * Whether the version of a row at tid (in a block below nblocks, the
+ * table's size when the flush began) is still the row's latest: neither
  * updated nor deleted by this transaction (a function that a statement
  * inserting payments calls may have) nor by one committed since.  A
  * version another transaction is changing is: the update waits for it.
  */
 static bool
-version_latest(Relation rel, ItemPointer tid)
+version_latest(Relation rel, BlockNumber nblocks, ItemPointer tid)
 {
 	HeapTupleData tuple;
 	Buffer		buf;
 
-	if (ItemPointerGetBlockNumber(tid) >= RelationGetNumberOfBlocks(rel))
+	if (ItemPointerGetBlockNumber(tid) >= nblocks)
 		return false;
 	tuple.t_self = *tid;
 	if (!heap_fetch(rel, SnapshotSelf, &tuple, &buf, false))
@@ -2147,13 +2157,18 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 	DeferredRow *row;
 	HASH_SEQ_STATUS seq;
 	long		i = 0;
+	BlockNumber nblocks[NUM_RELS] = {0};
 
 	if (n == 0)
 		return;
 	for (int r = 0; d->statement && r < NUM_RELS; r++)
-		if (r != REL_PAYMENTS && sa->rels[r] != NULL &&
-			sa->rels[r]->rd_rel->relfilenode != d->filenodes[r])
-			statement_row_changed(r);
+		if (r != REL_PAYMENTS && sa->rels[r] != NULL)
+		{
+			if (sa->rels[r]->rd_rel->relfilenode != d->filenodes[r])
+				statement_row_changed(r);
+			/* the versions kept were read before: below the size now */
+			nblocks[r] = RelationGetNumberOfBlocks(sa->rels[r]);
+		}
 	rows = MemoryContextAllocHuge(d->cxt, sizeof(DeferredRow *) * n);
 	hash_seq_init(&seq, d->rows);
 	while ((row = hash_seq_search(&seq)) != NULL)
@@ -2181,7 +2196,7 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 
 			/* every column may have changed since the version was read */
 			memset(changed, true, sizeof(changed));
-			if (d->statement && !version_latest(sa->rels[r], &rows[i]->tid))
+			if (d->statement && !version_latest(sa->rels[r], nblocks[r], &rows[i]->tid))
 				statement_row_changed(r);
 			result = replace_row(sa, r, &rows[i]->tid, values, changed);
 			if (result != TM_Ok && d->statement)
