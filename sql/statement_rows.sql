@@ -261,6 +261,32 @@ SELECT day, out_count, out_hours, out_hour_sums FROM p2pay.account_daily
  WHERE user_id = u(30) ORDER BY day;
 SELECT * FROM state_vs_recount();
 
+-- 10. A state row the transaction changes between two such statements (a
+-- manual UPDATE) is read as it was changed: the next statement's payments
+-- add to it, whatever the previous statement wrote where.
+BEGIN;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(26), u(27), 10, 'USD', '00000000-0000-4000-8000-000000000001',
+       '2026-03-07 10:00+00'::timestamptz + i * interval '1 minute'
+  FROM generate_series(1, 5) i;
+UPDATE p2pay.account_stats SET out_count = out_count + 1000 WHERE user_id = u(26);
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(26), u(27), 10, 'USD', '00000000-0000-4000-8000-000000000001',
+       '2026-03-07 11:00+00'::timestamptz + i * interval '1 minute'
+  FROM generate_series(1, 5) i;
+SELECT user_id, out_count, out_sum, in_count, in_sum FROM p2pay.account_stats
+ WHERE user_id IN (u(26), u(27)) ORDER BY 1;
+-- Emptied between them, the next statement's payments start the rows again.
+TRUNCATE p2pay.account_stats;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+SELECT u(26), u(27), 10, 'USD', '00000000-0000-4000-8000-000000000001',
+       '2026-03-07 12:00+00'::timestamptz + i * interval '1 minute'
+  FROM generate_series(1, 5) i;
+SELECT user_id, out_count, out_sum, in_count, in_sum FROM p2pay.account_stats
+ WHERE user_id IN (u(26), u(27)) ORDER BY 1;
+ROLLBACK;
+SELECT * FROM state_vs_recount();
+
 DROP TABLE plan, plan2, verdicts_one, verdicts_two, writes_mark;
 DROP FUNCTION state_vs_recount(), writes(), mark_writes(), write_counts(), pay_inside(int), pay_plain(int),
   touch_state(int, text), pay_touching(text), replica_from(int);

@@ -994,14 +994,28 @@ count_range(StateAccess *sa, StateIdx ix, const pg_uuid_t *account, TimestampTz 
 	return n;
 }
 
-/* The row of a key (one or two columns) in its table, copied, or NULL. */
+/*
+ * The row of a key (one or two columns) in its table, copied, or NULL.
+ *
+ * The key is unique, so at most one version is visible, whichever way the
+ * key's index entries are walked.  A transaction that writes a row many
+ * times (a statement's flushes, see Deferred) leaves a version, and mostly
+ * an index entry, per write, none of which can be pruned before it ends;
+ * equal keys are ordered by heap position, and a new version is mostly
+ * placed after the old ones, so the scan starts from the last entry: the
+ * visible version is then mostly the first one fetched.
+ */
 static HeapTuple
 fetch_stored(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 {
-	IndexScanDesc scan = begin_scan(sa, ix, keys, nkeys);
-	TupleTableSlot *slot = next_row(sa, scan, ix, ForwardScanDirection);
-	HeapTuple	row = slot ? ExecCopySlotHeapTuple(slot) : NULL;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	HeapTuple	row;
 
+	Assert(idx_defs[ix].unique && nkeys == idx_defs[ix].nkeys);
+	scan = begin_scan(sa, ix, keys, nkeys);
+	slot = next_row(sa, scan, ix, BackwardScanDirection);
+	row = slot ? ExecCopySlotHeapTuple(slot) : NULL;
 	index_endscan(scan);
 	return row;
 }
@@ -1068,7 +1082,28 @@ typedef struct Deferred
 	bool		statement;		/* a statement's rows, not a rebuild's */
 	SubTransactionId subid;		/* a statement's: the subtransaction they belong to */
 	Oid			filenodes[NUM_RELS];	/* a statement's: each table's storage when begun */
+	HTAB	   *versions;		/* a statement's: account_stats rows flushed (Flushed) */
 } Deferred;
+
+/*
+ * Where a statement's flush wrote an account's row of account_stats.  A
+ * row flushed leaves a version in its table per flush, none of which can
+ * be pruned while the transaction runs, and the index holds an entry for
+ * each; an account paid or paid by in a later flush's payments is read
+ * here, at the version the flush wrote, rather than through them all.
+ * Only a hint: the version is taken if the snapshot sees it and it is the
+ * account's (the key is unique, so it is then the one the index would
+ * give), else the index is read.  Its memory, one entry per account
+ * flushed, lasts to the end of the transaction (its later statements read
+ * through it too), or of the subtransaction the statement's rows belong
+ * to, rolled back.
+ */
+typedef struct Flushed
+{
+	pg_uuid_t	id;				/* first: the hash key */
+	ItemPointerData tid;
+	Oid			filenode;		/* the table's storage it was written to */
+} Flushed;
 
 /* Begin keeping rows, with none kept. */
 static void
@@ -1176,6 +1211,40 @@ deferred_rows_of(const Deferred *d, StateIdx ix, const pg_uuid_t *id)
 	return list != NULL ? list->rows : NIL;
 }
 
+/*
+ * A statement's account_stats row of an account at the version its last
+ * flush wrote (see Flushed), copied; NULL if there is none, if the table
+ * was emptied since (its storage is another), or if the snapshot doesn't
+ * see that version as the account's.
+ */
+static HeapTuple
+fetch_flushed(StateAccess *sa, const pg_uuid_t *id)
+{
+	Deferred   *d = sa->deferred;
+	Relation	rel = sa->rels[REL_ACCOUNT];
+	Flushed    *at;
+	HeapTupleData version;
+	Buffer		buffer;
+	HeapTuple	row = NULL;
+
+	if (d->versions == NULL)
+		return NULL;
+	at = hash_search(d->versions, id, HASH_FIND, NULL);
+	if (at == NULL || at->filenode != rel->rd_rel->relfilenode)
+		return NULL;
+	version.t_self = at->tid;
+	if (heap_fetch(rel, sa->snapshot, &version, &buffer, false))
+	{
+		bool		isnull;
+		Datum		user = heap_getattr(&version, ACCT_USER, RelationGetDescr(rel), &isnull);
+
+		if (!isnull && memcmp(DatumGetUUIDP(user)->data, id->data, UUID_LEN) == 0)
+			row = heap_copytuple(&version);
+		ReleaseBuffer(buffer);
+	}
+	return row;
+}
+
 /* The row of a key as it stands, kept or read from its table; or NULL. */
 static HeapTuple
 deferred_fetch(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
@@ -1183,6 +1252,7 @@ deferred_fetch(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 	Deferred   *d = sa->deferred;
 	DeferredKey key;
 	DeferredRow *row;
+	HeapTuple	flushed;
 
 	deferred_key(&key, ix, keys, nkeys);
 	row = hash_search(d->rows, &key, HASH_FIND, NULL);
@@ -1190,6 +1260,9 @@ deferred_fetch(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys)
 		return row->tup;
 	if (!d->statement && !d->flushed[idx_defs[ix].rel])
 		return NULL;
+	if (ix == IDX_ACCOUNT &&
+		(flushed = fetch_flushed(sa, DatumGetUUIDP(keys[0].sk_argument))) != NULL)
+		return flushed;
 	return fetch_stored(sa, ix, keys, nkeys);
 }
 
@@ -1871,7 +1944,12 @@ previous_payment(StateAccess *sa, const pg_uuid_t *payer, TimestampTz t, Timesta
 
 /*
  * Writes.  The index entries are formed from the columns (the indexes are
- * plain, see load_state_table); a HOT update needs none.
+ * plain, see load_state_table); a HOT update needs none.  An update's entry
+ * in a unique index whose columns it leaves as they were is not checked
+ * for a duplicate: the version it replaces held the key, and a writer that
+ * changed that version meanwhile made the update fail before its entries
+ * are made.  The check would fetch every version of the key (see
+ * fetch_stored).
  */
 static void
 index_row(StateAccess *sa, StateRel r, HeapTuple tup, bool hot, bool update,
@@ -1898,7 +1976,7 @@ index_row(StateAccess *sa, StateRel r, HeapTuple tup, bool hot, bool update,
 				unchanged = false;
 		}
 		p2pay_index_insert(sa->writes[r][k], values, isnull, &tup->t_self, rel,
-						   info->ii_Unique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
+						   info->ii_Unique && !unchanged ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO,
 						   unchanged, info);
 	}
 }
@@ -1922,7 +2000,8 @@ form_row(StateAccess *sa, StateRel r, const Datum *values)
 	return heap_form_tuple(desc, all, nulls);
 }
 
-static void
+/* Insert a row with values; where its version lies. */
+static ItemPointerData
 insert_row(StateAccess *sa, StateRel r, Datum *values)
 {
 	bool		changed[STATE_MAX_NATTS + 1] = {false};
@@ -1930,6 +2009,7 @@ insert_row(StateAccess *sa, StateRel r, Datum *values)
 
 	heap_insert(sa->rels[r], tup, GetCurrentCommandId(true), 0, NULL);
 	index_row(sa, r, tup, false, false, changed);
+	return tup->t_self;
 }
 
 /* A state row changed since the transaction's snapshot was taken: 40001. */
@@ -1965,7 +2045,8 @@ written(StateRel r, TM_Result result, const char *what)
 
 /*
  * Replace the version of a row at tid by one with values, and index it if
- * that went through; changed marks the columns that differ.
+ * that went through; changed marks the columns that differ.  The new
+ * version's place is left in tid.
  */
 static TM_Result
 replace_row(StateAccess *sa, StateRel r, ItemPointer tid, Datum *values, const bool *changed)
@@ -1976,7 +2057,10 @@ replace_row(StateAccess *sa, StateRel r, ItemPointer tid, Datum *values, const b
 
 	result = p2pay_heap_update(sa->rels[r], tid, tup, GetCurrentCommandId(true), &tmfd);
 	if (result == TM_Ok)
+	{
 		index_row(sa, r, tup, HeapTupleIsHeapOnly(tup), true, changed);
+		*tid = tup->t_self;
+	}
 	return result;
 }
 
@@ -1988,7 +2072,9 @@ replace_row(StateAccess *sa, StateRel r, ItemPointer tid, Datum *values, const b
 static bool
 update_row(StateAccess *sa, StateRel r, HeapTuple old, Datum *values, const bool *changed)
 {
-	return written(r, replace_row(sa, r, &old->t_self, values, changed), "updating");
+	ItemPointerData tid = old->t_self;
+
+	return written(r, replace_row(sa, r, &tid, values, changed), "updating");
 }
 
 /*
@@ -2182,6 +2268,7 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 		TupleDesc	desc = RelationGetDescr(sa->rels[r]);
 		MemoryContext old = MemoryContextSwitchTo(scratch);
 		Datum		values[STATE_MAX_NATTS];
+		ItemPointerData tid;
 
 		for (int k = 0; k < natts_of(r); k++)
 		{
@@ -2194,11 +2281,14 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 			bool		changed[STATE_MAX_NATTS + 1];
 			TM_Result	result;
 
-			/* every column may have changed since the version was read */
+			/* every column but the key may have changed since the version was read */
 			memset(changed, true, sizeof(changed));
+			for (int k = 0; k < idx_defs[rows[i]->key.ix].nkeys; k++)
+				changed[idx_defs[rows[i]->key.ix].keys[k]] = false;
 			if (d->statement && !version_latest(sa->rels[r], nblocks[r], &rows[i]->tid))
 				statement_row_changed(r);
-			result = replace_row(sa, r, &rows[i]->tid, values, changed);
+			tid = rows[i]->tid;
+			result = replace_row(sa, r, &tid, values, changed);
 			if (result != TM_Ok && d->statement)
 				statement_row_changed(r);
 			if (!written(r, result, "updating"))
@@ -2214,7 +2304,15 @@ deferred_flush(StateAccess *sa, MemoryContext scratch)
 
 				check_absent(sa, rows[i]->key.ix, keys, nkeys);
 			}
-			insert_row(sa, r, values);
+			tid = insert_row(sa, r, values);
+		}
+		if (d->versions != NULL && r == REL_ACCOUNT)
+		{
+			Flushed    *at = hash_search(d->versions, DatumGetUUIDP(values[ACCT_USER - 1]),
+										 HASH_ENTER, NULL);
+
+			at->tid = tid;
+			at->filenode = sa->rels[r]->rd_rel->relfilenode;
 		}
 		d->flushed[r] = true;
 		MemoryContextSwitchTo(old);
@@ -2377,7 +2475,7 @@ apply_change(StateAccess *sa, StateIdx ix, ScanKey keys, int nkeys, HeapTuple ro
 		if (row == NULL)
 		{
 			check_absent(sa, ix, keys, nkeys);
-			insert_row(sa, r, change->fresh);
+			(void) insert_row(sa, r, change->fresh);
 			return;
 		}
 		for (int i = 0; i < natts_of(r); i++)
@@ -2942,11 +3040,18 @@ pending_begin(StateAccess *sa)
 {
 	if (pending == NULL)
 	{
+		HASHCTL		ctl;
+
 		pending = MemoryContextAllocZero(TopTransactionContext, sizeof(Deferred));
 		pending->cxt = AllocSetContextCreate(TopTransactionContext, "p2pay statement rows",
 											 ALLOCSET_DEFAULT_SIZES);
 		pending->statement = true;
 		deferred_begin(pending);
+		ctl.keysize = sizeof(pg_uuid_t);
+		ctl.entrysize = sizeof(Flushed);
+		ctl.hcxt = TopTransactionContext;
+		pending->versions = hash_create("p2pay account rows flushed", 1024, &ctl,
+										HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 	if (!pending_rows())
 	{
@@ -2967,6 +3072,7 @@ pending_drop(void)
 	if (pending == NULL)
 		return;
 	MemoryContextDelete(pending->cxt);
+	hash_destroy(pending->versions);
 	pfree(pending);
 	pending = NULL;
 }
