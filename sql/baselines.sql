@@ -201,7 +201,47 @@ DELETE FROM p2pay.payments WHERE payer_id = u(5) AND payee_id = u(6);
 SELECT user_id = u(5) AS payer, out_count, out_payees, in_payers
   FROM p2pay.account_daily WHERE user_id IN (u(5), u(6)) ORDER BY 1 DESC;
 
+-- The velocity amount of a payer whose normal was read first (its
+-- velocity count past max_count) is summed from the day rows that reading
+-- took in: the day before, across midnight, and a later day's (a payment
+-- inserted after later ones counts them too).  It fires as it does when
+-- the normal is not read (380 and 382 against 383 and 385): 8,000 twice
+-- before midnight, then 3,000 (19,000) and 2,000 (21,000 > 20,000); and
+-- 6,000 the day before a 15,000 already stored.
+UPDATE p2pay.rules SET mode = 'active' WHERE name = 'payer_velocity_amount';
+CREATE FUNCTION pay_hours(payer int, counted boolean) RETURNS TABLE (at timestamptz, velocity_amount boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+  p record;
+BEGIN
+  UPDATE p2pay.rules SET mode = CASE WHEN counted THEN 'active' ELSE 'off' END::p2pay.rule_mode,
+         params = params || '{"max_count": 1}'
+   WHERE name = 'payer_velocity_count';
+  FOR p IN SELECT * FROM (VALUES
+      (380, '2026-04-01 22:00+00'::timestamptz, 8000), (380, '2026-04-01 23:30+00', 8000),
+      (380, '2026-04-02 00:30+00', 3000), (380, '2026-04-02 01:00+00', 2000),
+      (382, '2026-04-03 10:00+00', 15000), (382, '2026-04-02 10:00+00', 1000),
+      (382, '2026-04-02 12:00+00', 6000)) v(who, at, amount)
+     WHERE who = payer
+  LOOP
+    INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+    VALUES (u(payer + CASE WHEN counted THEN 0 ELSE 3 END), u(381), p.amount, 'USD',
+            '00000000-0000-4000-8000-000000000001', p.at)
+    RETURNING created_at, 'payer_velocity_amount' = ANY (reasons) INTO at, velocity_amount;
+    RETURN NEXT;
+  END LOOP;
+  UPDATE p2pay.rules SET mode = 'active', params = params || '{"max_count": 10}'
+   WHERE name = 'payer_velocity_count';
+END $$;
+SELECT a.at, a.velocity_amount AS normal_read, b.velocity_amount AS normal_not_read
+  FROM pay_hours(380, true) a JOIN pay_hours(380, false) b USING (at) ORDER BY a.at;
+SELECT a.at, a.velocity_amount AS normal_read, b.velocity_amount AS normal_not_read
+  FROM pay_hours(382, true) a JOIN pay_hours(382, false) b USING (at) ORDER BY a.at;
+SELECT user_id, day, out_hours, out_hour_sums FROM p2pay.account_daily
+ WHERE user_id IN (u(380), u(382), u(383), u(385)) ORDER BY 1, 2;
+UPDATE p2pay.rules SET mode = 'off' WHERE name = 'payer_velocity_amount';
+
 DROP TABLE today, short;
-DROP FUNCTION pay20(int, numeric);
+DROP FUNCTION pay20(int, numeric), pay_hours(int, boolean);
 DROP FUNCTION u(int);
 DROP EXTENSION p2pay;

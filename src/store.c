@@ -1307,18 +1307,25 @@ fetch_account(StateAccess *sa, const pg_uuid_t *id)
 
 /*
  * An account's normal (see BASELINE_DAYS) and its row of the day, if any;
- * read only when a count reaches its limit (loaded).
+ * read only when a count reaches its limit (loaded).  For the payer
+ * (keep_recent), the rows of the day before and later days are kept as
+ * read too (recent, newest first), whose hours serve the velocity amount
+ * of a window that begins on or after the day before (see paid_in_days):
+ * the same scan reads both.
  */
 typedef struct DailyFacts
 {
 	const pg_uuid_t *id;
 	DateADT		day;
 	bool		loaded;
+	bool		today_read;		/* today read, the normal not (see paid_in_days) */
+	bool		keep_recent;
 	int64		days;
 	int64		out_count;
 	int64		out_payees;
 	int64		in_payers;
 	HeapTuple	today;
+	List	   *recent;
 } DailyFacts;
 
 /* An account_daily row's day. */
@@ -1565,13 +1572,25 @@ typedef struct DaysRead
 	DateADT		first;			/* the earliest day seen */
 } DaysRead;
 
-/* Take in the next day back; false once it lies before the days counted. */
+/*
+ * Take in the next day back; false once it lies before the days counted.
+ * A day after the payment's is only kept (keep_recent), not counted.
+ */
 static bool
 read_day(DaysRead *read, HeapTuple tup, TupleDesc desc, bool stored)
 {
 	DailyFacts *out = read->out;
 	DateADT		d = daily_day(tup, desc);
 
+	if (out->keep_recent && d >= out->day - 1)
+	{
+		if (stored)
+			tup = heap_copytuple(tup);
+		out->recent = lappend(out->recent, tup);
+		stored = false;
+	}
+	if (d > out->day)
+		return true;
 	read->first = d;
 	if (d < read->first_counted)
 		return false;
@@ -1605,15 +1624,16 @@ read_daily(StateAccess *sa, DailyFacts *out)
 	out->loaded = true;
 
 	/*
-	 * Backwards from the day: its row, then the days counted; a row before
-	 * them means the account has all BASELINE_DAYS of history, the end of
-	 * the rows that its first day is the last one seen.  A statement's rows
-	 * kept take the place of their versions in the table.
+	 * Backwards from the day (from the account's last day, for the payer):
+	 * its row, then the days counted; a row before them means the account
+	 * has all BASELINE_DAYS of history, the end of the rows that its first
+	 * day is the last one seen.  A statement's rows kept take the place of
+	 * their versions in the table.
 	 */
-	kept = kept_days(sa, id, DATEVAL_NOBEGIN, day, &nkept);
+	kept = kept_days(sa, id, DATEVAL_NOBEGIN, out->keep_recent ? DATEVAL_NOEND : day, &nkept);
 	key_account(&keys[0], id);
 	key_second(&keys[1], BTLessEqualStrategyNumber, F_DATE_LE, DateADTGetDatum(day));
-	scan = begin_scan(sa, IDX_DAILY, keys, 2);
+	scan = begin_scan(sa, IDX_DAILY, keys, out->keep_recent ? 1 : 2);
 	while ((slot = next_row(sa, scan, IDX_DAILY, BackwardScanDirection)) != NULL)
 	{
 		HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, NULL);
@@ -1668,10 +1688,13 @@ sum_payments(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after,
  * payment inserted late counts those after it too), in the 1.2 layout: the
  * hours of its account_daily rows from that hour's day on, at most one row
  * per day.  A statement's rows kept take the place of their versions in
- * the table.
+ * the table.  The rows the payer's normal read (known) serve if they reach
+ * back to that day; else the scan reads the payment's day too (it begins
+ * on or before it), and keeps that row for the recording (today_read).
  */
 static Datum
-paid_in_days(StateAccess *sa, const pg_uuid_t *payer, TimestampTz first_whole_hour)
+paid_in_days(StateAccess *sa, const pg_uuid_t *payer, TimestampTz first_whole_hour,
+			 DailyFacts *known)
 {
 	DateADT		from = p2pay_date_of(first_whole_hour);
 	TupleDesc	desc = RelationGetDescr(sa->rels[REL_DAILY]);
@@ -1680,10 +1703,29 @@ paid_in_days(StateAccess *sa, const pg_uuid_t *payer, TimestampTz first_whole_ho
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	int			nkept;
-	HeapTuple  *kept = kept_days(sa, payer, from, DATEVAL_NOEND, &nkept);
+	HeapTuple  *kept;
 
+	if (known->loaded && known->keep_recent && from >= known->day - 1)
+	{
+		ListCell   *lc;
+
+		foreach(lc, known->recent)
+			sum = sum_hours_from(lfirst(lc), desc, first_whole_hour, sum);
+		return sum;
+	}
+	kept = kept_days(sa, payer, from, DATEVAL_NOEND, &nkept);
+	Assert(from <= known->day);
+	if (!known->loaded)
+	{
+		known->today = NULL;
+		known->today_read = true;
+	}
 	for (int k = 0; k < nkept; k++)
+	{
 		sum = sum_hours_from(kept[k], desc, first_whole_hour, sum);
+		if (!known->loaded && daily_day(kept[k], desc) == known->day)
+			known->today = kept[k];
+	}
 	key_account(&keys[0], payer);
 	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_DATE_GE, DateADTGetDatum(from));
 	scan = begin_scan(sa, IDX_DAILY, keys, 2);
@@ -1691,10 +1733,13 @@ paid_in_days(StateAccess *sa, const pg_uuid_t *payer, TimestampTz first_whole_ho
 	{
 		HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, NULL);
 
-		if (nkept > 0 &&
-			deferred_find(sa->deferred, IDX_DAILY, payer, daily_day(tup, desc)) != NULL)
+		DateADT		d = daily_day(tup, desc);
+
+		if (nkept > 0 && deferred_find(sa->deferred, IDX_DAILY, payer, d) != NULL)
 			continue;
 		sum = sum_hours_from(tup, desc, first_whole_hour, sum);
+		if (!known->loaded && d == known->day)
+			known->today = heap_copytuple(tup);
 	}
 	index_endscan(scan);
 	return sum;
@@ -1747,10 +1792,10 @@ paid_in_buckets(StateAccess *sa, const pg_uuid_t *payer, TimestampTz first_whole
 /* What the payer paid in its window: whole hours plus the edge hour's payments. */
 static double
 velocity_amount(StateAccess *sa, const pg_uuid_t *payer, TimestampTz since,
-				TimestampTz first_whole_hour)
+				TimestampTz first_whole_hour, DailyFacts *known)
 {
 	Datum		sum = cache.legacy ? paid_in_buckets(sa, payer, first_whole_hour)
-		: paid_in_days(sa, payer, first_whole_hour);
+		: paid_in_days(sa, payer, first_whole_hour, known);
 
 	return p2pay_numeric_to_double(sum_payments(sa, payer, since, first_whole_hour, sum));
 }
@@ -2715,7 +2760,8 @@ record_day(StateAccess *sa, DailyFacts *daily, bool out, bool new_pair, int hour
 		add_to(&change, DAILY_IN_PAYERS, false, Int64GetDatum(fresh));
 	key_day(keys, daily->id, daily->day);
 	apply_change(sa, IDX_DAILY, keys, 2,
-				 daily->loaded ? daily->today : fetch_row(sa, IDX_DAILY, keys, 2), &change);
+				 daily->loaded || daily->today_read ? daily->today
+				 : fetch_row(sa, IDX_DAILY, keys, 2), &change);
 }
 
 
@@ -2771,7 +2817,8 @@ state_paid_after(FactSource *src, TimestampTz after)
 {
 	StateSource *ss = (StateSource *) src;
 
-	return velocity_amount(&ss->sa, ss->in->payer, after, p2pay_hour_of(after) + USECS_PER_HOUR);
+	return velocity_amount(&ss->sa, ss->in->payer, after, p2pay_hour_of(after) + USECS_PER_HOUR,
+						   &ss->payer_day);
 }
 
 static int64
@@ -2954,6 +3001,7 @@ begin_payment(StateSource *ss, const PaymentInput *in)
 	ss->payer_day.id = in->payer;
 	ss->payee_day.id = in->payee;
 	ss->payer_day.day = ss->payee_day.day = day;
+	ss->payer_day.keep_recent = !cache.legacy;
 	ss->pair_read = false;
 	ss->pair = NULL;
 	ss->payer_acct_read = false;
