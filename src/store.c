@@ -846,8 +846,11 @@ typedef struct PayScan
 
 /*
  * Open a source for this payment, once; false if it holds nothing: dropped
- * meanwhile, or never written (a default partition that no payment fell
- * into costs no index descent).
+ * meanwhile, or, among partitions, never written (a default partition that
+ * no payment fell into, or one made ahead of its dates, costs no index
+ * descent).  The size is not asked of an unpartitioned payments: the
+ * question, an lseek, would cost more than the descent it can save, and
+ * only while the table is empty.
  */
 static bool
 open_source(StateAccess *sa, int i)
@@ -858,7 +861,7 @@ open_source(StateAccess *sa, int i)
 	if (sa->src_rels[i] == NULL)
 		return false;
 	sa->src_idxs[i] = index_open(cache.sources[i].index, AccessShareLock);
-	if (RelationGetNumberOfBlocks(sa->src_rels[i]) == 0)
+	if (cache.nsources > 1 && RelationGetNumberOfBlocks(sa->src_rels[i]) == 0)
 		return false;
 	sa->src_slots[i] = table_slot_create(sa->src_rels[i], NULL);
 	return true;
