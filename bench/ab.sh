@@ -43,10 +43,7 @@ trap cleanup EXIT
 
 export CLUSTER_CONF="fsync = on
 synchronous_commit = off
-shared_buffers = 2GB
-max_wal_size = 16GB
-checkpoint_timeout = 30min
-autovacuum = off"
+$BENCH_QUIET_CONF"
 cp "$B" "$LIB"
 start_cluster "$WORK" "$(free_port)"
 bench_create_db "$USERS"

@@ -62,10 +62,7 @@ trap cleanup EXIT
 # the statements run inside it (foreign-key checks, the money-flow SQL).
 export CLUSTER_CONF="fsync = on
 synchronous_commit = off
-shared_buffers = 2GB
-max_wal_size = 16GB
-checkpoint_timeout = 30min
-autovacuum = off
+$BENCH_QUIET_CONF
 shared_preload_libraries = 'p2pay, pg_stat_statements'
 pg_stat_statements.track = all"
 start_cluster "$WORK" "$(free_port)"

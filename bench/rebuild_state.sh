@@ -25,10 +25,7 @@ WORK=$(make_workdir rebuild)
 trap 'stop_cluster "$WORK"; rm -rf "$WORK"' EXIT
 export CLUSTER_CONF="fsync = off
 synchronous_commit = off
-shared_buffers = 2GB
-max_wal_size = 16GB
-checkpoint_timeout = 30min
-autovacuum = off"
+$BENCH_QUIET_CONF"
 start_cluster "$WORK" "$(free_port)"
 q() { as_pg psql -X -q -v ON_ERROR_STOP=1 -d "$BENCH_DB" "$@"; }
 bench_create_db "$USERS"

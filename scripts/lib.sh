@@ -312,6 +312,15 @@ sanitizer_reports() {
 # bench_forget_since gives back after each run.
 BENCH_BANK=00000000-0000-4000-8000-000000000001
 
+# The settings the counting and comparing benchmarks (bench/floor.sh,
+# bench/ab.sh, bench/rebuild_state.sh) give their cluster, beside fsync and
+# synchronous_commit: room for the history in memory, no checkpoint during
+# a run, and no autovacuum worker moving a counter or a page meanwhile.
+BENCH_QUIET_CONF="shared_buffers = 2GB
+max_wal_size = 16GB
+checkpoint_timeout = 30min
+autovacuum = off"
+
 # A line of progress, on stderr.
 say() { echo "== $*" >&2; }
 
