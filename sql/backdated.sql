@@ -295,6 +295,129 @@ ROLLBACK;
 SELECT pay_amount(1, '2026-05-02 23:00+00') AS fired;
 DROP FUNCTION pay_amount(numeric, timestamptz);
 
+-- The velocity count and amount read the payer's payments only for the
+-- hours its day rows say it paid in: a payer with no hour in the count's
+-- window (the payments after its start) and none in the amount's first,
+-- partial, hour reads none (read_payments false).  The hours of days that
+-- prune_state() may have deleted (over 61 days ago) are not trusted: the
+-- payments are read.  Times are from midnight three days ago (N); 3
+-- payments in an hour fire the count (max_count 2), over 100 in 24 hours
+-- the amount.
+UPDATE p2pay.rules SET mode = 'active', params = params || '{"max_count": 2, "baseline_factor": 0}'
+ WHERE name = 'payer_velocity_count';
+INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(300, 311) n;
+CREATE FUNCTION pay_hour(payer int, amount numeric, at timestamptz)
+  RETURNS TABLE (read_payments boolean, velocity_count boolean, velocity_amount boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+  before bigint := payer_time_scans();
+BEGIN
+  INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  VALUES (u(payer), u(payer + 1), amount, 'USD', '00000000-0000-4000-8000-000000000001', at)
+  RETURNING 'payer_velocity_count' = ANY (reasons), 'payer_velocity_amount' = ANY (reasons)
+    INTO velocity_count, velocity_amount;
+  read_payments := payer_time_scans() > before;
+  RETURN NEXT;
+END $$;
+\set N 'date_trunc(''day'', now() - interval ''3 days'')'
+-- 300 pays at 10:00 (nothing to read), 10:20 and 10:40 (hour 10 is in
+-- the window: read; the third fires).
+SELECT * FROM pay_hour(300, 10, :N + interval '10 hours');
+SELECT * FROM pay_hour(300, 10, :N + interval '10 hours 20 minutes');
+SELECT * FROM pay_hour(300, 10, :N + interval '10 hours 40 minutes');
+-- The window across midnight: 302 pays at 23:50, then at 00:20 and 00:30
+-- the next day, whose windows begin in the day before's hour 23.
+SELECT * FROM pay_hour(302, 10, :N + interval '23 hours 50 minutes');
+SELECT * FROM pay_hour(302, 10, :N + interval '1 day 20 minutes');
+SELECT * FROM pay_hour(302, 10, :N + interval '1 day 30 minutes');
+-- Later payments count: 304 pays at 12:30, then at 11:10 and 11:20, whose
+-- windows hold the later hour 12.
+SELECT * FROM pay_hour(304, 10, :N + interval '12 hours 30 minutes');
+SELECT * FROM pay_hour(304, 10, :N + interval '11 hours 10 minutes');
+SELECT * FROM pay_hour(304, 10, :N + interval '11 hours 20 minutes');
+-- The amount's first hour: 306 pays 60 at 10:40 and at 11:50, then 50 at
+-- 10:20 the next day, whose window begins at 10:20 in the hour of the
+-- first 60 (after it: 170, fires), and 30 at 11:00 (its first hour, 11,
+-- holds the second 60: 140, fires).  308 pays 60 at 10:10, then 50 at
+-- 10:20 the next day (the 60 is before its window: 50, quiet).
+SELECT * FROM pay_hour(306, 60, :N + interval '10 hours 40 minutes');
+SELECT * FROM pay_hour(306, 60, :N + interval '11 hours 50 minutes');
+SELECT * FROM pay_hour(306, 50, :N + interval '1 day 10 hours 20 minutes');
+SELECT * FROM pay_hour(306, 30, :N + interval '1 day 11 hours');
+SELECT * FROM pay_hour(308, 60, :N + interval '10 hours 10 minutes');
+SELECT * FROM pay_hour(308, 50, :N + interval '1 day 10 hours 20 minutes');
+-- A reversal that empties the hour: 300's payments of hour 10 deleted,
+-- one at 10:50 reads nothing.
+DELETE FROM p2pay.payments WHERE payer_id = u(300);
+SELECT * FROM pay_hour(300, 10, :N + interval '10 hours 50 minutes');
+SELECT * FROM state_vs_recount();
+-- In the same way payer_fan_out and payee_fan_in (here 2 counterparties in
+-- 24 hours fire them) read pair_stats by last payment (read_pairs) only if
+-- the account's days since the window began count a counterparty other
+-- than the payment's own pair, which counts once on the day of its last
+-- payment.
+UPDATE p2pay.rules SET mode = 'active', params = params || '{"max_payees": 1, "baseline_factor": 0}'
+ WHERE name = 'payer_fan_out';
+UPDATE p2pay.rules SET mode = 'active', params = params || '{"max_payers": 1, "baseline_factor": 0}'
+ WHERE name = 'payee_fan_in';
+INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(320, 340) n;
+CREATE FUNCTION pair_scans() RETURNS bigint LANGUAGE sql AS $$
+  SELECT sum(pg_stat_get_xact_numscans(i))::bigint
+    FROM unnest(ARRAY['p2pay.pair_stats_payer_last_idx'::regclass,
+                      'p2pay.pair_stats_payee_last_idx'::regclass]) i
+$$;
+CREATE FUNCTION pay_pair(payer int, payee int, at timestamptz)
+  RETURNS TABLE (read_pairs boolean, fan_out boolean, fan_in boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+  before bigint := pair_scans();
+BEGIN
+  INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+  VALUES (u(payer), u(payee), 10, 'USD', '00000000-0000-4000-8000-000000000001', at)
+  RETURNING 'payer_fan_out' = ANY (reasons), 'payee_fan_in' = ANY (reasons) INTO fan_out, fan_in;
+  read_pairs := pair_scans() > before;
+  RETURN NEXT;
+END $$;
+-- 320 pays 321 twice (its days count only that pair: nothing read), then
+-- 322 (its day counts 321: read, and it fires).
+SELECT * FROM pay_pair(320, 321, :N + interval '10 hours');
+SELECT * FROM pay_pair(320, 321, :N + interval '11 hours');
+SELECT * FROM pay_pair(320, 322, :N + interval '12 hours');
+-- The window across days: 323 pays 324 at 20:00, then 325 at 10:00 the
+-- next day, whose window holds the day before.
+SELECT * FROM pay_pair(323, 324, :N + interval '20 hours');
+SELECT * FROM pay_pair(323, 325, :N + interval '1 day 10 hours');
+-- The payee's side: 326 and 327 pay 328.
+SELECT * FROM pay_pair(326, 328, :N + interval '10 hours');
+SELECT * FROM pay_pair(327, 328, :N + interval '11 hours');
+-- A day counts pairs last paid before the window began: 329 pays 330 at
+-- 01:00, then 331 at 05:00 the next day (read, and quiet).
+SELECT * FROM pay_pair(329, 330, :N + interval '1 hour');
+SELECT * FROM pay_pair(329, 331, :N + interval '1 day 5 hours');
+-- 320's payment to 322 reversed: its day counts 321 alone again.
+DELETE FROM p2pay.payments WHERE payer_id = u(320) AND payee_id = u(322);
+SELECT * FROM pay_pair(320, 321, :N + interval '13 hours');
+SELECT * FROM state_vs_recount();
+
+-- Days prune_state() deleted: 310 and 332 pay first 150 days ago, then
+-- in an hour 100 days ago, 310 twice, 332 to 333 and 334; then the days are
+-- pruned (each first day stays).  The payments after it read what the
+-- days no longer show, and fire: 310's third payment in the hour, 332's
+-- payment to a third payee.
+\set P 'date_trunc(''day'', now() - interval ''100 days'')'
+SELECT * FROM pay_hour(310, 10, now() - interval '150 days');
+SELECT * FROM pay_hour(310, 10, :P + interval '10 hours');
+SELECT * FROM pay_hour(310, 10, :P + interval '10 hours 20 minutes');
+SELECT * FROM pay_pair(332, 333, now() - interval '150 days');
+SELECT * FROM pay_pair(332, 333, :P + interval '10 hours');
+SELECT * FROM pay_pair(332, 334, :P + interval '11 hours');
+SELECT days > 0 AS days_pruned FROM p2pay.prune_state();
+SELECT right(user_id::text, 3)::int AS u, count(*) AS days FROM p2pay.account_daily
+ WHERE user_id IN (u(310), u(332)) GROUP BY 1 ORDER BY 1;
+SELECT * FROM pay_hour(310, 10, :P + interval '10 hours 40 minutes');
+SELECT * FROM pay_pair(332, 335, :P + interval '12 hours');
+DROP FUNCTION pay_hour(int, numeric, timestamptz), pay_pair(int, int, timestamptz), pair_scans();
+
 DROP VIEW pairs;
 DROP VIEW days;
 DROP FUNCTION state_vs_recount();

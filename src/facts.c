@@ -113,8 +113,9 @@ typedef int64 (*CountFn) (FactSource *src, TimestampTz after, int64 limit);
  *     the instant was paid on one of those days, which counted it once.
  *     When that bound is within the normal, the count stops at the limit,
  *     so a payee paid by thousands a day costs what any other does.  The
- *     payments count (velocity) reads the payments, not the state, and
- *     takes no bound from the state.
+ *     payments count (velocity) reads the payments (in the hours the
+ *     payer's state says it paid in, store.c), and takes no bound from the
+ *     state.
  * Stopping there gives the rule the same answer: the count is past the
  * limit, and within the normal either way.
  */

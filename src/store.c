@@ -1310,24 +1310,27 @@ fetch_account(StateAccess *sa, const pg_uuid_t *id)
 
 /*
  * An account's normal (see BASELINE_DAYS) and its row of the day, if any;
- * read only when a count reaches its limit (loaded).  For the payer
- * (keep_recent), the rows of the day before and later days are kept as
- * read too (recent, newest first), whose hours serve the velocity amount
- * of a window that begins on or after the day before (see paid_in_days):
- * the same scan reads both.
+ * read only when a count reaches its limit (loaded).  In the 1.2 layout
+ * (keep_recent), its rows from a day on are kept as read (recent, all the
+ * rows of recent_from and later days), which serve the payer's velocity
+ * count and amount and either account's counterparties (see account_days):
+ * the normal's scan keeps those of the day before and later days, so that
+ * one scan reads both.
  */
 typedef struct DailyFacts
 {
 	const pg_uuid_t *id;
 	DateADT		day;
 	bool		loaded;
-	bool		today_read;		/* today read, the normal not (see paid_in_days) */
+	bool		today_read;		/* today read, the normal not (see account_days) */
 	bool		keep_recent;
+	bool		has_recent;
 	int64		days;
 	int64		out_count;
 	int64		out_payees;
 	int64		in_payers;
 	HeapTuple	today;
+	DateADT		recent_from;
 	List	   *recent;
 } DailyFacts;
 
@@ -1507,15 +1510,13 @@ write_hours(const DayHours *h, Datum *values)
 }
 
 /*
- * Add to sum the hours of an account_daily row (1.2 layout) that begin at
- * or after from.
+ * The hours of an account_daily row (1.2 layout), checked, and the instant
+ * its day begins.
  */
-static Datum
-sum_hours_from(HeapTuple tup, TupleDesc desc, TimestampTz from, Datum sum)
+static TimestampTz
+row_hours(HeapTuple tup, TupleDesc desc, DayHours *h)
 {
 	Datum		values[STATE_MAX_NATTS];
-	DayHours	h;
-	TimestampTz day_start;
 
 	for (int i = 0; i < DAILY_NATTS; i++)
 	{
@@ -1523,12 +1524,43 @@ sum_hours_from(HeapTuple tup, TupleDesc desc, TimestampTz from, Datum sum)
 
 		values[i] = heap_getattr(tup, i + 1, desc, &isnull);
 	}
-	read_hours(values, &h);
-	day_start = (TimestampTz) DatumGetDateADT(values[DAILY_DAY - 1]) * USECS_PER_DAY;
+	read_hours(values, h);
+	return (TimestampTz) DatumGetDateADT(values[DAILY_DAY - 1]) * USECS_PER_DAY;
+}
+
+/* Add to sum the hours of an account_daily row that begin at or after from. */
+static Datum
+sum_hours_from(HeapTuple tup, TupleDesc desc, TimestampTz from, Datum sum)
+{
+	DayHours	h;
+	TimestampTz day_start = row_hours(tup, desc, &h);
+
 	for (int i = 0; i < h.n; i++)
 		if (day_start + h.hour[i] * USECS_PER_HOUR >= from)
 			sum = DirectFunctionCall2(numeric_add, sum, h.sum[i]);
 	return sum;
+}
+
+/* Whether account_daily rows hold an hour that begins in [from, until). */
+static bool
+hour_held(List *rows, TupleDesc desc, TimestampTz from, TimestampTz until)
+{
+	ListCell   *lc;
+
+	foreach(lc, rows)
+	{
+		DayHours	h;
+		TimestampTz day_start = row_hours(lfirst(lc), desc, &h);
+
+		for (int i = 0; i < h.n; i++)
+		{
+			TimestampTz hour = day_start + h.hour[i] * USECS_PER_HOUR;
+
+			if (hour >= from && hour < until)
+				return true;
+		}
+	}
+	return false;
 }
 
 /*
@@ -1573,6 +1605,7 @@ typedef struct DaysRead
 	DailyFacts *out;
 	DateADT		first_counted;
 	DateADT		first;			/* the earliest day seen */
+	bool		keep;			/* keep the rows of the day before and later */
 } DaysRead;
 
 /*
@@ -1585,7 +1618,7 @@ read_day(DaysRead *read, HeapTuple tup, TupleDesc desc, bool stored)
 	DailyFacts *out = read->out;
 	DateADT		d = daily_day(tup, desc);
 
-	if (out->keep_recent && d >= out->day - 1)
+	if (read->keep && d >= out->day - 1)
 	{
 		if (stored)
 			tup = heap_copytuple(tup);
@@ -1617,7 +1650,7 @@ read_daily(StateAccess *sa, DailyFacts *out)
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	TupleDesc	desc = RelationGetDescr(sa->rels[REL_DAILY]);
-	DaysRead	read = {out, day - BASELINE_DAYS, day};
+	DaysRead	read = {out, day - BASELINE_DAYS, day, false};
 	HeapTuple  *kept;
 	int			nkept;
 	int			k = 0;
@@ -1627,16 +1660,19 @@ read_daily(StateAccess *sa, DailyFacts *out)
 	out->loaded = true;
 
 	/*
-	 * Backwards from the day (from the account's last day, for the payer):
-	 * its row, then the days counted; a row before them means the account
-	 * has all BASELINE_DAYS of history, the end of the rows that its first
-	 * day is the last one seen.  A statement's rows kept take the place of
-	 * their versions in the table.
+	 * Backwards from the day (from the account's last day, for the payer
+	 * whose recent rows are not read yet): its row, then the days counted;
+	 * a row before them means the account has all BASELINE_DAYS of history,
+	 * the end of the rows that its first day is the last one seen.  A
+	 * statement's rows kept take the place of their versions in the table.
 	 */
-	kept = kept_days(sa, id, DATEVAL_NOBEGIN, out->keep_recent ? DATEVAL_NOEND : day, &nkept);
+	read.keep = out->keep_recent && !(out->has_recent && out->recent_from <= day - 1);
+	if (read.keep)
+		out->recent = NIL;
+	kept = kept_days(sa, id, DATEVAL_NOBEGIN, read.keep ? DATEVAL_NOEND : day, &nkept);
 	key_account(&keys[0], id);
 	key_second(&keys[1], BTLessEqualStrategyNumber, F_DATE_LE, DateADTGetDatum(day));
-	scan = begin_scan(sa, IDX_DAILY, keys, out->keep_recent ? 1 : 2);
+	scan = begin_scan(sa, IDX_DAILY, keys, read.keep ? 1 : 2);
 	while ((slot = next_row(sa, scan, IDX_DAILY, BackwardScanDirection)) != NULL)
 	{
 		HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, NULL);
@@ -1656,6 +1692,11 @@ read_daily(StateAccess *sa, DailyFacts *out)
 done:
 	index_endscan(scan);
 	out->days = Min(BASELINE_DAYS, (int64) day - (int64) read.first);
+	if (read.keep)
+	{
+		out->has_recent = true;
+		out->recent_from = day - 1;
+	}
 }
 
 /*
@@ -1687,37 +1728,31 @@ sum_payments(StateAccess *sa, const pg_uuid_t *payer, TimestampTz after,
 }
 
 /*
- * The payer's whole hours from first_whole_hour on, later ones included (a
- * payment inserted late counts those after it too), in the 1.2 layout: the
- * hours of its account_daily rows from that hour's day on, at most one row
- * per day.  A statement's rows kept take the place of their versions in
- * the table.  The rows the payer's normal read (known) serve if they reach
- * back to that day; else the scan reads the payment's day too (it begins
- * on or before it), and keeps that row for the recording (today_read).
+ * An account's account_daily rows of day from and later days (a payment
+ * inserted late counts those after it too), in the 1.2 layout, as
+ * known->recent: read once per payment for the facts that ask.  A
+ * statement's rows kept take the place of their versions in the table.
+ * The rows the account's normal read serve if they reach back to from;
+ * else the scan reads the payment's day too (from is on or before it), and
+ * keeps that row for the recording (today_read).
  */
-static Datum
-paid_in_days(StateAccess *sa, const pg_uuid_t *payer, TimestampTz first_whole_hour,
-			 DailyFacts *known)
+static List *
+account_days(StateAccess *sa, DateADT from, DailyFacts *known)
 {
-	DateADT		from = p2pay_date_of(first_whole_hour);
+	const pg_uuid_t *id = known->id;
 	TupleDesc	desc = RelationGetDescr(sa->rels[REL_DAILY]);
-	Datum		sum = numeric_zero();
 	ScanKeyData keys[2];
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
 	int			nkept;
 	HeapTuple  *kept;
+	List	   *rows = NIL;
 
-	if (known->loaded && known->keep_recent && from >= known->day - 1)
-	{
-		ListCell   *lc;
-
-		foreach(lc, known->recent)
-			sum = sum_hours_from(lfirst(lc), desc, first_whole_hour, sum);
-		return sum;
-	}
-	kept = kept_days(sa, payer, from, DATEVAL_NOEND, &nkept);
+	Assert(known->keep_recent);
+	if (known->has_recent && from >= known->recent_from)
+		return known->recent;
 	Assert(from <= known->day);
+	kept = kept_days(sa, id, from, DATEVAL_NOEND, &nkept);
 	if (!known->loaded)
 	{
 		known->today = NULL;
@@ -1725,26 +1760,47 @@ paid_in_days(StateAccess *sa, const pg_uuid_t *payer, TimestampTz first_whole_ho
 	}
 	for (int k = 0; k < nkept; k++)
 	{
-		sum = sum_hours_from(kept[k], desc, first_whole_hour, sum);
+		rows = lappend(rows, kept[k]);
 		if (!known->loaded && daily_day(kept[k], desc) == known->day)
 			known->today = kept[k];
 	}
-	key_account(&keys[0], payer);
+	key_account(&keys[0], id);
 	key_second(&keys[1], BTGreaterEqualStrategyNumber, F_DATE_GE, DateADTGetDatum(from));
 	scan = begin_scan(sa, IDX_DAILY, keys, 2);
 	while ((slot = next_row(sa, scan, IDX_DAILY, ForwardScanDirection)) != NULL)
 	{
 		HeapTuple	tup = ExecFetchSlotHeapTuple(slot, false, NULL);
-
 		DateADT		d = daily_day(tup, desc);
 
-		if (nkept > 0 && deferred_find(sa->deferred, IDX_DAILY, payer, d) != NULL)
+		if (nkept > 0 && deferred_find(sa->deferred, IDX_DAILY, id, d) != NULL)
 			continue;
-		sum = sum_hours_from(tup, desc, first_whole_hour, sum);
+		tup = heap_copytuple(tup);
+		rows = lappend(rows, tup);
 		if (!known->loaded && d == known->day)
-			known->today = heap_copytuple(tup);
+			known->today = tup;
 	}
 	index_endscan(scan);
+	known->recent = rows;
+	known->recent_from = from;
+	known->has_recent = true;
+	return rows;
+}
+
+/*
+ * The payer's whole hours from first_whole_hour on, later ones included,
+ * in the 1.2 layout: the hours of its rows from day from (that hour's day,
+ * or the day before) on, at most one row per day.
+ */
+static Datum
+paid_in_days(StateAccess *sa, DateADT from, TimestampTz first_whole_hour, DailyFacts *known)
+{
+	TupleDesc	desc = RelationGetDescr(sa->rels[REL_DAILY]);
+	Datum		sum = numeric_zero();
+	ListCell   *lc;
+
+	Assert(from <= p2pay_date_of(first_whole_hour));
+	foreach(lc, account_days(sa, from, known))
+		sum = sum_hours_from(lfirst(lc), desc, first_whole_hour, sum);
 	return sum;
 }
 
@@ -1790,17 +1846,6 @@ paid_in_buckets(StateAccess *sa, const pg_uuid_t *payer, TimestampTz first_whole
 	}
 	index_endscan(scan);
 	return sum;
-}
-
-/* What the payer paid in its window: whole hours plus the edge hour's payments. */
-static double
-velocity_amount(StateAccess *sa, const pg_uuid_t *payer, TimestampTz since,
-				TimestampTz first_whole_hour, DailyFacts *known)
-{
-	Datum		sum = cache.legacy ? paid_in_buckets(sa, payer, first_whole_hour)
-		: paid_in_days(sa, payer, first_whole_hour, known);
-
-	return p2pay_numeric_to_double(sum_payments(sa, payer, since, first_whole_hour, sum));
 }
 
 /*
@@ -2787,41 +2832,156 @@ typedef struct StateSource
 	HeapTuple	pair;
 	bool		payer_acct_read;
 	HeapTuple	payer_acct;
+	DateADT		unpruned;		/* first_unpruned_day(), once asked; else 0 */
 } StateSource;
 
+/*
+ * The first of the days that prune_state() can't have deleted: it deletes
+ * only days before its horizon's UTC date less 30, the horizon at least 31
+ * days before it ran, and it ran before now (a day more for 31 days
+ * counted across a change of daylight saving time).
+ */
+static DateADT
+first_unpruned_day(StateSource *ss)
+{
+	if (ss->unpruned == 0)
+		ss->unpruned = p2pay_date_of(GetCurrentTimestamp()) - (31 + 30 + 1);
+	return ss->unpruned;
+}
+
+/*
+ * The first of the payer's days that its velocity amount reads (the day
+ * its window begins), or day if the rule is off or begins later: one scan
+ * of the payer's rows then serves the velocity count and amount both.
+ */
+static DateADT
+amount_first_day(StateSource *ss, DateADT day)
+{
+	const RuleConfig *va = &ss->cfg->rules[RULE_PAYER_VELOCITY_AMOUNT];
+
+	if (!RULE_EVALUATED(va))
+		return day;
+	return Min(day, p2pay_date_of(ss->in->created_at - va->p.window));
+}
+
+/*
+ * Whether the payer may have made a payment in [from, until): not, in the
+ * 1.2 layout, if its account_daily rows hold no hour that overlaps it.
+ * Each of the payer's stored payments is in an hour of its day's row (an
+ * amount is positive, and an hour is there while its sum is not 0), where
+ * the state counts the stored payments (it equals rebuild_state()'s), on
+ * the days prune_state() can't have deleted.  So the payments themselves
+ * are read only for the hours the state says the payer paid in, or on days
+ * that may have been pruned, or in the 1.0/1.1 layout.
+ */
+static bool
+payer_may_have_paid(StateSource *ss, TimestampTz from, TimestampTz until)
+{
+	DateADT		day = p2pay_date_of(from);
+	List	   *rows;
+
+	if (cache.legacy || day < first_unpruned_day(ss))
+		return true;
+	rows = account_days(&ss->sa, amount_first_day(ss, day), &ss->payer_day);
+	return hour_held(rows, RelationGetDescr(ss->sa.rels[REL_DAILY]), p2pay_hour_of(from), until);
+}
+
+static bool state_pair_seen(FactSource *src);
+
+/*
+ * Whether an account may have paid (payer: out_payees) or been paid by
+ * (in_payers) a counterparty, other than the payment's own pair's if
+ * less_pair, in a pair whose last payment is after an instant: not, in the
+ * 1.2 layout, if its account_daily rows of the instant's day and later
+ * days count no such pair.  A pair whose last payment is after the instant
+ * was paid on one of those days, and each day a pair pays counts it once
+ * on both sides (first_of_day); so does the payment's own pair on the day
+ * of its last payment.  As for the hours, on the days prune_state() can't
+ * have deleted.
+ */
+static bool
+counterparties_since(StateSource *ss, bool payer, AttrNumber att, TimestampTz after,
+					 bool less_pair)
+{
+	DateADT		day = p2pay_date_of(after);
+	TupleDesc	desc = RelationGetDescr(ss->sa.rels[REL_DAILY]);
+	int64		counted = 0;
+	ListCell   *lc;
+
+	if (cache.legacy || day < first_unpruned_day(ss))
+		return true;
+	foreach(lc, account_days(&ss->sa, payer ? amount_first_day(ss, day) : day,
+							 payer ? &ss->payer_day : &ss->payee_day))
+	{
+		HeapTuple	tup = lfirst(lc);
+
+		if (daily_day(tup, desc) >= day)
+			counted += daily_count(tup, desc, att);
+	}
+	if (counted > 0 && less_pair && state_pair_seen(&ss->src))
+	{
+		bool		isnull;
+		Datum		last_at = heap_getattr(ss->pair, PAIR_LAST_AT,
+										   RelationGetDescr(ss->sa.rels[REL_PAIR]), &isnull);
+
+		if (p2pay_date_of(DatumGetTimestampTz(last_at)) >= day)
+			counted--;
+	}
+	return counted > 0;
+}
+
+/* The payer's payments after an instant, stopping at limit (the velocity count). */
 static int64
 state_payments_after(FactSource *src, TimestampTz after, int64 limit)
 {
 	StateSource *ss = (StateSource *) src;
 
+	if (limit > 0 && !payer_may_have_paid(ss, after, DT_NOEND))
+		return 0;
 	return count_range(&ss->sa, IDX_PAYMENTS, ss->in->payer, after, 0, NULL, limit);
 }
 
+/* The payer's payees other than the payment's, in pairs last paid after an instant. */
 static int64
 state_payees_after(FactSource *src, TimestampTz after, int64 limit)
 {
 	StateSource *ss = (StateSource *) src;
 
+	if (limit > 0 && !counterparties_since(ss, true, DAILY_OUT_PAYEES, after, true))
+		return 0;
 	return count_range(&ss->sa, IDX_PAIR_PAYER_LAST, ss->in->payer, after, PAIR_PAYEE,
 					   ss->in->payee, limit);
 }
 
+/* The payee's payers other than the payment's, in pairs last paid after an instant. */
 static int64
 state_payers_after(FactSource *src, TimestampTz after, int64 limit)
 {
 	StateSource *ss = (StateSource *) src;
 
+	if (limit > 0 && !counterparties_since(ss, false, DAILY_IN_PAYERS, after, true))
+		return 0;
 	return count_range(&ss->sa, IDX_PAIR_PAYEE_LAST, ss->in->payee, after, PAIR_PAYER,
 					   ss->in->payer, limit);
 }
 
+/*
+ * What the payer paid after an instant (the velocity amount): its whole
+ * hours from the next hour on, from the state, and its payments in the
+ * rest of the instant's hour, if it paid in that hour.
+ */
 static double
 state_paid_after(FactSource *src, TimestampTz after)
 {
 	StateSource *ss = (StateSource *) src;
+	const pg_uuid_t *payer = ss->in->payer;
+	TimestampTz first_whole_hour = p2pay_hour_of(after) + USECS_PER_HOUR;
+	Datum		sum = cache.legacy ? paid_in_buckets(&ss->sa, payer, first_whole_hour)
+		: paid_in_days(&ss->sa, p2pay_date_of(after), first_whole_hour, &ss->payer_day);
 
-	return velocity_amount(&ss->sa, ss->in->payer, after, p2pay_hour_of(after) + USECS_PER_HOUR,
-						   &ss->payer_day);
+	if (payer_may_have_paid(ss, after, first_whole_hour))
+		sum = sum_payments(&ss->sa, payer, after, first_whole_hour, sum);
+	return p2pay_numeric_to_double(sum);
 }
 
 static int64
@@ -2956,13 +3116,15 @@ state_payers_of_payer_after(FactSource *src, TimestampTz after, int64 limit)
 {
 	StateSource *ss = (StateSource *) src;
 
+	if (limit > 0 && !counterparties_since(ss, true, DAILY_IN_PAYERS, after, false))
+		return 0;
 	return count_range(&ss->sa, IDX_PAIR_PAYEE_LAST, ss->in->payer, after, 0, NULL, limit);
 }
 
 /*
  * The money-flow facts, in SQL (moneyflow.c), with the same snapshot; a
- * loop needs someone to have paid the payer in cycle's window, which the
- * index tells first.
+ * loop needs someone to have paid the payer in cycle's window, which its
+ * days and the index tell first.
  */
 static void
 state_money_flow(FactSource *src, bool sum, bool loops, bool cycle_on, PaymentFacts *facts)
@@ -2970,8 +3132,7 @@ state_money_flow(FactSource *src, bool sum, bool loops, bool cycle_on, PaymentFa
 	StateSource *ss = (StateSource *) src;
 	const RuleConfig *cy = &ss->cfg->rules[RULE_CYCLE];
 
-	loops = loops && count_range(&ss->sa, IDX_PAIR_PAYEE_LAST, ss->in->payer,
-								 ss->in->created_at - cy->p.window, 0, NULL, 1) > 0;
+	loops = loops && state_payers_of_payer_after(src, ss->in->created_at - cy->p.window, 1) > 0;
 	p2pay_read_money_flow(ss->cfg, ss->in, facts, ss->record, sum, loops, cycle_on);
 }
 
@@ -3004,11 +3165,12 @@ begin_payment(StateSource *ss, const PaymentInput *in)
 	ss->payer_day.id = in->payer;
 	ss->payee_day.id = in->payee;
 	ss->payer_day.day = ss->payee_day.day = day;
-	ss->payer_day.keep_recent = !cache.legacy;
+	ss->payer_day.keep_recent = ss->payee_day.keep_recent = !cache.legacy;
 	ss->pair_read = false;
 	ss->pair = NULL;
 	ss->payer_acct_read = false;
 	ss->payer_acct = NULL;
+	ss->unpruned = 0;
 }
 
 /*
