@@ -346,6 +346,16 @@ SELECT * FROM pay_hour(306, 50, :N + interval '1 day 10 hours 20 minutes');
 SELECT * FROM pay_hour(306, 30, :N + interval '1 day 11 hours');
 SELECT * FROM pay_hour(308, 60, :N + interval '10 hours 10 minutes');
 SELECT * FROM pay_hour(308, 50, :N + interval '1 day 10 hours 20 minutes');
+-- A day row whose hours p2pay can't have written is refused (XX001) by the
+-- count's look at the hours too (the amount's rule off).
+\set VERBOSITY terse
+BEGIN;
+UPDATE p2pay.rules SET mode = 'off' WHERE name = 'payer_velocity_amount';
+UPDATE p2pay.account_daily SET out_hours = '{23,23}', out_hour_sums = '{10,10}'
+ WHERE user_id = u(302) AND day = (:N)::date;
+SELECT * FROM pay_hour(302, 10, :N + interval '23 hours 55 minutes');
+ROLLBACK;
+\set VERBOSITY default
 -- A reversal that empties the hour: 300's payments of hour 10 deleted,
 -- one at 10:50 reads nothing.
 DELETE FROM p2pay.payments WHERE payer_id = u(300);

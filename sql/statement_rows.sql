@@ -10,16 +10,7 @@ SET TimeZone = 'UTC';
 CREATE FUNCTION u(n int) RETURNS uuid LANGUAGE sql IMMUTABLE
   AS $$ SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid $$;
 INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(1, 30) n;
-\i test/recount.sql
-CREATE FUNCTION state_vs_recount() RETURNS TABLE (state text, row_text text)
-LANGUAGE sql AS $$
-  SELECT 'account_stats', r::text FROM ((TABLE p2pay.account_stats EXCEPT TABLE recount_account_stats)
-    UNION ALL (TABLE recount_account_stats EXCEPT TABLE p2pay.account_stats)) r
-  UNION ALL SELECT 'pair_stats', r::text FROM ((TABLE p2pay.pair_stats EXCEPT TABLE recount_pair_stats)
-    UNION ALL (TABLE recount_pair_stats EXCEPT TABLE p2pay.pair_stats)) r
-  UNION ALL SELECT 'account_daily', r::text FROM ((TABLE p2pay.account_daily EXCEPT TABLE recount_account_daily)
-    UNION ALL (TABLE recount_account_daily EXCEPT TABLE p2pay.account_daily)) r
-$$;
+\i test/state_vs_recount.sql
 -- Row versions written in each state table since mark_writes(), in the
 -- same transaction (the counts not yet reported include earlier ones').
 CREATE FUNCTION write_counts() RETURNS TABLE (tbl text, inserted bigint, updated bigint)

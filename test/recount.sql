@@ -4,7 +4,8 @@
 -- not compare that code with itself.  One temporary view per state table,
 -- named recount_<table>, with the table's columns in its order: what the
 -- table must hold for the payments stored now.  Read by sql/backdated.sql
--- (\ir) and by t/lib/P2payNode.pm's state_vs_recount().
+-- and test/state_vs_recount.sql (\i, \ir) and by t/lib/P2payNode.pm's
+-- state_vs_recount().
 CREATE TEMP VIEW recount_account_stats AS
 SELECT user_id, sum(out_count)::bigint AS out_count, sum(out_sum) AS out_sum,
        sum(in_count)::bigint AS in_count, sum(in_sum) AS in_sum
