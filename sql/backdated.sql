@@ -299,7 +299,7 @@ DROP FUNCTION pay_amount(numeric, timestamptz);
 -- hours its day rows say it paid in: a payer with no hour in the count's
 -- window (the payments after its start) and none in the amount's first,
 -- partial, hour reads none (read_payments false).  The hours of days that
--- prune_state() may have deleted (over 61 days ago) are not trusted: the
+-- prune_state() may have deleted (61 days ago or more) are not trusted: the
 -- payments are read.  Times are from midnight three days ago (N); 3
 -- payments in an hour fire the count (max_count 2), over 100 in 24 hours
 -- the amount.
@@ -412,8 +412,8 @@ SELECT * FROM state_vs_recount();
 -- Days prune_state() deleted: 310 and 332 pay first 150 days ago, then
 -- in an hour 100 days ago, 310 twice, 332 to 333 and 334; then the days are
 -- pruned (each first day stays).  The payments after it read what the
--- days no longer show, and fire: 310's third payment in the hour, 332's
--- payment to a third payee.
+-- days no longer show, and fire: 310's and 336's third payment in the
+-- hour, 332's payment to a third payee.
 \set P 'date_trunc(''day'', now() - interval ''100 days'')'
 SELECT * FROM pay_hour(310, 10, now() - interval '150 days');
 SELECT * FROM pay_hour(310, 10, :P + interval '10 hours');
@@ -421,11 +421,19 @@ SELECT * FROM pay_hour(310, 10, :P + interval '10 hours 20 minutes');
 SELECT * FROM pay_pair(332, 333, now() - interval '150 days');
 SELECT * FROM pay_pair(332, 333, :P + interval '10 hours');
 SELECT * FROM pay_pair(332, 334, :P + interval '11 hours');
+-- and 336 pays twice in an hour 62 days ago, the latest day prune_state()
+-- deletes with its least keep, 31 days (then the horizon's date is 31 days
+-- back, and it deletes the days more than 30 before that).
+\set Q 'date_trunc(''day'', now() - interval ''62 days'')'
+SELECT * FROM pay_hour(336, 10, now() - interval '150 days');
+SELECT * FROM pay_hour(336, 10, :Q + interval '10 hours');
+SELECT * FROM pay_hour(336, 10, :Q + interval '10 hours 20 minutes');
 SELECT days > 0 AS days_pruned FROM p2pay.prune_state();
 SELECT right(user_id::text, 3)::int AS u, count(*) AS days FROM p2pay.account_daily
- WHERE user_id IN (u(310), u(332)) GROUP BY 1 ORDER BY 1;
+ WHERE user_id IN (u(310), u(332), u(336)) GROUP BY 1 ORDER BY 1;
 SELECT * FROM pay_hour(310, 10, :P + interval '10 hours 40 minutes');
 SELECT * FROM pay_pair(332, 335, :P + interval '12 hours');
+SELECT * FROM pay_hour(336, 10, :Q + interval '10 hours 40 minutes');
 DROP FUNCTION pay_hour(int, numeric, timestamptz), pay_pair(int, int, timestamptz), pair_scans();
 
 DROP VIEW pairs;

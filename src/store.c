@@ -2870,15 +2870,16 @@ typedef struct StateSource
 
 /*
  * The first of the days that prune_state() can't have deleted: it deletes
- * only days before its horizon's UTC date less 30, the horizon at least 31
- * days before it ran, and it ran before now (a day more for 31 days
- * counted across a change of daylight saving time).
+ * only days before its horizon's UTC date less 30, and it ran before now,
+ * with a horizon at least 31 days before it, or 31 days less an hour
+ * across a change of daylight saving time: a UTC date at most 30 days
+ * before today's.  So days from 60 days before today on stay.
  */
 static DateADT
 first_unpruned_day(StateSource *ss)
 {
 	if (ss->unpruned == 0)
-		ss->unpruned = p2pay_date_of(GetCurrentTimestamp()) - (31 + 30 + 1);
+		ss->unpruned = p2pay_date_of(GetCurrentTimestamp()) - (30 + 30);
 	return ss->unpruned;
 }
 
