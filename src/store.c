@@ -1541,37 +1541,6 @@ sum_hours_from(HeapTuple tup, TupleDesc desc, TimestampTz from, Datum sum)
 	return sum;
 }
 
-/*
- * The hours of an account_daily row (out_hours, 1.2 layout) without their
- * sums, and how many; a row that read_hours() would refuse for its hours
- * is refused by it (XX001).
- */
-static const int16 *
-row_hour_list(HeapTuple tup, TupleDesc desc, int *n)
-{
-	bool		isnull;
-	ArrayType  *hours = DatumGetArrayTypeP(heap_getattr(tup, DAILY_OUT_HOURS, desc, &isnull));
-	/* where the elements begin without a null bitmap, which ok requires */
-	const int16 *h = (const int16 *) ((char *) hours + ARR_OVERHEAD_NONULLS(ARR_NDIM(hours)));
-	bool		ok;
-
-	*n = ArrayGetNItems(ARR_NDIM(hours), ARR_DIMS(hours));
-	if (*n == 0)
-		return NULL;
-	ok = ARR_ELEMTYPE(hours) == INT2OID && ARR_NDIM(hours) == 1 &&
-		ARR_LBOUND(hours)[0] == 1 && !ARR_HASNULL(hours) && *n <= HOURS_PER_DAY;
-	for (int i = 0; ok && i < *n; i++)
-		ok = h[i] >= 0 && h[i] < HOURS_PER_DAY && (i == 0 || h[i] > h[i - 1]);
-	if (!ok)
-	{
-		DayHours	refused;
-
-		(void) row_hours(tup, desc, &refused);
-		elog(ERROR, "p2pay: account_daily's hours refused by hour_held() but not read_hours()");
-	}
-	return h;
-}
-
 /* Whether account_daily rows hold an hour that begins in [from, until). */
 static bool
 hour_held(List *rows, TupleDesc desc, TimestampTz from, TimestampTz until)
@@ -1580,14 +1549,12 @@ hour_held(List *rows, TupleDesc desc, TimestampTz from, TimestampTz until)
 
 	foreach(lc, rows)
 	{
-		HeapTuple	tup = lfirst(lc);
-		TimestampTz day_start = (TimestampTz) daily_day(tup, desc) * USECS_PER_DAY;
-		int			n;
-		const int16 *h = row_hour_list(tup, desc, &n);
+		DayHours	h;
+		TimestampTz day_start = row_hours(lfirst(lc), desc, &h);
 
-		for (int i = 0; i < n; i++)
+		for (int i = 0; i < h.n; i++)
 		{
-			TimestampTz hour = day_start + h[i] * USECS_PER_HOUR;
+			TimestampTz hour = day_start + h.hour[i] * USECS_PER_HOUR;
 
 			if (hour >= from && hour < until)
 				return true;
