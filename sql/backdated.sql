@@ -296,16 +296,17 @@ SELECT pay_amount(1, '2026-05-02 23:00+00') AS fired;
 DROP FUNCTION pay_amount(numeric, timestamptz);
 
 -- The velocity count and amount read the payer's payments only for the
--- hours its day rows say it paid in: a payer with no hour in the count's
--- window (the payments after its start) and none in the amount's first,
--- partial, hour reads none (read_payments false).  The hours of days that
--- prune_state() may have deleted (61 days ago or more) are not trusted: the
--- payments are read.  Times are from midnight three days ago (N); 3
--- payments in an hour fire the count (max_count 2), over 100 in 24 hours
--- the amount.
+-- hours its day rows say it paid in, and the count only if its days since
+-- the window began count as many payments as its limit: a payer with fewer,
+-- or no hour in the count's window (the payments after its start), and
+-- none in the amount's first, partial, hour reads none (read_payments
+-- false).  The days that prune_state() may have deleted (61 days ago or
+-- more) are not trusted: the payments are read.  Times are from midnight
+-- three days ago (N); 3 payments in an hour fire the count (max_count 2),
+-- over 100 in 24 hours the amount.
 UPDATE p2pay.rules SET mode = 'active', params = params || '{"max_count": 2, "baseline_factor": 0}'
  WHERE name = 'payer_velocity_count';
-INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(300, 311) n;
+INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(300, 313) n;
 CREATE FUNCTION pay_hour(payer int, amount numeric, at timestamptz)
   RETURNS TABLE (read_payments boolean, velocity_count boolean, velocity_amount boolean)
 LANGUAGE plpgsql AS $$
@@ -320,18 +321,29 @@ BEGIN
   RETURN NEXT;
 END $$;
 \set N 'date_trunc(''day'', now() - interval ''3 days'')'
--- 300 pays at 10:00 (nothing to read), 10:20 and 10:40 (hour 10 is in
--- the window: read; the third fires).
+-- 300 pays at 10:00 (nothing to read), 10:20 (its day counts 1 payment,
+-- under the limit: nothing to read) and 10:40 (2, and hour 10 is in the
+-- window: read; it fires).
 SELECT * FROM pay_hour(300, 10, :N + interval '10 hours');
 SELECT * FROM pay_hour(300, 10, :N + interval '10 hours 20 minutes');
 SELECT * FROM pay_hour(300, 10, :N + interval '10 hours 40 minutes');
--- The window across midnight: 302 pays at 23:50, then at 00:20 and 00:30
--- the next day, whose windows begin in the day before's hour 23.
+-- Days that count the limit, hours that show nothing: 312 pays at 01:00
+-- and 02:00, then at 10:00 (no hour since 09:00: nothing to read), 10:20
+-- (hour 10: read, 2 in the window, quiet) and 10:40 (read, fires).
+SELECT * FROM pay_hour(312, 10, :N + interval '1 hour');
+SELECT * FROM pay_hour(312, 10, :N + interval '2 hours');
+SELECT * FROM pay_hour(312, 10, :N + interval '10 hours');
+SELECT * FROM pay_hour(312, 10, :N + interval '10 hours 20 minutes');
+SELECT * FROM pay_hour(312, 10, :N + interval '10 hours 40 minutes');
+-- The window across midnight: 302 pays at 23:50, then at 00:20 (its days
+-- count 1 payment: nothing read) and 00:30 the next day, whose window
+-- begins in the day before's hour 23 (read; it fires).
 SELECT * FROM pay_hour(302, 10, :N + interval '23 hours 50 minutes');
 SELECT * FROM pay_hour(302, 10, :N + interval '1 day 20 minutes');
 SELECT * FROM pay_hour(302, 10, :N + interval '1 day 30 minutes');
--- Later payments count: 304 pays at 12:30, then at 11:10 and 11:20, whose
--- windows hold the later hour 12.
+-- Later payments count: 304 pays at 12:30, then at 11:10 (its day counts
+-- 1: nothing read) and 11:20, whose window holds the later hour 12 (read;
+-- it fires).
 SELECT * FROM pay_hour(304, 10, :N + interval '12 hours 30 minutes');
 SELECT * FROM pay_hour(304, 10, :N + interval '11 hours 10 minutes');
 SELECT * FROM pay_hour(304, 10, :N + interval '11 hours 20 minutes');
@@ -408,6 +420,23 @@ SELECT * FROM pay_pair(329, 331, :N + interval '1 day 5 hours');
 DELETE FROM p2pay.payments WHERE payer_id = u(320) AND payee_id = u(322);
 SELECT * FROM pay_pair(320, 321, :N + interval '13 hours');
 SELECT * FROM state_vs_recount();
+
+-- Under a limit of 2 (max_payees and max_payers 2), the pairs are read
+-- only where the days since the window began count 2 counterparties other
+-- than the payment's own pair.  337 is paid by 338 (nothing to read), by
+-- 339 (its day counts 338, under the limit: nothing read) and by 340 (2:
+-- read, and it fires).  338 then pays 339 (its day counts 337: nothing
+-- read) and 340 (2: read, and it fires).
+UPDATE p2pay.rules SET params = params || '{"max_payees": 2}' WHERE name = 'payer_fan_out';
+UPDATE p2pay.rules SET params = params || '{"max_payers": 2}' WHERE name = 'payee_fan_in';
+SELECT * FROM pay_pair(338, 337, :N + interval '10 hours');
+SELECT * FROM pay_pair(339, 337, :N + interval '11 hours');
+SELECT * FROM pay_pair(340, 337, :N + interval '12 hours');
+SELECT * FROM pay_pair(338, 339, :N + interval '13 hours');
+SELECT * FROM pay_pair(338, 340, :N + interval '14 hours');
+SELECT * FROM state_vs_recount();
+UPDATE p2pay.rules SET params = params || '{"max_payees": 1}' WHERE name = 'payer_fan_out';
+UPDATE p2pay.rules SET params = params || '{"max_payers": 1}' WHERE name = 'payee_fan_in';
 
 -- Days prune_state() deleted: 310 and 332 pay first 150 days ago, then
 -- in an hour 100 days ago, 310 twice, 332 to 333 and 334; then the days are

@@ -5,8 +5,9 @@
  *
  * What is decided here, once: which facts are read (only those of the
  * rules evaluated, and of those only what can change their answer for
- * this payment), where each count stops (one past the rule's limit, or,
- * once the limit is reached, one past what the account's normal allows:
+ * this payment), where each count stops (not begun where the account's
+ * days show it can't reach the rule's limit; one past the limit, or, once
+ * the limit is reached, one past what the account's normal allows:
  * baseline_cap, unless the normal can't be exceeded: count_to_limit), when
  * an account's normal is read (a count at its limit, or a large payment to
  * a new payee where new_payee_high_amount asks how long the payer is
@@ -25,14 +26,6 @@
 
 #include "facts.h"
 #include "rules.h"
-
-/* Which of an account's normal totals a count is compared with. */
-typedef enum NormalTotal
-{
-	TOTAL_OUT_COUNT,			/* the payer's payments per day */
-	TOTAL_OUT_PAYEES,			/* the payer's new payees per day */
-	TOTAL_IN_PAYERS				/* the payee's new payers per day */
-} NormalTotal;
 
 /* The payer's and the payee's normals, each read at most once. */
 typedef struct Normals
@@ -61,7 +54,7 @@ normal_of(Normals *nm, bool payer)
 }
 
 static int64
-total_of(const AccountNormal *n, NormalTotal which)
+total_of(const AccountNormal *n, DayTotal which)
 {
 	switch (which)
 	{
@@ -103,34 +96,45 @@ typedef int64 (*CountFn) (FactSource *src, TimestampTz after, int64 limit);
  * compare with, at baseline_cap.  Below the limit the rule can't fire and
  * the normal doesn't matter, so it is read only then.
  *
- * Past the limit the count goes on only while the normal can still be
- * exceeded (above_normal in rules.c):
- *   - an account with less than baseline_days of history is compared with
- *     its normal only for a payment of at least short_history_min_amount
- *     (p2pay_too_small_for_history, as above_normal asks);
- *   - a distinct count (payees, payers) can't exceed what the account's
- *     days since the window began count (day_bound): a pair last paid after
- *     the instant was paid on one of those days, which counted it once.
- *     When that bound is within the normal, the count stops at the limit,
- *     so a payee paid by thousands a day costs what any other does.  The
- *     payments count (velocity) reads the payments (in the hours the
- *     payer's state says it paid in, store.c), and takes no bound from the
- *     state.
- * Stopping there gives the rule the same answer: the count is past the
- * limit, and within the normal either way.
+ * A count can't exceed what the account's days since the window began
+ * count (day_bound): a payment after the instant was made on one of those
+ * days, and a pair last paid after it was paid on one of them, which
+ * counted it once.  So:
+ *   - a bound below the limit is the answer, and nothing is counted: the
+ *     rule can't fire, whatever the count (an account that pays or is paid
+ *     a few times a day, most of them, costs no count at all).  Not where
+ *     some of those days may have been pruned (whole false): the count is
+ *     read there, and exact;
+ *   - past the limit the count goes on only while the normal can still be
+ *     exceeded (above_normal in rules.c): not when the bound is within
+ *     the normal (a payee paid by thousands a day costs what any other
+ *     does; on days pruned, as the normal itself, without them), nor for
+ *     an account with less than baseline_days of history and a payment
+ *     below short_history_min_amount (p2pay_too_small_for_history, as
+ *     above_normal asks).
+ * Stopping there gives the rule the same answer: the count is below the
+ * limit, or past it and within the normal, either way.
  */
 static int64
 count_to_limit(Normals *nm, const RuleConfig *rc, int64 limit, bool payer,
-			   NormalTotal which, CountFn count, TimestampTz after, double amount)
+			   DayTotal which, CountFn count, TimestampTz after, double amount)
 {
 	const AccountNormal *normal;
-	int64		n;
+	int64		bound = -1;
+	bool		whole = false;
+	int64		n = 0;
 	int64		cap;
 
 	if (!RULE_EVALUATED(rc))
 		return 0;
 	limit = Max(limit, 0);
-	n = limit > 0 ? count(nm->src, after, limit) : 0;
+	if (limit > 0)
+	{
+		bound = nm->src->day_bound(nm->src, which, after, &whole);
+		if (whole && bound >= 0 && bound < limit)
+			return bound;
+		n = count(nm->src, after, limit);
+	}
 	Assert(n >= 0 && n <= limit);
 	if (n < limit || rc->p.baseline_factor <= 0)
 		return n;
@@ -140,14 +144,11 @@ count_to_limit(Normals *nm, const RuleConfig *rc, int64 limit, bool payer,
 		return n;
 	if (p2pay_too_small_for_history(&rc->p, normal->days, amount))
 		return n;
-	if (which != TOTAL_OUT_COUNT)
-	{
-		int64		bound = nm->src->day_bound(nm->src, payer, after);
-
-		/* 1 + bound <= floor(limit of the normal) = cap - 2 */
-		if (bound >= 0 && bound <= cap - 3)
-			return n;
-	}
+	if (limit == 0)
+		bound = nm->src->day_bound(nm->src, which, after, &whole);
+	/* 1 + bound <= floor(limit of the normal) = cap - 2 */
+	if (bound >= 0 && bound <= cap - 3)
+		return n;
 	n = count(nm->src, after, cap);
 	Assert(n >= limit && n <= cap);
 	return n;

@@ -50,7 +50,11 @@ typedef struct PaymentInput
 
 /*
  * What the rules know about a payment.  Counts include the new payment and
- * stop one past the limit the rule compares them with.
+ * stop one past the limit the rule compares them with.  velocity_count,
+ * fan_out and fan_in are exact from their rule's max_count, max_payees or
+ * max_payers up; below it, where the account's days show that the count
+ * can't reach it, they hold that bound instead (see count_to_limit): the
+ * rule can't fire either way.
  */
 typedef struct PaymentFacts
 {
@@ -114,6 +118,15 @@ typedef struct AccountNormal
  * rules read.
  */
 typedef struct FactSource FactSource;
+
+/* Which of an account's totals per day a count is bounded and compared by. */
+typedef enum DayTotal
+{
+	TOTAL_OUT_COUNT,			/* the payer's payments */
+	TOTAL_OUT_PAYEES,			/* the payer's new payees */
+	TOTAL_IN_PAYERS				/* the payee's new payers */
+} DayTotal;
+
 struct FactSource
 {
 	/* the payer's payments created after an instant */
@@ -137,12 +150,14 @@ struct FactSource
 	void		(*normal) (FactSource *src, bool payer, AccountNormal *out);
 
 	/*
-	 * The payer's new payees (payer true) or the payee's new payers per
-	 * day, summed over the account's days from after's UTC day on, later
-	 * days included: a bound that payees_after or payers_after, for the
-	 * same instant, can't exceed; -1 if the source keeps none.
+	 * A bound on a count for the same instant: payments_after
+	 * (TOTAL_OUT_COUNT), payees_after (TOTAL_OUT_PAYEES) or payers_after
+	 * (TOTAL_IN_PAYERS), from the account's totals per day from after's
+	 * UTC day on, later days included; -1 if the source keeps none.  whole
+	 * is set false where some of those days may be gone (pruned), so that
+	 * the count may exceed the bound.
 	 */
-	int64		(*day_bound) (FactSource *src, bool payer, TimestampTz after);
+	int64		(*day_bound) (FactSource *src, DayTotal which, TimestampTz after, bool *whole);
 	/* the payer's latest payment at or before created_at, if any */
 	bool		(*previous) (FactSource *src, TimestampTz *at);
 	/* the payers of the payer whose pair was paid after an instant */

@@ -2890,19 +2890,21 @@ payer_may_have_paid(StateSource *ss, TimestampTz from, TimestampTz until)
 static bool state_pair_seen(FactSource *src);
 
 /*
- * Whether an account may have paid (payer: out_payees) or been paid by
- * (in_payers) a counterparty, other than the payment's own pair's if
- * less_pair, in a pair whose last payment is after an instant: not, in the
- * 1.2 layout, if its account_daily rows of the instant's day and later
- * days count no such pair.  A pair whose last payment is after the instant
- * was paid on one of those days, and each day a pair pays counts it once
- * on both sides (first_of_day); so does the payment's own pair on the day
- * of its last payment.  As for the hours, on the days prune_state() can't
- * have deleted.
+ * What an account's account_daily rows of an instant's day and later days
+ * count in att, in the 1.2 layout: a bound on the payer's payments after
+ * the instant (out_count), or on the counterparties an account paid
+ * (payer: out_payees) or was paid by (in_payers) in pairs whose last
+ * payment is after it, less the payment's own pair's if less_pair.  A
+ * payment after the instant is in the count of its day, one of those; a
+ * pair whose last payment is after it was paid on one of those days, and
+ * each day a pair pays counts it once on both sides (first_of_day); so
+ * does the payment's own pair on the day of its last payment.  As for the
+ * hours, where the state counts the stored payments, on the days
+ * prune_state() can't have deleted; -1 on others and in the 1.0/1.1
+ * layout.
  */
-static bool
-counterparties_since(StateSource *ss, bool payer, AttrNumber att, TimestampTz after,
-					 bool less_pair)
+static int64
+days_bound(StateSource *ss, bool payer, AttrNumber att, TimestampTz after, bool less_pair)
 {
 	DateADT		day = p2pay_date_of(after);
 	TupleDesc	desc = RelationGetDescr(ss->sa.rels[REL_DAILY]);
@@ -2910,7 +2912,7 @@ counterparties_since(StateSource *ss, bool payer, AttrNumber att, TimestampTz af
 	ListCell   *lc;
 
 	if (cache.legacy || day < first_unpruned_day(ss))
-		return true;
+		return -1;
 	foreach(lc, account_days(&ss->sa, payer ? amount_first_day(ss, day) : day,
 							 payer ? &ss->payer_day : &ss->payee_day))
 	{
@@ -2928,7 +2930,7 @@ counterparties_since(StateSource *ss, bool payer, AttrNumber att, TimestampTz af
 		if (p2pay_date_of(DatumGetTimestampTz(last_at)) >= day)
 			counted--;
 	}
-	return counted > 0;
+	return counted;
 }
 
 /* The payer's payments after an instant, stopping at limit (the velocity count). */
@@ -2948,8 +2950,6 @@ state_payees_after(FactSource *src, TimestampTz after, int64 limit)
 {
 	StateSource *ss = (StateSource *) src;
 
-	if (limit > 0 && !counterparties_since(ss, true, DAILY_OUT_PAYEES, after, true))
-		return 0;
 	return count_range(&ss->sa, IDX_PAIR_PAYER_LAST, ss->in->payer, after, PAIR_PAYEE,
 					   ss->in->payee, limit);
 }
@@ -2960,8 +2960,6 @@ state_payers_after(FactSource *src, TimestampTz after, int64 limit)
 {
 	StateSource *ss = (StateSource *) src;
 
-	if (limit > 0 && !counterparties_since(ss, false, DAILY_IN_PAYERS, after, true))
-		return 0;
 	return count_range(&ss->sa, IDX_PAIR_PAYEE_LAST, ss->in->payee, after, PAIR_PAYER,
 					   ss->in->payer, limit);
 }
@@ -3058,21 +3056,20 @@ state_normal(FactSource *src, bool payer, AccountNormal *out)
 }
 
 /*
- * The payer's out_payees or the payee's in_payers in account_daily from
- * after's UTC day on, summed; -1
+ * The same sum where days_bound() can't tell (the payment's window reaches
+ * days prune_state() may have deleted, or the 1.0/1.1 layout), for the
+ * payer's out_payees or the payee's in_payers, as the table holds them; -1
  * past DAY_BOUND_ROWS rows (a window of weeks, or payments inserted long
- * after later ones), where the count is read instead.  Rows of the state
- * deleted by prune_state() are not summed: a payment older than its keep
- * is scored without them, as with its normal.
+ * after later ones).  Only a count past its limit takes it: a payment older
+ * than its keep is compared with its normal without the days deleted, as
+ * the normal itself is counted.
  */
 #define DAY_BOUND_ROWS 8
 
 static int64
-state_day_bound(FactSource *src, bool payer, TimestampTz after)
+table_day_bound(StateSource *ss, bool payer, AttrNumber att, TimestampTz after)
 {
-	StateSource *ss = (StateSource *) src;
 	const pg_uuid_t *id = payer ? ss->in->payer : ss->in->payee;
-	AttrNumber	att = payer ? DAILY_OUT_PAYEES : DAILY_IN_PAYERS;
 	DateADT		from = p2pay_date_of(after);
 	TupleDesc	desc = RelationGetDescr(ss->sa.rels[REL_DAILY]);
 	ScanKeyData keys[2];
@@ -3104,6 +3101,21 @@ state_day_bound(FactSource *src, bool payer, TimestampTz after)
 	return rows > DAY_BOUND_ROWS ? -1 : sum;
 }
 
+static int64
+state_day_bound(FactSource *src, DayTotal which, TimestampTz after, bool *whole)
+{
+	StateSource *ss = (StateSource *) src;
+	bool		payer = which != TOTAL_IN_PAYERS;
+	AttrNumber	att = which == TOTAL_OUT_COUNT ? DAILY_OUT_COUNT
+		: payer ? DAILY_OUT_PAYEES : DAILY_IN_PAYERS;
+	int64		bound = days_bound(ss, payer, att, after, which != TOTAL_OUT_COUNT);
+
+	*whole = bound >= 0;
+	if (bound >= 0 || which == TOTAL_OUT_COUNT)
+		return bound;
+	return table_day_bound(ss, payer, att, after);
+}
+
 static bool
 state_previous(FactSource *src, TimestampTz *at)
 {
@@ -3117,7 +3129,7 @@ state_payers_of_payer_after(FactSource *src, TimestampTz after, int64 limit)
 {
 	StateSource *ss = (StateSource *) src;
 
-	if (limit > 0 && !counterparties_since(ss, true, DAILY_IN_PAYERS, after, false))
+	if (limit > 0 && days_bound(ss, true, DAILY_IN_PAYERS, after, false) == 0)
 		return 0;
 	return count_range(&ss->sa, IDX_PAIR_PAYEE_LAST, ss->in->payer, after, 0, NULL, limit);
 }
