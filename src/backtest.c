@@ -1298,6 +1298,7 @@ replay_normal(FactSource *src, bool payer, AccountNormal *out)
 static int64
 replay_day_bound(FactSource *src, DayTotal which, TimestampTz after, bool *whole)
 {
+	*whole = false;
 	return -1;
 }
 
