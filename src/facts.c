@@ -116,8 +116,8 @@ typedef int64 (*CountFn) (FactSource *src, TimestampTz after, int64 limit);
  * limit, or past it and within the normal, either way.
  */
 static int64
-count_to_limit(Normals *nm, const RuleConfig *rc, int64 limit, bool payer,
-			   DayTotal which, CountFn count, TimestampTz after, double amount)
+count_to_limit(Normals *nm, const RuleConfig *rc, int64 limit, DayTotal which,
+			   CountFn count, TimestampTz after, double amount)
 {
 	const AccountNormal *normal;
 	int64		bound = -1;
@@ -138,7 +138,7 @@ count_to_limit(Normals *nm, const RuleConfig *rc, int64 limit, bool payer,
 	Assert(n >= 0 && n <= limit);
 	if (n < limit || rc->p.baseline_factor <= 0)
 		return n;
-	normal = normal_of(nm, payer);
+	normal = normal_of(nm, which != TOTAL_IN_PAYERS);
 	cap = baseline_cap(rc, normal->days, total_of(normal, which));
 	if (cap <= limit)
 		return n;
@@ -181,16 +181,16 @@ p2pay_assemble_facts(const P2payConfig *cfg, FactSource *src, PaymentFacts *fact
 	bool		cy_on;
 
 	facts->velocity_count = 1 +
-		count_to_limit(&nm, vc, vc->p.max_count, true, TOTAL_OUT_COUNT,
+		count_to_limit(&nm, vc, vc->p.max_count, TOTAL_OUT_COUNT,
 					   src->payments_after, t - vc->p.window, amount);
 	facts->velocity_amount = amount;
 	if (RULE_EVALUATED(va))
 		facts->velocity_amount += src->paid_after(src, t - va->p.window);
 	facts->fan_out = 1 +
-		count_to_limit(&nm, fo, fo->p.max_payees, true, TOTAL_OUT_PAYEES,
+		count_to_limit(&nm, fo, fo->p.max_payees, TOTAL_OUT_PAYEES,
 					   src->payees_after, t - fo->p.window, amount);
 	facts->fan_in = 1 +
-		count_to_limit(&nm, fi, fi->p.max_payers, false, TOTAL_IN_PAYERS,
+		count_to_limit(&nm, fi, fi->p.max_payers, TOTAL_IN_PAYERS,
 					   src->payers_after, t - fi->p.window, amount);
 
 	facts->band_count = 0;
