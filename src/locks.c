@@ -577,9 +577,10 @@ p2pay_lock_accounts(const pg_uuid_t *a, const pg_uuid_t *b, Oid caller)
  * under REPEATABLE READ, as the facts are.
  */
 static int
-add_cycle_candidates(const PaymentInput *in, const RuleParams *cy, uint64 *keys, int n)
+add_cycle_candidates(Oid nspid, const PaymentInput *in, const RuleParams *cy, uint64 *keys,
+					 int n)
 {
-	uint64		found_n = p2pay_cycle_candidates(in, in->created_at - cy->window,
+	uint64		found_n = p2pay_cycle_candidates(nspid, in, in->created_at - cy->window,
 												 cy->min_amount);
 
 	Assert(n >= 2);
@@ -619,12 +620,12 @@ add_cycle_candidates(const PaymentInput *in, const RuleParams *cy, uint64 *keys,
  * again only if the payer's or payee's lock was given back; after
  * LOCK_ROUNDS changes, the newcomers are taken as they are, above locks
  * already held, without waiting in the lock manager (40001 if one stays
- * busy), never at the risk of a deadlock.  caller: the role inserting the
- * payment (see may_escalate).
+ * busy), never at the risk of a deadlock.  nspid: p2pay's schema; caller:
+ * the role inserting the payment (see may_escalate).
  */
 void
-p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const PaymentFacts *facts,
-				   Oid caller)
+p2pay_lock_payment(Oid nspid, const P2payConfig *cfg, const PaymentInput *in,
+				   const PaymentFacts *facts, Oid caller)
 {
 	const RuleConfig *cy = &cfg->rules[RULE_CYCLE];
 	uint64		keys[2 + (LOCK_ROUNDS + 2) * CYCLE_FANOUT];
@@ -645,7 +646,7 @@ p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const Payment
 	prior = held_max(&prior_max);
 	keys[0] = account_key(in->payer);
 	keys[1] = account_key(in->payee);
-	n = sort_keys(keys, add_cycle_candidates(in, &cy->p, keys, 2));
+	n = sort_keys(keys, add_cycle_candidates(nspid, in, &cy->p, keys, 2));
 	if (escalated_before_pass(n, caller))
 		return;
 	reserve_held();
@@ -656,7 +657,7 @@ p2pay_lock_payment(const P2payConfig *cfg, const PaymentInput *in, const Payment
 		uint64		first_new;
 
 		added += lock_keys(keys, from, n, prior, prior_max);
-		more = add_cycle_candidates(in, &cy->p, keys, n);
+		more = add_cycle_candidates(nspid, in, &cy->p, keys, n);
 		if (more == n)
 			break;
 

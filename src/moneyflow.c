@@ -21,6 +21,7 @@
 #include "facts.h"
 #include "moneyflow.h"
 #include "rules.h"
+#include "store.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
@@ -108,15 +109,13 @@ static const char *money_flow_sql =
  * order X->Y with a concurrent C->D: each could miss the other and the
  * loop go unflagged.  So a payment the cycle rule reads for also locks
  * every account C its payee paid significantly in the window (the ones,
- * in the order, that the facts statement follows), when anyone paid its
- * payer in the window: C->D locks C, so either it committed before the
+ * in the order, that the facts statement follows), when anyone but the
+ * payee paid its payer in the window (which p2pay_cycle_candidates asks
+ * before it runs this): C->D locks C, so either it committed before the
  * facts are read and is seen, or it waits and then sees X->Y.
  */
 static const char *cycle_candidates_sql =
-"SELECT c.c::pg_catalog.uuid FROM " CYCLE_SECOND("$1", "$2", "$3", "$4") " c"
-" WHERE EXISTS (SELECT 1 FROM p2pay.pair_stats s"
-"                WHERE s.payee_id" SQL_EQ "$1 AND s.last_at" SQL_GT "$3"
-"                  AND s.payer_id" SQL_NE "$2)";
+"SELECT c.c::pg_catalog.uuid FROM " CYCLE_SECOND("$1", "$2", "$3", "$4") " c";
 
 /* The loops of four alone, for the check under a transaction snapshot. */
 static const char *cycle_sql =
@@ -125,26 +124,39 @@ static const char *cycle_sql =
 "                WHERE " CYCLE_BACK("d.d", "$1", "$3", "$4") ")";
 
 /*
+ * Prepare the cycle's statements, kept for the session, once.
+ */
+static void
+prepare_cycle_plans(void)
+{
+	Oid			types[4] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, FLOAT8OID};
+
+	if (cycle_candidates_plan == NULL)
+		cycle_candidates_plan = p2pay_prepare_kept(cycle_candidates_sql, 4, types);
+	if (cycle_plan == NULL)
+		cycle_plan = p2pay_prepare_kept(cycle_sql, 4, types);
+}
+
+/*
  * The accounts a middle leg of a loop of four closed by the payment can
- * start from (cycle_candidates_sql: the accounts its payee paid at least
- * min_amount since since, when anyone paid its payer since then), read
- * with a new snapshot under READ COMMITTED, the transaction's under
- * REPEATABLE READ; returns how many, their uuids the first column of
+ * start from: none unless anyone but the payee paid its payer since since
+ * (p2pay_paid_after, the state's index of pairs by payee: most payers were
+ * paid by no one in the window), and then the accounts its payee paid at
+ * least min_amount since then (cycle_candidates_sql).  Each is read with a
+ * new snapshot under READ COMMITTED, the transaction's under REPEATABLE
+ * READ; the two agree once the payer is locked, as only payments to it
+ * change the first.  Returns how many, their uuids the first column of
  * SPI_tuptable.
  */
 uint64
-p2pay_cycle_candidates(const PaymentInput *in, TimestampTz since, double min_amount)
+p2pay_cycle_candidates(Oid nspid, const PaymentInput *in, TimestampTz since, double min_amount)
 {
 	Datum		values[4];
 	int			ret;
 
-	if (cycle_candidates_plan == NULL)
-	{
-		Oid			types[4] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, FLOAT8OID};
-
-		cycle_candidates_plan = p2pay_prepare_kept(cycle_candidates_sql, 4, types);
-		cycle_plan = p2pay_prepare_kept(cycle_sql, 4, types);
-	}
+	if (!p2pay_paid_after(nspid, in->payer, in->payee, since))
+		return 0;
+	prepare_cycle_plans();
 	values[0] = UUIDPGetDatum(in->payer);
 	values[1] = UUIDPGetDatum(in->payee);
 	values[2] = TimestampTzGetDatum(since);
@@ -172,8 +184,7 @@ check_cycle_snapshot(const PaymentInput *in, TimestampTz since, double min_amoun
 	int			ret;
 	bool		isnull;
 
-	if (cycle_plan == NULL)
-		return;					/* no loop of four was looked for */
+	prepare_cycle_plans();
 	values[0] = UUIDPGetDatum(in->payer);
 	values[1] = UUIDPGetDatum(in->payee);
 	values[2] = TimestampTzGetDatum(since);

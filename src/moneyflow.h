@@ -11,7 +11,7 @@
 extern void p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in,
 								  PaymentFacts *facts, bool record, bool sum, bool loops,
 								  bool cycle_on);
-extern uint64 p2pay_cycle_candidates(const PaymentInput *in, TimestampTz since,
+extern uint64 p2pay_cycle_candidates(Oid nspid, const PaymentInput *in, TimestampTz since,
 									 double min_amount);
 
 #endif							/* P2PAY_MONEYFLOW_H */

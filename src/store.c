@@ -3135,6 +3135,47 @@ state_payers_of_payer_after(FactSource *src, TimestampTz after, int64 limit)
 }
 
 /*
+ * Whether an account other than except paid account after the time after,
+ * by pair_stats' index on (payee_id, last_at), with a new snapshot under
+ * READ COMMITTED as a statement of the trigger's own would take: the
+ * question the cycle's lock candidates (moneyflow.c) ask first, answered
+ * without running their statement.  A pair's last_at is its latest
+ * payment's time, and prune_state() keeps every pair, so an answer of
+ * false is the statement's own.  The accounts may not be locked yet: only
+ * the index and its table are opened, in the mode the payment's own
+ * writes take.
+ */
+bool
+p2pay_paid_after(Oid nspid, const pg_uuid_t *account, const pg_uuid_t *except,
+				 TimestampTz after)
+{
+	StateAccess sa;
+	int64		n;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.lockmode = RowExclusiveLock;
+	for (;;)
+	{
+		load_cache(nspid);
+		sa.rels[REL_PAIR] = table_open(cache.rels[REL_PAIR], sa.lockmode);
+		sa.idxs[IDX_PAIR_PAYEE_LAST] = index_open(cache.idxs[IDX_PAIR_PAYEE_LAST], sa.lockmode);
+		if (cache.state.valid)
+			break;
+		index_close(sa.idxs[IDX_PAIR_PAYEE_LAST], NoLock);
+		table_close(sa.rels[REL_PAIR], NoLock);
+	}
+	sa.slots[REL_PAIR] = table_slot_create(sa.rels[REL_PAIR], NULL);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	sa.snapshot = GetActiveSnapshot();
+	n = count_range(&sa, IDX_PAIR_PAYEE_LAST, account, after, PAIR_PAYER, except, 1);
+	PopActiveSnapshot();
+	ExecDropSingleTupleTableSlot(sa.slots[REL_PAIR]);
+	index_close(sa.idxs[IDX_PAIR_PAYEE_LAST], NoLock);
+	table_close(sa.rels[REL_PAIR], NoLock);
+	return n > 0;
+}
+
+/*
  * The money-flow facts, in SQL (moneyflow.c), with the same snapshot; a
  * loop needs someone to have paid the payer in cycle's window, which its
  * days and the index tell first.

@@ -603,7 +603,7 @@ score(Oid nspid, const PaymentInput *in, Oid inserter, MemoryContext result_cxt,
 	}
 
 	if (record)
-		p2pay_lock_payment(cfg, in, facts, inserter);
+		p2pay_lock_payment(nspid, cfg, in, facts, inserter);
 
 	/*
 	 * With the accounts locked, a payment of the same key and accounts is
