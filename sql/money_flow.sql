@@ -70,5 +70,51 @@ EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM; END $$;
 SELECT try($$UPDATE p2pay.rules SET params = params || '{"max_length": 5}' WHERE name = 'cycle'$$);
 SELECT try($$UPDATE p2pay.rules SET params = params || '{"share": 1.5}' WHERE name = 'pass_through'$$);
 
-DROP FUNCTION pay(int, int, numeric, timestamptz), u(int), try(text);
+-- A loop closes only through an account that paid the payer in the
+-- window, and pair_stats keeps every pair's last payment: an account whose
+-- pair with the payer has none there is not followed into its payments.
+-- 81 paid 61 and 66, so loops are looked for when they pay.  61 pays 62,
+-- which paid 63..65, which paid two accounts each; 66 pays 67, which paid
+-- 68..70, which paid ten accounts each.  None of those paid 61 or 66:
+-- both payments read the same number of payments (scans of the
+-- (payer_id, created_at) index), however many accounts the legs reach.
+INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(61, 81) n;
+INSERT INTO p2pay.user_payment_methods
+  SELECT u(n), '00000000-0000-4000-8000-000000000001' FROM generate_series(61, 81) n;
+CREATE FUNCTION payer_time_scans() RETURNS bigint LANGUAGE sql AS $$
+  SELECT coalesce(sum(pg_stat_get_xact_numscans(i.indexrelid)), 0)::bigint
+    FROM (SELECT 'p2pay.payments'::regclass AS relid
+          UNION SELECT t.relid FROM pg_partition_tree('p2pay.payments') t) t
+    JOIN pg_index i ON i.indrelid = t.relid
+   WHERE pg_get_indexdef(i.indexrelid) LIKE '%(payer_id, created_at)%'
+$$;
+CREATE FUNCTION pay_reads(payer int, payee int, amount numeric, at timestamptz)
+RETURNS TABLE (reasons text[], reads bigint) LANGUAGE plpgsql AS $$
+DECLARE
+  before bigint := payer_time_scans();
+BEGIN
+  SELECT p.reasons INTO reasons FROM pay(payer, payee, amount, at) p;
+  reads := payer_time_scans() - before;
+  RETURN NEXT;
+END $$;
+SELECT count(*) FROM (VALUES (62, 63), (62, 64), (62, 65), (67, 68), (67, 69), (67, 70)) l(y, c),
+       LATERAL pay(y, c, 5000, :T - interval '3 hours') p;
+SELECT count(*) FROM generate_series(63, 65) c, generate_series(71, 72) d,
+       LATERAL pay(c, d, 5000, :T - interval '2 hours') p;
+SELECT count(*) FROM generate_series(68, 70) c, generate_series(71, 80) d,
+       LATERAL pay(c, d, 5000, :T - interval '2 hours') p;
+SELECT count(*) FROM generate_series(61, 66, 5) x, LATERAL pay(81, x, 5000, :T - interval '2 hours') p;
+CREATE TEMP TABLE reads AS
+  SELECT 2 AS accounts, * FROM pay_reads(61, 62, 5000, :T)
+  UNION ALL SELECT 10, * FROM pay_reads(66, 67, 5000, :T);
+SELECT accounts, reasons, reads = (SELECT reads FROM reads WHERE accounts = 2) AS "reads as many"
+  FROM reads ORDER BY accounts;
+-- 75 paying 66 closes 75 -> 66 -> 67 -> 68 -> 75; then 66's next payment to
+-- 67 closes it too, through the pair 75 -> 66
+SELECT * FROM pay(75, 66, 5000, :T - interval '1 hour');
+SELECT * FROM pay(66, 67, 5000, :T + interval '1 minute');
+
+DROP TABLE reads;
+DROP FUNCTION pay_reads(int, int, numeric, timestamptz), payer_time_scans(),
+  pay(int, int, numeric, timestamptz), u(int), try(text);
 DROP EXTENSION p2pay;
