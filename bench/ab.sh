@@ -10,6 +10,16 @@
 # every run starts from the same history.  Prints each run's payments/s and
 # each build's median; the installed library is put back at the end.
 #
+# AB_WINDOW=N first inserts N payments more through the trigger (B's
+# build), dated now, by pgbench as the runs do: the history's last hours
+# are then as dense as N / 10,000 payments an account, which is what the
+# rules' windows read (the history alone holds about 0.3 an account a
+# day).
+#
+# Each library is put in place by a rename, so that a process that has
+# the one before mapped (p2pay is in shared_preload_libraries) keeps it
+# until the restart.
+#
 # Both builds must serve the installed extension's SQL (the same version's
 # scripts).  Build the other one in a worktree: git worktree add /tmp/a REV
 # && make -C /tmp/a p2pay.so.
@@ -27,6 +37,7 @@ ROUNDS=${AB_ROUNDS:-3}
 HISTORY=${AB_HISTORY:-1000000}
 SECONDS_RUN=${AB_SECONDS:-10}
 CLIENTS=${AB_CLIENTS:-2}
+WINDOW=${AB_WINDOW:-0}
 USERS=10000
 BENCH_DB=p2pay_ab
 
@@ -34,9 +45,14 @@ ensure_packages "postgresql-$PG_MAJOR"
 LIB="$("$PG_BIN/pg_config" --pkglibdir)/p2pay.so"
 WORK=$(make_workdir ab)
 cp "$LIB" "$WORK/installed.so"
+# install_lib SO: SO in place of p2pay.so, by a rename.
+install_lib() {
+  cp "$1" "$LIB.ab-new"
+  mv -f "$LIB.ab-new" "$LIB"
+}
 cleanup() {
   stop_cluster "$WORK"
-  cp "$WORK/installed.so" "$LIB"
+  install_lib "$WORK/installed.so"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -44,17 +60,24 @@ trap cleanup EXIT
 export CLUSTER_CONF="fsync = on
 synchronous_commit = off
 $BENCH_QUIET_CONF"
-cp "$B" "$LIB"
+install_lib "$B"
 start_cluster "$WORK" "$(free_port)"
 bench_create_db "$USERS"
 bench_grow_history "$USERS" "$HISTORY"
-bench_save_state
 bench_pay_script "$USERS" "$WORK/pay.sql"
+if [ "$WINDOW" -gt 0 ]; then
+  as_pg pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -t $(((WINDOW + CLIENTS - 1) / CLIENTS)) \
+    -f "$WORK/pay.sql" "$BENCH_DB" >/dev/null 2>&1
+  bench_psql -c "VACUUM ANALYZE" >/dev/null
+  echo "window: $(bench_value "SELECT count(*) FROM p2pay.payments
+                                WHERE created_at > now() - interval '24 hours'") payments in the last 24 hours"
+fi
+bench_save_state
 
 : >"$WORK/runs"
 for r in $(seq "$ROUNDS"); do
   for build in A B B A; do
-    if [ "$build" = A ]; then cp "$A" "$LIB"; else cp "$B" "$LIB"; fi
+    if [ "$build" = A ]; then install_lib "$A"; else install_lib "$B"; fi
     as_pg pg_ctl -D "$WORK/data" -m fast -w restart -l "$WORK/server.log" >/dev/null
     max=$(bench_value "SELECT coalesce(max(id), 0) FROM p2pay.payments")
     tps=$(as_pg pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_RUN" \
