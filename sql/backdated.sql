@@ -18,15 +18,7 @@ INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate
 UPDATE p2pay.rules SET mode = 'off';
 \set T '''2026-03-20 12:00:00+00'''::timestamptz
 
--- Scans of the (payer_id, created_at) index of payments, or of its
--- partitions' indexes when payments is partitioned.
-CREATE FUNCTION payer_time_scans() RETURNS bigint LANGUAGE sql AS $$
-  SELECT coalesce(sum(pg_stat_get_xact_numscans(i.indexrelid)), 0)::bigint
-    FROM (SELECT 'p2pay.payments'::regclass AS relid
-          UNION SELECT t.relid FROM pg_partition_tree('p2pay.payments') t) t
-    JOIN pg_index i ON i.indrelid = t.relid
-   WHERE pg_get_indexdef(i.indexrelid) LIKE '%(payer_id, created_at)%'
-$$;
+\i test/payer_time_scans.sql
 -- Insert a payment; return how many scans of the payer's payments it took.
 CREATE FUNCTION pay(payer int, payee int, at timestamptz) RETURNS bigint
 LANGUAGE plpgsql AS $$

@@ -81,13 +81,7 @@ SELECT try($$UPDATE p2pay.rules SET params = params || '{"share": 1.5}' WHERE na
 INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(61, 81) n;
 INSERT INTO p2pay.user_payment_methods
   SELECT u(n), '00000000-0000-4000-8000-000000000001' FROM generate_series(61, 81) n;
-CREATE FUNCTION payer_time_scans() RETURNS bigint LANGUAGE sql AS $$
-  SELECT coalesce(sum(pg_stat_get_xact_numscans(i.indexrelid)), 0)::bigint
-    FROM (SELECT 'p2pay.payments'::regclass AS relid
-          UNION SELECT t.relid FROM pg_partition_tree('p2pay.payments') t) t
-    JOIN pg_index i ON i.indrelid = t.relid
-   WHERE pg_get_indexdef(i.indexrelid) LIKE '%(payer_id, created_at)%'
-$$;
+\i test/payer_time_scans.sql
 CREATE FUNCTION pay_reads(payer int, payee int, amount numeric, at timestamptz)
 RETURNS TABLE (reasons text[], reads bigint) LANGUAGE plpgsql AS $$
 DECLARE
