@@ -154,8 +154,17 @@ is( query(
 		  . "AND rolpassword LIKE 'SCRAM-SHA-256\$%'"),
 	3,
 	'the login roles have SCRAM passwords');
-my ($rc, $out, $err) = $node->psql($db, 'SELECT 1', extra_params => [ '-h', $node->host, '-U', 'app_user', '-w' ]);
-isnt($rc, 0, 'the node refuses a login without a password');
+# The statement goes on psql's command line, not its input: psql exits as
+# soon as the login fails, and writing to its input then would be a race.
+my ($out, $err);
+my $logged_in = IPC::Run::run(
+	[
+		'psql', '-X', '-w', '-h', $node->host, '-p', $node->port, '-U', 'app_user', '-d', $db,
+		'-c', 'SELECT 1'
+	],
+	'<', \undef, '>', \$out, '2>', \$err);
+ok(!$logged_in, 'the node refuses a login without a password');
+like($err, qr/no password supplied/, 'the login without a password: libpq says why');
 
 # Rules under which a payment's decision depends on its row alone: above
 # 10000 in the base currency is review, a method the payer has not
