@@ -108,6 +108,47 @@ SELECT accounts, reasons, reads = (SELECT reads FROM reads WHERE accounts = 2) A
 SELECT * FROM pay(75, 66, 5000, :T - interval '1 hour');
 SELECT * FROM pay(66, 67, 5000, :T + interval '1 minute');
 
+-- The last leg of a loop comes from an account other than the payee: 82,
+-- paid by 83 alone, pays 83, which paid 84, which paid 85.  No loop is
+-- looked for: the payment reads as many payments as with cycle off, and
+-- so it does under REPEATABLE READ, whose check for a loop closed after
+-- the snapshot asks the same first.  The payment outside a transaction
+-- stays: 85 paying 82 then closes 85 -> 82 -> 83 -> 84 -> 85, and 82's
+-- next payment to 83 closes 82 -> 83 -> 84 -> 85 -> 82.
+INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(82, 85) n;
+INSERT INTO p2pay.user_payment_methods
+  SELECT u(n), '00000000-0000-4000-8000-000000000001' FROM generate_series(82, 85) n;
+SELECT count(*) FROM (VALUES (83, 82), (83, 84), (84, 85)) l(a, b),
+       LATERAL pay(a, b, 5000, :T - interval '2 hours') p;
+BEGIN;
+UPDATE p2pay.rules SET mode = 'off' WHERE name = 'cycle';
+SELECT reads AS off_reads FROM pay_reads(82, 83, 5000, :T) \gset
+ROLLBACK;
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT reasons, reads = :off_reads AS "reads as with cycle off" FROM pay_reads(82, 83, 5000, :T);
+ROLLBACK;
+SELECT reasons, reads = :off_reads AS "reads as with cycle off" FROM pay_reads(82, 83, 5000, :T);
+SELECT * FROM pay(85, 82, 5000, :T - interval '1 hour');
+SELECT * FROM pay(82, 83, 5000, :T + interval '1 minute');
+
+-- What a payer's payers paid it in the window is their pair's total when
+-- the pair's first payment is in the window: only a pair that paid before
+-- it has its payments read.  87..91 pay 86 400 each 3 hours ago, and 87
+-- paid it 400 more 25 hours ago, which doesn't count: 86 moving 1000 (half
+-- of 2000, not of 2400) fires, and reads the payments of one payer more
+-- than with pass_through off.
+INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(86, 92) n;
+INSERT INTO p2pay.user_payment_methods
+  SELECT u(n), '00000000-0000-4000-8000-000000000001' FROM generate_series(86, 92) n;
+SELECT * FROM pay(87, 86, 400, :T - interval '25 hours');
+SELECT count(*) FROM generate_series(87, 91) n, LATERAL pay(n, 86, 400, :T - interval '3 hours') p
+ WHERE p.reasons = '{}';
+BEGIN;
+UPDATE p2pay.rules SET mode = 'off' WHERE name = 'pass_through';
+SELECT reads AS off_reads FROM pay_reads(86, 92, 1000, :T) \gset
+ROLLBACK;
+SELECT reasons, reads - :off_reads AS "payers read" FROM pay_reads(86, 92, 1000, :T);
+
 DROP TABLE reads;
 DROP FUNCTION pay_reads(int, int, numeric, timestamptz), payer_time_scans(),
   pay(int, int, numeric, timestamptz), u(int), try(text);

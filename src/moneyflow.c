@@ -91,16 +91,20 @@ static SPIPlanPtr cycle_plan = NULL;
 
 /*
  * The money-flow facts of a large payment: what the payer's recent payers
- * paid it ($3: pass_through applies), and whether the payment closes a
- * loop of three, or of four ($7), every leg at least $6 since $5 ($4:
- * cycle applies).
+ * paid it since $8 ($3: pass_through applies), and whether the payment
+ * closes a loop of three, or of four ($7), every leg at least $6 since $5
+ * ($4: cycle applies).  A pair whose first payment is after $8 paid all
+ * its total then (pair_stats keeps the first payment's time and the sum of
+ * amount_base exactly, through reversals too): only the payments of a
+ * pair that paid before are read.
  */
 static const char *money_flow_sql =
 "SELECT"
 " (CASE WHEN $3 THEN (SELECT coalesce(pg_catalog.sum(r.total), 0) FROM"
-"   (SELECT (SELECT pg_catalog.sum(q.amount_base) FROM p2pay.payments q"
-"             WHERE q.payer_id" SQL_EQ "s.payer_id AND q.created_at" SQL_GT "$8"
-"               AND q.payee_id" SQL_EQ "$1) AS total"
+"   (SELECT CASE WHEN s.first_at" SQL_GT "$8 THEN s.total"
+"            ELSE (SELECT pg_catalog.sum(q.amount_base) FROM p2pay.payments q"
+"                   WHERE q.payer_id" SQL_EQ "s.payer_id AND q.created_at" SQL_GT "$8"
+"                     AND q.payee_id" SQL_EQ "$1) END AS total"
 "      FROM p2pay.pair_stats s WHERE s.payee_id" SQL_EQ "$1 AND s.last_at" SQL_GT "$8"
 "     ORDER BY s.last_at, s.payer_id LIMIT " CppAsString2(PASS_THROUGH_PAYERS) ") r) END)"
 "   ::pg_catalog.float8,"
@@ -161,7 +165,7 @@ p2pay_cycle_candidates(Oid nspid, const PaymentInput *in, TimestampTz since, dou
 	Datum		values[4];
 	int			ret;
 
-	if (!p2pay_paid_after(nspid, in->payer, in->payee, since))
+	if (!p2pay_paid_after(nspid, in->payer, in->payee, since, false))
 		return 0;
 	prepare_cycle_plans();
 	values[0] = UUIDPGetDatum(in->payer);
@@ -183,14 +187,19 @@ p2pay_cycle_candidates(Oid nspid, const PaymentInput *in, TimestampTz since, dou
  * transaction's snapshot, which can't see a middle leg that committed after
  * it was taken.  Finding one with a current snapshot is a serialization
  * failure, as for every other fact that changed under a fixed snapshot.
+ * The loop's last leg is a payment to the payer by an account other than
+ * the payee: unless the latest snapshot shows one in the window
+ * (p2pay_paid_after), there is no loop and the statement is not run.
  */
 static void
-check_cycle_snapshot(const PaymentInput *in, TimestampTz since, double min_amount)
+check_cycle_snapshot(Oid nspid, const PaymentInput *in, TimestampTz since, double min_amount)
 {
 	Datum		values[4];
 	int			ret;
 	bool		isnull;
 
+	if (!p2pay_paid_after(nspid, in->payer, in->payee, since, true))
+		return;
 	prepare_cycle_plans();
 	values[0] = UUIDPGetDatum(in->payer);
 	values[1] = UUIDPGetDatum(in->payee);
@@ -214,11 +223,12 @@ check_cycle_snapshot(const PaymentInput *in, TimestampTz since, double min_amoun
  * can matter; store.c asks), with the active snapshot: what the payer's
  * recent payers paid it, if sum, and whether the payment closes a loop, if
  * loops.  Under REPEATABLE READ an insert of a payment cycle looks at
- * (cycle_on) also checks for a loop closed after its snapshot.
+ * (cycle_on) also checks for a loop closed after its snapshot; nspid is
+ * p2pay's schema.
  */
 void
-p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in, PaymentFacts *facts,
-					  bool record, bool sum, bool loops, bool cycle_on)
+p2pay_read_money_flow(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
+					  PaymentFacts *facts, bool record, bool sum, bool loops, bool cycle_on)
 {
 	const RuleConfig *pt = &cfg->rules[RULE_PASS_THROUGH];
 	const RuleConfig *cy = &cfg->rules[RULE_CYCLE];
@@ -261,6 +271,6 @@ p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in, PaymentFac
 
 	if (record && cycle_on && !facts->closes_cycle && cy->p.max_length >= 4 &&
 		IsolationUsesXactSnapshot())
-		check_cycle_snapshot(in, in->created_at - cy->p.window, cy->p.min_amount);
+		check_cycle_snapshot(nspid, in, in->created_at - cy->p.window, cy->p.min_amount);
 }
 

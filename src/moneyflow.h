@@ -8,7 +8,7 @@
 #include "facts.h"
 #include "rules.h"
 
-extern void p2pay_read_money_flow(const P2payConfig *cfg, const PaymentInput *in,
+extern void p2pay_read_money_flow(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 								  PaymentFacts *facts, bool record, bool sum, bool loops,
 								  bool cycle_on);
 extern uint64 p2pay_cycle_candidates(Oid nspid, const PaymentInput *in, TimestampTz since,

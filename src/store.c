@@ -2824,6 +2824,7 @@ typedef struct StateSource
 	FactSource	src;			/* first: facts.c sees only this */
 	StateAccess sa;
 	const P2payConfig *cfg;
+	Oid			nspid;
 	const PaymentInput *in;
 	bool		record;
 	DailyFacts	payer_day;
@@ -3135,19 +3136,35 @@ state_payers_of_payer_after(FactSource *src, TimestampTz after, int64 limit)
 }
 
 /*
+ * Whether an account other than the payee paid the payer after an instant,
+ * its days asked first.  A loop the payment closes needs one: its last leg
+ * comes from an account the payee paid, or one that account paid, other
+ * than the payee (the trigger refuses a payment to oneself, and the
+ * statement's third leg leaves the payee out).
+ */
+static bool
+state_paid_by_other_after(StateSource *ss, TimestampTz after)
+{
+	if (days_bound(ss, true, DAILY_IN_PAYERS, after, false) == 0)
+		return false;
+	return count_range(&ss->sa, IDX_PAIR_PAYEE_LAST, ss->in->payer, after, PAIR_PAYER,
+					   ss->in->payee, 1) > 0;
+}
+
+/*
  * Whether an account other than except paid account after the time after,
  * by pair_stats' index on (payee_id, last_at), with a new snapshot under
- * READ COMMITTED as a statement of the trigger's own would take: the
- * question the cycle's lock candidates (moneyflow.c) ask first, answered
- * without running their statement.  A pair's last_at is its latest
- * payment's time, and prune_state() keeps every pair, so an answer of
- * false is the statement's own.  The accounts may not be locked yet: only
- * the index and its table are opened, in the mode the payment's own
- * writes take.
+ * READ COMMITTED as a statement of the trigger's own would take (latest:
+ * the latest snapshot, under any isolation level): the question the
+ * cycle's statements (moneyflow.c) ask first, answered without running
+ * them.  A pair's last_at is its latest payment's time, and prune_state()
+ * keeps every pair, so an answer of false is the statement's own.  The
+ * accounts may not be locked yet: only the index and its table are
+ * opened, in the mode the payment's own writes take.
  */
 bool
 p2pay_paid_after(Oid nspid, const pg_uuid_t *account, const pg_uuid_t *except,
-				 TimestampTz after)
+				 TimestampTz after, bool latest)
 {
 	StateAccess sa;
 	int64		n;
@@ -3165,7 +3182,7 @@ p2pay_paid_after(Oid nspid, const pg_uuid_t *account, const pg_uuid_t *except,
 		table_close(sa.rels[REL_PAIR], NoLock);
 	}
 	sa.slots[REL_PAIR] = table_slot_create(sa.rels[REL_PAIR], NULL);
-	PushActiveSnapshot(GetTransactionSnapshot());
+	PushActiveSnapshot(latest ? GetLatestSnapshot() : GetTransactionSnapshot());
 	sa.snapshot = GetActiveSnapshot();
 	n = count_range(&sa, IDX_PAIR_PAYEE_LAST, account, after, PAIR_PAYER, except, 1);
 	PopActiveSnapshot();
@@ -3177,8 +3194,8 @@ p2pay_paid_after(Oid nspid, const pg_uuid_t *account, const pg_uuid_t *except,
 
 /*
  * The money-flow facts, in SQL (moneyflow.c), with the same snapshot; a
- * loop needs someone to have paid the payer in cycle's window, which its
- * days and the index tell first.
+ * loop needs someone other than the payee to have paid the payer in
+ * cycle's window, which its days and the index tell first.
  */
 static void
 state_money_flow(FactSource *src, bool sum, bool loops, bool cycle_on, PaymentFacts *facts)
@@ -3186,8 +3203,8 @@ state_money_flow(FactSource *src, bool sum, bool loops, bool cycle_on, PaymentFa
 	StateSource *ss = (StateSource *) src;
 	const RuleConfig *cy = &ss->cfg->rules[RULE_CYCLE];
 
-	loops = loops && state_payers_of_payer_after(src, ss->in->created_at - cy->p.window, 1) > 0;
-	p2pay_read_money_flow(ss->cfg, ss->in, facts, ss->record, sum, loops, cycle_on);
+	loops = loops && state_paid_by_other_after(ss, ss->in->created_at - cy->p.window);
+	p2pay_read_money_flow(ss->cfg, ss->nspid, ss->in, facts, ss->record, sum, loops, cycle_on);
 }
 
 /* The state's answers, in FactSource's order. */
@@ -3535,6 +3552,7 @@ p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 	memset(&ss, 0, sizeof(ss));
 	ss.src = state_functions;
 	ss.cfg = cfg;
+	ss.nspid = nspid;
 	ss.record = record;
 	begin_payment(&ss, in);
 

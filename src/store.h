@@ -12,7 +12,7 @@
 extern void p2pay_read_facts(const P2payConfig *cfg, Oid nspid, const PaymentInput *in,
 							 PaymentFacts *facts, bool record);
 extern bool p2pay_paid_after(Oid nspid, const pg_uuid_t *account, const pg_uuid_t *except,
-							 TimestampTz after);
+							 TimestampTz after, bool latest);
 extern void p2pay_forget_payment(const pg_uuid_t *payer, const pg_uuid_t *payee,
 								 TimestampTz created_at, Numeric amount_base);
 extern void p2pay_statement_begins(void);
