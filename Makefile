@@ -8,10 +8,10 @@ OBJS        = src/p2pay.o src/common.o src/catalog.o src/config.o src/rules.o sr
 DATA        = $(wildcard $(EXTENSION)--*.sql)
 
 # pg_regress: one file per behaviour, run in this order.
-REGRESS      = schema rules bad_input error_fields config insert_paths on_conflict rollback guard security schema_changes stream stream_toast stream_types operations rule_stats backtest money_flow baselines live_install bulk_load statement_rows load_plans state_indexes prune_state backdated retention stream_partitions partition_payments partitioned http_api flagged_since
+REGRESS      = schema rules bad_input error_fields config insert_paths on_conflict rollback guard security schema_changes stream stream_toast stream_types operations rule_stats backtest money_flow kept_references baselines live_install bulk_load statement_rows load_plans state_indexes prune_state backdated retention stream_partitions partition_payments partitioned http_api flagged_since
 
 # isolation tests (specs/): what concurrent sessions see of each other
-ISOLATION    = config_reload account_lock cycle_lock lock_order multi_payment_lock cycle_newcomer review_claims on_conflict_race
+ISOLATION    = config_reload reference_changes account_lock cycle_lock lock_order multi_payment_lock cycle_newcomer review_claims on_conflict_race
 
 TAP_TESTS    = 1
 

@@ -112,7 +112,7 @@ REVOKE ALL ON FUNCTION @extschema@.check_config() FROM PUBLIC;
 CREATE FUNCTION @extschema@.config_changed() RETURNS trigger
   AS 'MODULE_PATHNAME', 'p2pay_config_changed' LANGUAGE C;
 COMMENT ON FUNCTION @extschema@.config_changed() IS
-  'AFTER statement trigger on rules and settings: tells every session to reload the rule configuration.';
+  'AFTER trigger on rules, settings and ruleset, and on the small tables the scoring keeps in memory (currencies, payment_methods, ruleset, blocklist, allowlist, snoozes): tells every session to reload them.';
 REVOKE ALL ON FUNCTION @extschema@.config_changed() FROM PUBLIC;
 
 -- Record a change of configuration under the transaction's version, taking
@@ -259,6 +259,12 @@ INSERT INTO @extschema@.currencies (code, name, rate_to_base) VALUES
 CREATE TRIGGER currencies_merge BEFORE INSERT ON @extschema@.currencies
   FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_row('code');
 ALTER TABLE @extschema@.currencies ENABLE ALWAYS TRIGGER currencies_merge;
+CREATE TRIGGER currencies_announce AFTER INSERT OR UPDATE OR DELETE ON @extschema@.currencies
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed();
+CREATE TRIGGER currencies_announce_truncate AFTER TRUNCATE ON @extschema@.currencies
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
+ALTER TABLE @extschema@.currencies ENABLE ALWAYS TRIGGER currencies_announce;
+ALTER TABLE @extschema@.currencies ENABLE ALWAYS TRIGGER currencies_announce_truncate;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.currencies', '');
 
 CREATE TABLE @extschema@.payment_methods (
@@ -277,6 +283,12 @@ INSERT INTO @extschema@.payment_methods (id, name) VALUES
 CREATE TRIGGER payment_methods_merge BEFORE INSERT ON @extschema@.payment_methods
   FOR EACH ROW EXECUTE FUNCTION @extschema@.merge_row('id');
 ALTER TABLE @extschema@.payment_methods ENABLE ALWAYS TRIGGER payment_methods_merge;
+CREATE TRIGGER payment_methods_announce AFTER INSERT OR UPDATE OR DELETE ON @extschema@.payment_methods
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed();
+CREATE TRIGGER payment_methods_announce_truncate AFTER TRUNCATE ON @extschema@.payment_methods
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
+ALTER TABLE @extschema@.payment_methods ENABLE ALWAYS TRIGGER payment_methods_announce;
+ALTER TABLE @extschema@.payment_methods ENABLE ALWAYS TRIGGER payment_methods_announce_truncate;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.payment_methods', '');
 
 CREATE TABLE @extschema@.users (
@@ -560,6 +572,12 @@ CREATE TRIGGER ruleset_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
 ALTER TABLE @extschema@.ruleset ENABLE ALWAYS TRIGGER ruleset_merge;
 ALTER TABLE @extschema@.ruleset ENABLE ALWAYS TRIGGER ruleset_changed;
+CREATE TRIGGER ruleset_announce AFTER INSERT OR UPDATE OR DELETE ON @extschema@.ruleset
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed();
+CREATE TRIGGER ruleset_announce_truncate AFTER TRUNCATE ON @extschema@.ruleset
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
+ALTER TABLE @extschema@.ruleset ENABLE ALWAYS TRIGGER ruleset_announce;
+ALTER TABLE @extschema@.ruleset ENABLE ALWAYS TRIGGER ruleset_announce_truncate;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.ruleset', '');
 
 CREATE TABLE @extschema@.blocklist (
@@ -577,6 +595,12 @@ CREATE TRIGGER blocklist_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@
   FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
 CREATE TRIGGER blocklist_history_truncate AFTER TRUNCATE ON @extschema@.blocklist
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER blocklist_announce AFTER INSERT OR UPDATE OR DELETE ON @extschema@.blocklist
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed();
+CREATE TRIGGER blocklist_announce_truncate AFTER TRUNCATE ON @extschema@.blocklist
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
+ALTER TABLE @extschema@.blocklist ENABLE ALWAYS TRIGGER blocklist_announce;
+ALTER TABLE @extschema@.blocklist ENABLE ALWAYS TRIGGER blocklist_announce_truncate;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.blocklist', '');
 
 CREATE TABLE @extschema@.allowlist (
@@ -592,6 +616,12 @@ CREATE TRIGGER allowlist_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@
   FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
 CREATE TRIGGER allowlist_history_truncate AFTER TRUNCATE ON @extschema@.allowlist
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER allowlist_announce AFTER INSERT OR UPDATE OR DELETE ON @extschema@.allowlist
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed();
+CREATE TRIGGER allowlist_announce_truncate AFTER TRUNCATE ON @extschema@.allowlist
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
+ALTER TABLE @extschema@.allowlist ENABLE ALWAYS TRIGGER allowlist_announce;
+ALTER TABLE @extschema@.allowlist ENABLE ALWAYS TRIGGER allowlist_announce_truncate;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.allowlist', '');
 
 CREATE TABLE @extschema@.snoozes (
@@ -609,6 +639,12 @@ CREATE TRIGGER snoozes_history AFTER INSERT OR UPDATE OR DELETE ON @extschema@.s
   FOR EACH ROW EXECUTE FUNCTION @extschema@.record_config_change();
 CREATE TRIGGER snoozes_history_truncate AFTER TRUNCATE ON @extschema@.snoozes
   FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.record_config_change();
+CREATE TRIGGER snoozes_announce AFTER INSERT OR UPDATE OR DELETE ON @extschema@.snoozes
+  FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed();
+CREATE TRIGGER snoozes_announce_truncate AFTER TRUNCATE ON @extschema@.snoozes
+  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
+ALTER TABLE @extschema@.snoozes ENABLE ALWAYS TRIGGER snoozes_announce;
+ALTER TABLE @extschema@.snoozes ENABLE ALWAYS TRIGGER snoozes_announce_truncate;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.snoozes', '');
 
 ------------------------------------------------------------------------------

@@ -457,18 +457,28 @@ p2pay_check_config(PG_FUNCTION_ARGS)
 	return PointerGetDatum(newtup);
 }
 
-/* Statement trigger: every session reloads the configuration before its next insert. */
+/*
+ * AFTER trigger, for each statement or each row: every session reloads the
+ * configuration (rules, settings, ruleset) or the rows of the small
+ * reference tables it keeps (refs.c) before its next insert.
+ */
 PG_FUNCTION_INFO_V1(p2pay_config_changed);
 Datum
 p2pay_config_changed(PG_FUNCTION_ARGS)
 {
-	static const char *const tables[] = {"rules", "settings", "ruleset", NULL};
+	static const char *const tables[] = {"rules", "settings", "ruleset", "currencies",
+	"payment_methods", "blocklist", "allowlist", "snoozes", NULL};
 	TriggerData *td = (TriggerData *) fcinfo->context;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("p2pay.config_changed() must be fired as a trigger")));
+	if (!TRIGGER_FIRED_AFTER(td->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("p2pay.config_changed() must be fired AFTER"),
+				 errdetail("Fired BEFORE a row, it would skip the row.")));
 	p2pay_require_trigger_table(td, "config_changed", tables);
 
 	CacheInvalidateRelcache(td->tg_relation);
