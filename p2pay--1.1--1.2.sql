@@ -1733,39 +1733,23 @@ REVOKE ALL ON FUNCTION @extschema@.prune_state(interval) FROM PUBLIC;
 ------------------------------------------------------------------------------
 COMMENT ON FUNCTION @extschema@.config_changed() IS
   'AFTER trigger on rules, settings and ruleset, and on the small tables the scoring keeps in memory (currencies, payment_methods, ruleset, blocklist, allowlist, snoozes): tells every session to reload them.';
-CREATE TRIGGER currencies_announce AFTER INSERT OR UPDATE OR DELETE ON @extschema@.currencies
-  FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed();
-CREATE TRIGGER currencies_announce_truncate AFTER TRUNCATE ON @extschema@.currencies
-  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
-ALTER TABLE @extschema@.currencies ENABLE ALWAYS TRIGGER currencies_announce;
-ALTER TABLE @extschema@.currencies ENABLE ALWAYS TRIGGER currencies_announce_truncate;
-CREATE TRIGGER payment_methods_announce AFTER INSERT OR UPDATE OR DELETE ON @extschema@.payment_methods
-  FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed();
-CREATE TRIGGER payment_methods_announce_truncate AFTER TRUNCATE ON @extschema@.payment_methods
-  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
-ALTER TABLE @extschema@.payment_methods ENABLE ALWAYS TRIGGER payment_methods_announce;
-ALTER TABLE @extschema@.payment_methods ENABLE ALWAYS TRIGGER payment_methods_announce_truncate;
-CREATE TRIGGER ruleset_announce AFTER INSERT OR UPDATE OR DELETE ON @extschema@.ruleset
-  FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed();
-CREATE TRIGGER ruleset_announce_truncate AFTER TRUNCATE ON @extschema@.ruleset
-  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
-ALTER TABLE @extschema@.ruleset ENABLE ALWAYS TRIGGER ruleset_announce;
-ALTER TABLE @extschema@.ruleset ENABLE ALWAYS TRIGGER ruleset_announce_truncate;
-CREATE TRIGGER blocklist_announce AFTER INSERT OR UPDATE OR DELETE ON @extschema@.blocklist
-  FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed();
-CREATE TRIGGER blocklist_announce_truncate AFTER TRUNCATE ON @extschema@.blocklist
-  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
-ALTER TABLE @extschema@.blocklist ENABLE ALWAYS TRIGGER blocklist_announce;
-ALTER TABLE @extschema@.blocklist ENABLE ALWAYS TRIGGER blocklist_announce_truncate;
-CREATE TRIGGER allowlist_announce AFTER INSERT OR UPDATE OR DELETE ON @extschema@.allowlist
-  FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed();
-CREATE TRIGGER allowlist_announce_truncate AFTER TRUNCATE ON @extschema@.allowlist
-  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
-ALTER TABLE @extschema@.allowlist ENABLE ALWAYS TRIGGER allowlist_announce;
-ALTER TABLE @extschema@.allowlist ENABLE ALWAYS TRIGGER allowlist_announce_truncate;
-CREATE TRIGGER snoozes_announce AFTER INSERT OR UPDATE OR DELETE ON @extschema@.snoozes
-  FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed();
-CREATE TRIGGER snoozes_announce_truncate AFTER TRUNCATE ON @extschema@.snoozes
-  FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed();
-ALTER TABLE @extschema@.snoozes ENABLE ALWAYS TRIGGER snoozes_announce;
-ALTER TABLE @extschema@.snoozes ENABLE ALWAYS TRIGGER snoozes_announce_truncate;
+DO $$
+DECLARE
+  t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['currencies', 'payment_methods', 'ruleset', 'blocklist', 'allowlist',
+                           'snoozes'] LOOP
+    EXECUTE pg_catalog.format(
+      'CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON @extschema@.%I
+         FOR EACH ROW EXECUTE FUNCTION @extschema@.config_changed()', t || '_announce', t);
+    EXECUTE pg_catalog.format(
+      'CREATE TRIGGER %I AFTER TRUNCATE ON @extschema@.%I
+         FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.config_changed()',
+      t || '_announce_truncate', t);
+    EXECUTE pg_catalog.format('ALTER TABLE @extschema@.%I ENABLE ALWAYS TRIGGER %I',
+                              t, t || '_announce');
+    EXECUTE pg_catalog.format('ALTER TABLE @extschema@.%I ENABLE ALWAYS TRIGGER %I',
+                              t, t || '_announce_truncate');
+  END LOOP;
+END
+$$;
