@@ -74,6 +74,10 @@ SELECT amount_base FROM pay(2, 3, 10, 'EUR');
 SELECT amount_base, "all" AS "read" FROM pay(2, 3, 10, 'EUR');
 INSERT INTO p2pay.currencies (code, name, rate_to_base) VALUES ('GBP', 'Pound sterling', 1.25);
 SELECT amount_base FROM pay(2, 3, 10, 'GBP');
+-- an insert of a code that exists updates its row (merge_row()), and is
+-- seen as any update
+INSERT INTO p2pay.currencies (code, name, rate_to_base) VALUES ('GBP', 'Pound sterling', 1.5);
+SELECT amount_base FROM pay(2, 3, 10, 'GBP');
 SELECT amount_base FROM pay(2, 3, 10, 'JPY');
 -- and a payment method: unknown, then added
 SELECT decision FROM pay(2, 3, 10, 'USD', '00000000-0000-4000-8000-0000000000aa');

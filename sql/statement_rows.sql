@@ -32,7 +32,8 @@ $$;
 
 -- 1. One INSERT of 100 payments from user 1 to user 2, within an hour.
 -- Each account's row is written by the first payment, then once at the
--- statement's end; the pair's row, written through, once per payment.
+-- statement's end (the payee's row of the day is not: the pair was new
+-- that day only once); the pair's row, written through, once per payment.
 BEGIN;
 SELECT mark_writes();
 INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
@@ -276,6 +277,21 @@ SELECT u(26), u(27), 10, 'USD', '00000000-0000-4000-8000-000000000001',
 SELECT user_id, out_count, out_sum, in_count, in_sum FROM p2pay.account_stats
  WHERE user_id IN (u(26), u(27)) ORDER BY 1;
 ROLLBACK;
+SELECT * FROM state_vs_recount();
+
+-- 7. A payment whose pair has paid earlier that day doesn't write the
+-- payee's row of the day, whose count of new payers it doesn't change:
+-- the second of two payments from 28 to 29 updates the payer's row alone.
+BEGIN;
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+VALUES (u(28), u(29), 10, 'USD', '00000000-0000-4000-8000-000000000001', '2026-03-09 10:00+00');
+SELECT mark_writes();
+INSERT INTO p2pay.payments (payer_id, payee_id, amount, currency, payment_method_id, created_at)
+VALUES (u(28), u(29), 10, 'USD', '00000000-0000-4000-8000-000000000001', '2026-03-09 11:00+00');
+SELECT * FROM writes();
+COMMIT;
+SELECT user_id = u(28) AS payer, out_count, out_payees, in_payers FROM p2pay.account_daily
+ WHERE user_id IN (u(28), u(29)) AND day = '2026-03-09' ORDER BY 1;
 SELECT * FROM state_vs_recount();
 
 DROP TABLE plan, plan2, verdicts_one, verdicts_two, writes_mark;

@@ -33,7 +33,6 @@
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
-#include "utils/datum.h"
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -197,6 +196,7 @@ static struct
 	HTAB	   *allowed;		/* KeptListed */
 	KeptSnooze *snoozes;		/* sorted by user */
 	int			nsnoozes;
+	int			maxsnoozes;
 	int64		version;
 }			kept;
 
@@ -451,12 +451,18 @@ keep_row(RefAccess *ra, RefRel r, HeapTuple tup, int n)
 			}
 		case REF_SNOOZES:
 			{
-				KeptSnooze *k = &kept.snoozes[kept.nsnoozes];
+				KeptSnooze *k;
 
 				/* as snoozed() reads them: a row without a user snoozes nothing */
 				d = ref_att(ra, r, tup, ATT_SNOOZE_USER, &isnull);
 				if (isnull)
 					return true;
+				if (kept.nsnoozes == kept.maxsnoozes)
+				{
+					kept.maxsnoozes *= 2;
+					kept.snoozes = repalloc(kept.snoozes, sizeof(KeptSnooze) * kept.maxsnoozes);
+				}
+				k = &kept.snoozes[kept.nsnoozes];
 				memcpy(k->user.data, DatumGetUUIDP(d)->data, UUID_LEN);
 				d = ref_att(ra, r, tup, ATT_SNOOZE_UNTIL, &isnull);
 				if (isnull)
@@ -509,7 +515,8 @@ keep_table(RefAccess *ra, RefRel r)
 			kept.allowed = kept_hash("p2pay kept allowlist", sizeof(pg_uuid_t), sizeof(KeptListed));
 			break;
 		case REF_SNOOZES:
-			kept.snoozes = palloc(sizeof(KeptSnooze) * KEPT_MAX_ROWS);
+			kept.maxsnoozes = 16;
+			kept.snoozes = palloc(sizeof(KeptSnooze) * kept.maxsnoozes);
 			kept.nsnoozes = 0;
 			break;
 		default:

@@ -2778,7 +2778,9 @@ change_hour(RowChange *change, int hour, Datum amount)
 /*
  * An account's row of the day (read with its normal, or now): out_count
  * and out_payees for the payer, in_payers for the payee; and, in the 1.2
- * layout, the payer's amount in the hour of the day.
+ * layout, the payer's amount in the hour of the day.  The payee's row,
+ * where it has one, changes only for a pair new that day: else it is not
+ * written.
  */
 static void
 record_day(StateAccess *sa, DailyFacts *daily, bool out, bool new_pair, int hour,
@@ -2788,6 +2790,7 @@ record_day(StateAccess *sa, DailyFacts *daily, bool out, bool new_pair, int hour
 	ScanKeyData keys[2];
 	RowChange	change = {0};
 	DayHours	none = {0};
+	HeapTuple	row;
 
 	if (!cache.legacy)
 		write_hours(&none, change.fresh);
@@ -2807,9 +2810,10 @@ record_day(StateAccess *sa, DailyFacts *daily, bool out, bool new_pair, int hour
 	else
 		add_to(&change, DAILY_IN_PAYERS, false, Int64GetDatum(fresh));
 	key_day(keys, daily->id, daily->day);
-	apply_change(sa, IDX_DAILY, keys, 2,
-				 daily->loaded || daily->today_read ? daily->today
-				 : fetch_row(sa, IDX_DAILY, keys, 2), &change);
+	row = daily->loaded || daily->today_read ? daily->today : fetch_row(sa, IDX_DAILY, keys, 2);
+	if (!out && !new_pair && row != NULL)
+		return;
+	apply_change(sa, IDX_DAILY, keys, 2, row, &change);
 }
 
 
