@@ -133,21 +133,26 @@ SELECT * FROM pay(82, 83, 5000, :T + interval '1 minute');
 
 -- What a payer's payers paid it in the window is their pair's total when
 -- the pair's first payment is in the window: only a pair that paid before
--- it has its payments read.  87..91 pay 86 400 each 3 hours ago, and 87
--- paid it 400 more 25 hours ago, which doesn't count: 86 moving 1000 (half
--- of 2000, not of 2400) fires, and reads the payments of one payer more
--- than with pass_through off.
-INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(86, 92) n;
+-- it has its payments read.  94..98 pay 93 400 each 3 hours ago: 93
+-- moving 1000 fires, and reads no more payments than with pass_through
+-- off.  87..91 pay 86 the same, and 87 paid it 400 more 25 hours ago,
+-- which doesn't count: 86 moving 1000 (half of 2000, not of 2400) fires,
+-- and reads 87's payments.
+INSERT INTO p2pay.users (id, created_at) SELECT u(n), '2020-01-01' FROM generate_series(86, 99) n;
 INSERT INTO p2pay.user_payment_methods
-  SELECT u(n), '00000000-0000-4000-8000-000000000001' FROM generate_series(86, 92) n;
+  SELECT u(n), '00000000-0000-4000-8000-000000000001' FROM generate_series(86, 99) n;
 SELECT * FROM pay(87, 86, 400, :T - interval '25 hours');
 SELECT count(*) FROM generate_series(87, 91) n, LATERAL pay(n, 86, 400, :T - interval '3 hours') p
  WHERE p.reasons = '{}';
+SELECT count(*) FROM generate_series(94, 98) n, LATERAL pay(n, 93, 400, :T - interval '3 hours') p
+ WHERE p.reasons = '{}';
 BEGIN;
 UPDATE p2pay.rules SET mode = 'off' WHERE name = 'pass_through';
-SELECT reads AS off_reads FROM pay_reads(86, 92, 1000, :T) \gset
+SELECT reads AS off93 FROM pay_reads(93, 99, 1000, :T) \gset
+SELECT reads AS off86 FROM pay_reads(86, 92, 1000, :T) \gset
 ROLLBACK;
-SELECT reasons, reads - :off_reads AS "payers read" FROM pay_reads(86, 92, 1000, :T);
+SELECT reasons, reads - :off93 AS "reads beyond pass_through off" FROM pay_reads(93, 99, 1000, :T);
+SELECT reasons, reads > :off86 AS "87's payments read" FROM pay_reads(86, 92, 1000, :T);
 
 DROP TABLE reads;
 DROP FUNCTION pay_reads(int, int, numeric, timestamptz), payer_time_scans(),

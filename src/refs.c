@@ -144,7 +144,7 @@ static struct
  * - each of them has triggers, config_changed(), that queue a relcache
  *   invalidation of the table at every row inserted, updated or deleted,
  *   and at every TRUNCATE; at commit it reaches every backend, which takes
- *   it in before every payment (p2pay_config()), and within the changing
+ *   it in before every lookup's snapshot, and within the changing
  *   transaction it applies at the next command, and again at a rollback;
  * - a table is kept only while it has such triggers, enabled ALWAYS (so
  *   that session_replication_role can't silence them), for all four
@@ -735,9 +735,10 @@ p2pay_lookup_references(Oid nspid, const PaymentInput *in, PaymentFacts *facts,
 
 	/*
 	 * The statement's earlier commands and rows first, with the
-	 * invalidations they queued.  Those other transactions sent were taken
-	 * in just before, by p2pay_config() (the tables kept are not opened,
-	 * so no lock takes them in).
+	 * invalidations they queued.  Those other transactions sent are taken
+	 * in after the tables are opened (the tables kept are not, so no lock
+	 * takes them in), just before the snapshot: a change whose
+	 * invalidation came by then is read, from the tables.
 	 */
 	CommandCounterIncrement();
 	for (;;)
@@ -747,7 +748,8 @@ p2pay_lookup_references(Oid nspid, const PaymentInput *in, PaymentFacts *facts,
 		for (int i = 0; i < NUM_REFS; i++)
 			ra.rels[i] = use_kept && !reload && kept.kept[i] ? NULL
 				: table_open(cache.refs[i], AccessShareLock);
-		if (cache.state.valid)
+		AcceptInvalidationMessages();
+		if (cache.state.valid && (reload || !use_kept || kept.state.valid))
 			break;
 		for (int i = 0; i < NUM_REFS; i++)
 			if (ra.rels[i] != NULL)
