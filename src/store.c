@@ -3129,30 +3129,23 @@ state_previous(FactSource *src, TimestampTz *at)
 	return previous_payment(&ss->sa, ss->in->payer, ss->in->created_at, at);
 }
 
+/*
+ * The payer's payers other than except (NULL: any), in pairs last paid
+ * after an instant, stopping at limit; its days asked first.
+ */
+static int64
+payers_of_payer_after(StateSource *ss, TimestampTz after, const pg_uuid_t *except, int64 limit)
+{
+	if (limit > 0 && days_bound(ss, true, DAILY_IN_PAYERS, after, false) == 0)
+		return 0;
+	return count_range(&ss->sa, IDX_PAIR_PAYEE_LAST, ss->in->payer, after,
+					   except != NULL ? PAIR_PAYER : 0, except, limit);
+}
+
 static int64
 state_payers_of_payer_after(FactSource *src, TimestampTz after, int64 limit)
 {
-	StateSource *ss = (StateSource *) src;
-
-	if (limit > 0 && days_bound(ss, true, DAILY_IN_PAYERS, after, false) == 0)
-		return 0;
-	return count_range(&ss->sa, IDX_PAIR_PAYEE_LAST, ss->in->payer, after, 0, NULL, limit);
-}
-
-/*
- * Whether an account other than the payee paid the payer after an instant,
- * its days asked first.  A loop the payment closes needs one: its last leg
- * comes from an account the payee paid, or one that account paid, other
- * than the payee (the trigger refuses a payment to oneself, and the
- * statement's third leg leaves the payee out).
- */
-static bool
-state_paid_by_other_after(StateSource *ss, TimestampTz after)
-{
-	if (days_bound(ss, true, DAILY_IN_PAYERS, after, false) == 0)
-		return false;
-	return count_range(&ss->sa, IDX_PAIR_PAYEE_LAST, ss->in->payer, after, PAIR_PAYER,
-					   ss->in->payee, 1) > 0;
+	return payers_of_payer_after((StateSource *) src, after, NULL, limit);
 }
 
 /*
@@ -3197,9 +3190,12 @@ p2pay_paid_after(Oid nspid, const pg_uuid_t *account, const pg_uuid_t *except,
 }
 
 /*
- * The money-flow facts, in SQL (moneyflow.c), with the same snapshot; a
- * loop needs someone other than the payee to have paid the payer in
- * cycle's window, which its days and the index tell first.
+ * The money-flow facts, in SQL (moneyflow.c), with the same snapshot.  A
+ * loop the payment closes needs someone other than the payee to have paid
+ * the payer in cycle's window, which its days and the index tell first:
+ * its last leg comes from an account the payee paid, or one that account
+ * paid, other than the payee (the trigger refuses a payment to oneself,
+ * and the statement's third leg leaves the payee out).
  */
 static void
 state_money_flow(FactSource *src, bool sum, bool loops, bool cycle_on, PaymentFacts *facts)
@@ -3207,7 +3203,8 @@ state_money_flow(FactSource *src, bool sum, bool loops, bool cycle_on, PaymentFa
 	StateSource *ss = (StateSource *) src;
 	const RuleConfig *cy = &ss->cfg->rules[RULE_CYCLE];
 
-	loops = loops && state_paid_by_other_after(ss, ss->in->created_at - cy->p.window);
+	loops = loops &&
+		payers_of_payer_after(ss, ss->in->created_at - cy->p.window, ss->in->payee, 1) > 0;
 	p2pay_read_money_flow(ss->cfg, ss->nspid, ss->in, facts, ss->record, sum, loops, cycle_on);
 }
 
